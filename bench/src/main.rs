@@ -1,0 +1,59 @@
+//! gpu-bench: benchmark binary for gpud and simgpu.
+//!
+//! `gpu-bench <group>... [--json]` runs the named groups (all when none are named). Each group
+//! produces one report: a human table by default, one JSON object per line with `--json`.
+
+#![forbid(unsafe_code)]
+
+mod report;
+
+use report::Report;
+use std::process::ExitCode;
+
+/// A benchmark group: its name on the command line and the function that measures it.
+struct Group {
+    name: &'static str,
+    run: fn() -> Report,
+}
+
+fn groups() -> Vec<Group> {
+    vec![Group {
+        name: "selftest",
+        run: report::selftest,
+    }]
+}
+
+fn main() -> ExitCode {
+    let mut json = false;
+    let mut wanted = Vec::new();
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--json" => json = true,
+            "-h" | "--help" => {
+                let names: Vec<_> = groups().iter().map(|g| g.name).collect();
+                println!("usage: gpu-bench [--json] [{}]...", names.join("|"));
+                return ExitCode::SUCCESS;
+            }
+            other => wanted.push(other.to_string()),
+        }
+    }
+    let all = groups();
+    for name in &wanted {
+        if !all.iter().any(|g| g.name == name) {
+            eprintln!("gpu-bench: unknown group {name:?}");
+            return ExitCode::from(2);
+        }
+    }
+    for group in all
+        .iter()
+        .filter(|g| wanted.is_empty() || wanted.iter().any(|w| w == g.name))
+    {
+        let report = (group.run)();
+        if json {
+            println!("{}", report.to_json());
+        } else {
+            print!("{}", report.to_table());
+        }
+    }
+    ExitCode::SUCCESS
+}

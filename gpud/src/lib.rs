@@ -1,0 +1,17 @@
+//! gpud: a user-mode GPU driver service.
+//!
+//! The daemon owns a GPU through OS capabilities and serves the `gpu` scheme. This crate is
+//! its driver core; the binary in `main.rs` only picks a platform and runs it.
+//!
+//! Module map (see `docs/architecture.md`):
+//! - [`types`]: newtype addresses and ids shared by every module.
+//! - [`hw`]: the hardware abstraction and the simgpu backend; the only module that knows
+//!   register and PTE layouts.
+//! - [`sync`]: fences, fence chains, syncobjs, reservation objects, multi-object locking,
+//!   user fences, the lock-order checker.
+//! - [`vm`]: the GPU VA-space manager (split/merge planner, vm_bo bookkeeping).
+
+pub mod hw;
+pub mod sync;
+pub mod types;
+pub mod vm;

@@ -1,0 +1,20 @@
+//! The gpud binary: pick a platform, build the device, run.
+//!
+//! `gpud demo` runs the driver on the simulated GPU and shows it doing real work;
+//! `gpud serve` runs the daemon (see README).
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("demo") => {
+            println!("gpud demo: the simulated GPU is not wired up yet");
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("usage: gpud demo | gpud serve");
+            ExitCode::from(2)
+        }
+    }
+}
