@@ -12,6 +12,7 @@
 //! - [`vm`]: the GPU VA-space manager (split/merge planner, vm_bo bookkeeping).
 
 pub mod hw;
+pub mod mem;
 pub mod sync;
 pub mod types;
 pub mod vm;
