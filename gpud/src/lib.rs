@@ -10,8 +10,10 @@
 //! - [`sync`]: fences, fence chains, syncobjs, reservation objects, multi-object locking,
 //!   user fences, the lock-order checker.
 //! - [`vm`]: the GPU VA-space manager (split/merge planner, vm_bo bookkeeping).
+//! - [`platform`]: launch as a Redox pcid driver (startup, event loop, syscall seams).
 
 pub mod hw;
+pub mod platform;
 pub mod sync;
 pub mod types;
 pub mod vm;
