@@ -165,6 +165,10 @@ where
     pub fn socket_mut(&mut self) -> &mut K {
         &mut self.socket
     }
+    #[cfg(test)]
+    fn irq_mut_for_tests(&mut self) -> &mut I {
+        &mut self.irq
+    }
 
     /// Runs until the scheme is unmounted or a fatal error.
     pub fn run<W: EventWait>(&mut self, queue: &mut W) -> Result<(), LoopError> {
@@ -309,3 +313,7 @@ where
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "event_loop_tests.rs"]
+mod tests;

@@ -166,3 +166,78 @@ impl<C: ChannelIo> PcidClient<C> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    /// A channel replaying fixed reply bytes and recording what was written.
+    struct Scripted {
+        reply: VecDeque<u8>,
+        written: Vec<Vec<u8>>,
+        accept: Option<usize>,
+    }
+
+    impl ChannelIo for Scripted {
+        fn write(&mut self, buf: &[u8]) -> Result<usize, SysError> {
+            self.written.push(buf.to_vec());
+            Ok(self.accept.unwrap_or(buf.len()))
+        }
+        fn read(&mut self, buf: &mut [u8]) -> Result<usize, SysError> {
+            let n = buf.len().min(self.reply.len()).min(3);
+            for b in buf.iter_mut().take(n) {
+                *b = self.reply.pop_front().unwrap_or(0);
+            }
+            Ok(n)
+        }
+    }
+
+    fn client(reply: Vec<u8>) -> PcidClient<Scripted> {
+        PcidClient::new(Scripted {
+            reply: reply.into(),
+            written: vec![],
+            accept: None,
+        })
+    }
+
+    #[test]
+    fn request_is_one_write_and_reply_is_reassembled() {
+        let mut c = client(wire::to_frame(&PcidClientResponse::AllFeatures(vec![
+            PciFeature::MsiX,
+        ])));
+        assert_eq!(c.features(), Ok(vec![PciFeature::MsiX]));
+        assert_eq!(c.channel.written, vec![vec![2, 0, 0, 0]]);
+    }
+
+    #[test]
+    fn broken_replies_are_typed_errors() {
+        let mut frame = wire::to_frame(&PcidClientResponse::ReadConfig(1));
+        frame.truncate(frame.len() - 1);
+        assert_eq!(client(frame).features(), Err(PcidError::Eof));
+        let huge = (1u64 << 40).to_le_bytes().to_vec();
+        assert_eq!(
+            client(huge).config(),
+            Err(PcidError::Decode(DecodeError::FrameTooLong(1 << 40)))
+        );
+        let wrong = wire::to_frame(&PcidClientResponse::WriteConfig);
+        assert!(matches!(
+            client(wrong).config(),
+            Err(PcidError::Unexpected {
+                request: "RequestConfig",
+                ..
+            })
+        ));
+        let other = wire::to_frame(&PcidClientResponse::FeatureEnabled(PciFeature::Msi));
+        assert!(matches!(
+            client(other).enable_feature(PciFeature::MsiX),
+            Err(PcidError::Unexpected { .. })
+        ));
+        let mut short = client(vec![]);
+        short.channel.accept = Some(1);
+        assert_eq!(
+            short.config(),
+            Err(PcidError::ShortWrite { written: 1, len: 4 })
+        );
+    }
+}

@@ -244,3 +244,7 @@ where
         irq_fallbacks: fell_back,
     })
 }
+
+#[cfg(test)]
+#[path = "startup_tests.rs"]
+mod tests;
