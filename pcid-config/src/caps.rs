@@ -203,5 +203,4 @@ pub fn msix_pba_range(info: &MsixInfo, bar_size: u64) -> Option<std::ops::Range<
 }
 
 #[cfg(test)]
-#[path = "caps_tests.rs"]
 mod tests;

@@ -359,5 +359,4 @@ pub fn probe_bars<A: ConfigAccess>(
 }
 
 #[cfg(test)]
-#[path = "pci_tests.rs"]
 mod tests;

@@ -166,7 +166,7 @@ where
         &mut self.socket
     }
     #[cfg(test)]
-    fn irq_mut_for_tests(&mut self) -> &mut I {
+    pub(crate) fn irq_mut_for_tests(&mut self) -> &mut I {
         &mut self.irq
     }
 
@@ -231,8 +231,7 @@ where
                 self.write(into_response(resp, p.op))?;
             }
         }
-        // Requests parked while writing cannot exist (writing never dispatches), so this
-        // simply restores the ones that still wait, in arrival order.
+        // The ones that still wait, in arrival order.
         self.parked = still;
         Ok(())
     }
@@ -315,5 +314,4 @@ where
 }
 
 #[cfg(test)]
-#[path = "event_loop_tests.rs"]
 mod tests;

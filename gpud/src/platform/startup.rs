@@ -246,5 +246,4 @@ where
 }
 
 #[cfg(test)]
-#[path = "startup_tests.rs"]
 mod tests;

@@ -161,7 +161,7 @@ impl IrqHandle for FakeIrq {
     }
 }
 
-/// An event queue replaying wake-ups, then reporting the socket forever.
+/// An event queue replaying wake-ups, then failing with `EPIPE` (which ends `run`).
 #[derive(Default)]
 pub struct FakeQueue {
     /// Wake-ups to replay.
@@ -170,7 +170,7 @@ pub struct FakeQueue {
 
 impl EventWait for FakeQueue {
     fn wait(&mut self) -> Result<WakeSource, SysError> {
-        Ok(self.wakes.pop_front().unwrap_or(WakeSource::Scheme))
+        self.wakes.pop_front().ok_or(SysError::new(syscall::EPIPE))
     }
 }
 

@@ -288,3 +288,40 @@ fn pcid_errors_and_missing_bar0_are_typed() {
         })
     ));
 }
+
+#[test]
+fn started_service_serves_requests_and_interrupts() {
+    use crate::platform::sys::WakeSource;
+    use crate::platform::testing as t;
+    let mut p = platform(simgpu_pcid(), SPAWNED);
+    let mut service = start(&mut p, |_| {
+        Ok((TestScheme::default(), TestEvents::default()))
+    })
+    .expect("startup");
+    let l = &mut service.event_loop;
+    l.socket_mut()
+        .incoming
+        .extend([t::openat(1, 0, "card0", 0), t::read(2, 1, 8, 0)]);
+    l.on_wake(WakeSource::Scheme).expect("wake");
+    assert_eq!(l.parked_len(), 1);
+    // The interrupt arrives on the vector startup allocated; then the queue runs dry.
+    service.queue.wakes.push_back(WakeSource::Irq);
+    service.event_loop.irq_mut_for_tests().pending = Some(1);
+    let end = service.event_loop.run(&mut service.queue);
+    assert_eq!(
+        end,
+        Err(crate::platform::event_loop::LoopError::Wait(SysError::new(
+            syscall::EPIPE
+        )))
+    );
+    let l = &mut service.event_loop;
+    let results: Vec<_> = l
+        .socket_mut()
+        .written
+        .iter()
+        .map(|c| (c.tag, t::result(c)))
+        .collect();
+    assert_eq!(results[..2], [(1, Ok(1)), (2, Ok(8))]);
+    assert_eq!(l.parked_len(), 0);
+    assert_eq!(l.stats().irqs_acked, 1);
+}
