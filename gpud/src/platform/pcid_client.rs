@@ -6,6 +6,7 @@
 //! Must not: trust pcid's bytes. A short read, an oversized frame or an unexpected variant is
 //! a typed [`PcidError`], never a panic.
 
+use pcid_config::pci::ConfigAccess;
 use pcid_config::protocol::{
     MsiInfo, MsixInfo, PciFeature, PciFeatureInfo, PcidServerResponseError, SetFeatureInfo,
     SubdriverArguments,
@@ -165,6 +166,33 @@ impl<C: ChannelIo> PcidClient<C> {
             other => Err(Self::unexpected("SetFeatureInfo", other)),
         }
     }
+
+    /// `ReadConfig(offset)`: one config-space dword.
+    pub fn read_config(&mut self, offset: u16) -> Result<u32, PcidError> {
+        match self.exchange(&PcidClientRequest::ReadConfig(offset))? {
+            PcidClientResponse::ReadConfig(v) => Ok(v),
+            other => Err(Self::unexpected("ReadConfig", other)),
+        }
+    }
+
+    /// `WriteConfig(offset, value)`.
+    pub fn write_config(&mut self, offset: u16, value: u32) -> Result<(), PcidError> {
+        match self.exchange(&PcidClientRequest::WriteConfig(offset, value))? {
+            PcidClientResponse::WriteConfig => Ok(()),
+            other => Err(Self::unexpected("WriteConfig", other)),
+        }
+    }
+}
+
+/// Live config space through pcid, e.g. for `pcid_config::pci::probe_bars`.
+impl<C: ChannelIo> ConfigAccess for PcidClient<C> {
+    type Error = PcidError;
+    fn read32(&mut self, offset: u16) -> Result<u32, PcidError> {
+        self.read_config(offset)
+    }
+    fn write32(&mut self, offset: u16, value: u32) -> Result<(), PcidError> {
+        self.write_config(offset, value)
+    }
 }
 
 #[cfg(test)]
@@ -233,6 +261,10 @@ mod tests {
             client(other).enable_feature(PciFeature::MsiX),
             Err(PcidError::Unexpected { .. })
         ));
+        let read = wire::to_frame(&PcidClientResponse::ReadConfig(0x0001_7347));
+        let mut c = client(read);
+        assert_eq!(ConfigAccess::read32(&mut c, 0), Ok(0x0001_7347));
+        assert_eq!(c.channel.written, vec![vec![7, 0, 0, 0, 0, 0]]);
         let mut short = client(vec![]);
         short.channel.accept = Some(1);
         assert_eq!(
