@@ -103,7 +103,12 @@ pub fn allocate<P: Platform>(
     args: &SubdriverArguments,
     bars: &mut [Option<P::Bar>; 6],
 ) -> Result<Interrupt<P::Irq>, NoInterrupt> {
-    let features = pcid.features().unwrap_or_default();
+    // If pcid cannot even list the features, MSI-X and MSI both fail with that reason and
+    // the legacy line is still tried.
+    let (features, no_feature) = match pcid.features() {
+        Ok(f) => (f, IrqModeError::Unsupported),
+        Err(e) => (Vec::new(), IrqModeError::Pcid(e)),
+    };
     let mut fell_back = Vec::new();
     let msix = if features.contains(&PciFeature::MsiX) {
         match setup_msix(platform, pcid, bars) {
@@ -117,7 +122,7 @@ pub fn allocate<P: Platform>(
             Err(e) => e,
         }
     } else {
-        IrqModeError::Unsupported
+        no_feature.clone()
     };
     fell_back.push(("MSI-X", msix.clone()));
     let msi = if features.contains(&PciFeature::Msi) {
@@ -132,7 +137,7 @@ pub fn allocate<P: Platform>(
             Err(e) => e,
         }
     } else {
-        IrqModeError::Unsupported
+        no_feature
     };
     fell_back.push(("MSI", msi.clone()));
     let legacy = match args.func.legacy_interrupt_line {
