@@ -281,6 +281,7 @@ pub fn decode_bars(raw: &[u32; 6], masks: Option<&[u32; 6]>) -> Result<[Option<B
         let low = u64::from(r & regs::BAR_MEM_ADDR_MASK);
         if r & regs::BAR_MEM_TYPE_MASK == regs::BAR_MEM_TYPE_64 {
             let hi = *raw.get(i + 1).ok_or(PciError::Bar64InLastSlot(i))?;
+            // PANIC: `raw.get(i + 1)` succeeded and `masks` has the same length, so `i + 1 < 6`.
             let size = masks.map_or(0, |m| {
                 let mask = u64::from(m[i + 1]) << 32 | u64::from(m[i] & regs::BAR_MEM_ADDR_MASK);
                 bar_size(mask, 64)
