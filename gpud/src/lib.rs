@@ -10,9 +10,12 @@
 //! - [`sync`]: fences, fence chains, syncobjs, reservation objects, multi-object locking,
 //!   user fences, the lock-order checker.
 //! - [`vm`]: the GPU VA-space manager (split/merge planner, vm_bo bookkeeping).
+//! - [`mem`]: VRAM buddy allocator (buffer objects and eviction come later).
+//! - [`platform`]: launch as a Redox pcid driver (startup, event loop, syscall seams).
 
 pub mod hw;
 pub mod mem;
+pub mod platform;
 pub mod sync;
 pub mod types;
 pub mod vm;

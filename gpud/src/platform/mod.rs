@@ -1,0 +1,26 @@
+//! Platform glue: how gpud is launched, gets its device and serves the `gpu` scheme.
+//!
+//! On Redox gpud is a PCI driver spawned by pcid-spawner. The pieces:
+//! - [`sys`]: one small trait per kernel capability (pcid channel, BAR mapping, IRQ handle,
+//!   DMA memory, event queue, scheme socket, process calls). No syscalls.
+//! - [`pcid_client`]: typed requests on the pcid channel.
+//! - [`interrupts`]: MSI-X → MSI → INTx setup.
+//! - [`startup`]: the startup sequence, generic over [`sys::Platform`].
+//! - [`event_loop`]: the request/IRQ/fevent loop, generic over the socket, the IRQ handle,
+//!   any `redox_scheme::SchemeSync` server and the driver's [`event_loop::DeviceEvents`].
+//! - `redox` (feature `redox`): the real implementations of the [`sys`] traits and the entry
+//!   point [`redox::run`]; the only module here that makes syscalls or holds `unsafe`.
+//!
+//! Everything but `redox` builds and is tested on any host with recording fakes.
+
+pub mod event_loop;
+pub mod interrupts;
+pub mod pcid_client;
+pub mod startup;
+pub mod sys;
+
+#[cfg(feature = "redox")]
+pub mod redox;
+
+#[cfg(test)]
+mod testing;
