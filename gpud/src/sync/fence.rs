@@ -238,6 +238,16 @@ impl Fence {
         Ok(())
     }
 
+    /// Records `fault` unless an error is already recorded (first error wins).
+    pub(crate) fn set_error_once(&self, fault: FenceFault) -> Result<(), FenceError> {
+        let mut state = shim::lock(&self.state);
+        if state.status != FenceStatus::Pending {
+            return Err(self.already_signalled());
+        }
+        state.error.get_or_insert(fault);
+        Ok(())
+    }
+
     /// Signals the fence: wakes every waiter and runs every callback, exactly once.
     pub fn signal(&self) -> Result<(), FenceError> {
         self.complete(None)

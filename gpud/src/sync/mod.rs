@@ -5,11 +5,15 @@
 //! mutex, condition variable and atomic of the model-checked parts comes from [`shim`], so
 //! `RUSTFLAGS="--cfg loom"` builds check them with loom.
 
+pub mod array;
+pub mod chain;
 pub mod fence;
 pub mod lockdep;
 mod shim;
 pub mod wait_queue;
 
+pub use array::{fence_array, ArrayError, ArrayMode};
+pub use chain::{ChainError, ChainNode};
 pub use fence::{
     wait_all, wait_any, CallbackAdded, CallbackId, Fence, FenceCallback, FenceContext, FenceError,
     FenceFault, FenceKind, FenceStatus, Outcome,
