@@ -32,8 +32,8 @@ pub enum ChainError {
 pub struct ChainNode {
     seqno: u64,
     prev_seqno: u64,
+    point_fence: Arc<Fence>,
     fence: Arc<Fence>,
-    composite: Arc<Fence>,
     /// `None` once collected (the predecessor signalled) or for the first point.
     prev: Mutex<Option<Arc<ChainNode>>>,
 }
@@ -43,18 +43,18 @@ impl ChainNode {
     pub fn new(prev: Option<Arc<ChainNode>>, fence: Arc<Fence>, seqno: u64) -> Arc<Self> {
         let prev_seqno = prev.as_ref().map_or(0, |p| p.seqno);
         let (context, seqno) = match &prev {
-            Some(p) if seqno > p.seqno => (p.composite.context(), seqno),
+            Some(p) if seqno > p.seqno => (p.fence.context(), seqno),
             _ => (FenceContext::alloc(), seqno.max(prev_seqno)),
         };
         let composite = Fence::with_kind(context, seqno, FenceKind::Chain);
         let mut sources = vec![fence.clone()];
-        sources.extend(prev.as_ref().map(|p| p.composite.clone()));
+        sources.extend(prev.as_ref().map(|p| p.fence.clone()));
         complete_when_all(&composite, &sources);
         Arc::new(Self {
             seqno,
             prev_seqno,
-            fence,
-            composite,
+            point_fence: fence,
+            fence: composite,
             prev: Mutex::new(prev),
         })
     }
@@ -71,17 +71,17 @@ impl ChainNode {
 
     /// The fence of this point alone.
     pub fn point_fence(&self) -> &Arc<Fence> {
-        &self.fence
+        &self.point_fence
     }
 
     /// The fence that signals when this point and all earlier points have.
     pub fn fence(&self) -> &Arc<Fence> {
-        &self.composite
+        &self.fence
     }
 
     /// Whether this point and all earlier points have signalled.
     pub fn is_signalled(&self) -> bool {
-        self.composite.is_signalled()
+        self.fence.is_signalled()
     }
 
     /// The live predecessor, collecting the link first if the predecessor signalled.
