@@ -7,17 +7,23 @@
 
 pub mod array;
 pub mod chain;
+pub mod exec;
 pub mod fence;
 pub mod lockdep;
+pub mod resv;
 mod shim;
 pub mod wait_queue;
+pub mod ww;
 
 pub use array::{fence_array, ArrayError, ArrayMode};
 pub use chain::{ChainError, ChainNode};
+pub use exec::{Exec, ExecError, ExecFlags};
 pub use fence::{
     wait_all, wait_any, CallbackAdded, CallbackId, Fence, FenceCallback, FenceContext, FenceError,
     FenceFault, FenceKind, FenceStatus, Outcome,
 };
 pub use lockdep::{LockClass, OrderedMutex, OrderedRwLock};
+pub use resv::{Resv, ResvError, ResvId, Usage};
 pub use shim::deadline_after;
 pub use wait_queue::{WaitQueue, Wake};
+pub use ww::{AcquireCtx, Ticket, WwError, WwMutex};
