@@ -12,6 +12,7 @@ pub mod fence;
 pub mod lockdep;
 pub mod resv;
 mod shim;
+pub mod syncobj;
 pub mod wait_queue;
 pub mod ww;
 
@@ -25,5 +26,8 @@ pub use fence::{
 pub use lockdep::{LockClass, OrderedMutex, OrderedRwLock};
 pub use resv::{Resv, ResvError, ResvId, Usage};
 pub use shim::deadline_after;
+pub use syncobj::{
+    wait_many as syncobj_wait_many, HookId, ReadyHook, Syncobj, SyncobjError, WaitFlags,
+};
 pub use wait_queue::{WaitQueue, Wake};
 pub use ww::{AcquireCtx, Ticket, WwError, WwMutex};
