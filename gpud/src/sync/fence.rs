@@ -431,6 +431,22 @@ mod loom_tests {
     }
 
     #[test]
+    fn loom_fence_wait_any_vs_signal_returns_the_signalled_index() {
+        loom::model(|| {
+            let fences = vec![
+                Fence::new(FenceContext::alloc(), 1),
+                Fence::new(FenceContext::alloc(), 1),
+            ];
+            let signaller = {
+                let fence = fences[1].clone();
+                loom::thread::spawn(move || fence.signal().map_err(|_| ()))
+            };
+            assert_eq!(wait_any(&fences, None), Ok(1));
+            assert_eq!(signaller.join().unwrap(), Ok(()));
+        });
+    }
+
+    #[test]
     fn loom_fence_double_signal_race_has_one_winner() {
         loom::model(|| {
             let fence = Fence::new(FenceContext::alloc(), 1);

@@ -13,6 +13,7 @@ pub mod lockdep;
 pub mod resv;
 mod shim;
 pub mod syncobj;
+pub mod user_fence;
 pub mod wait_queue;
 pub mod ww;
 
@@ -29,5 +30,6 @@ pub use shim::deadline_after;
 pub use syncobj::{
     wait_many as syncobj_wait_many, HookId, ReadyHook, Syncobj, SyncobjError, WaitFlags,
 };
+pub use user_fence::{CompareOp, FenceMemory, UserFence, UserFenceError};
 pub use wait_queue::{WaitQueue, Wake};
 pub use ww::{AcquireCtx, Ticket, WwError, WwMutex};

@@ -130,3 +130,28 @@ mod tests {
         waker.join().unwrap();
     }
 }
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::sync::shim::AtomicBool;
+    use std::sync::Arc;
+
+    #[test]
+    fn loom_wait_queue_condition_set_then_notify_is_never_lost() {
+        loom::model(|| {
+            let queue = Arc::new(WaitQueue::new());
+            let flag = Arc::new(AtomicBool::new(false));
+            let device = {
+                let (queue, flag) = (queue.clone(), flag.clone());
+                loom::thread::spawn(move || {
+                    flag.store(true, Ordering::Release);
+                    queue.notify_all();
+                })
+            };
+            let seen = queue.wait_for(None, || flag.load(Ordering::Acquire).then_some(()));
+            assert_eq!(seen, Some(()));
+            device.join().unwrap();
+        });
+    }
+}
