@@ -122,6 +122,20 @@ fn chain_of_many_points_drops_without_recursion() {
     drop(head);
 }
 
+#[test]
+fn chain_oldest_point_signalling_last_completes_a_long_chain_without_recursion() {
+    let first = point_fence();
+    let mut head = ChainNode::new(None, first.clone(), 1);
+    for p in 2..=100_000u64 {
+        head = ChainNode::new(Some(head), Fence::signalled_stub(), p);
+    }
+    assert!(!head.is_signalled());
+    // Each link's completion triggers the next: this must not nest 100 000 stack frames.
+    first.signal().unwrap();
+    assert!(head.is_signalled());
+    assert_eq!(head.last_signalled_point(), 100_000);
+}
+
 /// Oracle: points strictly increasing; `signalled[i]` is point i's own fence.
 fn oracle_find(points: &[u64], signalled: &[bool], n: u64) -> Result<Option<u64>, ()> {
     let last = *points.last().unwrap();

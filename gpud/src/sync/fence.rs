@@ -15,9 +15,11 @@
 
 use super::shim::{self, AtomicBool, Condvar, Mutex, Ordering};
 use super::wait_queue::WaitQueue;
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::AtomicU64 as StdAtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
@@ -135,6 +137,8 @@ impl State {
 
 /// A dma-fence-like completion event. Always shared as `Arc<Fence>`.
 pub struct Fence {
+    /// Lets `complete(&self)` hand an owned reference to deferred callbacks.
+    me: Weak<Fence>,
     context: FenceContext,
     seqno: u64,
     kind: FenceKind,
@@ -161,7 +165,8 @@ impl Fence {
     }
 
     pub(crate) fn with_kind(context: FenceContext, seqno: u64, kind: FenceKind) -> Arc<Self> {
-        Arc::new(Self {
+        Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             context,
             seqno,
             kind,
@@ -268,8 +273,11 @@ impl Fence {
             std::mem::take(&mut state.callbacks)
         };
         self.cond.notify_all();
-        for (_, callback) in callbacks {
-            callback(self);
+        match self.me.upgrade() {
+            Some(me) => run_callbacks(me, callbacks),
+            // Only reachable from the last owner's drop path, where nobody can observe a
+            // nesting depth: run in place.
+            None => callbacks.into_iter().for_each(|(_, cb)| cb(self)),
         }
         Ok(())
     }
@@ -341,6 +349,59 @@ impl Fence {
             if timed_out && state.status == FenceStatus::Pending {
                 return Err(FenceError::Timeout { pending: 1 });
             }
+        }
+    }
+}
+
+/// Callbacks waiting to run on this thread: `Some` while a signal is running callbacks.
+type Deferred = Option<VecDeque<(Arc<Fence>, Vec<(CallbackId, FenceCallback)>)>>;
+
+#[cfg(not(loom))]
+std::thread_local! {
+    /// Callbacks of fences signalled from inside a callback on this thread. The outermost
+    /// signal runs them in a loop instead of nesting, so a long fence chain whose oldest
+    /// point signals last completes iteratively instead of recursing once per link.
+    static DEFERRED: RefCell<Deferred> = const { RefCell::new(None) };
+}
+
+// Loom runs its model threads on one OS thread, so the per-thread queue must be loom's.
+#[cfg(loom)]
+loom::thread_local! {
+    static DEFERRED: RefCell<Deferred> = RefCell::new(None);
+}
+
+/// Resets the deferral state even if a callback panics (queued callbacks are dropped).
+struct DrainGuard;
+
+impl Drop for DrainGuard {
+    fn drop(&mut self) {
+        DEFERRED.with(|d| d.borrow_mut().take());
+    }
+}
+
+/// Runs `callbacks` of `fence` now, or queues them if this thread is already running
+/// callbacks further up the stack.
+fn run_callbacks(fence: Arc<Fence>, callbacks: Vec<(CallbackId, FenceCallback)>) {
+    let mut batch = Some((fence, callbacks));
+    DEFERRED.with(|d| {
+        let mut d = d.borrow_mut();
+        match d.as_mut() {
+            Some(queue) => queue.extend(batch.take()),
+            None => *d = Some(VecDeque::new()),
+        }
+    });
+    let Some(mut next) = batch else {
+        return; // queued for the outer frame
+    };
+    let _guard = DrainGuard;
+    loop {
+        let (fence, callbacks) = next;
+        for (_, callback) in callbacks {
+            callback(&fence);
+        }
+        match DEFERRED.with(|d| d.borrow_mut().as_mut().and_then(VecDeque::pop_front)) {
+            Some(more) => next = more,
+            None => break,
         }
     }
 }

@@ -128,14 +128,14 @@ impl Resv {
             });
         }
         let mut list = shim::lock(&self.list);
-        let replaceable = list.entries.iter().position(|(old, old_usage)| {
+        let replaceable = list.entries.iter_mut().find(|(old, old_usage)| {
             (old.context() == fence.context()
                 && *old_usage >= usage
                 && fence.is_later_or_same(old) == Some(true))
                 || old.is_signalled()
         });
-        if let Some(index) = replaceable {
-            list.entries[index] = (fence, usage);
+        if let Some(entry) = replaceable {
+            *entry = (fence, usage);
             return Ok(());
         }
         if list.reserved == 0 {

@@ -3,7 +3,8 @@
 //!
 //! Owns: the switch between `std::sync` and `loom::sync` under `cfg(loom)`, plus a
 //! poison-tolerant `lock` helper. Must not: contain logic. `Arc` is always the std one
-//! (loom's `Arc` has no `Weak`); reference counting is not what the model checks.
+//! (loom's `Arc` has no `Weak`); reference counting is not what the model checks. The one
+//! thread-local of the model-checked code (fence.rs's deferred callbacks) switches itself.
 
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
