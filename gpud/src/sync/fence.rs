@@ -275,8 +275,8 @@ impl Fence {
         self.cond.notify_all();
         match self.me.upgrade() {
             Some(me) => run_callbacks(me, callbacks),
-            // Only reachable from the last owner's drop path, where nobody can observe a
-            // nesting depth: run in place.
+            // Unreachable: fences are only built inside an `Arc`, which `&self` keeps alive.
+            // Running in place is the safe fallback.
             None => callbacks.into_iter().for_each(|(_, cb)| cb(self)),
         }
         Ok(())
