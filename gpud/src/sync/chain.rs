@@ -159,5 +159,5 @@ impl Drop for ChainNode {
 }
 
 #[cfg(all(test, not(loom)))]
-#[path = "chain_tests.rs"]
+#[path = "tests/chain.rs"]
 mod tests;

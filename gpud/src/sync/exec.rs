@@ -188,5 +188,5 @@ impl Drop for Exec {
 }
 
 #[cfg(all(test, not(loom)))]
-#[path = "exec_tests.rs"]
+#[path = "tests/exec.rs"]
 mod tests;

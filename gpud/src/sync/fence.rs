@@ -185,8 +185,8 @@ impl Fence {
     /// An already-signalled fence (stands in for work that completed and was forgotten).
     pub fn signalled_stub() -> Arc<Self> {
         let fence = Self::new(STUB_CONTEXT, 0);
-        // PANIC: a fence created on the line above cannot have signalled yet.
-        fence.signal().expect("fresh fence signals");
+        // A fence created on the line above cannot have signalled yet, so this succeeds.
+        let _ = fence.signal();
         fence
     }
 
@@ -446,7 +446,7 @@ pub fn wait_any(fences: &[Arc<Fence>], deadline: Option<Instant>) -> Result<usiz
 }
 
 #[cfg(all(test, not(loom)))]
-#[path = "fence_tests.rs"]
+#[path = "tests/fence.rs"]
 mod tests;
 
 #[cfg(all(test, loom))]

@@ -45,6 +45,8 @@ mod imp {
                 // End the borrow before panicking: guards dropped while unwinding must be
                 // able to update the record.
                 drop(held);
+                // PANIC: deliberate — failing loudly on an inversion is the checker's job,
+                // and it exists only in debug builds.
                 panic!(
                     "lock order inversion: acquiring {class:?} while holding {inner:?} \
                      (documented order: VmLock -> Resv -> NotifierLock -> Internal)"
@@ -114,6 +116,7 @@ pub fn assert_no_locks_held(what: &str) {
     {
         let held = imp::held();
         if !held.is_empty() {
+            // PANIC: deliberate, debug builds only (see above).
             panic!(
                 "{what} while holding checked locks {held:?}: unbounded waits must hold no lock"
             );
@@ -130,11 +133,57 @@ pub struct OrderedMutex<T> {
     inner: parking_lot::Mutex<T>,
 }
 
-/// Guard of an [`OrderedMutex`]; releases the class record when dropped.
-pub struct OrderedMutexGuard<'a, T> {
-    class: LockClass,
-    guard: parking_lot::MutexGuard<'a, T>,
+/// Declares a guard wrapping a `parking_lot` guard: it derefs to the data and releases the
+/// class record when dropped (before the inner guard unlocks).
+macro_rules! ordered_guard {
+    ($(#[$meta:meta])* $name:ident, $inner:ident $(, $deref_mut:ident)?) => {
+        $(#[$meta])*
+        pub struct $name<'a, T> {
+            class: LockClass,
+            guard: parking_lot::$inner<'a, T>,
+        }
+
+        impl<T> Deref for $name<'_, T> {
+            type Target = T;
+            fn deref(&self) -> &T {
+                &self.guard
+            }
+        }
+
+        impl<T> Drop for $name<'_, T> {
+            fn drop(&mut self) {
+                release(self.class);
+            }
+        }
+
+        $(ordered_guard!(@$deref_mut $name);)?
+    };
+    (@DerefMut $name:ident) => {
+        impl<T> DerefMut for $name<'_, T> {
+            fn deref_mut(&mut self) -> &mut T {
+                &mut self.guard
+            }
+        }
+    };
 }
+
+ordered_guard!(
+    /// Guard of an [`OrderedMutex`].
+    OrderedMutexGuard,
+    MutexGuard,
+    DerefMut
+);
+ordered_guard!(
+    /// Shared guard of an [`OrderedRwLock`].
+    OrderedReadGuard,
+    RwLockReadGuard
+);
+ordered_guard!(
+    /// Exclusive guard of an [`OrderedRwLock`].
+    OrderedWriteGuard,
+    RwLockWriteGuard,
+    DerefMut
+);
 
 impl<T> OrderedMutex<T> {
     /// A mutex of lock class `class`.
@@ -165,42 +214,11 @@ impl<T> OrderedMutex<T> {
     }
 }
 
-impl<T> Deref for OrderedMutexGuard<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.guard
-    }
-}
-
-impl<T> DerefMut for OrderedMutexGuard<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        &mut self.guard
-    }
-}
-
-impl<T> Drop for OrderedMutexGuard<'_, T> {
-    fn drop(&mut self) {
-        release(self.class);
-    }
-}
-
 /// A reader-writer lock that registers `class` with the lock-order checker.
 #[derive(Debug)]
 pub struct OrderedRwLock<T> {
     class: LockClass,
     inner: parking_lot::RwLock<T>,
-}
-
-/// Shared guard of an [`OrderedRwLock`].
-pub struct OrderedReadGuard<'a, T> {
-    class: LockClass,
-    guard: parking_lot::RwLockReadGuard<'a, T>,
-}
-
-/// Exclusive guard of an [`OrderedRwLock`].
-pub struct OrderedWriteGuard<'a, T> {
-    class: LockClass,
-    guard: parking_lot::RwLockWriteGuard<'a, T>,
 }
 
 impl<T> OrderedRwLock<T> {
@@ -238,38 +256,6 @@ impl<T> OrderedRwLock<T> {
     /// Mutable access without locking (the borrow proves exclusivity).
     pub fn get_mut(&mut self) -> &mut T {
         self.inner.get_mut()
-    }
-}
-
-impl<T> Deref for OrderedReadGuard<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.guard
-    }
-}
-
-impl<T> Drop for OrderedReadGuard<'_, T> {
-    fn drop(&mut self) {
-        release(self.class);
-    }
-}
-
-impl<T> Deref for OrderedWriteGuard<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.guard
-    }
-}
-
-impl<T> DerefMut for OrderedWriteGuard<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        &mut self.guard
-    }
-}
-
-impl<T> Drop for OrderedWriteGuard<'_, T> {
-    fn drop(&mut self) {
-        release(self.class);
     }
 }
 

@@ -185,5 +185,5 @@ impl Resv {
 }
 
 #[cfg(all(test, not(loom)))]
-#[path = "resv_tests.rs"]
+#[path = "tests/resv.rs"]
 mod tests;

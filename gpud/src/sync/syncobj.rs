@@ -401,7 +401,7 @@ fn watch(slot: &mut Option<Watched>, fence: Arc<Fence>, queue: &Arc<WaitQueue>) 
 }
 
 #[cfg(all(test, not(loom)))]
-#[path = "syncobj_tests.rs"]
+#[path = "tests/syncobj.rs"]
 mod tests;
 
 #[cfg(all(test, loom))]
