@@ -154,21 +154,20 @@ impl Syncobj {
             Some(Head::Fence(fence)) => Some(ChainNode::new(None, fence, 0)),
         };
         let node = ChainNode::new(prev, fence, point);
-        let listeners = self.set_head(&mut state, Some(Head::Chain(node)));
+        let listeners = Self::set_head(&mut state, Some(Head::Chain(node)));
         drop(state);
         self.after_change(listeners);
     }
 
     fn install(&self, head: Option<Head>) {
         let mut state = shim::lock(&self.state);
-        let listeners = self.set_head(&mut state, head);
+        let listeners = Self::set_head(&mut state, head);
         drop(state);
         self.after_change(listeners);
     }
 
     /// Sets the head; returns what must run once the content lock is released.
     fn set_head(
-        &self,
         state: &mut State,
         head: Option<Head>,
     ) -> (Vec<Arc<WaitQueue>>, Option<Arc<Fence>>) {
