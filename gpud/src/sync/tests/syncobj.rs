@@ -295,3 +295,47 @@ fn syncobj_ready_hook_fires_on_signal_and_at_once_when_already_ready() {
         "removed hook stays silent"
     );
 }
+
+#[test]
+fn syncobj_stress_timeline_waiters_see_every_point_they_wait_for() {
+    const POINTS: u64 = 2_000;
+    const WAITERS: u64 = 4;
+    let s = Syncobj::new();
+    let (fence_tx, fence_rx) = std::sync::mpsc::channel::<Arc<Fence>>();
+    // Producer: submits points in order; a separate thread signals them, lagging behind.
+    let producer = {
+        let s = s.clone();
+        std::thread::spawn(move || {
+            for point in 1..=POINTS {
+                let f = fence();
+                s.add_point(point, f.clone());
+                fence_tx.send(f).unwrap();
+            }
+        })
+    };
+    let signaller = std::thread::spawn(move || {
+        for f in fence_rx {
+            f.signal().unwrap();
+        }
+    });
+    let waiters: Vec<_> = (0..WAITERS)
+        .map(|w| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let mut point = 1 + w;
+                while point <= POINTS {
+                    s.wait(point, WaitFlags::FOR_SUBMIT, None).unwrap();
+                    // Waiting for a point means every earlier point has signalled too.
+                    assert!(s.last_signalled_point() >= point);
+                    point += 1 + (point * 7 + w) % 97;
+                }
+            })
+        })
+        .collect();
+    producer.join().unwrap();
+    signaller.join().unwrap();
+    for w in waiters {
+        w.join().unwrap();
+    }
+    assert_eq!(s.last_signalled_point(), POINTS);
+}
