@@ -2,7 +2,7 @@
 //! objects, ww-mutex multi-object locking, user (memory) fences and the lock-order checker.
 //!
 //! See `docs/sync.md` for the semantics and `docs/locking.md` for the lock order. Every
-//! mutex, condition variable and atomic of the model-checked parts comes from [`shim`], so
+//! mutex, condition variable and atomic of the model-checked parts comes from `shim.rs`, so
 //! `RUSTFLAGS="--cfg loom"` builds check them with loom.
 
 pub mod array;
