@@ -1,0 +1,235 @@
+//! Tests of the VM object: undo logs and unwinding, step handlers and tokens, the vm_bo
+//! registry (obtain/put/prune) and its interplay with the lists.
+
+use super::gpuvm::{ApplyError, GpuVm};
+use super::mapping::{MappingFlags, MappingId, MappingSpec};
+use super::plan::Step;
+use super::testutil::{bo, layout, map, new_vm, r, spec};
+use super::undo::{Applied, UndoLog};
+use super::vm_bo::tests::{FakeBo, VM, VM_RESV};
+use super::vm_bo::{VmBoError, VmBoLists};
+use crate::types::{BoId, GpuVa, ResvId, VmId};
+use std::sync::Arc;
+
+type Snapshot = (
+    Vec<(MappingId, String)>,
+    Vec<(BoId, usize, Vec<GpuVa>)>,
+    MappingId,
+);
+
+/// Everything observable about a VM: mappings with ids, vm_bo links and refcounts, next id.
+fn snapshot(vm: &GpuVm) -> Snapshot {
+    let ids: Vec<_> = vm.tree().iter().map(|m| m.id()).collect();
+    let maps = ids.into_iter().zip(layout(vm)).collect();
+    let bos = vm
+        .vm_bos()
+        .map(|b| {
+            let id = b.bo_id();
+            let starts = vm.bo_mappings(id).map(|m| m.range().start()).collect();
+            (id, vm.bo_refcount(id).unwrap_or(0), starts)
+        })
+        .collect();
+    (maps, bos, vm.next_mapping_id())
+}
+
+#[test]
+fn unwind_restores_mappings_ids_links_and_counter_exactly() {
+    let mut vm = new_vm();
+    let (b1, b2) = (bo(&mut vm, 1), bo(&mut vm, 2));
+    map(&mut vm, &spec(0, 8, &b1, 0));
+    map(&mut vm, &spec(10, 2, &b2, 4));
+    let before = snapshot(&vm);
+    let mut log = UndoLog::new();
+    for req in [spec(2, 2, &b2, 0), spec(6, 6, &b1, 40), spec(0, 1, &b2, 9)] {
+        let plan = vm.plan_map(&req).unwrap();
+        vm.apply_plan(&plan, &mut log).unwrap();
+    }
+    let plan = vm.plan_unmap(r(3, 4)).unwrap();
+    vm.apply_plan(&plan, &mut log).unwrap();
+    vm.check_invariants().unwrap();
+    assert_ne!(snapshot(&vm), before);
+    assert!(!log.is_empty());
+    vm.unwind(log).unwrap();
+    vm.check_invariants().unwrap();
+    assert_eq!(snapshot(&vm), before);
+}
+
+#[test]
+fn unwind_drops_a_registry_entry_that_linking_created() {
+    let mut vm = new_vm();
+    let fake = Arc::new(FakeBo {
+        id: BoId(7),
+        resv: ResvId(5),
+        size: 1 << 20,
+    });
+    let (vb, created) = vm.bo_obtain(fake);
+    assert!(created);
+    vm.bo_put(BoId(7)).unwrap();
+    assert_eq!(vm.prune_vm_bos(&mut VmBoLists::new(VM)).len(), 1);
+    assert!(vm.bo_find(BoId(7)).is_none());
+    let mut log = UndoLog::new();
+    let plan = vm.plan_map(&spec(0, 1, &vb, 0)).unwrap();
+    vm.apply_plan(&plan, &mut log).unwrap();
+    assert_eq!(vm.bo_refcount(BoId(7)), Some(1));
+    vm.unwind(log).unwrap();
+    assert!(vm.bo_find(BoId(7)).is_none());
+    assert!(vm.tree().is_empty());
+}
+
+#[test]
+fn a_log_belongs_to_one_vm() {
+    let mut vm = new_vm();
+    let mut other = GpuVm::new(VmId(2), VM_RESV, *vm.space());
+    let mut log = UndoLog::new();
+    let plan = vm.plan_map(&MappingSpec::sparse(r(0, 1))).unwrap();
+    vm.apply_plan(&plan, &mut log).unwrap();
+    let plan = other.plan_map(&MappingSpec::sparse(r(0, 1))).unwrap();
+    assert_eq!(
+        other.apply_plan(&plan, &mut log),
+        Err(ApplyError::ForeignLog { owner: VM })
+    );
+    assert_eq!(other.unwind(log), Err(ApplyError::ForeignLog { owner: VM }));
+    assert!(other.tree().is_empty());
+}
+
+#[test]
+fn step_handler_sees_each_step_before_it_is_committed() {
+    let mut vm = new_vm();
+    let b1 = bo(&mut vm, 1);
+    map(&mut vm, &spec(0, 3, &b1, 0));
+    let plan = vm.plan_map(&MappingSpec::sparse(r(1, 1))).unwrap();
+    let mut seen = Vec::new();
+    let mut log = UndoLog::new();
+    vm.apply_with(&plan, &mut log, |step, commit| {
+        let mapped_before = commit.vm().tree().len();
+        seen.push((matches!(step, Step::Remap(_)), mapped_before));
+        commit.commit()
+    })
+    .unwrap();
+    assert_eq!(seen, [(true, 1), (false, 2)]);
+    assert_eq!(vm.tree().len(), 3);
+}
+
+#[test]
+fn step_handler_cannot_return_a_token_of_another_step() {
+    let mut vm = new_vm();
+    let mut other = GpuVm::new(VmId(2), VM_RESV, *vm.space());
+    let probe = other.plan_map(&MappingSpec::sparse(r(0, 1))).unwrap();
+    let plan = vm.plan_map(&MappingSpec::sparse(r(0, 1))).unwrap();
+    let err = vm
+        .apply_with(
+            &plan,
+            &mut UndoLog::new(),
+            |_, _commit| -> Result<Applied, ApplyError> {
+                let step = &probe.steps()[0];
+                other.apply(step, &mut UndoLog::new())
+            },
+        )
+        .unwrap_err();
+    assert_eq!(err, ApplyError::WrongToken);
+    assert!(vm.tree().is_empty());
+}
+
+#[test]
+fn handler_failure_midway_unwinds_to_the_original_vm() {
+    let mut vm = new_vm();
+    let b1 = bo(&mut vm, 1);
+    map(&mut vm, &spec(0, 4, &b1, 0));
+    let before = snapshot(&vm);
+    let plan = vm.plan_map(&MappingSpec::sparse(r(1, 2))).unwrap();
+    let mut log = UndoLog::new();
+    let mut n = 0;
+    let r = vm.apply_with(&plan, &mut log, |_, commit| {
+        n += 1;
+        if n == 2 {
+            return Err("no page-table memory");
+        }
+        commit.commit().map_err(|_| "apply")
+    });
+    assert_eq!(r, Err("no page-table memory"));
+    assert_ne!(snapshot(&vm), before);
+    vm.unwind(log).unwrap();
+    assert_eq!(snapshot(&vm), before);
+}
+
+impl From<ApplyError> for &'static str {
+    fn from(_: ApplyError) -> Self {
+        "apply"
+    }
+}
+
+#[test]
+fn vm_bo_is_unique_per_bo_and_counts_holds_and_mappings() {
+    let mut vm = new_vm();
+    let fake = Arc::new(FakeBo {
+        id: BoId(3),
+        resv: ResvId(9),
+        size: 1 << 20,
+    });
+    let (a, created_a) = vm.bo_obtain(fake.clone());
+    let (b, created_b) = vm.bo_obtain(fake);
+    assert!(created_a && !created_b && Arc::ptr_eq(&a, &b));
+    assert!(a.is_external());
+    assert_eq!(vm.bo_refcount(BoId(3)), Some(2));
+    map(&mut vm, &spec(0, 1, &a, 0));
+    map(&mut vm, &spec(4, 1, &a, 1));
+    assert_eq!(vm.bo_refcount(BoId(3)), Some(4));
+    vm.bo_put(BoId(3)).unwrap();
+    vm.bo_put(BoId(3)).unwrap();
+    assert_eq!(
+        vm.bo_put(BoId(3)),
+        Err(VmBoError::NotHeld {
+            bo: BoId(3),
+            vm: VM
+        })
+    );
+    assert_eq!(
+        vm.bo_put(BoId(8)),
+        Err(VmBoError::Unknown {
+            bo: BoId(8),
+            vm: VM
+        })
+    );
+    let mut lists = VmBoLists::new(VM);
+    lists.extobj_add(&a).unwrap();
+    assert!(vm.prune_vm_bos(&mut lists).is_empty(), "still mapped");
+    let plan = vm.plan_bo_unmap(BoId(3)).unwrap();
+    vm.apply_plan(&plan, &mut UndoLog::new()).unwrap();
+    let pruned = vm.prune_vm_bos(&mut lists);
+    assert_eq!(pruned.len(), 1);
+    assert!(Arc::ptr_eq(&pruned[0], &a));
+    assert!(vm.bo_find(BoId(3)).is_none() && !lists.is_extobj(BoId(3)));
+}
+
+#[test]
+fn local_and_external_bos_are_told_apart_by_reservation() {
+    let vm = new_vm();
+    let local = FakeBo {
+        id: BoId(1),
+        resv: VM_RESV,
+        size: 1,
+    };
+    let ext = FakeBo {
+        id: BoId(2),
+        resv: ResvId(77),
+        size: 1,
+    };
+    assert!(!vm.is_extobj(&local) && vm.is_extobj(&ext));
+}
+
+#[test]
+fn invalidated_flag_is_set_and_cleared_in_place() {
+    let mut vm = new_vm();
+    map(&mut vm, &MappingSpec::sparse(r(2, 2)));
+    assert!(vm.set_invalidated(GpuVa(2 * super::testutil::P), true));
+    assert!(vm
+        .tree()
+        .iter()
+        .all(|m| m.flags().contains(MappingFlags::INVALIDATED)));
+    assert!(vm.set_invalidated(GpuVa(2 * super::testutil::P), false));
+    assert!(!vm.set_invalidated(GpuVa(0), true));
+    assert_eq!(
+        vm.tree().iter().next().map(|m| m.flags()),
+        Some(MappingFlags::SPARSE)
+    );
+}

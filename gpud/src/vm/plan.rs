@@ -1,0 +1,258 @@
+//! The split/merge planners: pure functions from (tree, request) to a list of steps.
+//!
+//! Owns: [`Step`] and its parts, [`Plan`], and the four planners [`sm_map`], [`sm_unmap`],
+//! [`prefetch`] and [`bo_unmap`]. `sm_map` follows drm_gpuvm's `__drm_gpuvm_sm_map` exactly:
+//! walk the overlapped mappings in address order; a mapping cut on the left or right becomes
+//! a `Remap` (with the surviving `prev`/`next` pieces, offsets advanced by how far each piece
+//! starts after the old start); a mapping swallowed whole becomes an `Unmap`; then exactly one
+//! `Map` of the request. `keep` says the old PTEs already translate the new request (same BO,
+//! contiguous offset), so a page-table update may be skipped; unbacked mappings (null,
+//! CPU-mirror, userptr) never get `keep`. Adjacent mappings are never merged.
+//!
+//! Guarantees of every `sm_map` plan: at most two `Remap`s (only the first and the last step
+//! before the `Map` can be one), exactly one `Map`, and it is last.
+//!
+//! Must not: modify the tree, touch page tables or allocate device resources. Applying steps
+//! is `GpuVm::apply`'s job.
+
+use super::mapping::{Mapping, MappingSpec};
+use super::tree::VaTree;
+use super::va::{VaError, VaRange, VaSpace};
+use crate::types::GpuVa;
+use smallvec::SmallVec;
+use thiserror::Error;
+
+/// Why a plan could not be made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum PlanError {
+    /// The request's range is not valid in this VA space.
+    #[error(transparent)]
+    Va(#[from] VaError),
+    /// `bo_unmap` was given a start address with no mapping (the vm_bo list is stale).
+    #[error("no mapping starts at {start:#x}")]
+    NoMapping { start: GpuVa },
+    /// A piece of a split mapping could not be expressed (offset arithmetic failed).
+    #[error("cannot split mapping {old} at {range}")]
+    Split { old: VaRange, range: VaRange },
+    /// The request names a vm_bo of another VM.
+    #[error("the request's vm_bo belongs to another VM")]
+    ForeignVmBo,
+}
+
+/// Removal of an old mapping.
+#[derive(Debug, Clone)]
+pub struct UnmapStep {
+    old: Mapping,
+    keep: bool,
+}
+
+impl UnmapStep {
+    /// The mapping being removed (as it is in the tree now).
+    pub fn old(&self) -> &Mapping {
+        &self.old
+    }
+
+    /// Whether the old PTEs already translate the new request and could be kept.
+    pub fn keep(&self) -> bool {
+        self.keep
+    }
+}
+
+/// Replacement of an old mapping by the pieces of it that survive.
+#[derive(Debug, Clone)]
+pub struct RemapStep {
+    prev: Option<MappingSpec>,
+    next: Option<MappingSpec>,
+    unmap: UnmapStep,
+}
+
+impl RemapStep {
+    /// The surviving piece left of the cut (starts where the old mapping started).
+    pub fn prev(&self) -> Option<&MappingSpec> {
+        self.prev.as_ref()
+    }
+
+    /// The surviving piece right of the cut (ends where the old mapping ended).
+    pub fn next(&self) -> Option<&MappingSpec> {
+        self.next.as_ref()
+    }
+
+    /// The removal of the old mapping.
+    pub fn unmap(&self) -> &UnmapStep {
+        &self.unmap
+    }
+
+    /// drm_gpuva_op_remap_to_unmap_range: the part of the old mapping that no piece keeps.
+    pub fn hole(&self) -> VaRange {
+        let old = self.unmap.old.range();
+        let start = self.prev.as_ref().map_or(old.start(), |p| p.range().end());
+        let end = self.next.as_ref().map_or(old.end(), |n| n.range().start());
+        // The planners only build remaps whose pieces leave a non-empty hole (and apply
+        // refuses any other); `old` is a harmless fallback, not a reachable case.
+        VaRange::from_bounds(start, end).unwrap_or(old)
+    }
+}
+
+/// One planned change.
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// Insert a new mapping.
+    Map(MappingSpec),
+    /// Cut an old mapping, keeping `prev` and/or `next`.
+    Remap(RemapStep),
+    /// Remove an old mapping whole.
+    Unmap(UnmapStep),
+    /// Make an existing mapping resident (no tree change).
+    Prefetch(Mapping),
+}
+
+/// Inline capacity covering the common map (Remap, Remap, Map) without a heap allocation.
+pub type Steps = SmallVec<[Step; 3]>;
+
+/// The ordered steps of one operation.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    steps: Steps,
+}
+
+impl Plan {
+    /// The steps, in the order they must be applied.
+    pub fn steps(&self) -> &[Step] {
+        &self.steps
+    }
+
+    /// Number of steps.
+    pub fn len(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// Whether there is nothing to do (e.g. unmapping an empty range).
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// Counts of (Map, Remap, Unmap, Prefetch) steps.
+    pub fn counts(&self) -> (usize, usize, usize, usize) {
+        let mut c = (0, 0, 0, 0);
+        for s in &self.steps {
+            match s {
+                Step::Map(_) => c.0 += 1,
+                Step::Remap(_) => c.1 += 1,
+                Step::Unmap(_) => c.2 += 1,
+                Step::Prefetch(_) => c.3 += 1,
+            }
+        }
+        c
+    }
+}
+
+fn piece(old: &Mapping, start: GpuVa, end: GpuVa) -> Result<MappingSpec, PlanError> {
+    let range = VaRange::from_bounds(start, end)?;
+    old.spec().slice(range).ok_or(PlanError::Split {
+        old: old.range(),
+        range,
+    })
+}
+
+fn unmap(old: &Mapping, keep: bool) -> Step {
+    Step::Unmap(UnmapStep {
+        old: old.clone(),
+        keep,
+    })
+}
+
+fn remap(old: &Mapping, prev: Option<MappingSpec>, next: Option<MappingSpec>, keep: bool) -> Step {
+    Step::Remap(RemapStep {
+        prev,
+        next,
+        unmap: UnmapStep {
+            old: old.clone(),
+            keep,
+        },
+    })
+}
+
+/// Plans mapping `req` (drm_gpuvm_sm_map_ops_create).
+pub fn sm_map(tree: &VaTree, space: &VaSpace, req: &MappingSpec) -> Result<Plan, PlanError> {
+    let range = req.range();
+    space.check(range)?;
+    let (a, e, o) = (range.start(), range.end(), req.offset());
+    let mut steps = Steps::new();
+    for v in tree.iter_range(range) {
+        let (va, ve, ov) = (v.range().start(), v.range().end(), v.offset());
+        let same_bo = v.bo_id().is_some() && v.bo_id() == req.bo_id();
+        let (step, stop) = if va == a {
+            let keep = same_bo && ov == o;
+            if ve <= e {
+                (unmap(v, keep), ve == e)
+            } else {
+                (remap(v, None, Some(piece(v, e, ve)?), keep), true)
+            }
+        } else if va < a {
+            let left = a.get() - va.get();
+            let keep = same_bo && ov.checked_add(left) == Some(o);
+            let prev = Some(piece(v, va, a)?);
+            if ve <= e {
+                (remap(v, prev, None, keep), ve == e)
+            } else {
+                (remap(v, prev, Some(piece(v, e, ve)?), keep), true)
+            }
+        } else {
+            let keep = same_bo && o.checked_add(va.get() - a.get()) == Some(ov);
+            if ve <= e {
+                (unmap(v, keep), ve == e)
+            } else {
+                (remap(v, None, Some(piece(v, e, ve)?), keep), true)
+            }
+        };
+        steps.push(step);
+        if stop {
+            break;
+        }
+    }
+    steps.push(Step::Map(req.clone()));
+    Ok(Plan { steps })
+}
+
+/// Plans unmapping `range` (drm_gpuvm_sm_unmap_ops_create): cut mappings at both ends, remove
+/// the ones inside. No `keep`, no `Map`; an empty range yields an empty plan.
+pub fn sm_unmap(tree: &VaTree, space: &VaSpace, range: VaRange) -> Result<Plan, PlanError> {
+    space.check(range)?;
+    let (a, e) = (range.start(), range.end());
+    let mut steps = Steps::new();
+    for v in tree.iter_range(range) {
+        let (va, ve) = (v.range().start(), v.range().end());
+        let prev = if va < a { Some(piece(v, va, a)?) } else { None };
+        let next = if ve > e { Some(piece(v, e, ve)?) } else { None };
+        steps.push(if prev.is_some() || next.is_some() {
+            remap(v, prev, next, false)
+        } else {
+            unmap(v, false)
+        });
+    }
+    Ok(Plan { steps })
+}
+
+/// Plans a prefetch of `range`: one step per overlapping mapping, nothing split.
+pub fn prefetch(tree: &VaTree, space: &VaSpace, range: VaRange) -> Result<Plan, PlanError> {
+    space.check(range)?;
+    let steps = tree
+        .iter_range(range)
+        .map(|m| Step::Prefetch(m.clone()))
+        .collect();
+    Ok(Plan { steps })
+}
+
+/// Plans removing every mapping of a vm_bo, given their start addresses in address order
+/// (drm_gpuvm_bo_unmap_ops_create): one `Unmap` each.
+pub fn bo_unmap(tree: &VaTree, starts: impl IntoIterator<Item = GpuVa>) -> Result<Plan, PlanError> {
+    let steps = starts
+        .into_iter()
+        .map(|start| {
+            tree.get(start)
+                .map(|m| unmap(m, false))
+                .ok_or(PlanError::NoMapping { start })
+        })
+        .collect::<Result<Steps, _>>()?;
+    Ok(Plan { steps })
+}
