@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+mod gpuvm;
 mod report;
 
 use report::Report;
@@ -17,10 +18,16 @@ struct Group {
 }
 
 fn groups() -> Vec<Group> {
-    vec![Group {
-        name: "selftest",
-        run: report::selftest,
-    }]
+    vec![
+        Group {
+            name: "selftest",
+            run: report::selftest,
+        },
+        Group {
+            name: "gpuvm",
+            run: gpuvm::gpuvm,
+        },
+    ]
 }
 
 fn main() -> ExitCode {

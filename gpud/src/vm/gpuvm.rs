@@ -18,7 +18,7 @@ use super::undo::{Applied, UndoEntry, UndoLog};
 use super::va::{VaRange, VaSpace};
 use super::vm_bo::{GpuBo, VmBo, VmBoError, VmBoLists};
 use crate::types::{BoId, GpuVa, ResvId, VmId};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use thiserror::Error;
 
@@ -48,7 +48,9 @@ pub enum ApplyError {
 #[derive(Debug)]
 struct VmBoEntry {
     vm_bo: Arc<VmBo>,
-    mappings: BTreeSet<GpuVa>,
+    /// Start addresses of the BO's mappings. A hash set: linking runs on every map and
+    /// split, while address order is only needed by the rare whole-BO walks, which sort.
+    mappings: HashSet<GpuVa>,
     holds: u32,
 }
 
@@ -141,7 +143,7 @@ impl GpuVm {
             created = true;
             VmBoEntry {
                 vm_bo: Arc::new(VmBo::new(id, resv, bo)),
-                mappings: BTreeSet::new(),
+                mappings: HashSet::new(),
                 holds: 0,
             }
         });
@@ -177,11 +179,20 @@ impl GpuVm {
 
     /// The BO's mappings in this VM, in address order.
     pub fn bo_mappings(&self, bo: BoId) -> impl Iterator<Item = &Mapping> + '_ {
-        self.vm_bos
-            .get(&bo)
+        self.bo_starts(bo)
             .into_iter()
-            .flat_map(|e| e.mappings.iter())
-            .filter_map(|start| self.tree.get(*start))
+            .filter_map(|start| self.tree.get(start))
+    }
+
+    /// Start addresses of the BO's mappings, sorted.
+    fn bo_starts(&self, bo: BoId) -> Vec<GpuVa> {
+        let mut starts: Vec<GpuVa> = self
+            .vm_bos
+            .get(&bo)
+            .map(|e| e.mappings.iter().copied().collect())
+            .unwrap_or_default();
+        starts.sort_unstable();
+        starts
     }
 
     /// All vm_bos of this VM, in `BoId` order.
@@ -231,12 +242,7 @@ impl GpuVm {
 
     /// Plans removing every mapping of `bo` (an empty plan if there are none).
     pub fn plan_bo_unmap(&self, bo: BoId) -> Result<Plan, PlanError> {
-        let starts = self
-            .vm_bos
-            .get(&bo)
-            .into_iter()
-            .flat_map(|e| e.mappings.iter().copied());
-        plan::bo_unmap(&self.tree, starts)
+        plan::bo_unmap(&self.tree, self.bo_starts(bo))
     }
 
     // ---- applying -------------------------------------------------------------------
@@ -250,11 +256,13 @@ impl GpuVm {
         match step {
             Step::Map(spec) => self.apply_map(spec, log)?,
             Step::Unmap(u) => {
-                self.check_current(u.old())?;
-                if let Some(old) = self.tree.remove(u.old().range().start()) {
-                    self.unlink(&old);
-                    log.push(UndoEntry::Removed(old));
-                }
+                let old = u.old();
+                let removed = self
+                    .tree
+                    .remove_if_id(old.range().start(), old.id())
+                    .ok_or_else(|| stale(old))?;
+                self.unlink(&removed);
+                log.push(UndoEntry::Removed(removed));
             }
             Step::Remap(r) => self.apply_remap(r, log)?,
             Step::Prefetch(m) => self.check_current(m)?,
@@ -348,17 +356,14 @@ impl GpuVm {
     fn check_current(&self, planned: &Mapping) -> Result<(), ApplyError> {
         match self.tree.get(planned.range().start()) {
             Some(m) if m.id() == planned.id() => Ok(()),
-            _ => Err(ApplyError::Stale {
-                id: planned.id(),
-                range: planned.range(),
-            }),
+            _ => Err(stale(planned)),
         }
     }
 
-    fn alloc_id(&mut self) -> MappingId {
-        let id = self.next_id;
-        self.next_id = MappingId(id.0.wrapping_add(1));
-        id
+    /// Marks the id handed out by the last successful insert as used. Ids are taken as
+    /// `self.next_id` and only consumed once the insert succeeded, so errors change nothing.
+    fn consume_id(&mut self) {
+        self.next_id = MappingId(self.next_id.0.wrapping_add(1));
     }
 
     fn apply_map(&mut self, spec: &MappingSpec, log: &mut UndoLog) -> Result<(), ApplyError> {
@@ -368,15 +373,8 @@ impl GpuVm {
                 owner: b.vm(),
             });
         }
-        if let Some(existing) = self.tree.find_first(spec.range()) {
-            return Err(OverlapError {
-                new: spec.range(),
-                existing: existing.range(),
-            }
-            .into());
-        }
-        let m = Mapping::new(self.alloc_id(), spec.clone());
-        self.tree.insert(m)?;
+        self.tree.insert(Mapping::new(self.next_id, spec.clone()))?;
+        self.consume_id();
         self.link_logged(spec, log);
         log.push(UndoEntry::Inserted(spec.range().start()));
         Ok(())
@@ -384,7 +382,6 @@ impl GpuVm {
 
     fn apply_remap(&mut self, r: &RemapStep, log: &mut UndoLog) -> Result<(), ApplyError> {
         let old = r.unmap().old();
-        self.check_current(old)?;
         let (os, oe) = (old.range().start(), old.range().end());
         let prev_ok = r.prev().is_none_or(|p| p.range().start() == os);
         let next_ok = r.next().is_none_or(|n| n.range().end() == oe);
@@ -395,26 +392,30 @@ impl GpuVm {
         }
         match r.prev() {
             Some(prev) => {
-                let new = Mapping::new(self.alloc_id(), prev.clone());
+                let new = Mapping::new(self.next_id, prev.clone());
                 // The piece keeps the old start and BO, so the vm_bo link is unchanged.
                 let removed = self
                     .tree
-                    .shrink_in_place(new)
-                    .map_err(|_| ApplyError::MalformedRemap { old: old.range() })?;
+                    .shrink_in_place(old.id(), new)
+                    .map_err(|_| stale(old))?;
+                self.consume_id();
                 log.push(UndoEntry::Removed(removed));
                 log.push(UndoEntry::Inserted(os));
             }
             None => {
-                if let Some(removed) = self.tree.remove(os) {
-                    self.unlink(&removed);
-                    log.push(UndoEntry::Removed(removed));
-                }
+                let removed = self
+                    .tree
+                    .remove_if_id(os, old.id())
+                    .ok_or_else(|| stale(old))?;
+                self.unlink(&removed);
+                log.push(UndoEntry::Removed(removed));
             }
         }
         if let Some(next) = r.next() {
-            // Cannot overlap: `next` lies in the part of the old range just vacated.
-            let m = Mapping::new(self.alloc_id(), next.clone());
-            self.tree.insert(m)?;
+            // `next` lies in the part of the old range just vacated, so it overlaps nothing.
+            self.tree
+                .insert_vacated(Mapping::new(self.next_id, next.clone()));
+            self.consume_id();
             self.link_logged(next, log);
             log.push(UndoEntry::Inserted(next.range().start()));
         }
@@ -438,7 +439,7 @@ impl GpuVm {
                 .entry(bo.bo_id())
                 .or_insert_with(|| VmBoEntry {
                     vm_bo: Arc::clone(bo),
-                    mappings: BTreeSet::new(),
+                    mappings: HashSet::new(),
                     holds: 0,
                 })
                 .mappings
@@ -454,7 +455,8 @@ impl GpuVm {
         }
     }
 
-    /// Checks the tree invariants and that the vm_bo links match the tree exactly.
+    /// Checks the tree invariants and that the vm_bo links match the tree exactly. O(n):
+    /// for tests and debugging.
     pub fn check_invariants(&self) -> Result<(), String> {
         self.tree.check_invariants()?;
         let mut from_tree: BTreeMap<BoId, BTreeSet<GpuVa>> = BTreeMap::new();
@@ -465,10 +467,10 @@ impl GpuVm {
         }
         for (bo, e) in &self.vm_bos {
             let expect = from_tree.remove(bo).unwrap_or_default();
-            if e.mappings != expect {
+            let linked: BTreeSet<GpuVa> = e.mappings.iter().copied().collect();
+            if linked != expect {
                 return Err(format!(
-                    "vm_bo {bo:?} links {:?}, tree has {expect:?}",
-                    e.mappings
+                    "vm_bo {bo:?} links {linked:?}, tree has {expect:?}"
                 ));
             }
         }
@@ -476,5 +478,12 @@ impl GpuVm {
             Some(bo) => Err(format!("mappings of {bo:?} have no vm_bo entry")),
             None => Ok(()),
         }
+    }
+}
+
+fn stale(planned: &Mapping) -> ApplyError {
+    ApplyError::Stale {
+        id: planned.id(),
+        range: planned.range(),
     }
 }

@@ -172,42 +172,59 @@ fn remap(old: &Mapping, prev: Option<MappingSpec>, next: Option<MappingSpec>, ke
     })
 }
 
+/// The step for one existing mapping `v` overlapping the request, and whether the walk
+/// stops after it (the request ends inside or exactly at the end of `v`).
+fn map_step(v: &Mapping, req: &MappingSpec) -> Result<(Step, bool), PlanError> {
+    let (a, e, o) = (req.range().start(), req.range().end(), req.offset());
+    let (va, ve, ov) = (v.range().start(), v.range().end(), v.offset());
+    // `keep` starts as "v has a BO": unbacked mappings never keep.
+    let same_bo = v.bo_id().is_some() && v.bo_id() == req.bo_id();
+    Ok(if va == a {
+        let keep = same_bo && ov == o;
+        if ve <= e {
+            (unmap(v, keep), ve == e)
+        } else {
+            (remap(v, None, Some(piece(v, e, ve)?), keep), true)
+        }
+    } else if va < a {
+        let keep = same_bo && ov.checked_add(a.get() - va.get()) == Some(o);
+        let prev = Some(piece(v, va, a)?);
+        if ve <= e {
+            (remap(v, prev, None, keep), ve == e)
+        } else {
+            (remap(v, prev, Some(piece(v, e, ve)?), keep), true)
+        }
+    } else {
+        let keep = same_bo && o.checked_add(va.get() - a.get()) == Some(ov);
+        if ve <= e {
+            (unmap(v, keep), ve == e)
+        } else {
+            (remap(v, None, Some(piece(v, e, ve)?), keep), true)
+        }
+    })
+}
+
 /// Plans mapping `req` (drm_gpuvm_sm_map_ops_create).
 pub fn sm_map(tree: &VaTree, space: &VaSpace, req: &MappingSpec) -> Result<Plan, PlanError> {
     let range = req.range();
     space.check(range)?;
-    let (a, e, o) = (range.start(), range.end(), req.offset());
     let mut steps = Steps::new();
-    for v in tree.iter_range(range) {
-        let (va, ve, ov) = (v.range().start(), v.range().end(), v.offset());
-        let same_bo = v.bo_id().is_some() && v.bo_id() == req.bo_id();
-        let (step, stop) = if va == a {
-            let keep = same_bo && ov == o;
-            if ve <= e {
-                (unmap(v, keep), ve == e)
-            } else {
-                (remap(v, None, Some(piece(v, e, ve)?), keep), true)
+    // Fast path, one tree search: the last mapping starting below the request's end either
+    // misses the request (nothing overlaps), or covers its start (it is the only overlap).
+    match tree.last_before(range.end()) {
+        None => {}
+        Some(last) if last.range().end() <= range.start() => {}
+        Some(last) if last.range().start() <= range.start() => {
+            steps.push(map_step(last, req)?.0);
+        }
+        Some(_) => {
+            for v in tree.iter_range(range) {
+                let (step, stop) = map_step(v, req)?;
+                steps.push(step);
+                if stop {
+                    break;
+                }
             }
-        } else if va < a {
-            let left = a.get() - va.get();
-            let keep = same_bo && ov.checked_add(left) == Some(o);
-            let prev = Some(piece(v, va, a)?);
-            if ve <= e {
-                (remap(v, prev, None, keep), ve == e)
-            } else {
-                (remap(v, prev, Some(piece(v, e, ve)?), keep), true)
-            }
-        } else {
-            let keep = same_bo && o.checked_add(va.get() - a.get()) == Some(ov);
-            if ve <= e {
-                (unmap(v, keep), ve == e)
-            } else {
-                (remap(v, None, Some(piece(v, e, ve)?), keep), true)
-            }
-        };
-        steps.push(step);
-        if stop {
-            break;
         }
     }
     steps.push(Step::Map(req.clone()));

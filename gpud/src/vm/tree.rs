@@ -13,7 +13,7 @@
 //!
 //! Must not: plan splits, assign ids, or know about vm_bos (the VM does that around it).
 
-use super::mapping::Mapping;
+use super::mapping::{Mapping, MappingId};
 use super::va::VaRange;
 use crate::types::GpuVa;
 use std::collections::BTreeMap;
@@ -77,9 +77,24 @@ impl VaTree {
             .filter(|m| m.range().end() == range.end())
     }
 
-    /// drm_gpuva_find_first: the lowest mapping overlapping `range`.
+    /// The last mapping starting below `end`. Because mappings do not overlap, it is the
+    /// only one that can overlap the right edge of any range ending at `end`: a range
+    /// `[a, end)` overlaps some mapping iff this one ends above `a`. One tree search.
+    pub fn last_before(&self, end: GpuVa) -> Option<&Mapping> {
+        self.map.range(..end).next_back().map(|(_, m)| m)
+    }
+
+    /// drm_gpuva_find_first: the lowest mapping overlapping `range`. One tree search when
+    /// `range` overlaps at most one mapping, two otherwise.
     pub fn find_first(&self, range: VaRange) -> Option<&Mapping> {
-        self.iter_range(range).next()
+        let last = self.last_before(range.end())?;
+        if last.range().end() <= range.start() {
+            return None;
+        }
+        if last.range().start() <= range.start() {
+            return Some(last);
+        }
+        self.iter_from(range).next()
     }
 
     /// drm_gpuva_find_prev: the mapping covering `start - 1` (the left neighbour that ends
@@ -99,29 +114,49 @@ impl VaTree {
     /// `range.start()`; the walk stops before the first mapping starting at or after
     /// `range.end()`.
     pub fn iter_range(&self, range: VaRange) -> impl Iterator<Item = &Mapping> + '_ {
+        self.iter_from(range)
+    }
+
+    fn iter_from(&self, range: VaRange) -> impl Iterator<Item = &Mapping> + '_ {
         let from = match self.covering(range.start()) {
             Some(m) => m.range().start(),
             None => range.start(),
         };
+        // PANIC: `BTreeMap::range` panics only if its start exceeds its end; here
+        // `from <= range.start() < range.end()` (a `VaRange` is never empty).
         self.map.range(from..range.end()).map(|(_, m)| m)
     }
 
-    /// drm_gpuvm_interval_empty: no mapping overlaps `range`.
+    /// drm_gpuvm_interval_empty: no mapping overlaps `range`. One tree search.
     pub fn is_range_empty(&self, range: VaRange) -> bool {
-        self.find_first(range).is_none()
+        self.last_before(range.end())
+            .is_none_or(|m| m.range().end() <= range.start())
     }
 
     /// Inserts a mapping that overlaps nothing.
     pub(crate) fn insert(&mut self, mapping: Mapping) -> Result<(), OverlapError> {
         let new = mapping.range();
-        if let Some(existing) = self.find_first(new) {
-            return Err(OverlapError {
-                new,
-                existing: existing.range(),
-            });
+        if let Some(existing) = self.last_before(new.end()) {
+            if existing.range().end() > new.start() {
+                return Err(OverlapError {
+                    new,
+                    existing: existing.range(),
+                });
+            }
         }
         self.map.insert(new.start(), mapping);
         Ok(())
+    }
+
+    /// Inserts a mapping into space the caller has just vacated (the `next` piece of a
+    /// remap lies inside the old mapping's range). Overlap is checked in debug builds only.
+    pub(crate) fn insert_vacated(&mut self, mapping: Mapping) {
+        debug_assert!(
+            self.is_range_empty(mapping.range()),
+            "{} not vacated",
+            mapping.range()
+        );
+        self.map.insert(mapping.range().start(), mapping);
     }
 
     /// Removes the mapping starting at `start`.
@@ -129,13 +164,27 @@ impl VaTree {
         self.map.remove(&start)
     }
 
-    /// Replaces the mapping at `start` by `new`, which must start at the same address and
-    /// not be longer (so it cannot overlap a neighbour). Returns the old mapping, or gives
-    /// `new` back if the precondition does not hold.
-    pub(crate) fn shrink_in_place(&mut self, new: Mapping) -> Result<Mapping, Mapping> {
+    /// Removes the mapping at `start` if its id is `id`; otherwise leaves the tree as it was.
+    pub(crate) fn remove_if_id(&mut self, start: GpuVa, id: MappingId) -> Option<Mapping> {
+        let m = self.map.remove(&start)?;
+        if m.id() == id {
+            return Some(m);
+        }
+        self.map.insert(start, m);
+        None
+    }
+
+    /// Replaces the mapping at `start` whose id is `id` by `new`, which must start at the
+    /// same address and not be longer (so it cannot overlap a neighbour). Returns the old
+    /// mapping, or gives `new` back if a precondition does not hold. One tree search.
+    pub(crate) fn shrink_in_place(
+        &mut self,
+        id: MappingId,
+        new: Mapping,
+    ) -> Result<Mapping, Mapping> {
         let start = new.range().start();
         match self.map.get_mut(&start) {
-            Some(slot) if new.range().end() <= slot.range().end() => {
+            Some(slot) if slot.id() == id && new.range().end() <= slot.range().end() => {
                 Ok(std::mem::replace(slot, new))
             }
             _ => Err(new),
@@ -166,7 +215,7 @@ impl VaTree {
 
 #[cfg(test)]
 mod tests {
-    use super::super::mapping::{MappingId, MappingSpec};
+    use super::super::mapping::MappingSpec;
     use super::*;
     use crate::types::PAGE_SIZE;
     use proptest::prelude::*;
@@ -227,10 +276,15 @@ mod tests {
             })
         );
         let longer = Mapping::new(MappingId(9), MappingSpec::sparse(r(2, 5)));
-        assert!(t.shrink_in_place(longer).is_err());
+        assert!(t.shrink_in_place(MappingId(0), longer).is_err());
         let shorter = Mapping::new(MappingId(9), MappingSpec::sparse(r(2, 1)));
+        assert!(t.shrink_in_place(MappingId(5), shorter.clone()).is_err(), "wrong id");
+        assert!(t.remove_if_id(GpuVa(2 * P), MappingId(5)).is_none());
+        assert_eq!(t.get(GpuVa(2 * P)).map(|m| m.id()), Some(MappingId(0)));
         assert_eq!(
-            t.shrink_in_place(shorter).map(|m| m.id()).ok(),
+            t.shrink_in_place(MappingId(0), shorter)
+                .map(|m| m.id())
+                .ok(),
             Some(MappingId(0))
         );
         assert_eq!(t.get(GpuVa(2 * P)).map(|m| m.range()), Some(r(2, 1)));

@@ -1,0 +1,195 @@
+//! The `gpuvm` group: VA-tree lookups, splitting maps and unmaps at 1e4 and 1e6 live
+//! mappings, and the rangemap crate's insert of the same pattern as a peer.
+//!
+//! Layout (the same for gpud and the peer): the VA space is cut into 4-page slots; slot `i`
+//! holds a 1-page (4 KiB) mapping at its first page. `SPLITS` slots, spread evenly, also
+//! hold a 3-page mapping on their other pages; a timed "map split" maps the middle page of
+//! one of those with another BO, which cuts it in two (Remap{prev, next} + Map). Timed
+//! operations visit their targets in a shuffled order so the tree is not walked in address
+//! order. Requests are built before timing; timing covers planning and applying.
+
+use crate::report::{mean_ns, Report};
+use gpud::types::{BoId, GpuVa, ResvId, VmId, PAGE_SIZE};
+use gpud::vm::{GpuBo, GpuVm, MappingSpec, UndoLog, VaRange, VaSpace, VmBo};
+use rangemap::RangeMap;
+use std::hint::black_box;
+use std::sync::Arc;
+
+/// Timed map-split and unmap operations per size.
+const SPLITS: usize = 10_000;
+/// Timed lookups per size.
+const LOOKUPS: u64 = 1_000_000;
+const SLOT: u64 = 4 * PAGE_SIZE;
+
+#[derive(Debug)]
+struct BenchBo(u64);
+
+impl GpuBo for BenchBo {
+    fn id(&self) -> BoId {
+        BoId(self.0)
+    }
+    fn resv(&self) -> ResvId {
+        ResvId(0)
+    }
+    fn size(&self) -> u64 {
+        u64::MAX / 2
+    }
+}
+
+/// A small deterministic generator (xorshift64*), so runs are comparable.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            v.swap(i, self.below(i as u64 + 1) as usize);
+        }
+    }
+}
+
+fn range(start: u64, len: u64) -> VaRange {
+    VaRange::new(GpuVa(start), len).expect("bench ranges are valid")
+}
+
+/// The slots that get a 3-page split target, spread over `n` slots.
+fn split_slots(n: usize) -> Vec<u64> {
+    let stride = (n / SPLITS).max(1) as u64;
+    (0..SPLITS as u64).map(|j| j * stride).collect()
+}
+
+struct Setup {
+    vm: GpuVm,
+    other: Arc<VmBo>,
+}
+
+/// A VM with `n` 1-page mappings (slot starts) plus the split targets.
+fn build_vm(n: usize) -> Setup {
+    let space = VaSpace::new(GpuVa(0), (n as u64 + 1) * SLOT, None).expect("space");
+    let mut vm = GpuVm::new(VmId(1), ResvId(0), space);
+    let (main, _) = vm.bo_obtain(Arc::new(BenchBo(1)));
+    let (other, _) = vm.bo_obtain(Arc::new(BenchBo(2)));
+    let map = |vm: &mut GpuVm, start: u64, len: u64| {
+        let spec =
+            MappingSpec::bo(range(start, len), Arc::clone(&main), start, false).expect("spec");
+        let plan = vm.plan_map(&spec).expect("plan");
+        vm.apply_plan(&plan, &mut UndoLog::new()).expect("apply");
+    };
+    for i in 0..n as u64 {
+        map(&mut vm, i * SLOT, PAGE_SIZE);
+    }
+    for s in split_slots(n) {
+        map(&mut vm, s * SLOT + PAGE_SIZE, 3 * PAGE_SIZE);
+    }
+    Setup { vm, other }
+}
+
+fn lookup_ns(vm: &GpuVm, n: usize, rng: &mut Rng) -> f64 {
+    let addrs: Vec<u64> = (0..4096).map(|_| rng.below(n as u64) * SLOT).collect();
+    let mut i = 0;
+    mean_ns(LOOKUPS, || {
+        let va = addrs[i % addrs.len()];
+        i += 1;
+        black_box(vm.tree().find_first(range(va, PAGE_SIZE)));
+    })
+}
+
+fn map_split_ns(setup: &mut Setup, n: usize, rng: &mut Rng) -> f64 {
+    let mut reqs: Vec<MappingSpec> = split_slots(n)
+        .into_iter()
+        .map(|s| {
+            let at = s * SLOT + 2 * PAGE_SIZE;
+            MappingSpec::bo(range(at, PAGE_SIZE), Arc::clone(&setup.other), at, false)
+                .expect("spec")
+        })
+        .collect();
+    rng.shuffle(&mut reqs);
+    let vm = &mut setup.vm;
+    let mut i = 0;
+    mean_ns(reqs.len() as u64, || {
+        let plan = vm.plan_map(&reqs[i]).expect("plan");
+        vm.apply_plan(&plan, &mut UndoLog::new()).expect("apply");
+        i += 1;
+        black_box(plan);
+    })
+}
+
+fn unmap_ns(vm: &mut GpuVm, n: usize, rng: &mut Rng) -> f64 {
+    let mut targets: Vec<VaRange> = (0..SPLITS)
+        .map(|j| range((j * n / SPLITS) as u64 * SLOT, PAGE_SIZE))
+        .collect();
+    rng.shuffle(&mut targets);
+    let mut i = 0;
+    mean_ns(targets.len() as u64, || {
+        let plan = vm.plan_unmap(targets[i]).expect("plan");
+        vm.apply_plan(&plan, &mut UndoLog::new()).expect("apply");
+        i += 1;
+        black_box(plan);
+    })
+}
+
+/// rangemap with the same layout, then the same split inserts (value = BO, offset).
+fn peer_insert_ns(n: usize, rng: &mut Rng) -> f64 {
+    let mut map: RangeMap<u64, (u64, u64)> = RangeMap::new();
+    for i in 0..n as u64 {
+        map.insert(i * SLOT..i * SLOT + PAGE_SIZE, (1, i * SLOT));
+    }
+    for s in split_slots(n) {
+        let at = s * SLOT + PAGE_SIZE;
+        map.insert(at..at + 3 * PAGE_SIZE, (1, at));
+    }
+    let mut inserts: Vec<u64> = split_slots(n)
+        .into_iter()
+        .map(|s| s * SLOT + 2 * PAGE_SIZE)
+        .collect();
+    rng.shuffle(&mut inserts);
+    let mut i = 0;
+    let ns = mean_ns(inserts.len() as u64, || {
+        let at = inserts[i];
+        map.insert(at..at + PAGE_SIZE, (2, at));
+        i += 1;
+    });
+    black_box(map.len());
+    ns
+}
+
+/// Runs the group.
+pub fn gpuvm() -> Report {
+    let mut r = Report::new("gpuvm");
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut split = [0.0; 2];
+    for (k, (n, tag)) in [(10_000usize, "1e4"), (1_000_000, "1e6")]
+        .into_iter()
+        .enumerate()
+    {
+        let mut setup = build_vm(n);
+        r.push(
+            &format!("live_mappings_{tag}"),
+            setup.vm.tree().len() as u64,
+        );
+        r.push(
+            &format!("lookup_ns_{tag}"),
+            lookup_ns(&setup.vm, n, &mut rng),
+        );
+        split[k] = map_split_ns(&mut setup, n, &mut rng);
+        r.push(&format!("map_split_ns_{tag}"), split[k]);
+        if n == 1_000_000 {
+            r.push("unmap_ns_1e6", unmap_ns(&mut setup.vm, n, &mut rng));
+            let peer = peer_insert_ns(n, &mut rng);
+            r.push("peer_rangemap_insert_ns_1e6", peer);
+            r.push("map_split_vs_peer_1e6", split[1] / peer.max(1e-9));
+        }
+    }
+    r.push("map_split_ratio_1e6_1e4", split[1] / split[0].max(1e-9));
+    r
+}
