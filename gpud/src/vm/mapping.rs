@@ -16,6 +16,18 @@ use super::vm_bo::VmBo;
 use crate::types::{BoId, CpuVa, RangeError, PAGE_SIZE};
 use bitflags::bitflags;
 use std::sync::Arc;
+use thiserror::Error;
+
+/// Why a mapping spec was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum MappingError {
+    /// The offset is misaligned or `offset + len` overflows.
+    #[error(transparent)]
+    Range(#[from] RangeError),
+    /// The mapped window `[offset, offset + len)` does not lie inside the BO.
+    #[error("BO window {offset:#x}+{len:#x} exceeds the BO size {size:#x}")]
+    OutsideBo { offset: u64, len: u64, size: u64 },
+}
 
 bitflags! {
     /// Attributes of a mapping (drm_gpuva flags plus Xe VMA kinds).
@@ -62,15 +74,19 @@ fn check_offset(offset: u64, len: u64) -> Result<(), RangeError> {
 }
 
 impl MappingSpec {
-    /// `range` backed by `vm_bo` from byte `offset` (page aligned; `offset + len` must fit
-    /// in 64 bits). Whether the offset lies inside the BO is the caller's check.
+    /// `range` backed by `vm_bo` from byte `offset`: page aligned, and the window
+    /// `[offset, offset + len)` inside the BO.
     pub fn bo(
         range: VaRange,
         vm_bo: Arc<VmBo>,
         offset: u64,
         read_only: bool,
-    ) -> Result<Self, RangeError> {
+    ) -> Result<Self, MappingError> {
         check_offset(offset, range.len())?;
+        let (len, size) = (range.len(), vm_bo.bo().size());
+        if len > size || offset > size - len {
+            return Err(MappingError::OutsideBo { offset, len, size });
+        }
         let mut flags = MappingFlags::empty();
         flags.set(MappingFlags::READ_ONLY, read_only);
         Ok(Self {
@@ -82,7 +98,7 @@ impl MappingSpec {
     }
 
     /// `range` backed by client CPU memory starting at `cpu`.
-    pub fn userptr(range: VaRange, cpu: CpuVa, read_only: bool) -> Result<Self, RangeError> {
+    pub fn userptr(range: VaRange, cpu: CpuVa, read_only: bool) -> Result<Self, MappingError> {
         check_offset(cpu.get(), range.len())?;
         let mut flags = MappingFlags::USERPTR;
         flags.set(MappingFlags::READ_ONLY, read_only);
@@ -248,8 +264,19 @@ mod tests {
         assert!(MappingSpec::bo(r(0, 1), b.clone(), 1, false).is_err());
         assert!(matches!(
             MappingSpec::bo(r(0, 2), b.clone(), u64::MAX - P + 1, false),
-            Err(RangeError::Overflow { .. })
+            Err(MappingError::Range(RangeError::Overflow { .. }))
         ));
+        let small = vm_bo(2, VM_RESV);
+        let size = small.bo().size();
+        assert!(MappingSpec::bo(r(0, 1), small.clone(), size - P, false).is_ok());
+        assert_eq!(
+            MappingSpec::bo(r(0, 2), small, size - P, false).err(),
+            Some(MappingError::OutsideBo {
+                offset: size - P,
+                len: 2 * P,
+                size
+            })
+        );
         let s = MappingSpec::bo(r(0, 2), b, 3 * P, true).unwrap();
         assert_eq!(
             (s.bo_id(), s.offset(), s.flags()),

@@ -57,7 +57,7 @@ pub mod va;
 pub mod vm_bo;
 
 pub use gpuvm::{ApplyError, GpuVm, StepCommit};
-pub use mapping::{Mapping, MappingFlags, MappingId, MappingSpec};
+pub use mapping::{Mapping, MappingError, MappingFlags, MappingId, MappingSpec};
 pub use plan::{Plan, PlanError, RemapStep, Step, UnmapStep};
 pub use tree::{OverlapError, VaTree};
 pub use undo::{Applied, UndoLog};

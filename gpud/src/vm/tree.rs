@@ -278,7 +278,10 @@ mod tests {
         let longer = Mapping::new(MappingId(9), MappingSpec::sparse(r(2, 5)));
         assert!(t.shrink_in_place(MappingId(0), longer).is_err());
         let shorter = Mapping::new(MappingId(9), MappingSpec::sparse(r(2, 1)));
-        assert!(t.shrink_in_place(MappingId(5), shorter.clone()).is_err(), "wrong id");
+        assert!(
+            t.shrink_in_place(MappingId(5), shorter.clone()).is_err(),
+            "wrong id"
+        );
         assert!(t.remove_if_id(GpuVa(2 * P), MappingId(5)).is_none());
         assert_eq!(t.get(GpuVa(2 * P)).map(|m| m.id()), Some(MappingId(0)));
         assert_eq!(

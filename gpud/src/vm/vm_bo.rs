@@ -391,6 +391,64 @@ pub(crate) mod tests {
         assert!(!bos[0].is_evicted() && bos[1].is_evicted());
     }
 
+    /// Eviction threads flag their external BO under its own "resv" (a mutex) while the VM
+    /// owner repeatedly locks the VM resv and every extobj resv, moves flags onto the list
+    /// and validates. Every flag flip must be validated exactly once: none lost, none twice.
+    #[test]
+    fn concurrent_external_evictions_are_validated_exactly_once() {
+        use std::sync::Mutex;
+        const BOS: u64 = 4;
+        const ROUNDS: usize = 1000;
+        let bos: Arc<Vec<Arc<VmBo>>> =
+            Arc::new((0..BOS).map(|i| vm_bo(i, ResvId(50 + i))).collect());
+        let resvs: Arc<Vec<Mutex<u64>>> = Arc::new((0..BOS).map(|_| Mutex::new(0)).collect());
+        let vm_resv = Mutex::new(VmBoLists::new(VM));
+        for b in bos.iter() {
+            vm_resv.lock().unwrap().extobj_add(b).unwrap();
+        }
+        let evictors: Vec<_> = (0..BOS as usize)
+            .map(|i| {
+                let (bos, resvs) = (Arc::clone(&bos), Arc::clone(&resvs));
+                std::thread::spawn(move || {
+                    for _ in 0..ROUNDS {
+                        let mut flips = resvs[i].lock().unwrap();
+                        if !bos[i].is_evicted() {
+                            bos[i].set_evicted(true);
+                            *flips += 1;
+                        }
+                        drop(flips);
+                        std::thread::yield_now();
+                    }
+                })
+            })
+            .collect();
+        let mut validated = vec![0u64; BOS as usize];
+        let pass = |validated: &mut Vec<u64>| {
+            let mut lists = vm_resv.lock().unwrap();
+            let _held: Vec<_> = resvs.iter().map(|m| m.lock().unwrap()).collect();
+            lists.move_evicted_extobjs();
+            lists
+                .validate(|vb| {
+                    assert!(vb.is_evicted(), "validated a BO that was not evicted");
+                    validated[vb.bo_id().0 as usize] += 1;
+                    Ok::<(), ()>(())
+                })
+                .unwrap();
+            assert_eq!(lists.evicted().count(), 0);
+        };
+        while !evictors.iter().all(|t| t.is_finished()) {
+            pass(&mut validated);
+        }
+        for t in evictors {
+            t.join().unwrap();
+        }
+        pass(&mut validated);
+        let flips: Vec<u64> = resvs.iter().map(|m| *m.lock().unwrap()).collect();
+        assert_eq!(validated, flips);
+        assert!(flips.iter().all(|&f| f > 0));
+        assert!(bos.iter().all(|b| !b.is_evicted()));
+    }
+
     #[test]
     fn remove_drops_from_both_lists() {
         let mut lists = VmBoLists::new(VM);
