@@ -3,13 +3,15 @@
 //! Owns: [`VaTree`], a `BTreeMap` keyed by mapping start address. Lookups are O(log n) and
 //! range walks O(log n + k).
 //!
-//! INVARIANTS (checked by [`VaTree::check_invariants`], called after every change in debug
-//! builds of the VM and in every property test):
+//! INVARIANTS (checked by [`VaTree::check_invariants`], which `GpuVm::check_invariants` and
+//! every property test call; O(n), so not on the hot path):
 //! - each entry's key equals its mapping's `range().start()`;
 //! - mappings do not overlap: for consecutive entries `a`, `b`, `a.end <= b.start`.
 //!
 //! Because mappings never overlap, the mapping covering an address is the last one starting
 //! at or below it, if that one ends above it; this is what makes a plain ordered map enough.
+//! For the same reason a range `[a, e)` overlaps something iff the last mapping starting
+//! below `e` ends above `a`, so emptiness checks and single-overlap lookups take one search.
 //!
 //! Must not: plan splits, assign ids, or know about vm_bos (the VM does that around it).
 
