@@ -6,7 +6,8 @@
 //! hold a 3-page mapping on their other pages; a timed "map split" maps the middle page of
 //! one of those with another BO, which cuts it in two (Remap{prev, next} + Map). Timed
 //! operations visit their targets in a shuffled order so the tree is not walked in address
-//! order. Requests are built before timing; timing covers planning and applying.
+//! order. Requests are built before timing; timing covers planning and applying. Each value
+//! is the median of `ROUNDS` rounds; a round restores the layout (untimed) when it is done.
 
 use crate::report::{mean_ns, Report};
 use gpud::types::{BoId, GpuVa, ResvId, VmId, PAGE_SIZE};
@@ -17,8 +18,10 @@ use std::sync::Arc;
 
 /// Timed map-split and unmap operations per size.
 const SPLITS: usize = 10_000;
-/// Timed lookups per size.
+/// Timed lookups per size (over all rounds).
 const LOOKUPS: u64 = 1_000_000;
+/// Measurement rounds per value; the median round is reported.
+const ROUNDS: usize = 5;
 const SLOT: u64 = 4 * PAGE_SIZE;
 
 #[derive(Debug)]
@@ -70,6 +73,7 @@ fn split_slots(n: usize) -> Vec<u64> {
 
 struct Setup {
     vm: GpuVm,
+    main: Arc<VmBo>,
     other: Arc<VmBo>,
 }
 
@@ -79,62 +83,95 @@ fn build_vm(n: usize) -> Setup {
     let mut vm = GpuVm::new(VmId(1), ResvId(0), space);
     let (main, _) = vm.bo_obtain(Arc::new(BenchBo(1)));
     let (other, _) = vm.bo_obtain(Arc::new(BenchBo(2)));
-    let map = |vm: &mut GpuVm, start: u64, len: u64| {
+    let map = |vm: &mut GpuVm, main: &Arc<VmBo>, start: u64, len: u64| {
         let spec =
-            MappingSpec::bo(range(start, len), Arc::clone(&main), start, false).expect("spec");
+            MappingSpec::bo(range(start, len), Arc::clone(main), start, false).expect("spec");
         let plan = vm.plan_map(&spec).expect("plan");
         vm.apply_plan(&plan, &mut UndoLog::new()).expect("apply");
     };
     for i in 0..n as u64 {
-        map(&mut vm, i * SLOT, PAGE_SIZE);
+        map(&mut vm, &main, i * SLOT, PAGE_SIZE);
     }
     for s in split_slots(n) {
-        map(&mut vm, s * SLOT + PAGE_SIZE, 3 * PAGE_SIZE);
+        map(&mut vm, &main, s * SLOT + PAGE_SIZE, 3 * PAGE_SIZE);
     }
-    Setup { vm, other }
+    Setup { vm, main, other }
+}
+
+/// Median over `ROUNDS` of `round()`, each round's own mean ns per operation. Rounds undo
+/// their changes untimed, so every round measures the same layout; the median keeps one
+/// noisy round (other processes on the machine) from moving the result.
+fn median_of_rounds(mut round: impl FnMut() -> f64) -> f64 {
+    let mut means: Vec<f64> = (0..ROUNDS).map(|_| round()).collect();
+    means.sort_by(f64::total_cmp);
+    means.get(means.len() / 2).copied().unwrap_or(0.0)
 }
 
 fn lookup_ns(vm: &GpuVm, n: usize, rng: &mut Rng) -> f64 {
     let addrs: Vec<u64> = (0..4096).map(|_| rng.below(n as u64) * SLOT).collect();
     let mut i = 0;
-    mean_ns(LOOKUPS, || {
-        let va = addrs[i % addrs.len()];
-        i += 1;
-        black_box(vm.tree().find_first(range(va, PAGE_SIZE)));
+    median_of_rounds(|| {
+        mean_ns(LOOKUPS / ROUNDS as u64, || {
+            let va = addrs[i % addrs.len()];
+            i += 1;
+            black_box(vm.tree().find_first(range(va, PAGE_SIZE)));
+        })
     })
+}
+
+fn plan_apply(vm: &mut GpuVm, spec: &MappingSpec) {
+    let plan = vm.plan_map(spec).expect("plan");
+    vm.apply_plan(&plan, &mut UndoLog::new()).expect("apply");
+    black_box(plan);
 }
 
 fn map_split_ns(setup: &mut Setup, n: usize, rng: &mut Rng) -> f64 {
-    let mut reqs: Vec<MappingSpec> = split_slots(n)
-        .into_iter()
-        .map(|s| {
-            let at = s * SLOT + 2 * PAGE_SIZE;
-            MappingSpec::bo(range(at, PAGE_SIZE), Arc::clone(&setup.other), at, false)
-                .expect("spec")
-        })
-        .collect();
-    rng.shuffle(&mut reqs);
+    let (mut reqs, mut originals) = (Vec::new(), Vec::new());
+    for s in split_slots(n) {
+        let at = s * SLOT + 2 * PAGE_SIZE;
+        let split = MappingSpec::bo(range(at, PAGE_SIZE), Arc::clone(&setup.other), at, false);
+        let whole = s * SLOT + PAGE_SIZE;
+        let orig = MappingSpec::bo(
+            range(whole, 3 * PAGE_SIZE),
+            Arc::clone(&setup.main),
+            whole,
+            false,
+        );
+        reqs.push(split.expect("spec"));
+        originals.push(orig.expect("spec"));
+    }
     let vm = &mut setup.vm;
-    let mut i = 0;
-    mean_ns(reqs.len() as u64, || {
-        let plan = vm.plan_map(&reqs[i]).expect("plan");
-        vm.apply_plan(&plan, &mut UndoLog::new()).expect("apply");
-        i += 1;
-        black_box(plan);
+    median_of_rounds(|| {
+        rng.shuffle(&mut reqs);
+        let mut i = 0;
+        let ns = mean_ns(reqs.len() as u64, || {
+            plan_apply(vm, &reqs[i]);
+            i += 1;
+        });
+        originals.iter().for_each(|o| plan_apply(vm, o));
+        ns
     })
 }
 
-fn unmap_ns(vm: &mut GpuVm, n: usize, rng: &mut Rng) -> f64 {
-    let mut targets: Vec<VaRange> = (0..SPLITS)
-        .map(|j| range((j * n / SPLITS) as u64 * SLOT, PAGE_SIZE))
+fn unmap_ns(setup: &mut Setup, n: usize, rng: &mut Rng) -> f64 {
+    let mut targets: Vec<u64> = (0..SPLITS)
+        .map(|j| (j * n / SPLITS) as u64 * SLOT)
         .collect();
-    rng.shuffle(&mut targets);
-    let mut i = 0;
-    mean_ns(targets.len() as u64, || {
-        let plan = vm.plan_unmap(targets[i]).expect("plan");
-        vm.apply_plan(&plan, &mut UndoLog::new()).expect("apply");
-        i += 1;
-        black_box(plan);
+    let vm = &mut setup.vm;
+    median_of_rounds(|| {
+        rng.shuffle(&mut targets);
+        let mut i = 0;
+        let ns = mean_ns(targets.len() as u64, || {
+            let plan = vm.plan_unmap(range(targets[i], PAGE_SIZE)).expect("plan");
+            vm.apply_plan(&plan, &mut UndoLog::new()).expect("apply");
+            i += 1;
+            black_box(plan);
+        });
+        for &at in &targets {
+            let spec = MappingSpec::bo(range(at, PAGE_SIZE), Arc::clone(&setup.main), at, false);
+            plan_apply(vm, &spec.expect("spec"));
+        }
+        ns
     })
 }
 
@@ -144,20 +181,26 @@ fn peer_insert_ns(n: usize, rng: &mut Rng) -> f64 {
     for i in 0..n as u64 {
         map.insert(i * SLOT..i * SLOT + PAGE_SIZE, (1, i * SLOT));
     }
-    for s in split_slots(n) {
-        let at = s * SLOT + PAGE_SIZE;
+    let wholes: Vec<u64> = split_slots(n)
+        .into_iter()
+        .map(|s| s * SLOT + PAGE_SIZE)
+        .collect();
+    for &at in &wholes {
         map.insert(at..at + 3 * PAGE_SIZE, (1, at));
     }
-    let mut inserts: Vec<u64> = split_slots(n)
-        .into_iter()
-        .map(|s| s * SLOT + 2 * PAGE_SIZE)
-        .collect();
-    rng.shuffle(&mut inserts);
-    let mut i = 0;
-    let ns = mean_ns(inserts.len() as u64, || {
-        let at = inserts[i];
-        map.insert(at..at + PAGE_SIZE, (2, at));
-        i += 1;
+    let mut inserts: Vec<u64> = wholes.iter().map(|w| w + PAGE_SIZE).collect();
+    let ns = median_of_rounds(|| {
+        rng.shuffle(&mut inserts);
+        let mut i = 0;
+        let ns = mean_ns(inserts.len() as u64, || {
+            let at = inserts[i];
+            map.insert(at..at + PAGE_SIZE, (2, at));
+            i += 1;
+        });
+        for &at in &wholes {
+            map.insert(at..at + 3 * PAGE_SIZE, (1, at));
+        }
+        ns
     });
     black_box(map.len());
     ns
@@ -184,7 +227,7 @@ pub fn gpuvm() -> Report {
         split[k] = map_split_ns(&mut setup, n, &mut rng);
         r.push(&format!("map_split_ns_{tag}"), split[k]);
         if n == 1_000_000 {
-            r.push("unmap_ns_1e6", unmap_ns(&mut setup.vm, n, &mut rng));
+            r.push("unmap_ns_1e6", unmap_ns(&mut setup, n, &mut rng));
             let peer = peer_insert_ns(n, &mut rng);
             r.push("peer_rangemap_insert_ns_1e6", peer);
             r.push("map_split_vs_peer_1e6", split[1] / peer.max(1e-9));

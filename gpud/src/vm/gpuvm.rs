@@ -12,7 +12,7 @@
 //! Must not: write page tables, lock reservations, or decide policy (which op is allowed).
 
 use super::mapping::{Mapping, MappingFlags, MappingId, MappingSpec};
-use super::plan::{self, Plan, PlanError, RemapStep, Step};
+use super::plan::{self, Plan, PlanError, PlanStamp, RemapStep, Step};
 use super::tree::{OverlapError, VaTree};
 use super::undo::{Applied, UndoEntry, UndoLog};
 use super::va::{VaRange, VaSpace};
@@ -64,6 +64,8 @@ pub struct GpuVm {
     vm_bos: BTreeMap<BoId, VmBoEntry>,
     next_id: MappingId,
     applied_seq: u64,
+    /// Bumped by every change of the tree (apply of a non-prefetch step, unwind).
+    generation: u64,
 }
 
 /// Hands one step to a handler; the handler commits it with [`StepCommit::commit`] after
@@ -72,6 +74,7 @@ pub struct StepCommit<'a> {
     vm: &'a mut GpuVm,
     log: &'a mut UndoLog,
     step: &'a Step,
+    fresh: bool,
 }
 
 impl StepCommit<'_> {
@@ -82,7 +85,7 @@ impl StepCommit<'_> {
 
     /// Applies the step to the tree.
     pub fn commit(self) -> Result<Applied, ApplyError> {
-        self.vm.apply(self.step, self.log)
+        self.vm.apply_inner(self.step, self.log, self.fresh)
     }
 }
 
@@ -98,6 +101,7 @@ impl GpuVm {
             vm_bos: BTreeMap::new(),
             next_id: MappingId(0),
             applied_seq: 0,
+            generation: 0,
         }
     }
 
@@ -227,45 +231,69 @@ impl GpuVm {
         if req.vm_bo().is_some_and(|b| b.vm() != self.id) {
             return Err(PlanError::ForeignVmBo);
         }
-        plan::sm_map(&self.tree, &self.space, req)
+        Ok(plan::sm_map(&self.tree, &self.space, req)?.stamped(self.stamp()))
     }
 
     /// Plans unmapping `range`.
     pub fn plan_unmap(&self, range: VaRange) -> Result<Plan, PlanError> {
-        plan::sm_unmap(&self.tree, &self.space, range)
+        Ok(plan::sm_unmap(&self.tree, &self.space, range)?.stamped(self.stamp()))
     }
 
     /// Plans prefetching `range`.
     pub fn plan_prefetch(&self, range: VaRange) -> Result<Plan, PlanError> {
-        plan::prefetch(&self.tree, &self.space, range)
+        Ok(plan::prefetch(&self.tree, &self.space, range)?.stamped(self.stamp()))
     }
 
     /// Plans removing every mapping of `bo` (an empty plan if there are none).
     pub fn plan_bo_unmap(&self, bo: BoId) -> Result<Plan, PlanError> {
-        plan::bo_unmap(&self.tree, self.bo_starts(bo))
+        Ok(plan::bo_unmap(&self.tree, self.bo_starts(bo))?.stamped(self.stamp()))
+    }
+
+    fn stamp(&self) -> PlanStamp {
+        PlanStamp {
+            vm: self.id,
+            generation: self.generation,
+        }
+    }
+
+    /// Whether `plan` was made by this VM against the tree as it is now.
+    fn is_fresh(&self, plan: &Plan) -> bool {
+        plan.stamp() == Some(self.stamp())
     }
 
     // ---- applying -------------------------------------------------------------------
 
     /// Applies one step, recording it in `log`. On error nothing changed.
     pub fn apply(&mut self, step: &Step, log: &mut UndoLog) -> Result<Applied, ApplyError> {
+        self.apply_inner(step, log, false)
+    }
+
+    /// `fresh`: the step belongs to a plan that was fresh when its first step was applied
+    /// and every earlier step of it has been applied, so the planner's guarantee that a
+    /// `Map` lands in free space still holds and the overlap search can be skipped.
+    fn apply_inner(
+        &mut self,
+        step: &Step,
+        log: &mut UndoLog,
+        fresh: bool,
+    ) -> Result<Applied, ApplyError> {
         if !log.begin(self.id, self.next_id) {
             let owner = log.owner().map_or(self.id, |(vm, _)| vm);
             return Err(ApplyError::ForeignLog { owner });
         }
         match step {
-            Step::Map(spec) => self.apply_map(spec, log)?,
+            Step::Map(spec) => self.apply_map(spec, log, fresh)?,
             Step::Unmap(u) => {
                 let old = u.old();
-                let removed = self
-                    .tree
-                    .remove_if_id(old.range().start(), old.id())
-                    .ok_or_else(|| stale(old))?;
+                let removed = self.tree.remove_if_current(old).ok_or_else(|| stale(old))?;
                 self.unlink(&removed);
                 log.push(UndoEntry::Removed(removed));
             }
             Step::Remap(r) => self.apply_remap(r, log)?,
             Step::Prefetch(m) => self.check_current(m)?,
+        }
+        if !matches!(step, Step::Prefetch(_)) {
+            self.generation += 1;
         }
         self.applied_seq += 1;
         Ok(Applied {
@@ -282,19 +310,19 @@ impl GpuVm {
         log: &mut UndoLog,
         mut handler: impl FnMut(&Step, StepCommit<'_>) -> Result<Applied, E>,
     ) -> Result<(), E> {
+        let fresh = self.is_fresh(plan);
         for step in plan.steps() {
             let expected = Applied {
                 vm: self.id,
                 seq: self.applied_seq + 1,
             };
-            let got = handler(
+            let commit = StepCommit {
+                vm: self,
+                log,
                 step,
-                StepCommit {
-                    vm: self,
-                    log,
-                    step,
-                },
-            )?;
+                fresh,
+            };
+            let got = handler(step, commit)?;
             if got != expected {
                 return Err(ApplyError::WrongToken.into());
             }
@@ -304,8 +332,9 @@ impl GpuVm {
 
     /// Applies every step of `plan` with no per-step work.
     pub fn apply_plan(&mut self, plan: &Plan, log: &mut UndoLog) -> Result<(), ApplyError> {
+        let fresh = self.is_fresh(plan);
         for step in plan.steps() {
-            let _applied = self.apply(step, log)?;
+            let _applied = self.apply_inner(step, log, fresh)?;
         }
         Ok(())
     }
@@ -337,14 +366,18 @@ impl GpuVm {
             }
         }
         self.next_id = next_id;
+        self.generation += 1;
         Ok(())
     }
 
     /// Sets or clears `INVALIDATED` on the mapping starting at `start` (userptr notifier
-    /// path). Returns whether such a mapping exists. Not recorded in undo logs.
+    /// path). Returns whether such a mapping exists. Not recorded in undo logs. Plans made
+    /// before the change are stale afterwards (their copies of the mapping carry the old
+    /// flags, which their Remap pieces would otherwise resurrect).
     pub fn set_invalidated(&mut self, start: GpuVa, invalidated: bool) -> bool {
         match self.tree.get_mut(start) {
             Some(m) => {
+                self.generation += 1;
                 m.spec_mut()
                     .set_flag(MappingFlags::INVALIDATED, invalidated);
                 true
@@ -355,7 +388,7 @@ impl GpuVm {
 
     fn check_current(&self, planned: &Mapping) -> Result<(), ApplyError> {
         match self.tree.get(planned.range().start()) {
-            Some(m) if m.id() == planned.id() => Ok(()),
+            Some(m) if m.is_current(planned) => Ok(()),
             _ => Err(stale(planned)),
         }
     }
@@ -366,14 +399,24 @@ impl GpuVm {
         self.next_id = MappingId(self.next_id.0.wrapping_add(1));
     }
 
-    fn apply_map(&mut self, spec: &MappingSpec, log: &mut UndoLog) -> Result<(), ApplyError> {
+    fn apply_map(
+        &mut self,
+        spec: &MappingSpec,
+        log: &mut UndoLog,
+        fresh: bool,
+    ) -> Result<(), ApplyError> {
         if let Some(b) = spec.vm_bo().filter(|b| b.vm() != self.id) {
             return Err(ApplyError::ForeignVmBo {
                 bo: b.bo_id(),
                 owner: b.vm(),
             });
         }
-        self.tree.insert(Mapping::new(self.next_id, spec.clone()))?;
+        let m = Mapping::new(self.next_id, spec.clone());
+        if fresh {
+            self.tree.insert_vacated(m);
+        } else {
+            self.tree.insert(m)?;
+        }
         self.consume_id();
         self.link_logged(spec, log);
         log.push(UndoEntry::Inserted(spec.range().start()));
@@ -396,17 +439,14 @@ impl GpuVm {
                 // The piece keeps the old start and BO, so the vm_bo link is unchanged.
                 let removed = self
                     .tree
-                    .shrink_in_place(old.id(), new)
+                    .shrink_in_place(old, new)
                     .map_err(|_| stale(old))?;
                 self.consume_id();
                 log.push(UndoEntry::Removed(removed));
                 log.push(UndoEntry::Inserted(os));
             }
             None => {
-                let removed = self
-                    .tree
-                    .remove_if_id(os, old.id())
-                    .ok_or_else(|| stale(old))?;
+                let removed = self.tree.remove_if_current(old).ok_or_else(|| stale(old))?;
                 self.unlink(&removed);
                 log.push(UndoEntry::Removed(removed));
             }

@@ -233,3 +233,48 @@ fn invalidated_flag_is_set_and_cleared_in_place() {
         Some(MappingFlags::SPARSE)
     );
 }
+
+#[test]
+fn plan_made_before_an_invalidation_is_stale() {
+    let mut vm = new_vm();
+    let b1 = bo(&mut vm, 1);
+    map(&mut vm, &spec(0, 4, &b1, 0));
+    let plan = vm.plan_map(&spec(1, 1, &b1, 1)).unwrap();
+    assert!(vm.set_invalidated(GpuVa(0), true));
+    let err = vm.apply_plan(&plan, &mut UndoLog::new()).unwrap_err();
+    assert!(matches!(err, ApplyError::Stale { .. }), "{err:?}");
+    // Re-planned, the surviving pieces keep the INVALIDATED flag.
+    let plan = vm.plan_map(&spec(1, 1, &b1, 1)).unwrap();
+    vm.apply_plan(&plan, &mut UndoLog::new()).unwrap();
+    let flags: Vec<_> = vm.tree().iter().map(|m| m.flags()).collect();
+    assert_eq!(
+        flags,
+        [
+            MappingFlags::INVALIDATED,
+            MappingFlags::empty(),
+            MappingFlags::INVALIDATED
+        ]
+    );
+}
+
+#[test]
+fn a_fresh_plan_stops_being_fresh_once_the_tree_changes() {
+    let mut vm = new_vm();
+    let b1 = bo(&mut vm, 1);
+    // Planned into free space, then the space is taken: the plan must be re-checked and
+    // refused, not trusted.
+    let plan = vm.plan_map(&spec(0, 2, &b1, 0)).unwrap();
+    map(&mut vm, &spec(1, 4, &b1, 0));
+    assert!(matches!(
+        vm.apply_plan(&plan, &mut UndoLog::new()),
+        Err(ApplyError::Overlap(_))
+    ));
+    // The same holds after an unwind that restored the tree's contents.
+    let plan = vm.plan_map(&spec(8, 1, &b1, 0)).unwrap();
+    let mut log = UndoLog::new();
+    let other = vm.plan_map(&spec(8, 2, &b1, 3)).unwrap();
+    vm.apply_plan(&other, &mut log).unwrap();
+    vm.unwind(log).unwrap();
+    vm.apply_plan(&plan, &mut UndoLog::new()).unwrap();
+    vm.check_invariants().unwrap();
+}

@@ -240,6 +240,12 @@ impl Mapping {
         self.spec.flags
     }
 
+    /// Whether `self` is still the mapping a plan saw as `planned`: same id (so same range
+    /// and backing, which never change) and same flags (which can, see `set_invalidated`).
+    pub(crate) fn is_current(&self, planned: &Mapping) -> bool {
+        self.id == planned.id && self.spec.flags == planned.spec.flags
+    }
+
     /// Identical id and contents.
     pub fn same_as(&self, other: &Self) -> bool {
         self.id == other.id && self.spec.same_as(&other.spec)

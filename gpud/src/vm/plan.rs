@@ -18,7 +18,7 @@
 use super::mapping::{Mapping, MappingSpec};
 use super::tree::VaTree;
 use super::va::{VaError, VaRange, VaSpace};
-use crate::types::GpuVa;
+use crate::types::{GpuVa, VmId};
 use smallvec::SmallVec;
 use thiserror::Error;
 
@@ -109,13 +109,37 @@ pub enum Step {
 /// Inline capacity covering the common map (Remap, Remap, Map) without a heap allocation.
 pub type Steps = SmallVec<[Step; 3]>;
 
+/// Which VM a plan was made against, and that VM's tree generation at the time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PlanStamp {
+    pub(crate) vm: VmId,
+    pub(crate) generation: u64,
+}
+
 /// The ordered steps of one operation.
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
     steps: Steps,
+    /// Set by `GpuVm`'s planning methods. A plan applied to the same VM at the same
+    /// generation is known to be fresh, so applying it may skip re-checking overlaps that
+    /// the planner already ruled out.
+    stamp: Option<PlanStamp>,
 }
 
 impl Plan {
+    fn new(steps: Steps) -> Self {
+        Self { steps, stamp: None }
+    }
+
+    pub(crate) fn stamped(mut self, stamp: PlanStamp) -> Self {
+        self.stamp = Some(stamp);
+        self
+    }
+
+    pub(crate) fn stamp(&self) -> Option<PlanStamp> {
+        self.stamp
+    }
+
     /// The steps, in the order they must be applied.
     pub fn steps(&self) -> &[Step] {
         &self.steps
@@ -228,7 +252,7 @@ pub fn sm_map(tree: &VaTree, space: &VaSpace, req: &MappingSpec) -> Result<Plan,
         }
     }
     steps.push(Step::Map(req.clone()));
-    Ok(Plan { steps })
+    Ok(Plan::new(steps))
 }
 
 /// Plans unmapping `range` (drm_gpuvm_sm_unmap_ops_create): cut mappings at both ends, remove
@@ -247,7 +271,7 @@ pub fn sm_unmap(tree: &VaTree, space: &VaSpace, range: VaRange) -> Result<Plan, 
             unmap(v, false)
         });
     }
-    Ok(Plan { steps })
+    Ok(Plan::new(steps))
 }
 
 /// Plans a prefetch of `range`: one step per overlapping mapping, nothing split.
@@ -257,7 +281,7 @@ pub fn prefetch(tree: &VaTree, space: &VaSpace, range: VaRange) -> Result<Plan, 
         .iter_range(range)
         .map(|m| Step::Prefetch(m.clone()))
         .collect();
-    Ok(Plan { steps })
+    Ok(Plan::new(steps))
 }
 
 /// Plans removing every mapping of a vm_bo, given their start addresses in address order
@@ -271,5 +295,5 @@ pub fn bo_unmap(tree: &VaTree, starts: impl IntoIterator<Item = GpuVa>) -> Resul
                 .ok_or(PlanError::NoMapping { start })
         })
         .collect::<Result<Steps, _>>()?;
-    Ok(Plan { steps })
+    Ok(Plan::new(steps))
 }

@@ -15,7 +15,7 @@
 //!
 //! Must not: plan splits, assign ids, or know about vm_bos (the VM does that around it).
 
-use super::mapping::{Mapping, MappingId};
+use super::mapping::Mapping;
 use super::va::VaRange;
 use crate::types::GpuVa;
 use std::collections::BTreeMap;
@@ -166,27 +166,29 @@ impl VaTree {
         self.map.remove(&start)
     }
 
-    /// Removes the mapping at `start` if its id is `id`; otherwise leaves the tree as it was.
-    pub(crate) fn remove_if_id(&mut self, start: GpuVa, id: MappingId) -> Option<Mapping> {
+    /// Removes the mapping at `planned`'s start if it is still `planned` (same id and
+    /// flags); otherwise leaves the tree as it was.
+    pub(crate) fn remove_if_current(&mut self, planned: &Mapping) -> Option<Mapping> {
+        let start = planned.range().start();
         let m = self.map.remove(&start)?;
-        if m.id() == id {
+        if m.is_current(planned) {
             return Some(m);
         }
         self.map.insert(start, m);
         None
     }
 
-    /// Replaces the mapping at `start` whose id is `id` by `new`, which must start at the
-    /// same address and not be longer (so it cannot overlap a neighbour). Returns the old
-    /// mapping, or gives `new` back if a precondition does not hold. One tree search.
+    /// Replaces the mapping `planned` (same start, id and flags) by `new`, which must start
+    /// at the same address and not be longer (so it cannot overlap a neighbour). Returns the
+    /// old mapping, or gives `new` back if a precondition does not hold. One tree search.
     pub(crate) fn shrink_in_place(
         &mut self,
-        id: MappingId,
+        planned: &Mapping,
         new: Mapping,
     ) -> Result<Mapping, Mapping> {
         let start = new.range().start();
         match self.map.get_mut(&start) {
-            Some(slot) if slot.id() == id && new.range().end() <= slot.range().end() => {
+            Some(slot) if slot.is_current(planned) && new.range().end() <= slot.range().end() => {
                 Ok(std::mem::replace(slot, new))
             }
             _ => Err(new),
@@ -217,7 +219,7 @@ impl VaTree {
 
 #[cfg(test)]
 mod tests {
-    use super::super::mapping::MappingSpec;
+    use super::super::mapping::{MappingId, MappingSpec};
     use super::*;
     use crate::types::PAGE_SIZE;
     use proptest::prelude::*;
@@ -277,21 +279,22 @@ mod tests {
                 existing: r(2, 4)
             })
         );
+        let current = t.get(GpuVa(2 * P)).cloned().unwrap();
+        let other_id = Mapping::new(MappingId(5), MappingSpec::sparse(r(2, 4)));
+        let mut other_flags = current.clone();
+        other_flags
+            .spec_mut()
+            .set_flag(super::super::mapping::MappingFlags::INVALIDATED, true);
         let longer = Mapping::new(MappingId(9), MappingSpec::sparse(r(2, 5)));
-        assert!(t.shrink_in_place(MappingId(0), longer).is_err());
+        assert!(t.shrink_in_place(&current, longer).is_err());
         let shorter = Mapping::new(MappingId(9), MappingSpec::sparse(r(2, 1)));
-        assert!(
-            t.shrink_in_place(MappingId(5), shorter.clone()).is_err(),
-            "wrong id"
-        );
-        assert!(t.remove_if_id(GpuVa(2 * P), MappingId(5)).is_none());
+        for stale in [&other_id, &other_flags] {
+            assert!(t.shrink_in_place(stale, shorter.clone()).is_err());
+            assert!(t.remove_if_current(stale).is_none());
+        }
         assert_eq!(t.get(GpuVa(2 * P)).map(|m| m.id()), Some(MappingId(0)));
-        assert_eq!(
-            t.shrink_in_place(MappingId(0), shorter)
-                .map(|m| m.id())
-                .ok(),
-            Some(MappingId(0))
-        );
+        let old = t.shrink_in_place(&current, shorter).ok();
+        assert_eq!(old.map(|m| m.range()), Some(r(2, 4)));
         assert_eq!(t.get(GpuVa(2 * P)).map(|m| m.range()), Some(r(2, 1)));
         t.check_invariants().unwrap();
     }
