@@ -303,7 +303,8 @@ impl GpuVm {
     }
 
     /// Applies every step of `plan`, handing each to `handler` first; the handler must
-    /// commit the step it was given and return its token.
+    /// commit the step it was given and return its token. On error, the steps committed so
+    /// far stay applied and recorded in `log` (unwind it to roll the whole bind back).
     pub fn apply_with<E: From<ApplyError>>(
         &mut self,
         plan: &Plan,
