@@ -18,8 +18,10 @@
 use super::mapping::{Mapping, MappingSpec};
 use super::tree::VaTree;
 use super::va::{VaError, VaRange, VaSpace};
+use super::vm_bo::VmBo;
 use crate::types::{GpuVa, VmId};
 use smallvec::SmallVec;
+use std::sync::Arc;
 use thiserror::Error;
 
 /// Why a plan could not be made.
@@ -153,6 +155,25 @@ impl Plan {
     /// Whether there is nothing to do (e.g. unmapping an empty range).
     pub fn is_empty(&self) -> bool {
         self.steps.is_empty()
+    }
+
+    /// Every vm_bo the plan touches (mapped, cut or removed), each once, in step order:
+    /// the BOs whose reservations a bind must hold while applying it (drm_gpuvm's
+    /// `sm_map_exec_lock`).
+    pub fn vm_bos(&self) -> Vec<&Arc<VmBo>> {
+        let mut out: Vec<&Arc<VmBo>> = Vec::new();
+        for step in &self.steps {
+            let bo = match step {
+                Step::Map(spec) => spec.vm_bo(),
+                Step::Remap(rm) => rm.unmap.old.spec().vm_bo(),
+                Step::Unmap(u) => u.old.spec().vm_bo(),
+                Step::Prefetch(m) => m.spec().vm_bo(),
+            };
+            if let Some(bo) = bo.filter(|b| !out.iter().any(|o| o.bo_id() == b.bo_id())) {
+                out.push(bo);
+            }
+        }
+        out
     }
 
     /// Counts of (Map, Remap, Unmap, Prefetch) steps.

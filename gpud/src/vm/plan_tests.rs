@@ -202,6 +202,20 @@ fn request_spanning_several_mappings_remaps_only_the_ends() {
 }
 
 #[test]
+fn plan_lists_each_touched_vm_bo_once() {
+    let mut vm = new_vm();
+    let (b1, b2, b3) = (bo(&mut vm, 1), bo(&mut vm, 2), bo(&mut vm, 3));
+    map(&mut vm, &spec(0, 2, &b1, 0));
+    map(&mut vm, &spec(2, 1, &b2, 0));
+    map(&mut vm, &spec(3, 2, &b1, 3));
+    map(&mut vm, &MappingSpec::sparse(r(5, 1)));
+    let plan = vm.plan_map(&spec(1, 5, &b3, 0)).unwrap();
+    let ids: Vec<BoId> = plan.vm_bos().iter().map(|b| b.bo_id()).collect();
+    assert_eq!(ids, [BoId(1), BoId(2), BoId(3)]);
+    assert!(vm.plan_unmap(r(9, 1)).unwrap().vm_bos().is_empty());
+}
+
+#[test]
 fn null_mappings_never_keep() {
     let mut vm = new_vm();
     map(&mut vm, &MappingSpec::sparse(r(0, 3)));
