@@ -68,7 +68,7 @@ fn range(start: u64, len: u64) -> VaRange {
 /// The slots that get a 3-page split target, spread over `n` slots.
 fn split_slots(n: usize) -> Vec<u64> {
     let stride = (n / SPLITS).max(1) as u64;
-    (0..SPLITS as u64).map(|j| j * stride).collect()
+    (0..SPLITS.min(n) as u64).map(|j| j * stride).collect()
 }
 
 struct Setup {
@@ -154,9 +154,8 @@ fn map_split_ns(setup: &mut Setup, n: usize, rng: &mut Rng) -> f64 {
 }
 
 fn unmap_ns(setup: &mut Setup, n: usize, rng: &mut Rng) -> f64 {
-    let mut targets: Vec<u64> = (0..SPLITS)
-        .map(|j| (j * n / SPLITS) as u64 * SLOT)
-        .collect();
+    let count = SPLITS.min(n);
+    let mut targets: Vec<u64> = (0..count).map(|j| (j * n / count) as u64 * SLOT).collect();
     let vm = &mut setup.vm;
     median_of_rounds(|| {
         rng.shuffle(&mut targets);
@@ -235,4 +234,44 @@ pub fn gpuvm() -> Report {
     }
     r.push("map_split_ratio_1e6_1e4", split[1] / split[0].max(1e-9));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A timed round must leave the layout as it found it, or later rounds measure
+    /// something else.
+    #[test]
+    fn rounds_restore_the_layout() {
+        let n = 64;
+        let mut setup = build_vm(n);
+        let before: Vec<_> = setup
+            .vm
+            .tree()
+            .iter()
+            .map(|m| (m.range(), m.offset()))
+            .collect();
+        assert_eq!(before.len(), n + split_slots(n).len());
+        let mut rng = Rng(1);
+        assert!(map_split_ns(&mut setup, n, &mut rng) > 0.0);
+        assert!(unmap_ns(&mut setup, n, &mut rng) > 0.0);
+        let after: Vec<_> = setup
+            .vm
+            .tree()
+            .iter()
+            .map(|m| (m.range(), m.offset()))
+            .collect();
+        assert_eq!(after, before);
+        setup.vm.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn shuffle_is_a_permutation() {
+        let mut v: Vec<u32> = (0..100).collect();
+        Rng(7).shuffle(&mut v);
+        assert_ne!(v, (0..100).collect::<Vec<_>>());
+        v.sort_unstable();
+        assert_eq!(v, (0..100).collect::<Vec<_>>());
+    }
 }
