@@ -21,7 +21,7 @@ const SPLITS: usize = 10_000;
 /// Timed lookups per size (over all rounds).
 const LOOKUPS: u64 = 1_000_000;
 /// Measurement rounds per value; the median round is reported.
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 7;
 const SLOT: u64 = 4 * PAGE_SIZE;
 
 #[derive(Debug)]

@@ -18,7 +18,7 @@ use super::undo::{Applied, UndoEntry, UndoLog};
 use super::va::{VaRange, VaSpace};
 use super::vm_bo::{GpuBo, VmBo, VmBoError, VmBoLists};
 use crate::types::{BoId, GpuVa, ResvId, VmId};
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use thiserror::Error;
 
@@ -48,9 +48,10 @@ pub enum ApplyError {
 #[derive(Debug)]
 struct VmBoEntry {
     vm_bo: Arc<VmBo>,
-    /// Start addresses of the BO's mappings. A hash set: linking runs on every map and
-    /// split, while address order is only needed by the rare whole-BO walks, which sort.
-    mappings: HashSet<GpuVa>,
+    /// Start addresses of the BO's mappings, in address order. An ordered set rather than a
+    /// hash set: the starts a split links (`a`, `e`) are neighbours, so the second insert
+    /// finds its path already in cache, and whole-BO walks come out sorted.
+    mappings: BTreeSet<GpuVa>,
     holds: u32,
 }
 
@@ -147,7 +148,7 @@ impl GpuVm {
             created = true;
             VmBoEntry {
                 vm_bo: Arc::new(VmBo::new(id, resv, bo)),
-                mappings: HashSet::new(),
+                mappings: BTreeSet::new(),
                 holds: 0,
             }
         });
@@ -183,20 +184,15 @@ impl GpuVm {
 
     /// The BO's mappings in this VM, in address order.
     pub fn bo_mappings(&self, bo: BoId) -> impl Iterator<Item = &Mapping> + '_ {
-        self.bo_starts(bo)
-            .into_iter()
-            .filter_map(|start| self.tree.get(start))
+        self.bo_starts(bo).filter_map(|start| self.tree.get(start))
     }
 
-    /// Start addresses of the BO's mappings, sorted.
-    fn bo_starts(&self, bo: BoId) -> Vec<GpuVa> {
-        let mut starts: Vec<GpuVa> = self
-            .vm_bos
+    /// Start addresses of the BO's mappings, in address order.
+    fn bo_starts(&self, bo: BoId) -> impl Iterator<Item = GpuVa> + '_ {
+        self.vm_bos
             .get(&bo)
-            .map(|e| e.mappings.iter().copied().collect())
-            .unwrap_or_default();
-        starts.sort_unstable();
-        starts
+            .into_iter()
+            .flat_map(|e| e.mappings.iter().copied())
     }
 
     /// All vm_bos of this VM, in `BoId` order.
@@ -480,7 +476,7 @@ impl GpuVm {
                 .entry(bo.bo_id())
                 .or_insert_with(|| VmBoEntry {
                     vm_bo: Arc::clone(bo),
-                    mappings: HashSet::new(),
+                    mappings: BTreeSet::new(),
                     holds: 0,
                 })
                 .mappings
@@ -508,8 +504,8 @@ impl GpuVm {
         }
         for (bo, e) in &self.vm_bos {
             let expect = from_tree.remove(bo).unwrap_or_default();
-            let linked: BTreeSet<GpuVa> = e.mappings.iter().copied().collect();
-            if linked != expect {
+            if e.mappings != expect {
+                let linked = &e.mappings;
                 return Err(format!(
                     "vm_bo {bo:?} links {linked:?}, tree has {expect:?}"
                 ));
