@@ -86,7 +86,7 @@ impl StepCommit<'_> {
 
     /// Applies the step to the tree.
     pub fn commit(self) -> Result<Applied, ApplyError> {
-        self.vm.apply_inner(self.step, self.log, self.fresh)
+        self.vm.apply_inner(self.step.clone(), self.log, self.fresh)
     }
 }
 
@@ -261,7 +261,7 @@ impl GpuVm {
 
     /// Applies one step, recording it in `log`. On error nothing changed.
     pub fn apply(&mut self, step: &Step, log: &mut UndoLog) -> Result<Applied, ApplyError> {
-        self.apply_inner(step, log, false)
+        self.apply_inner(step.clone(), log, false)
     }
 
     /// `fresh`: the step belongs to a plan that was fresh when its first step was applied
@@ -269,7 +269,7 @@ impl GpuVm {
     /// `Map` lands in free space still holds and the overlap search can be skipped.
     fn apply_inner(
         &mut self,
-        step: &Step,
+        step: Step,
         log: &mut UndoLog,
         fresh: bool,
     ) -> Result<Applied, ApplyError> {
@@ -277,18 +277,22 @@ impl GpuVm {
             let owner = log.owner().map_or(self.id, |(vm, _)| vm);
             return Err(ApplyError::ForeignLog { owner });
         }
+        let changes_tree = !matches!(step, Step::Prefetch(_));
         match step {
             Step::Map(spec) => self.apply_map(spec, log, fresh)?,
             Step::Unmap(u) => {
-                let old = u.old();
-                let removed = self.tree.remove_if_current(old).ok_or_else(|| stale(old))?;
+                let old = u.into_old();
+                let removed = self
+                    .tree
+                    .remove_if_current(&old)
+                    .ok_or_else(|| stale(&old))?;
                 self.unlink(&removed);
                 log.push(UndoEntry::Removed(removed));
             }
             Step::Remap(r) => self.apply_remap(r, log)?,
-            Step::Prefetch(m) => self.check_current(m)?,
+            Step::Prefetch(m) => self.check_current(&m)?,
         }
-        if !matches!(step, Step::Prefetch(_)) {
+        if changes_tree {
             self.generation += 1;
         }
         self.applied_seq += 1;
@@ -327,10 +331,11 @@ impl GpuVm {
         Ok(())
     }
 
-    /// Applies every step of `plan` with no per-step work.
-    pub fn apply_plan(&mut self, plan: &Plan, log: &mut UndoLog) -> Result<(), ApplyError> {
-        let fresh = self.is_fresh(plan);
-        for step in plan.steps() {
+    /// Applies every step of `plan` with no per-step work, consuming it (its pieces move
+    /// into the tree without copies).
+    pub fn apply_plan(&mut self, plan: Plan, log: &mut UndoLog) -> Result<(), ApplyError> {
+        let fresh = self.is_fresh(&plan);
+        for step in plan.into_steps() {
             let _applied = self.apply_inner(step, log, fresh)?;
         }
         Ok(())
@@ -398,7 +403,7 @@ impl GpuVm {
 
     fn apply_map(
         &mut self,
-        spec: &MappingSpec,
+        spec: MappingSpec,
         log: &mut UndoLog,
         fresh: bool,
     ) -> Result<(), ApplyError> {
@@ -408,53 +413,55 @@ impl GpuVm {
                 owner: b.vm(),
             });
         }
-        let m = Mapping::new(self.next_id, spec.clone());
-        if fresh {
-            self.tree.insert_vacated(m);
-        } else {
-            self.tree.insert(m)?;
+        if !fresh {
+            self.tree.check_free(spec.range())?;
         }
+        let start = spec.range().start();
+        self.link_logged(&spec, log);
+        self.tree.insert_vacated(Mapping::new(self.next_id, spec));
         self.consume_id();
-        self.link_logged(spec, log);
-        log.push(UndoEntry::Inserted(spec.range().start()));
+        log.push(UndoEntry::Inserted(start));
         Ok(())
     }
 
-    fn apply_remap(&mut self, r: &RemapStep, log: &mut UndoLog) -> Result<(), ApplyError> {
-        let old = r.unmap().old();
+    fn apply_remap(&mut self, r: RemapStep, log: &mut UndoLog) -> Result<(), ApplyError> {
+        let (prev, next, old) = r.into_parts();
         let (os, oe) = (old.range().start(), old.range().end());
-        let prev_ok = r.prev().is_none_or(|p| p.range().start() == os);
-        let next_ok = r.next().is_none_or(|n| n.range().end() == oe);
-        let prev_end = r.prev().map_or(os, |p| p.range().end());
-        let next_start = r.next().map_or(oe, |n| n.range().start());
+        let prev_ok = prev.as_ref().is_none_or(|p| p.range().start() == os);
+        let next_ok = next.as_ref().is_none_or(|n| n.range().end() == oe);
+        let prev_end = prev.as_ref().map_or(os, |p| p.range().end());
+        let next_start = next.as_ref().map_or(oe, |n| n.range().start());
         if !(prev_ok && next_ok && prev_end < next_start) {
             return Err(ApplyError::MalformedRemap { old: old.range() });
         }
-        match r.prev() {
+        match prev {
             Some(prev) => {
-                let new = Mapping::new(self.next_id, prev.clone());
+                let new = Mapping::new(self.next_id, prev);
                 // The piece keeps the old start and BO, so the vm_bo link is unchanged.
                 let removed = self
                     .tree
-                    .shrink_in_place(old, new)
-                    .map_err(|_| stale(old))?;
+                    .shrink_in_place(&old, new)
+                    .map_err(|_| stale(&old))?;
                 self.consume_id();
                 log.push(UndoEntry::Removed(removed));
                 log.push(UndoEntry::Inserted(os));
             }
             None => {
-                let removed = self.tree.remove_if_current(old).ok_or_else(|| stale(old))?;
+                let removed = self
+                    .tree
+                    .remove_if_current(&old)
+                    .ok_or_else(|| stale(&old))?;
                 self.unlink(&removed);
                 log.push(UndoEntry::Removed(removed));
             }
         }
-        if let Some(next) = r.next() {
+        if let Some(next) = next {
             // `next` lies in the part of the old range just vacated, so it overlaps nothing.
-            self.tree
-                .insert_vacated(Mapping::new(self.next_id, next.clone()));
+            let start = next.range().start();
+            self.link_logged(&next, log);
+            self.tree.insert_vacated(Mapping::new(self.next_id, next));
             self.consume_id();
-            self.link_logged(next, log);
-            log.push(UndoEntry::Inserted(next.range().start()));
+            log.push(UndoEntry::Inserted(start));
         }
         Ok(())
     }

@@ -42,10 +42,10 @@ fn unwind_restores_mappings_ids_links_and_counter_exactly() {
     let mut log = UndoLog::new();
     for req in [spec(2, 2, &b2, 0), spec(6, 6, &b1, 40), spec(0, 1, &b2, 9)] {
         let plan = vm.plan_map(&req).unwrap();
-        vm.apply_plan(&plan, &mut log).unwrap();
+        vm.apply_plan(plan, &mut log).unwrap();
     }
     let plan = vm.plan_unmap(r(3, 4)).unwrap();
-    vm.apply_plan(&plan, &mut log).unwrap();
+    vm.apply_plan(plan, &mut log).unwrap();
     vm.check_invariants().unwrap();
     assert_ne!(snapshot(&vm), before);
     assert!(!log.is_empty());
@@ -69,7 +69,7 @@ fn unwind_drops_a_registry_entry_that_linking_created() {
     assert!(vm.bo_find(BoId(7)).is_none());
     let mut log = UndoLog::new();
     let plan = vm.plan_map(&spec(0, 1, &vb, 0)).unwrap();
-    vm.apply_plan(&plan, &mut log).unwrap();
+    vm.apply_plan(plan, &mut log).unwrap();
     assert_eq!(vm.bo_refcount(BoId(7)), Some(1));
     vm.unwind(log).unwrap();
     assert!(vm.bo_find(BoId(7)).is_none());
@@ -82,10 +82,10 @@ fn a_log_belongs_to_one_vm() {
     let mut other = GpuVm::new(VmId(2), VM_RESV, *vm.space());
     let mut log = UndoLog::new();
     let plan = vm.plan_map(&MappingSpec::sparse(r(0, 1))).unwrap();
-    vm.apply_plan(&plan, &mut log).unwrap();
+    vm.apply_plan(plan, &mut log).unwrap();
     let plan = other.plan_map(&MappingSpec::sparse(r(0, 1))).unwrap();
     assert_eq!(
-        other.apply_plan(&plan, &mut log),
+        other.apply_plan(plan, &mut log),
         Err(ApplyError::ForeignLog { owner: VM })
     );
     assert_eq!(other.unwind(log), Err(ApplyError::ForeignLog { owner: VM }));
@@ -194,7 +194,7 @@ fn vm_bo_is_unique_per_bo_and_counts_holds_and_mappings() {
     lists.extobj_add(&a).unwrap();
     assert!(vm.prune_vm_bos(&mut lists).is_empty(), "still mapped");
     let plan = vm.plan_bo_unmap(BoId(3)).unwrap();
-    vm.apply_plan(&plan, &mut UndoLog::new()).unwrap();
+    vm.apply_plan(plan, &mut UndoLog::new()).unwrap();
     let pruned = vm.prune_vm_bos(&mut lists);
     assert_eq!(pruned.len(), 1);
     assert!(Arc::ptr_eq(&pruned[0], &a));
@@ -241,11 +241,11 @@ fn plan_made_before_an_invalidation_is_stale() {
     map(&mut vm, &spec(0, 4, &b1, 0));
     let plan = vm.plan_map(&spec(1, 1, &b1, 1)).unwrap();
     assert!(vm.set_invalidated(GpuVa(0), true));
-    let err = vm.apply_plan(&plan, &mut UndoLog::new()).unwrap_err();
+    let err = vm.apply_plan(plan, &mut UndoLog::new()).unwrap_err();
     assert!(matches!(err, ApplyError::Stale { .. }), "{err:?}");
     // Re-planned, the surviving pieces keep the INVALIDATED flag.
     let plan = vm.plan_map(&spec(1, 1, &b1, 1)).unwrap();
-    vm.apply_plan(&plan, &mut UndoLog::new()).unwrap();
+    vm.apply_plan(plan, &mut UndoLog::new()).unwrap();
     let flags: Vec<_> = vm.tree().iter().map(|m| m.flags()).collect();
     assert_eq!(
         flags,
@@ -266,15 +266,15 @@ fn a_fresh_plan_stops_being_fresh_once_the_tree_changes() {
     let plan = vm.plan_map(&spec(0, 2, &b1, 0)).unwrap();
     map(&mut vm, &spec(1, 4, &b1, 0));
     assert!(matches!(
-        vm.apply_plan(&plan, &mut UndoLog::new()),
+        vm.apply_plan(plan, &mut UndoLog::new()),
         Err(ApplyError::Overlap(_))
     ));
     // The same holds after an unwind that restored the tree's contents.
     let plan = vm.plan_map(&spec(8, 1, &b1, 0)).unwrap();
     let mut log = UndoLog::new();
     let other = vm.plan_map(&spec(8, 2, &b1, 3)).unwrap();
-    vm.apply_plan(&other, &mut log).unwrap();
+    vm.apply_plan(other, &mut log).unwrap();
     vm.unwind(log).unwrap();
-    vm.apply_plan(&plan, &mut UndoLog::new()).unwrap();
+    vm.apply_plan(plan, &mut UndoLog::new()).unwrap();
     vm.check_invariants().unwrap();
 }

@@ -182,7 +182,7 @@ proptest! {
         for op in &ops {
             let (plan, req) = plan_op(&mut vm, op);
             check_plan(&plan, req.as_ref())?;
-            vm.apply_plan(&plan, &mut UndoLog::new()).unwrap();
+            vm.apply_plan(plan, &mut UndoLog::new()).unwrap();
             oracle_apply(&mut oracle, op);
             check_pages(&vm, &oracle)?;
         }
@@ -197,7 +197,7 @@ proptest! {
         let mut oracle = BTreeMap::new();
         for op in &setup {
             let (plan, _) = plan_op(&mut vm, op);
-            vm.apply_plan(&plan, &mut UndoLog::new()).unwrap();
+            vm.apply_plan(plan, &mut UndoLog::new()).unwrap();
             oracle_apply(&mut oracle, op);
         }
         let before = tree_dump(&vm);
@@ -206,7 +206,7 @@ proptest! {
         // Each op is planned against the tree as the earlier ops of the batch left it.
         for op in &batch {
             let (plan, _) = plan_op(&mut vm, op);
-            vm.apply_plan(&plan, &mut log).unwrap();
+            vm.apply_plan(plan, &mut log).unwrap();
         }
         vm.unwind(log).unwrap();
         prop_assert_eq!(tree_dump(&vm), before);

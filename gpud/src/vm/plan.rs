@@ -49,6 +49,10 @@ pub struct UnmapStep {
 }
 
 impl UnmapStep {
+    pub(crate) fn into_old(self) -> Mapping {
+        self.old
+    }
+
     /// The mapping being removed (as it is in the tree now).
     pub fn old(&self) -> &Mapping {
         &self.old
@@ -69,6 +73,10 @@ pub struct RemapStep {
 }
 
 impl RemapStep {
+    pub(crate) fn into_parts(self) -> (Option<MappingSpec>, Option<MappingSpec>, Mapping) {
+        (self.prev, self.next, self.unmap.old)
+    }
+
     /// The surviving piece left of the cut (starts where the old mapping started).
     pub fn prev(&self) -> Option<&MappingSpec> {
         self.prev.as_ref()
@@ -140,6 +148,10 @@ impl Plan {
 
     pub(crate) fn stamp(&self) -> Option<PlanStamp> {
         self.stamp
+    }
+
+    pub(crate) fn into_steps(self) -> Steps {
+        self.steps
     }
 
     /// The steps, in the order they must be applied.

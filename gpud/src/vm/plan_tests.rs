@@ -271,7 +271,7 @@ fn sm_unmap_cuts_both_ends_and_removes_the_inside() {
         ]
     );
     assert_eq!(plan.counts(), (0, 2, 1, 0));
-    vm.apply_plan(&plan, &mut UndoLog::new()).unwrap();
+    vm.apply_plan(plan, &mut UndoLog::new()).unwrap();
     assert_eq!(layout(&vm), ["0..2 bo1+10", "7..8 bo1+32"]);
     let centred = vm.plan_unmap(r(0, 1)).unwrap();
     assert_eq!(describe(&centred), ["remap 0..2 next 1..2 bo1+11"]);
@@ -299,7 +299,7 @@ fn prefetch_yields_one_step_per_overlapping_mapping_without_splitting() {
     let plan = vm.plan_prefetch(r(2, 6)).unwrap();
     assert_eq!(describe(&plan), ["prefetch 0..4", "prefetch 6..10"]);
     let before = layout(&vm);
-    vm.apply_plan(&plan, &mut UndoLog::new()).unwrap();
+    vm.apply_plan(plan, &mut UndoLog::new()).unwrap();
     assert_eq!(layout(&vm), before);
 }
 
@@ -312,7 +312,7 @@ fn bo_unmap_removes_every_mapping_of_that_bo_only() {
     map(&mut vm, &spec(8, 1, &b1, 5));
     let plan = vm.plan_bo_unmap(BoId(1)).unwrap();
     assert_eq!(describe(&plan), ["unmap 0..2", "unmap 8..9"]);
-    vm.apply_plan(&plan, &mut UndoLog::new()).unwrap();
+    vm.apply_plan(plan, &mut UndoLog::new()).unwrap();
     assert_eq!(layout(&vm), ["2..4 bo2+0"]);
     assert_eq!(vm.bo_mappings(BoId(1)).count(), 0);
     assert!(vm.plan_bo_unmap(BoId(1)).unwrap().is_empty());
@@ -348,7 +348,7 @@ fn foreign_vm_bo_is_refused_by_planner_and_apply() {
     assert_eq!(vm.plan_map(&req).err(), Some(PlanError::ForeignVmBo));
     let plan = other.plan_map(&req).unwrap();
     assert_eq!(
-        vm.apply_plan(&plan, &mut UndoLog::new()),
+        vm.apply_plan(plan, &mut UndoLog::new()),
         Err(ApplyError::ForeignVmBo {
             bo: BoId(1),
             owner: VmId(2)
@@ -365,13 +365,13 @@ fn stale_plan_is_refused_without_changing_the_vm() {
     let stale = vm.plan_map(&spec(1, 1, &b1, 9)).unwrap();
     map(&mut vm, &spec(0, 4, &b1, 0));
     let before = layout(&vm);
-    let err = vm.apply_plan(&stale, &mut UndoLog::new()).unwrap_err();
+    let err = vm.apply_plan(stale, &mut UndoLog::new()).unwrap_err();
     assert!(matches!(err, ApplyError::Stale { .. }), "{err:?}");
     assert_eq!(layout(&vm), before);
     let overlapping = vm.plan_map(&spec(8, 1, &b1, 0)).unwrap();
     map(&mut vm, &spec(8, 2, &b1, 0));
     assert!(matches!(
-        vm.apply_plan(&overlapping, &mut UndoLog::new()),
+        vm.apply_plan(overlapping, &mut UndoLog::new()),
         Err(ApplyError::Overlap(_))
     ));
 }

@@ -48,7 +48,7 @@ pub(crate) fn spec(start: u64, pages: u64, vm_bo: &Arc<VmBo>, off: u64) -> Mappi
 /// Plans and applies `req`, returning the plan.
 pub(crate) fn map(vm: &mut GpuVm, req: &MappingSpec) -> Plan {
     let plan = vm.plan_map(req).unwrap();
-    vm.apply_plan(&plan, &mut UndoLog::new()).unwrap();
+    vm.apply_plan(plan.clone(), &mut UndoLog::new()).unwrap();
     vm.check_invariants().unwrap();
     plan
 }

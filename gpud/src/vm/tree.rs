@@ -135,18 +135,21 @@ impl VaTree {
             .is_none_or(|m| m.range().end() <= range.start())
     }
 
+    /// Fails if anything overlaps `new`. One tree search.
+    pub(crate) fn check_free(&self, new: VaRange) -> Result<(), OverlapError> {
+        match self.last_before(new.end()) {
+            Some(existing) if existing.range().end() > new.start() => Err(OverlapError {
+                new,
+                existing: existing.range(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Inserts a mapping that overlaps nothing.
     pub(crate) fn insert(&mut self, mapping: Mapping) -> Result<(), OverlapError> {
-        let new = mapping.range();
-        if let Some(existing) = self.last_before(new.end()) {
-            if existing.range().end() > new.start() {
-                return Err(OverlapError {
-                    new,
-                    existing: existing.range(),
-                });
-            }
-        }
-        self.map.insert(new.start(), mapping);
+        self.check_free(mapping.range())?;
+        self.map.insert(mapping.range().start(), mapping);
         Ok(())
     }
 

@@ -9,6 +9,7 @@
 
 use super::mapping::{Mapping, MappingId};
 use crate::types::{BoId, GpuVa, VmId};
+use smallvec::SmallVec;
 
 /// One reversible change.
 #[derive(Debug)]
@@ -26,7 +27,9 @@ pub(crate) enum UndoEntry {
 pub struct UndoLog {
     /// The VM the log belongs to (set by the first apply) and its id counter at that time.
     owner: Option<(VmId, MappingId)>,
-    entries: Vec<UndoEntry>,
+    /// Inline room for one split (remove, re-insert, insert, insert): a single-op bind
+    /// allocates nothing.
+    entries: SmallVec<[UndoEntry; 4]>,
 }
 
 impl UndoLog {
