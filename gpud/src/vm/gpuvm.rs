@@ -19,6 +19,7 @@ use super::va::{VaRange, VaSpace};
 use super::vm_bo::{GpuBo, VmBo, VmBoError, VmBoLists};
 use crate::types::{BoId, GpuVa, ResvId, VmId};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use thiserror::Error;
 
@@ -65,9 +66,14 @@ pub struct GpuVm {
     vm_bos: BTreeMap<BoId, VmBoEntry>,
     next_id: MappingId,
     applied_seq: u64,
-    /// Bumped by every change of the tree (apply of a non-prefetch step, unwind).
+    /// Bumped by every change of the tree (apply of a non-prefetch step, unwind, flags).
     generation: u64,
+    /// Unique per `GpuVm` value in this process; with `generation` it stamps plans.
+    instance: u64,
 }
+
+/// Source of `GpuVm::instance`.
+static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(0);
 
 /// Hands one step to a handler; the handler commits it with [`StepCommit::commit`] after
 /// doing its own work (e.g. preparing page-table updates), and returns the token.
@@ -103,6 +109,7 @@ impl GpuVm {
             next_id: MappingId(0),
             applied_seq: 0,
             generation: 0,
+            instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
         }
     }
 
@@ -247,7 +254,7 @@ impl GpuVm {
 
     fn stamp(&self) -> PlanStamp {
         PlanStamp {
-            vm: self.id,
+            instance: self.instance,
             generation: self.generation,
         }
     }

@@ -278,3 +278,18 @@ fn a_fresh_plan_stops_being_fresh_once_the_tree_changes() {
     vm.apply_plan(plan, &mut UndoLog::new()).unwrap();
     vm.check_invariants().unwrap();
 }
+
+#[test]
+fn a_plan_is_only_fresh_on_the_vm_that_made_it() {
+    // Two VMs that (wrongly) share an id and a generation: B must still check A's plan.
+    let mut a = new_vm();
+    let mut b = new_vm();
+    map(&mut b, &MappingSpec::sparse(r(0, 1)));
+    map(&mut a, &MappingSpec::sparse(r(9, 1)));
+    let plan = a.plan_map(&MappingSpec::sparse(r(0, 1))).unwrap();
+    assert!(matches!(
+        b.apply_plan(plan, &mut UndoLog::new()),
+        Err(ApplyError::Overlap(_))
+    ));
+    b.check_invariants().unwrap();
+}

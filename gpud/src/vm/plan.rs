@@ -19,7 +19,7 @@ use super::mapping::{Mapping, MappingSpec};
 use super::tree::VaTree;
 use super::va::{VaError, VaRange, VaSpace};
 use super::vm_bo::VmBo;
-use crate::types::{GpuVa, VmId};
+use crate::types::GpuVa;
 use smallvec::SmallVec;
 use std::sync::Arc;
 use thiserror::Error;
@@ -122,7 +122,9 @@ pub type Steps = SmallVec<[Step; 3]>;
 /// Which VM a plan was made against, and that VM's tree generation at the time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PlanStamp {
-    pub(crate) vm: VmId,
+    /// The planning `GpuVm` instance (unique per process, unlike `VmId`, which callers
+    /// choose).
+    pub(crate) instance: u64,
     pub(crate) generation: u64,
 }
 
