@@ -73,7 +73,7 @@ impl UndoLog {
     }
 }
 
-/// Proof that one step was applied to a VM's tree. Only `GpuVm::apply` makes one, so a step
+/// Proof that one step was applied to a VM's tree. Only applying a step makes one, so a step
 /// handler that must return it cannot skip the tree update.
 #[must_use = "an Applied token proves the tree was updated; return it to the caller"]
 #[derive(Debug, PartialEq, Eq)]
