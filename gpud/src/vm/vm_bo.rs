@@ -449,6 +449,116 @@ pub(crate) mod tests {
         assert!(bos.iter().all(|b| !b.is_evicted()));
     }
 
+    #[derive(Debug, Clone)]
+    enum ListOp {
+        ExtobjAdd(usize),
+        EvictLocal(usize, bool),
+        SetEvicted(usize, bool),
+        MoveEvicted,
+        Validate(Option<usize>),
+        Remove(usize),
+    }
+
+    fn list_op() -> impl proptest::strategy::Strategy<Value = ListOp> {
+        use proptest::prelude::*;
+        let bo = 0usize..6;
+        prop_oneof![
+            bo.clone().prop_map(ListOp::ExtobjAdd),
+            (bo.clone(), any::<bool>()).prop_map(|(i, e)| ListOp::EvictLocal(i, e)),
+            (bo.clone(), any::<bool>()).prop_map(|(i, e)| ListOp::SetEvicted(i, e)),
+            Just(ListOp::MoveEvicted),
+            proptest::option::of(bo.clone()).prop_map(ListOp::Validate),
+            bo.prop_map(ListOp::Remove),
+        ]
+    }
+
+    /// The lists as plain sets: (extobj, evict, evicted flags).
+    #[derive(Default)]
+    struct ListOracle {
+        extobj: std::collections::BTreeSet<usize>,
+        evict: std::collections::BTreeSet<usize>,
+        flag: [bool; 6],
+    }
+
+    impl ListOracle {
+        fn apply(&mut self, op: &ListOp) {
+            let external = |i: usize| i % 2 == 1;
+            match *op {
+                ListOp::ExtobjAdd(i) if external(i) => {
+                    self.extobj.insert(i);
+                }
+                ListOp::EvictLocal(i, e) if !external(i) => {
+                    self.flag[i] = e;
+                    if e {
+                        self.evict.insert(i);
+                    } else {
+                        self.evict.remove(&i);
+                    }
+                }
+                ListOp::SetEvicted(i, e) if external(i) => self.flag[i] = e,
+                ListOp::MoveEvicted => {
+                    let flagged = self.extobj.iter().filter(|&&i| self.flag[i]);
+                    self.evict.extend(flagged.copied().collect::<Vec<_>>());
+                }
+                ListOp::Validate(fail) => {
+                    while let Some(i) = self.evict.first().copied() {
+                        if self.flag[i] && fail == Some(i) {
+                            break;
+                        }
+                        self.flag[i] = false;
+                        self.evict.remove(&i);
+                    }
+                }
+                ListOp::Remove(i) => {
+                    self.extobj.remove(&i);
+                    self.evict.remove(&i);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Random list operations agree with the set oracle (external BOs are the odd ids).
+        #[test]
+        fn lists_match_the_set_oracle(ops in proptest::collection::vec(list_op(), 1..60)) {
+            let bos: Vec<_> = (0..6u64)
+                .map(|i| vm_bo(i, if i % 2 == 1 { ResvId(50 + i) } else { VM_RESV }))
+                .collect();
+            let mut lists = VmBoLists::new(VM);
+            let mut oracle = ListOracle::default();
+            for op in &ops {
+                match *op {
+                    ListOp::ExtobjAdd(i) => {
+                        lists.extobj_add(&bos[i]).unwrap();
+                    }
+                    ListOp::EvictLocal(i, e) => {
+                        let r = lists.evict_local(&bos[i], e);
+                        proptest::prop_assert_eq!(r.is_err(), i % 2 == 1);
+                    }
+                    ListOp::SetEvicted(i, e) if i % 2 == 1 => bos[i].set_evicted(e),
+                    ListOp::SetEvicted(..) => continue,
+                    ListOp::MoveEvicted => {
+                        lists.move_evicted_extobjs();
+                    }
+                    ListOp::Validate(fail) => {
+                        let _ = lists.validate(|vb| {
+                            if Some(vb.bo_id().0 as usize) == fail { Err(()) } else { Ok(()) }
+                        });
+                    }
+                    ListOp::Remove(i) => lists.remove(BoId(i as u64)),
+                }
+                oracle.apply(op);
+                let ext: Vec<usize> = lists.extobjs().map(|b| b.bo_id().0 as usize).collect();
+                let ev: Vec<usize> = lists.evicted().map(|b| b.bo_id().0 as usize).collect();
+                proptest::prop_assert_eq!(ext, oracle.extobj.iter().copied().collect::<Vec<_>>());
+                proptest::prop_assert_eq!(ev, oracle.evict.iter().copied().collect::<Vec<_>>());
+                let flags: Vec<bool> = bos.iter().map(|b| b.is_evicted()).collect();
+                proptest::prop_assert_eq!(flags, oracle.flag.to_vec());
+            }
+        }
+    }
+
     #[test]
     fn remove_drops_from_both_lists() {
         let mut lists = VmBoLists::new(VM);
