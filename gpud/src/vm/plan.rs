@@ -268,22 +268,11 @@ pub fn sm_map(tree: &VaTree, space: &VaSpace, req: &MappingSpec) -> Result<Plan,
     let range = req.range();
     space.check(range)?;
     let mut steps = Steps::new();
-    // Fast path, one tree search: the last mapping starting below the request's end either
-    // misses the request (nothing overlaps), or covers its start (it is the only overlap).
-    match tree.last_before(range.end()) {
-        None => {}
-        Some(last) if last.range().end() <= range.start() => {}
-        Some(last) if last.range().start() <= range.start() => {
-            steps.push(map_step(last, req)?.0);
-        }
-        Some(_) => {
-            for v in tree.iter_range(range) {
-                let (step, stop) = map_step(v, req)?;
-                steps.push(step);
-                if stop {
-                    break;
-                }
-            }
+    for v in tree.iter_range(range) {
+        let (step, stop) = map_step(v, req)?;
+        steps.push(step);
+        if stop {
+            break;
         }
     }
     steps.push(Step::Map(req.clone()));

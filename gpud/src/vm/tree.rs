@@ -18,7 +18,7 @@
 use super::mapping::Mapping;
 use super::va::VaRange;
 use crate::types::GpuVa;
-use std::collections::BTreeMap;
+use std::collections::{btree_map, BTreeMap};
 use thiserror::Error;
 
 /// A tree change that would break the non-overlap invariant.
@@ -29,6 +29,29 @@ pub struct OverlapError {
     pub new: VaRange,
     /// The mapping already there.
     pub existing: VaRange,
+}
+
+/// Iterator over the mappings overlapping a range ([`VaTree::iter_range`]).
+pub struct RangeIter<'a> {
+    inner: RangeIterInner<'a>,
+}
+
+enum RangeIterInner<'a> {
+    /// At most one mapping overlaps: found by the first search, no walk needed.
+    One(Option<&'a Mapping>),
+    /// Several may overlap: walk the map from the first one.
+    Walk(btree_map::Range<'a, GpuVa, Mapping>),
+}
+
+impl<'a> Iterator for RangeIter<'a> {
+    type Item = &'a Mapping;
+
+    fn next(&mut self) -> Option<&'a Mapping> {
+        match &mut self.inner {
+            RangeIterInner::One(m) => m.take(),
+            RangeIterInner::Walk(walk) => walk.next().map(|(_, m)| m),
+        }
+    }
 }
 
 /// Mappings of one VM, ordered by start address, never overlapping.
@@ -89,14 +112,7 @@ impl VaTree {
     /// drm_gpuva_find_first: the lowest mapping overlapping `range`. One tree search when
     /// `range` overlaps at most one mapping, two otherwise.
     pub fn find_first(&self, range: VaRange) -> Option<&Mapping> {
-        let last = self.last_before(range.end())?;
-        if last.range().end() <= range.start() {
-            return None;
-        }
-        if last.range().start() <= range.start() {
-            return Some(last);
-        }
-        self.iter_from(range).next()
+        self.iter_range(range).next()
     }
 
     /// drm_gpuva_find_prev: the mapping covering `start - 1` (the left neighbour that ends
@@ -114,19 +130,23 @@ impl VaTree {
 
     /// Every mapping overlapping `range`, in address order. The first one may start below
     /// `range.start()`; the walk stops before the first mapping starting at or after
-    /// `range.end()`.
-    pub fn iter_range(&self, range: VaRange) -> impl Iterator<Item = &Mapping> + '_ {
-        self.iter_from(range)
-    }
-
-    fn iter_from(&self, range: VaRange) -> impl Iterator<Item = &Mapping> + '_ {
-        let from = match self.covering(range.start()) {
-            Some(m) => m.range().start(),
-            None => range.start(),
+    /// `range.end()`. One tree search when at most one mapping overlaps (the common case of
+    /// a map or unmap inside or beside one mapping), otherwise two plus the walk.
+    pub fn iter_range(&self, range: VaRange) -> RangeIter<'_> {
+        let inner = match self.last_before(range.end()) {
+            None => RangeIterInner::One(None),
+            Some(last) if last.range().end() <= range.start() => RangeIterInner::One(None),
+            Some(last) if last.range().start() <= range.start() => RangeIterInner::One(Some(last)),
+            Some(_) => {
+                let from = self
+                    .covering(range.start())
+                    .map_or(range.start(), |m| m.range().start());
+                // PANIC: `BTreeMap::range` panics only if its start exceeds its end; here
+                // `from <= range.start() < range.end()` (a `VaRange` is never empty).
+                RangeIterInner::Walk(self.map.range(from..range.end()))
+            }
         };
-        // PANIC: `BTreeMap::range` panics only if its start exceeds its end; here
-        // `from <= range.start() < range.end()` (a `VaRange` is never empty).
-        self.map.range(from..range.end()).map(|(_, m)| m)
+        RangeIter { inner }
     }
 
     /// drm_gpuvm_interval_empty: no mapping overlaps `range`. One tree search.
