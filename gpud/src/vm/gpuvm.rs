@@ -18,6 +18,7 @@ use super::undo::{Applied, UndoEntry, UndoLog};
 use super::va::{VaRange, VaSpace};
 use super::vm_bo::{GpuBo, VmBo, VmBoError, VmBoLists};
 use crate::types::{BoId, GpuVa, ResvId, VmId};
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -364,7 +365,7 @@ impl GpuVm {
                     }
                 }
                 UndoEntry::Removed(m) => {
-                    self.link(m.spec());
+                    let _created = self.link(m.spec());
                     // Cannot overlap: everything inserted after its removal was removed
                     // above, in reverse order.
                     self.tree.insert(m)?;
@@ -476,26 +477,31 @@ impl GpuVm {
     /// Links a mapping into its vm_bo's entry, creating the entry (and logging that) if the
     /// VM had none for this BO.
     fn link_logged(&mut self, m: &MappingSpec, log: &mut UndoLog) {
-        if let Some(bo) = m.vm_bo() {
-            if !self.vm_bos.contains_key(&bo.bo_id()) {
-                log.push(UndoEntry::Registered(bo.bo_id()));
+        if self.link(m) {
+            if let Some(bo) = m.bo_id() {
+                log.push(UndoEntry::Registered(bo));
             }
         }
-        self.link(m);
     }
 
-    fn link(&mut self, m: &MappingSpec) {
-        if let Some(bo) = m.vm_bo() {
-            self.vm_bos
-                .entry(bo.bo_id())
-                .or_insert_with(|| VmBoEntry {
+    /// Links a mapping into its vm_bo's entry; returns whether the entry had to be created.
+    fn link(&mut self, m: &MappingSpec) -> bool {
+        let Some(bo) = m.vm_bo() else {
+            return false;
+        };
+        let (entry, created) = match self.vm_bos.entry(bo.bo_id()) {
+            Entry::Occupied(e) => (e.into_mut(), false),
+            Entry::Vacant(e) => {
+                let entry = VmBoEntry {
                     vm_bo: Arc::clone(bo),
                     mappings: BTreeSet::new(),
                     holds: 0,
-                })
-                .mappings
-                .insert(m.range().start());
-        }
+                };
+                (e.insert(entry), true)
+            }
+        };
+        entry.mappings.insert(m.range().start());
+        created
     }
 
     fn unlink(&mut self, m: &Mapping) {

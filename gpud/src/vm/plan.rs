@@ -20,7 +20,6 @@ use super::tree::VaTree;
 use super::va::{VaError, VaRange, VaSpace};
 use super::vm_bo::VmBo;
 use crate::types::GpuVa;
-use smallvec::SmallVec;
 use std::sync::Arc;
 use thiserror::Error;
 
@@ -116,8 +115,10 @@ pub enum Step {
     Prefetch(Mapping),
 }
 
-/// Inline capacity covering the common map (Remap, Remap, Map) without a heap allocation.
-pub type Steps = SmallVec<[Step; 3]>;
+/// The step list. A `Vec`, not an inline small vector: steps are large (a remap carries three
+/// mapping records) and a plan is moved several times between planning and applying, so one
+/// allocation costs less than copying inline storage around.
+pub type Steps = Vec<Step>;
 
 /// Which VM a plan was made against, and that VM's tree generation at the time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -267,7 +268,8 @@ fn map_step(v: &Mapping, req: &MappingSpec) -> Result<(Step, bool), PlanError> {
 pub fn sm_map(tree: &VaTree, space: &VaSpace, req: &MappingSpec) -> Result<Plan, PlanError> {
     let range = req.range();
     space.check(range)?;
-    let mut steps = Steps::new();
+    // Room for the common worst case (Remap, Remap, Map) in one allocation.
+    let mut steps = Steps::with_capacity(3);
     for v in tree.iter_range(range) {
         let (step, stop) = map_step(v, req)?;
         steps.push(step);

@@ -53,6 +53,8 @@ pub enum VmBoError {
 /// INVARIANT: `external` is fixed at creation: reservations of a BO never change.
 pub struct VmBo {
     vm: VmId,
+    /// `bo.id()`, cached: it is read on every link and plan comparison.
+    bo_id: BoId,
     bo: Arc<dyn GpuBo>,
     external: bool,
     /// drm_gpuvm's `vm_bo->evicted`. Written under the BO's reservation.
@@ -64,6 +66,7 @@ impl VmBo {
         let external = bo.resv() != vm_resv;
         Self {
             vm,
+            bo_id: bo.id(),
             bo,
             external,
             evicted: AtomicBool::new(false),
@@ -82,7 +85,7 @@ impl VmBo {
 
     /// Shorthand for `self.bo().id()`.
     pub fn bo_id(&self) -> BoId {
-        self.bo.id()
+        self.bo_id
     }
 
     /// Whether the BO's reservation is not the VM's.
