@@ -19,7 +19,7 @@ use super::va::{VaRange, VaSpace};
 use super::vm_bo::{GpuBo, VmBo, VmBoError, VmBoLists};
 use crate::types::{BoId, GpuVa, ResvId, VmId};
 use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use thiserror::Error;
@@ -50,10 +50,11 @@ pub enum ApplyError {
 #[derive(Debug)]
 struct VmBoEntry {
     vm_bo: Arc<VmBo>,
-    /// Start addresses of the BO's mappings, in address order. An ordered set rather than a
-    /// hash set: the starts a split links (`a`, `e`) are neighbours, so the second insert
-    /// finds its path already in cache, and whole-BO walks come out sorted.
-    mappings: BTreeSet<GpuVa>,
+    /// Start addresses of the BO's mappings. A hash set (std's, randomly keyed, so clients
+    /// cannot aim collisions): every map and split links here, and at 1e6 mappings an
+    /// ordered set's cold tree walk costs more than a hash probe; the rare whole-BO walks
+    /// sort instead.
+    mappings: HashSet<GpuVa>,
     holds: u32,
 }
 
@@ -156,7 +157,7 @@ impl GpuVm {
             created = true;
             VmBoEntry {
                 vm_bo: Arc::new(VmBo::new(id, resv, bo)),
-                mappings: BTreeSet::new(),
+                mappings: HashSet::new(),
                 holds: 0,
             }
         });
@@ -192,15 +193,20 @@ impl GpuVm {
 
     /// The BO's mappings in this VM, in address order.
     pub fn bo_mappings(&self, bo: BoId) -> impl Iterator<Item = &Mapping> + '_ {
-        self.bo_starts(bo).filter_map(|start| self.tree.get(start))
+        self.bo_starts(bo)
+            .into_iter()
+            .filter_map(|start| self.tree.get(start))
     }
 
     /// Start addresses of the BO's mappings, in address order.
-    fn bo_starts(&self, bo: BoId) -> impl Iterator<Item = GpuVa> + '_ {
-        self.vm_bos
+    fn bo_starts(&self, bo: BoId) -> Vec<GpuVa> {
+        let mut starts: Vec<GpuVa> = self
+            .vm_bos
             .get(&bo)
-            .into_iter()
-            .flat_map(|e| e.mappings.iter().copied())
+            .map(|e| e.mappings.iter().copied().collect())
+            .unwrap_or_default();
+        starts.sort_unstable();
+        starts
     }
 
     /// All vm_bos of this VM, in `BoId` order.
@@ -494,7 +500,7 @@ impl GpuVm {
             Entry::Vacant(e) => {
                 let entry = VmBoEntry {
                     vm_bo: Arc::clone(bo),
-                    mappings: BTreeSet::new(),
+                    mappings: HashSet::new(),
                     holds: 0,
                 };
                 (e.insert(entry), true)
@@ -524,8 +530,8 @@ impl GpuVm {
         }
         for (bo, e) in &self.vm_bos {
             let expect = from_tree.remove(bo).unwrap_or_default();
-            if e.mappings != expect {
-                let linked = &e.mappings;
+            let linked: BTreeSet<GpuVa> = e.mappings.iter().copied().collect();
+            if linked != expect {
                 return Err(format!(
                     "vm_bo {bo:?} links {linked:?}, tree has {expect:?}"
                 ));
