@@ -213,4 +213,53 @@ proptest! {
         prop_assert_eq!(vm.next_mapping_id(), next);
         check_pages(&vm, &oracle)?;
     }
+
+    /// The all-or-nothing bind pattern: the ops of a batch go through step handlers, one of
+    /// which fails part-way; unwinding leaves the VM exactly as before the batch.
+    #[test]
+    fn failing_step_handler_then_unwind_restores_the_vm(
+        setup in proptest::collection::vec(op(), 0..20),
+        batch in proptest::collection::vec(op(), 1..10),
+        fail_at in 0usize..12,
+    ) {
+        let mut vm = new_vm();
+        let mut oracle = BTreeMap::new();
+        for op in &setup {
+            let (plan, _) = plan_op(&mut vm, op);
+            vm.apply_plan(plan, &mut UndoLog::new()).unwrap();
+            oracle_apply(&mut oracle, op);
+        }
+        let before = tree_dump(&vm);
+        let mut log = UndoLog::new();
+        let mut seen = 0usize;
+        let mut failed = false;
+        for op in &batch {
+            let (plan, _) = plan_op(&mut vm, op);
+            let r = vm.apply_with(&plan, &mut log, |_, commit| {
+                seen += 1;
+                if seen > fail_at {
+                    return Err(StepFailed);
+                }
+                commit.commit().map_err(|_| StepFailed)
+            });
+            if r.is_err() {
+                failed = true;
+                break;
+            }
+        }
+        vm.check_invariants().map_err(TestCaseError::fail)?;
+        prop_assert_eq!(failed, seen > fail_at);
+        vm.unwind(log).unwrap();
+        prop_assert_eq!(tree_dump(&vm), before);
+        check_pages(&vm, &oracle)?;
+    }
+}
+
+#[derive(Debug)]
+struct StepFailed;
+
+impl From<super::gpuvm::ApplyError> for StepFailed {
+    fn from(_: super::gpuvm::ApplyError) -> Self {
+        StepFailed
+    }
 }
