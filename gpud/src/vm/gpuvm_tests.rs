@@ -293,3 +293,95 @@ fn a_plan_is_only_fresh_on_the_vm_that_made_it() {
     ));
     b.check_invariants().unwrap();
 }
+
+#[derive(Debug, Clone)]
+enum RegOp {
+    Obtain(u64),
+    Put(u64),
+    Map(u64, u64),
+    Unmap(u64),
+    Prune,
+}
+
+fn reg_op() -> impl proptest::strategy::Strategy<Value = RegOp> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (0u64..4).prop_map(RegOp::Obtain),
+        (0u64..4).prop_map(RegOp::Put),
+        (0u64..4, 0u64..16).prop_map(|(b, p)| RegOp::Map(b, p)),
+        (0u64..16).prop_map(RegOp::Unmap),
+        Just(RegOp::Prune),
+    ]
+}
+
+proptest::proptest! {
+    /// The vm_bo registry against counters: refcount = holds + mapped pages, `put` fails
+    /// exactly when nothing is held, and pruning drops exactly the unreferenced vm_bos
+    /// (and takes them off the lists).
+    #[test]
+    fn registry_matches_hold_and_mapping_counts(
+        ops in proptest::collection::vec(reg_op(), 1..60),
+    ) {
+        use std::collections::BTreeMap;
+        let mut vm = new_vm();
+        let mut lists = VmBoLists::new(VM);
+        let fakes: Vec<Arc<FakeBo>> = (0..4)
+            .map(|i| Arc::new(FakeBo { id: BoId(i), resv: ResvId(10 + i), size: 1 << 30 }))
+            .collect();
+        // Oracle: holds per BO, owner of each mapped page (1-page mappings only), live BOs.
+        let mut holds = [0usize; 4];
+        let mut pages: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut live = [false; 4];
+        for op in &ops {
+            match *op {
+                RegOp::Obtain(b) => {
+                    let (vb, created) = vm.bo_obtain(fakes[b as usize].clone());
+                    proptest::prop_assert_eq!(created, !live[b as usize]);
+                    lists.extobj_add(&vb).unwrap();
+                    holds[b as usize] += 1;
+                    live[b as usize] = true;
+                }
+                RegOp::Put(b) => {
+                    let r = vm.bo_put(BoId(b));
+                    proptest::prop_assert_eq!(r.is_ok(), holds[b as usize] > 0);
+                    holds[b as usize] = holds[b as usize].saturating_sub(1);
+                }
+                RegOp::Map(b, p) => {
+                    // Mapping needs the vm_bo; take a hold for the call and drop it after.
+                    let (vb, _) = vm.bo_obtain(fakes[b as usize].clone());
+                    live[b as usize] = true;
+                    map(&mut vm, &spec(p, 1, &vb, p));
+                    vm.bo_put(BoId(b)).unwrap();
+                    pages.insert(p, b);
+                }
+                RegOp::Unmap(p) => {
+                    let plan = vm.plan_unmap(r(p, 1)).unwrap();
+                    vm.apply_plan(plan, &mut UndoLog::new()).unwrap();
+                    pages.remove(&p);
+                }
+                RegOp::Prune => {
+                    let pruned: Vec<u64> =
+                        vm.prune_vm_bos(&mut lists).iter().map(|v| v.bo_id().0).collect();
+                    let expect: Vec<u64> = (0..4u64)
+                        .filter(|&b| {
+                            live[b as usize]
+                                && holds[b as usize] == 0
+                                && !pages.values().any(|&o| o == b)
+                        })
+                        .collect();
+                    for &b in &expect {
+                        live[b as usize] = false;
+                        proptest::prop_assert!(!lists.is_extobj(BoId(b)));
+                    }
+                    proptest::prop_assert_eq!(pruned, expect);
+                }
+            }
+            for b in 0..4u64 {
+                let mapped = pages.values().filter(|&&o| o == b).count();
+                let expect = live[b as usize].then_some(holds[b as usize] + mapped);
+                proptest::prop_assert_eq!(vm.bo_refcount(BoId(b)), expect);
+            }
+            vm.check_invariants().map_err(proptest::test_runner::TestCaseError::fail)?;
+        }
+    }
+}
