@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+mod gpuvm;
 mod report;
 mod sync;
 
@@ -26,6 +27,10 @@ fn groups() -> Vec<Group> {
         Group {
             name: "sync",
             run: sync::run,
+        },
+        Group {
+            name: "gpuvm",
+            run: gpuvm::gpuvm,
         },
     ]
 }

@@ -84,6 +84,12 @@ id_newtype!(
     /// Identifies a buffer object inside the daemon.
     BoId
 );
+id_newtype!(
+    /// Stable identity of a reservation object (dma-resv). Two objects share a reservation
+    /// iff their `ResvId`s are equal; a BO is *external* to a VM when its `ResvId` differs
+    /// from the VM's.
+    ResvId
+);
 
 #[cfg(test)]
 mod tests {

@@ -173,7 +173,9 @@ impl Exec {
     /// Unlocks every object (also done on drop); the exec can lock again afterwards.
     pub fn unlock_all(&mut self) {
         self.prelocked = None;
-        for resv in self.locked.drain(..) {
+        // Newest first, like drm_exec: a context woken by the release of an early lock must not
+        // find the later ones still held (it would back off once more for nothing).
+        for resv in self.locked.drain(..).rev() {
             resv.reset_reservations();
             // Only objects this context locked are in the list, so unlock cannot fail.
             let _ = resv.ww().unlock(&mut self.ctx);

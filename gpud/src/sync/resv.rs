@@ -24,9 +24,9 @@ use std::sync::Arc;
 use std::time::Instant;
 use thiserror::Error;
 
-/// Identifies a reservation object (for errors and debugging).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ResvId(pub u64);
+/// Identifies a reservation object; shared with the VM module, which tells private from
+/// external BOs by it.
+pub use crate::types::ResvId;
 
 static NEXT_RESV: AtomicU64 = AtomicU64::new(1);
 
