@@ -9,7 +9,11 @@
 
 pub mod driver;
 pub mod errno;
+pub mod server;
+pub mod testing;
 pub mod uapi;
+
+pub use server::{GpuScheme, Limits};
 
 /// The scheme name gpud registers.
 pub const SCHEME_NAME: &str = "gpu";
