@@ -2,11 +2,13 @@
 //!
 //! Owns: the versioned uAPI request/reply types and their validating decoder (`uapi`), the
 //! mapping of every error to errno (`errno`, the only place where that happens), the driver
-//! trait gpud implements (`driver`), the `SchemeSync` server generic over it (`server`), and a
-//! fake driver for tests (`testing`).
+//! trait gpud implements (`driver`), the `SchemeSync` server generic over it (`server`), a
+//! fake driver for tests (`testing`), and the dispatch of transport requests through
+//! redox-scheme's own decoder (`dispatch`, the only module with `unsafe`).
 
 #![deny(unsafe_code)]
 
+pub mod dispatch;
 pub mod driver;
 pub mod errno;
 pub mod server;
