@@ -526,6 +526,33 @@ mod tests {
         assert_eq!(size_of::<ImportArgs>(), 40);
     }
 
+    /// Offsets docs/uapi.md tables give; a reordering of fields must update the docs.
+    #[test]
+    fn documented_offsets() {
+        use core::mem::offset_of;
+        assert_eq!(offset_of!(CallHeader, args_size), 4);
+        assert_eq!(offset_of!(DeviceQueryArgs, pat_entries), 64);
+        assert_eq!(offset_of!(DeviceQueryArgs, limit_vram), 72);
+        assert_eq!(offset_of!(DeviceQueryArgs, max_in_flight), 92);
+        assert_eq!(offset_of!(BoCreateArgs, bo_id), 20);
+        assert_eq!(offset_of!(ExecQueueCreateArgs, queue_id), 8);
+        assert_eq!(offset_of!(VmBindArgs, sync_stride), 20);
+        assert_eq!(offset_of!(BindOpWire, pat_index), 12);
+        assert_eq!(offset_of!(BindOpWire, obj_offset), 16);
+        assert_eq!(offset_of!(BindOpWire, prefetch_region), 40);
+        assert_eq!(offset_of!(SyncWire, addr), 16);
+        assert_eq!(offset_of!(SyncWire, value), 24);
+        assert_eq!(offset_of!(ExecArgs, sync_stride), 12);
+        assert_eq!(offset_of!(WaitUserFenceArgs, op), 16);
+        assert_eq!(offset_of!(WaitUserFenceArgs, timeout_ns), 40);
+        assert_eq!(offset_of!(SyncobjWaitArgs, first_signaled), 12);
+        assert_eq!(offset_of!(SyncobjWaitArgs, timeout_ns), 16);
+        assert_eq!(offset_of!(SyncobjQueryArgs, point), 8);
+        assert_eq!(offset_of!(SyncobjTransferArgs, flags), 24);
+        assert_eq!(offset_of!(ExportTokenArgs, token), 8);
+        assert_eq!(offset_of!(ImportArgs, token), 8);
+    }
+
     #[test]
     fn opcodes_round_trip_and_reject_unknown() {
         for op in Opcode::ALL {
