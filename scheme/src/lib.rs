@@ -11,6 +11,8 @@
 pub mod dispatch;
 pub mod driver;
 pub mod errno;
+#[cfg(target_os = "linux")]
+pub mod host;
 pub mod server;
 pub mod testing;
 pub mod uapi;

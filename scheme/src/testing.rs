@@ -6,7 +6,7 @@
 //! `advance`; `fail_next` injects one driver error. Must not: be used by gpud itself.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use redox_scheme::{CallerCtx, Request, RequestKind};
 use syscall::flag::MapFlags;
@@ -89,12 +89,14 @@ struct State {
     pending: Vec<Pending>,
     gpu_mappings: BTreeMap<ClientId, u64>,
     fail_next: Option<DriverError>,
+    #[cfg(target_os = "linux")]
+    memfds: BTreeMap<u64, std::os::fd::OwnedFd>,
 }
 
-/// The fake driver.
-#[derive(Default)]
+/// The fake driver. Clones share state, so a test can keep one while a server owns another.
+#[derive(Default, Clone)]
 pub struct FakeDriver {
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
 }
 
 impl FakeDriver {
@@ -428,5 +430,25 @@ impl GpuDriver for FakeDriver {
     fn bo_munmap(&self, bo: &FakeBo, offset: u64, size: usize) -> Result<(), DriverError> {
         self.with(|s| s.calls.push(Call::Munmap(bo.0, offset, size)));
         Ok(())
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl crate::host::HostMemory for FakeDriver {
+    fn bo_memory(&self, bo: &FakeBo) -> Result<(std::os::fd::OwnedFd, u64), DriverError> {
+        use std::collections::btree_map::Entry;
+        self.with(|s| {
+            let fd = match s.memfds.entry(bo.0) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(v) => {
+                    let flags = rustix::fs::MemfdFlags::CLOEXEC;
+                    let fd = rustix::fs::memfd_create("fake-bo", flags)
+                        .map_err(|_| DriverError::NoMemory)?;
+                    rustix::fs::ftruncate(&fd, bo.1).map_err(|_| DriverError::NoMemory)?;
+                    v.insert(fd)
+                }
+            };
+            Ok((fd.try_clone().map_err(|_| DriverError::NoMemory)?, 0))
+        })
     }
 }

@@ -95,6 +95,14 @@ impl<D: GpuDriver> GpuScheme<D> {
         }
     }
 
+    /// The BO behind a derived BO handle (for transports that map BO memory themselves).
+    pub fn bo_of_handle(&self, id: usize) -> Option<&D::Bo> {
+        match self.handles.get(&id) {
+            Some(Handle::Bo(d)) => Some(&d.object),
+            _ => None,
+        }
+    }
+
     fn insert_handle(&mut self, handle: Handle<D>) -> usize {
         // Handle numbers are never reused: a stale number from a closed handle names nothing.
         let id = self.next_handle;
