@@ -3,8 +3,9 @@
 //! Owns: the versioned uAPI request/reply types and their validating decoder (`uapi`), the
 //! mapping of every error to errno (`errno`, the only place where that happens), the driver
 //! trait gpud implements (`driver`), the `SchemeSync` server generic over it (`server`), a
-//! fake driver for tests (`testing`), and the dispatch of transport requests through
-//! redox-scheme's own decoder (`dispatch`, the only module with `unsafe`).
+//! fake driver for tests (`testing`), the dispatch of transport requests through
+//! redox-scheme's own decoder (`dispatch`), and the Linux host transport (`host`).
+//! `unsafe` is denied except in `dispatch` (SQE construction) and `host::shm` (mmap).
 
 #![deny(unsafe_code)]
 

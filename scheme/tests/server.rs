@@ -50,6 +50,32 @@ fn wrong_handle_kind_and_closed_handles_are_ebadf() {
     );
     assert_eq!(h.err(dev, &Request::ExportToken), EBADF);
     assert_eq!(h.err(h.root, &Request::ExportToken), EBADF);
+    // The handle kind is judged before the payload: garbage on the wrong handle is EBADF.
+    let mut junk = [0xffu8; 7];
+    assert_eq!(
+        h.s.call(h.root, &mut junk, &[1, 0, 0], &caller())
+            .unwrap_err()
+            .errno,
+        EBADF
+    );
+    assert_eq!(
+        h.s.call(boh, &mut junk, &[8, 0, 0], &caller())
+            .unwrap_err()
+            .errno,
+        EBADF
+    );
+    assert_eq!(
+        h.s.call(dev, &mut junk, &[17, 0, 0], &caller())
+            .unwrap_err()
+            .errno,
+        EBADF
+    );
+    assert_eq!(
+        h.s.call(boh, &mut junk, &[17, 0, 0], &caller())
+            .unwrap_err()
+            .errno,
+        EINVAL
+    );
     assert_eq!(h.dup(boh, "bo/1"), Err(EBADF));
     assert_eq!(h.dup(h.root, "bo/1"), Err(EBADF));
     h.s.on_close(dev);

@@ -169,7 +169,12 @@ impl HostHandle {
             payload_len,
             out_len,
         };
-        send(self.fd.as_fd(), &[frame.as_bytes(), payload], None)?;
+        send(
+            self.fd.as_fd(),
+            &[frame.as_bytes(), payload],
+            None,
+            SendFlags::empty(),
+        )?;
         let (reply, out, fd) = recv_reply(self.fd.as_fd())?;
         if reply.tag != tag {
             return Err(HostError::BadReply);
@@ -193,6 +198,7 @@ pub(super) fn send(
     fd: BorrowedFd<'_>,
     parts: &[&[u8]],
     pass: Option<BorrowedFd<'_>>,
+    flags: SendFlags,
 ) -> rustix::io::Result<()> {
     let iov: Vec<rustix::io::IoSlice<'_>> =
         parts.iter().map(|p| rustix::io::IoSlice::new(p)).collect();
@@ -203,7 +209,7 @@ pub(super) fn send(
         fds = [pass];
         control.push(rustix::net::SendAncillaryMessage::ScmRights(&fds));
     }
-    rustix::net::sendmsg(fd, &iov, &mut control, SendFlags::NOSIGNAL)?;
+    rustix::net::sendmsg(fd, &iov, &mut control, flags | SendFlags::NOSIGNAL)?;
     Ok(())
 }
 

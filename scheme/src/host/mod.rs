@@ -14,6 +14,7 @@ pub mod server;
 pub mod shm;
 
 use std::os::fd::OwnedFd;
+use std::path::PathBuf;
 
 use crate::driver::{DriverError, GpuDriver};
 
@@ -25,4 +26,17 @@ pub trait HostMemory: GpuDriver {
     /// An fd of shared memory backing `bo` (e.g. a memfd) and the file offset of the BO's first
     /// byte in it. Returned fresh (a dup) for each `mmap`.
     fn bo_memory(&self, bo: &Self::Bo) -> Result<(OwnedFd, u64), DriverError>;
+}
+
+/// Environment variable that overrides the socket path.
+pub const SOCKET_ENV: &str = "GPUD_SOCKET";
+
+/// Where gpud listens on a host: `$GPUD_SOCKET`, else `$XDG_RUNTIME_DIR/gpud.sock`, else
+/// `<temp dir>/gpud.sock`.
+pub fn default_socket_path() -> PathBuf {
+    if let Some(p) = std::env::var_os(SOCKET_ENV) {
+        return PathBuf::from(p);
+    }
+    let dir = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
+    dir.unwrap_or_else(std::env::temp_dir).join("gpud.sock")
 }

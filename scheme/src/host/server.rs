@@ -15,7 +15,7 @@ use std::time::Duration;
 use redox_scheme::scheme::{SchemeResponse, SchemeState, SchemeSync};
 use redox_scheme::OpenResult;
 use rustix::event::{PollFd, PollFlags};
-use rustix::net::{AddressFamily, RecvFlags, SocketAddrUnix, SocketFlags, SocketType};
+use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketFlags, SocketType};
 use syscall::error::{EINVAL, EIO, EWOULDBLOCK};
 use syscall::flag::{EventFlags, MapFlags, MunmapFlags};
 use zerocopy::{FromBytes, IntoBytes};
@@ -115,11 +115,18 @@ impl<D: HostMemory> HostServer<D> {
         let ids: Vec<u64> = self.conns.keys().copied().collect();
         let (listener_ready, ready) = {
             let mut fds = vec![PollFd::new(&self.listener, PollFlags::IN)];
-            fds.extend(
-                self.conns
-                    .values()
-                    .map(|c| PollFd::new(&c.fd, PollFlags::IN)),
-            );
+            // A connection with a parked request is not read again until it is answered: replies
+            // stay in request order, and one client cannot pile up parked requests. Hang-ups
+            // are still reported (poll always reports HUP/ERR).
+            let parked: Vec<u64> = self.parked.iter().map(|p| p.conn).collect();
+            fds.extend(self.conns.iter().map(|(id, c)| {
+                let events = if parked.contains(id) {
+                    PollFlags::empty()
+                } else {
+                    PollFlags::IN
+                };
+                PollFd::new(&c.fd, events)
+            }));
             match rustix::event::poll(&mut fds, Some(&ts)) {
                 Ok(_) | Err(rustix::io::Errno::INTR) => {}
                 Err(e) => return Err(e),
@@ -135,7 +142,10 @@ impl<D: HostMemory> HostServer<D> {
             self.accept();
         }
         for (id, revents) in ready {
-            if revents.intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR) {
+            let parked = self.parked.iter().any(|p| p.conn == id);
+            if parked && revents.intersects(PollFlags::HUP | PollFlags::ERR) {
+                self.close_conn(id);
+            } else if revents.intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR) {
                 self.service(id);
             }
         }
@@ -232,6 +242,7 @@ impl<D: HostMemory> HostServer<D> {
             c.fd.as_fd(),
             &[frame.as_bytes(), out],
             fd.as_ref().map(|f| f.as_fd()),
+            SendFlags::DONTWAIT,
         )
         .is_err()
         {

@@ -30,7 +30,19 @@ impl<D: GpuDriver> GpuScheme<D> {
         let opcode = metadata.first().copied().unwrap_or(0);
         // The handle is checked before the payload: a closed or foreign handle is EBADF
         // whatever it carries.
-        let kind = self.handle(id)?.kind_name();
+        let handle = self.handle(id)?;
+        let export = opcode == crate::uapi::Opcode::ExportToken as u64;
+        let allowed = match handle {
+            Handle::Device { .. } => !export,
+            Handle::Bo(_) | Handle::Syncobj(_) => {
+                export || crate::uapi::Opcode::from_raw(opcode).is_none()
+            }
+            Handle::Root => false,
+        };
+        let kind = handle.kind_name();
+        if !allowed {
+            return Err(SchemeError::WrongHandleKind { id, kind });
+        }
         let request = decode(opcode, payload)?;
         let reply = match (self.handle(id)?, request) {
             (Handle::Bo(_) | Handle::Syncobj(_), Request::ExportToken) if second.is_none() => {

@@ -71,6 +71,15 @@ impl<D: GpuDriver> GpuScheme<D> {
         }
     }
 
+    fn count_wait(&mut self, handle: usize) {
+        if let Some(Handle::Device { client }) = self.handles.get(&handle) {
+            let client = *client;
+            if let Some(c) = self.clients.get_mut(&client) {
+                c.counters.waits += 1;
+            }
+        }
+    }
+
     /// Run `check` under the parking protocol for request `ctx.id` on `handle`.
     fn park_or_finish<T>(
         &mut self,
@@ -81,6 +90,9 @@ impl<D: GpuDriver> GpuScheme<D> {
     ) -> R<T> {
         let key = (handle, ctx.id);
         let now = self.driver.now_ns();
+        if !self.parked.contains_key(&key) {
+            self.count_wait(handle);
+        }
         let deadline = match self.parked.get(&key) {
             Some(d) => *d,
             None => match timeout {
@@ -124,7 +136,6 @@ impl<D: GpuDriver> GpuScheme<D> {
             Some(q) => Some(c.queue(q)?.queue.clone()),
             None => None,
         };
-        c.counters.waits += 1;
         self.park_or_finish(handle, ctx, req.timeout, |s| {
             let current = s.driver.user_fence_value(&vm, queue.as_ref(), req.addr)?;
             Ok(match req.op.holds(current, req.value, req.mask) {
@@ -147,7 +158,6 @@ impl<D: GpuDriver> GpuScheme<D> {
             .iter()
             .map(|p| Ok((c.syncobj(p.syncobj)?.clone(), p.point)))
             .collect::<R<Vec<_>>>()?;
-        c.counters.waits += 1;
         let all = req.flags.contains(SyncobjWaitFlags::WAIT_ALL);
         let for_submit = req.flags.contains(SyncobjWaitFlags::WAIT_FOR_SUBMIT);
         self.park_or_finish(handle, ctx, req.timeout, |s| {
