@@ -253,3 +253,37 @@ fn child_process_entry() {
     .unwrap();
     assert_ne!(read_args::<ImportArgs>(&p).unwrap().id, 0);
 }
+
+#[test]
+fn many_clients_in_parallel() {
+    let server = Server::start();
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let path = server.path.clone();
+            std::thread::spawn(move || {
+                let root = HostHandle::connect(&path).unwrap();
+                let dev = root.open("card0").unwrap();
+                let mut seen = std::collections::BTreeSet::new();
+                for _ in 0..40 {
+                    let bo = new_bo(&dev, 0x1000);
+                    assert!(seen.insert(bo.0), "ids are never reused within a client");
+                    let h = dev.dup(&format!("bo/{}", bo.0)).unwrap();
+                    assert!(call(&h, &Request::ExportToken).is_ok());
+                    call(&dev, &Request::BoDestroy(bo)).unwrap();
+                    assert_eq!(
+                        call(&dev, &Request::BoDestroy(bo)),
+                        Err(syscall::error::ENOENT)
+                    );
+                }
+                let text = stats(&dev);
+                assert!(text.contains("client-bos: 0"), "{text}");
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let root = server.connect();
+    eventually(&root, "device-clients: 0");
+    eventually(&root, "device-handles: 1");
+}

@@ -128,6 +128,7 @@ impl HostHandle {
         let want = buf.len().min(MAX_FRAME_PAYLOAD) as u32;
         let (_, out, _) = self.transact(kind::READ, [offset, 0, 0, 0], &[], want)?;
         let n = out.len().min(buf.len());
+        // PANIC: n is at most both lengths.
         buf[..n].copy_from_slice(&out[..n]);
         Ok(n)
     }
@@ -243,6 +244,7 @@ fn recv_reply(fd: BorrowedFd<'_>) -> Result<(ReplyFrame, Vec<u8>, Option<OwnedFd
     if n == 0 {
         return Err(HostError::Io(rustix::io::Errno::PIPE));
     }
+    // PANIC: recvmsg without MSG_TRUNC reports at most the buffer's length.
     let (reply, rest) = ReplyFrame::read_from_prefix(&buf[..n]).map_err(|_| HostError::BadReply)?;
     let out = rest
         .get(..reply.out_len as usize)

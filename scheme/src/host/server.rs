@@ -196,6 +196,7 @@ impl<D: HostMemory> HostServer<D> {
             Ok((0, _)) | Err(_) => return self.close_conn(id),
             Ok((n, _)) => n,
         };
+        // PANIC: recvmsg without MSG_TRUNC reports at most the buffer's length.
         let Ok((frame, rest)) = RequestFrame::read_from_prefix(&self.buf[..n]) else {
             return self.close_conn(id);
         };
@@ -252,85 +253,73 @@ impl<D: HostMemory> HostServer<D> {
 
     fn handle(&mut self, conn: u64, frame: &RequestFrame, payload: &mut Vec<u8>) -> Outcome {
         let Some(handle) = self.conns.get(&conn).map(|c| c.handle) else {
-            return Outcome::Reply(-(EIO as i64), vec![], None);
+            return err(EIO);
         };
-        let err = |e: i32| Outcome::Reply(-(e as i64), vec![], None);
-        let (tag, pid) = (frame.tag, 0);
-        let a = frame.args;
-        let response = match frame.kind {
-            kind::OPEN | kind::DUP => {
-                let Ok(path) = std::str::from_utf8(payload) else {
-                    return err(EINVAL);
-                };
-                let op = if frame.kind == kind::OPEN {
-                    TransportOp::OpenAt {
-                        dirfd: handle,
-                        path,
-                    }
-                } else {
-                    TransportOp::Dup {
-                        fd: handle,
-                        buf: path.as_bytes(),
-                    }
-                };
-                let r = dispatch(&mut self.scheme, &mut self.state, op, tag, pid);
-                return self.opened(r);
-            }
-            kind::READ => {
-                let mut buf = vec![0u8; (frame.out_len as usize).min(MAX_FRAME_PAYLOAD)];
-                let r = dispatch(
-                    &mut self.scheme,
-                    &mut self.state,
-                    TransportOp::Read {
-                        fd: handle,
-                        buf: &mut buf,
-                        offset: a[0],
-                    },
-                    tag,
-                    pid,
-                );
-                return match regular(r) {
-                    Ok(n) => {
-                        Outcome::Reply(n as i64, buf.get(..n).unwrap_or_default().to_vec(), None)
-                    }
-                    Err(e) => err(e),
-                };
-            }
-            kind::CALL => {
-                let op = TransportOp::Call {
-                    fd: handle,
-                    second: None,
-                    payload,
-                    metadata: [a[0], a[1], a[2]],
-                };
-                dispatch(&mut self.scheme, &mut self.state, op, tag, pid)
-            }
-            kind::FEVENT => {
-                let flags = EventFlags::from_bits_retain(a[0] as usize);
-                dispatch(
-                    &mut self.scheme,
-                    &mut self.state,
-                    TransportOp::Fevent { fd: handle, flags },
-                    tag,
-                    pid,
-                )
-            }
+        let (tag, a) = (frame.tag, frame.args);
+        let op = match frame.kind {
+            kind::OPEN | kind::DUP => return self.open_or_dup(handle, frame, payload),
+            kind::READ => return self.read(handle, frame),
             kind::MMAP => return self.mmap(handle, a[0], a[1] as usize, tag),
-            kind::MUNMAP => {
-                let op = TransportOp::Munmap {
-                    fd: handle,
-                    offset: a[0],
-                    len: a[1] as usize,
-                    flags: MunmapFlags::from_bits_retain(a[2] as usize),
-                };
-                dispatch(&mut self.scheme, &mut self.state, op, tag, pid)
-            }
+            kind::CALL => TransportOp::Call {
+                fd: handle,
+                second: None,
+                payload,
+                metadata: [a[0], a[1], a[2]],
+            },
+            kind::FEVENT => TransportOp::Fevent {
+                fd: handle,
+                flags: EventFlags::from_bits_retain(a[0] as usize),
+            },
+            kind::MUNMAP => TransportOp::Munmap {
+                fd: handle,
+                offset: a[0],
+                len: a[1] as usize,
+                flags: MunmapFlags::from_bits_retain(a[2] as usize),
+            },
             _ => return err(EINVAL),
         };
-        match regular(response) {
+        match regular(dispatch(&mut self.scheme, &mut self.state, op, tag, 0)) {
             Err(EWOULDBLOCK) => Outcome::Park,
             Ok(n) if frame.kind == kind::CALL => Outcome::Reply(n as i64, payload.clone(), None),
             Ok(n) => Outcome::Reply(n as i64, vec![], None),
+            Err(e) => err(e),
+        }
+    }
+
+    fn open_or_dup(&mut self, handle: usize, frame: &RequestFrame, payload: &[u8]) -> Outcome {
+        let Ok(path) = std::str::from_utf8(payload) else {
+            return err(EINVAL);
+        };
+        let op = if frame.kind == kind::OPEN {
+            TransportOp::OpenAt {
+                dirfd: handle,
+                path,
+            }
+        } else {
+            TransportOp::Dup {
+                fd: handle,
+                buf: path.as_bytes(),
+            }
+        };
+        let r = dispatch(&mut self.scheme, &mut self.state, op, frame.tag, 0);
+        self.opened(r)
+    }
+
+    fn read(&mut self, handle: usize, frame: &RequestFrame) -> Outcome {
+        let mut buf = vec![0u8; (frame.out_len as usize).min(MAX_FRAME_PAYLOAD)];
+        let op = TransportOp::Read {
+            fd: handle,
+            buf: &mut buf,
+            offset: frame.args[0],
+        };
+        match regular(dispatch(
+            &mut self.scheme,
+            &mut self.state,
+            op,
+            frame.tag,
+            0,
+        )) {
+            Ok(n) => Outcome::Reply(n as i64, buf.get(..n).unwrap_or_default().to_vec(), None),
             Err(e) => err(e),
         }
     }
@@ -389,6 +378,10 @@ impl<D: HostMemory> HostServer<D> {
             None => Outcome::Reply(-(EIO as i64), vec![], None),
         }
     }
+}
+
+fn err(errno: i32) -> Outcome {
+    Outcome::Reply(-(errno as i64), vec![], None)
 }
 
 fn regular(r: SchemeResponse) -> Result<usize, i32> {

@@ -366,6 +366,7 @@ impl<D: GpuDriver> SchemeSync for GpuScheme<D> {
             .min(text.len());
         let bytes = text.as_bytes().get(start..).unwrap_or_default();
         let n = bytes.len().min(buf.len());
+        // PANIC: n is at most both lengths.
         buf[..n].copy_from_slice(&bytes[..n]);
         Ok(n)
     }
@@ -382,6 +383,7 @@ impl<D: GpuDriver> SchemeSync for GpuScheme<D> {
             Handle::Syncobj(_) => format!("/scheme/gpu/{DEVICE_PATH}/syncobj"),
         };
         let n = path.len().min(buf.len());
+        // PANIC: n is at most both lengths.
         buf[..n].copy_from_slice(&path.as_bytes()[..n]);
         Ok(n)
     }
