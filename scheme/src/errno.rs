@@ -26,8 +26,10 @@ pub enum Limit {
     InFlight,
     /// Objects (VMs, BOs, queues, syncobjs) in the client's tables.
     Objects,
-    /// Open handles of the client (derived handles included).
+    /// Derived handles of the client.
     Handles,
+    /// Device handles of one process.
+    Devices,
 }
 
 /// Every error the gpu scheme returns.
@@ -163,7 +165,7 @@ fn limit_errno(limit: Limit) -> i32 {
         // Back-pressure: the client waits for earlier work and retries. Not EWOULDBLOCK, which
         // the event loop would park silently.
         Limit::InFlight => EBUSY,
-        Limit::Objects | Limit::Handles => EMFILE,
+        Limit::Objects | Limit::Handles | Limit::Devices => EMFILE,
     }
 }
 

@@ -442,10 +442,19 @@ fn limits_give_clean_errors() {
         in_flight: 1,
         handles: 2,
         gpu_mappings: 2,
+        devices_per_process: 2,
     };
     let mut h = Harness::with_limits(limits);
     let dev = h.open();
     let other = h.open();
+    // Device handles per process: a third open by the same pid fails, another pid may open.
+    let pid = |p| gpu_scheme::dispatch::caller_ctx(p, 0);
+    assert_eq!(
+        opened(h.s.openat(h.root, DEVICE, 0, 0, &pid(0))),
+        Err(EMFILE)
+    );
+    let third = opened(h.s.openat(h.root, DEVICE, 0, 0, &pid(7))).unwrap();
+    h.s.on_close(third);
     assert_eq!(h.try_bo(dev, 0x4000, Placement::VRAM), Err(ENOSPC));
     let bo = h.try_bo(dev, 0x2000, Placement::VRAM).unwrap();
     assert_eq!(h.try_bo(dev, 0x2000, Placement::VRAM), Err(ENOSPC));

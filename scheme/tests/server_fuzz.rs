@@ -280,7 +280,10 @@ impl World {
     fn step(&mut self, a: Action) -> Result<(), TestCaseError> {
         let pick = |v: &Vec<usize>, i: usize| v.get(i % v.len().max(1)).copied();
         match a {
-            Action::Open => self.devices.push(self.h.open()),
+            Action::Open => match opened(self.h.s.openat(self.h.root, DEVICE, 0, 0, &caller())) {
+                Ok(dev) => self.devices.push(dev),
+                Err(e) => prop_assert_eq!(e, EMFILE, "only the per-process device limit"),
+            },
             Action::Call {
                 client,
                 req,
@@ -383,7 +386,7 @@ proptest! {
 
     #[test]
     fn random_requests_keep_the_server_sound(actions in prop::collection::vec(action(), 1..60)) {
-        let limits = Limits { objects: 12, vram_bytes: 0x8000, system_bytes: 0x8000, mappings: 3, handles: 4, in_flight: 3, gpu_mappings: 6 };
+        let limits = Limits { objects: 12, vram_bytes: 0x8000, system_bytes: 0x8000, mappings: 3, handles: 4, in_flight: 3, gpu_mappings: 6, devices_per_process: 3 };
         let mut w = World { h: Harness::with_limits(limits), devices: vec![], derived: vec![], oracle: BTreeMap::new() };
         w.devices.push(w.h.open());
         w.devices.push(w.h.open());

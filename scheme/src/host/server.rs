@@ -32,6 +32,8 @@ struct Conn {
     handle: usize,
     /// Connections accepted on the listener name the root, which is never closed.
     is_root: bool,
+    /// The peer process of the root connection it descends from (per-process limits).
+    pid: usize,
 }
 
 /// A request that answered EWOULDBLOCK, kept to retry.
@@ -155,14 +157,16 @@ impl<D: HostMemory> HostServer<D> {
 
     fn accept(&mut self) {
         while let Ok(fd) = rustix::net::accept_with(&self.listener, SocketFlags::CLOEXEC) {
-            let id = self.add_conn(fd, self.root);
+            let cred = rustix::net::sockopt::socket_peercred(&fd);
+            let pid = cred.map_or(0, |c| rustix::process::Pid::as_raw(Some(c.pid)) as usize);
+            let id = self.add_conn(fd, self.root, pid);
             if let Some(c) = self.conns.get_mut(&id) {
                 c.is_root = true;
             }
         }
     }
 
-    fn add_conn(&mut self, fd: OwnedFd, handle: usize) -> u64 {
+    fn add_conn(&mut self, fd: OwnedFd, handle: usize, pid: usize) -> u64 {
         let id = self.next_conn;
         self.next_conn += 1;
         self.conns.insert(
@@ -171,6 +175,7 @@ impl<D: HostMemory> HostServer<D> {
                 fd,
                 handle,
                 is_root: false,
+                pid,
             },
         );
         id
@@ -252,12 +257,12 @@ impl<D: HostMemory> HostServer<D> {
     }
 
     fn handle(&mut self, conn: u64, frame: &RequestFrame, payload: &mut Vec<u8>) -> Outcome {
-        let Some(handle) = self.conns.get(&conn).map(|c| c.handle) else {
+        let Some((handle, pid)) = self.conns.get(&conn).map(|c| (c.handle, c.pid)) else {
             return err(EIO);
         };
         let (tag, a) = (frame.tag, frame.args);
         let op = match frame.kind {
-            kind::OPEN | kind::DUP => return self.open_or_dup(handle, frame, payload),
+            kind::OPEN | kind::DUP => return self.open_or_dup(handle, pid, frame, payload),
             kind::READ => return self.read(handle, frame),
             kind::MMAP => return self.mmap(handle, a[0], a[1] as usize, tag),
             kind::CALL => TransportOp::Call {
@@ -278,7 +283,7 @@ impl<D: HostMemory> HostServer<D> {
             },
             _ => return err(EINVAL),
         };
-        match regular(dispatch(&mut self.scheme, &mut self.state, op, tag, 0)) {
+        match regular(dispatch(&mut self.scheme, &mut self.state, op, tag, pid)) {
             Err(EWOULDBLOCK) => Outcome::Park,
             Ok(n) if frame.kind == kind::CALL => Outcome::Reply(n as i64, payload.clone(), None),
             Ok(n) => Outcome::Reply(n as i64, vec![], None),
@@ -286,7 +291,13 @@ impl<D: HostMemory> HostServer<D> {
         }
     }
 
-    fn open_or_dup(&mut self, handle: usize, frame: &RequestFrame, payload: &[u8]) -> Outcome {
+    fn open_or_dup(
+        &mut self,
+        handle: usize,
+        pid: usize,
+        frame: &RequestFrame,
+        payload: &[u8],
+    ) -> Outcome {
         let Ok(path) = std::str::from_utf8(payload) else {
             return err(EINVAL);
         };
@@ -301,8 +312,8 @@ impl<D: HostMemory> HostServer<D> {
                 buf: path.as_bytes(),
             }
         };
-        let r = dispatch(&mut self.scheme, &mut self.state, op, frame.tag, 0);
-        self.opened(r)
+        let r = dispatch(&mut self.scheme, &mut self.state, op, frame.tag, pid);
+        self.opened(r, pid)
     }
 
     fn read(&mut self, handle: usize, frame: &RequestFrame) -> Outcome {
@@ -325,7 +336,7 @@ impl<D: HostMemory> HostServer<D> {
     }
 
     /// A new handle: make a socketpair, keep one end as its connection, pass the other back.
-    fn opened(&mut self, r: SchemeResponse) -> Outcome {
+    fn opened(&mut self, r: SchemeResponse, pid: usize) -> Outcome {
         let number = match r {
             SchemeResponse::Opened(Ok(OpenResult::ThisScheme { number, .. })) => number,
             SchemeResponse::Opened(Err(e)) => {
@@ -340,7 +351,7 @@ impl<D: HostMemory> HostServer<D> {
             None,
         ) {
             Ok((ours, theirs)) => {
-                self.add_conn(ours, number);
+                self.add_conn(ours, number, pid);
                 Outcome::Reply(0, vec![], Some(theirs))
             }
             Err(_) => {

@@ -48,14 +48,14 @@ impl<D: GpuDriver> GpuScheme<D> {
             (Handle::Bo(_) | Handle::Syncobj(_), Request::ExportToken) if second.is_none() => {
                 self.export_token(id)?
             }
-            (Handle::Device { client }, Request::Import { kind, token }) => {
+            (Handle::Device { client, .. }, Request::Import { kind, token }) => {
                 let client = *client;
                 self.import(client, kind, token, second)?
             }
             (Handle::Device { .. }, _) if second.is_some() => {
                 return Err(SchemeError::Invalid("only IMPORT names a second handle"))
             }
-            (Handle::Device { client }, request) => {
+            (Handle::Device { client, .. }, request) => {
                 let client = *client;
                 self.device_call(id, client, request, ctx)?
             }

@@ -29,6 +29,9 @@ pub struct Limits {
     pub objects: u64,
     /// Derived handles (`dup`) open at once.
     pub handles: u64,
+    /// Device handles one process (caller pid at `open`) may hold at once, so that opening
+    /// more clients does not multiply the limits above without bound.
+    pub devices_per_process: u64,
 }
 
 impl Default for Limits {
@@ -41,6 +44,7 @@ impl Default for Limits {
             in_flight: 1024,
             objects: 1 << 16,
             handles: 1024,
+            devices_per_process: 64,
         }
     }
 }

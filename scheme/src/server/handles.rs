@@ -22,7 +22,7 @@ pub(crate) enum Handle<D: GpuDriver> {
     /// The scheme root (only `openat` is valid on it; `read` gives device-wide stats).
     Root,
     /// A device handle: one client.
-    Device { client: ClientId },
+    Device { client: ClientId, pid: usize },
     /// A derived BO handle.
     Bo(Derived<D::Bo>),
     /// A derived syncobj handle.

@@ -48,6 +48,8 @@ pub struct GpuScheme<D: GpuDriver> {
     token_seq: u64,
     /// Parked blocking calls: (handle, request id) → deadline on the driver clock.
     parked: HashMap<(usize, Id), Option<u64>>,
+    /// Device handles open per caller pid.
+    devices_per_pid: HashMap<usize, u64>,
 }
 
 impl<D: GpuDriver> GpuScheme<D> {
@@ -64,6 +66,7 @@ impl<D: GpuDriver> GpuScheme<D> {
             exports: HashMap::new(),
             token_seq: 0,
             parked: HashMap::new(),
+            devices_per_pid: HashMap::new(),
         }
     }
 
@@ -90,7 +93,7 @@ impl<D: GpuDriver> GpuScheme<D> {
     /// The client id behind a device handle, if `id` is one.
     pub fn client_of(&self, id: usize) -> Option<ClientId> {
         match self.handles.get(&id) {
-            Some(Handle::Device { client }) => Some(*client),
+            Some(Handle::Device { client, .. }) => Some(*client),
             _ => None,
         }
     }
@@ -117,7 +120,7 @@ impl<D: GpuDriver> GpuScheme<D> {
 
     fn device_client(&self, id: usize) -> std::result::Result<ClientId, SchemeError> {
         match self.handle(id)? {
-            Handle::Device { client } => Ok(*client),
+            Handle::Device { client, .. } => Ok(*client),
             other => Err(SchemeError::WrongHandleKind {
                 id,
                 kind: other.kind_name(),
@@ -132,11 +135,20 @@ impl<D: GpuDriver> GpuScheme<D> {
             .ok_or(SchemeError::BadHandle(0))
     }
 
-    fn open_device(&mut self) -> usize {
+    fn open_device(&mut self, pid: usize) -> std::result::Result<usize, SchemeError> {
+        let open = self.devices_per_pid.get(&pid).copied().unwrap_or(0);
+        if open + 1 > self.limits.devices_per_process {
+            return Err(SchemeError::LimitExceeded {
+                limit: crate::errno::Limit::Devices,
+                requested: open + 1,
+                limit_value: self.limits.devices_per_process,
+            });
+        }
+        self.devices_per_pid.insert(pid, open + 1);
         let client = ClientId(self.next_client);
         self.next_client += 1;
         self.clients.insert(client, Client::new());
-        self.insert_handle(Handle::Device { client })
+        Ok(self.insert_handle(Handle::Device { client, pid }))
     }
 
     /// `dup(device, "bo/<id>" | "syncobj/<id>")`.
@@ -174,7 +186,15 @@ impl<D: GpuDriver> GpuScheme<D> {
         self.parked.retain(|(h, _), _| *h != id);
         match handle {
             Handle::Root => self.root = None,
-            Handle::Device { client } => self.close_client(client),
+            Handle::Device { client, pid } => {
+                if let Some(n) = self.devices_per_pid.get_mut(&pid) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.devices_per_pid.remove(&pid);
+                    }
+                }
+                self.close_client(client)
+            }
             Handle::Bo(d) => self.close_derived(d.client, d.charge, d.token, d.mappings),
             Handle::Syncobj(d) => self.close_derived(d.client, d.charge, d.token, d.mappings),
         }
@@ -330,7 +350,7 @@ impl<D: GpuDriver> SchemeSync for GpuScheme<D> {
         path: &str,
         _flags: usize,
         _fcntl: u32,
-        _ctx: &CallerCtx,
+        ctx: &CallerCtx,
     ) -> Result<OpenResult> {
         match self.handle(fd)? {
             Handle::Root => {}
@@ -345,7 +365,7 @@ impl<D: GpuDriver> SchemeSync for GpuScheme<D> {
         if path.trim_matches('/') != DEVICE_PATH {
             return Err(SchemeError::BadPath(path.to_owned()).into());
         }
-        Ok(opened(self.open_device()))
+        Ok(opened(self.open_device(ctx.pid)?))
     }
 
     fn dup(&mut self, old_id: usize, buf: &[u8], _ctx: &CallerCtx) -> Result<OpenResult> {

@@ -16,7 +16,7 @@ impl<D: GpuDriver> GpuScheme<D> {
         let mut out = String::new();
         match self.handle(id)? {
             Handle::Root => self.device_stats(&mut out),
-            Handle::Device { client } => {
+            Handle::Device { client, .. } => {
                 self.client_stats(*client, &mut out);
                 self.device_stats(&mut out);
             }

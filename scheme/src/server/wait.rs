@@ -72,7 +72,7 @@ impl<D: GpuDriver> GpuScheme<D> {
     }
 
     fn count_wait(&mut self, handle: usize) {
-        if let Some(Handle::Device { client }) = self.handles.get(&handle) {
+        if let Some(Handle::Device { client, .. }) = self.handles.get(&handle) {
             let client = *client;
             if let Some(c) = self.clients.get_mut(&client) {
                 c.counters.waits += 1;
