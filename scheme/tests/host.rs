@@ -287,3 +287,16 @@ fn many_clients_in_parallel() {
     eventually(&root, "device-clients: 0");
     eventually(&root, "device-handles: 1");
 }
+
+#[test]
+fn oversized_payloads_are_refused_by_the_client() {
+    let server = Server::start();
+    let dev = server.connect().open("card0").unwrap();
+    let mut big = vec![0u8; gpu_scheme::host::frame::MAX_FRAME_PAYLOAD + 1];
+    let e = dev
+        .call(&mut big, [Opcode::DeviceQuery as u64, 0, 0])
+        .unwrap_err();
+    assert_eq!(e.errno(), Some(syscall::error::E2BIG));
+    // The connection is still usable.
+    assert!(call(&dev, &Request::DeviceQuery).is_ok());
+}

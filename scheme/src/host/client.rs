@@ -161,8 +161,11 @@ impl HostHandle {
     ) -> Result<(usize, Vec<u8>, Option<OwnedFd>), HostError> {
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let tag = self.tag.fetch_add(1, Ordering::Relaxed);
-        let payload_len =
-            u32::try_from(payload.len()).map_err(|_| HostError::Scheme(syscall::error::E2BIG))?;
+        // Larger payloads would be truncated by the socket; refuse them here with E2BIG.
+        let payload_len = u32::try_from(payload.len())
+            .ok()
+            .filter(|n| *n as usize <= MAX_FRAME_PAYLOAD)
+            .ok_or(HostError::Scheme(syscall::error::E2BIG))?;
         let frame = RequestFrame {
             kind,
             tag,
@@ -176,7 +179,9 @@ impl HostHandle {
             None,
             SendFlags::empty(),
         )?;
-        let (reply, out, fd) = recv_reply(self.fd.as_fd())?;
+        // Replies carry at most the payload back (CALL) or `out_len` bytes (READ).
+        let room = payload.len().max(out_len as usize);
+        let (reply, out, fd) = recv_reply(self.fd.as_fd(), room)?;
         if reply.tag != tag {
             return Err(HostError::BadReply);
         }
@@ -238,8 +243,11 @@ pub(super) fn recv(
     Ok((msg.bytes, passed))
 }
 
-fn recv_reply(fd: BorrowedFd<'_>) -> Result<(ReplyFrame, Vec<u8>, Option<OwnedFd>), HostError> {
-    let mut buf = vec![0u8; REPLY_SIZE + MAX_FRAME_PAYLOAD];
+fn recv_reply(
+    fd: BorrowedFd<'_>,
+    room: usize,
+) -> Result<(ReplyFrame, Vec<u8>, Option<OwnedFd>), HostError> {
+    let mut buf = vec![0u8; REPLY_SIZE + room.min(MAX_FRAME_PAYLOAD)];
     let (n, passed) = recv(fd, &mut buf, RecvFlags::empty())?;
     if n == 0 {
         return Err(HostError::Io(rustix::io::Errno::PIPE));
