@@ -259,8 +259,7 @@ impl GpuDriver for FakeDriver {
     }
 
     fn vm_destroy(&self, vm: &FakeVm) -> Result<(), DriverError> {
-        self.with(|s| s.calls.push(Call::VmDestroy(vm.0)));
-        Ok(())
+        self.fallible(|s| s.calls.push(Call::VmDestroy(vm.0)))
     }
 
     fn bo_create(
@@ -292,8 +291,7 @@ impl GpuDriver for FakeDriver {
     }
 
     fn queue_destroy(&self, queue: &FakeQueue) -> Result<(), DriverError> {
-        self.with(|s| s.calls.push(Call::QueueDestroy(queue.0)));
-        Ok(())
+        self.fallible(|s| s.calls.push(Call::QueueDestroy(queue.0)))
     }
 
     fn vm_bind(

@@ -135,8 +135,29 @@ fn object_lifecycle_errors() {
     let vm = h.vm(dev, VmCreateFlags::empty());
     let q = h.queue(dev, vm, EngineClass::Copy);
     assert_eq!(h.err(dev, &Request::VmDestroy(vm)), EBUSY, "VM with queues");
+    // A driver refusal leaves the client's tables unchanged.
+    h.driver()
+        .fail_next(gpu_scheme::driver::DriverError::Busy("queue running"));
+    assert_eq!(h.err(dev, &Request::ExecQueueDestroy(q)), EBUSY);
+    assert!(h
+        .call(
+            dev,
+            &Request::Exec(ExecRequest {
+                queue: q,
+                batches: vec![],
+                syncs: vec![]
+            })
+        )
+        .is_ok());
     assert!(h.call(dev, &Request::ExecQueueDestroy(q)).is_ok());
     assert_eq!(h.err(dev, &Request::ExecQueueDestroy(q)), ENOENT);
+    h.driver()
+        .fail_next(gpu_scheme::driver::DriverError::Busy("VM in use"));
+    assert_eq!(h.err(dev, &Request::VmDestroy(vm)), EBUSY);
+    assert!(
+        h.call(dev, &bind(vm, vec![], vec![])).is_ok(),
+        "VM still there"
+    );
     assert!(h.call(dev, &Request::VmDestroy(vm)).is_ok());
     assert_eq!(h.err(dev, &Request::VmDestroy(vm)), ENOENT);
     assert_eq!(

@@ -145,11 +145,10 @@ impl<D: GpuDriver> GpuScheme<D> {
         if c.queues.values().any(|q| q.vm == vm) {
             return Err(SchemeError::Busy("VM still has queues"));
         }
-        let entry = c.vms.remove(&vm.0).ok_or(SchemeError::UnknownObject {
-            kind: "VM",
-            id: vm.0,
-        })?;
-        self.driver.vm_destroy(&entry.vm)?;
+        // The driver first: if it refuses, the client's table is unchanged.
+        let obj = c.vm(vm)?.vm.clone();
+        self.driver.vm_destroy(&obj)?;
+        self.client_mut(client)?.vms.remove(&vm.0);
         Ok(Reply::None)
     }
 
@@ -214,12 +213,9 @@ impl<D: GpuDriver> GpuScheme<D> {
     }
 
     fn queue_destroy(&mut self, client: ClientId, q: QueueId) -> R<Reply> {
-        let c = self.client_mut(client)?;
-        let entry = c.queues.remove(&q.0).ok_or(SchemeError::UnknownObject {
-            kind: "queue",
-            id: q.0,
-        })?;
-        self.driver.queue_destroy(&entry.queue)?;
+        let obj = self.client_mut(client)?.queue(q)?.queue.clone();
+        self.driver.queue_destroy(&obj)?;
+        self.client_mut(client)?.queues.remove(&q.0);
         Ok(Reply::None)
     }
 
@@ -276,9 +272,9 @@ impl<D: GpuDriver> GpuScheme<D> {
             Limit::InFlight,
             !syncs.is_empty(),
         )?;
-        c.counters.binds += 1;
         self.driver
             .vm_bind(client, &vm_obj, queue.as_ref(), ops, syncs)?;
+        self.client_mut(client)?.counters.binds += 1;
         Ok(Reply::None)
     }
 
@@ -297,8 +293,8 @@ impl<D: GpuDriver> GpuScheme<D> {
         let vm_flags = c.vm(q.vm)?.flags;
         let syncs = resolve_syncs(c, &self.driver, vm_flags, &req.syncs)?;
         check_usage(usage.in_flight + 1, limits.in_flight, Limit::InFlight, true)?;
-        c.counters.execs += 1;
         self.driver.exec(client, &queue, &req.batches, syncs)?;
+        self.client_mut(client)?.counters.execs += 1;
         Ok(Reply::None)
     }
 
