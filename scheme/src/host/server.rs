@@ -26,6 +26,10 @@ use super::HostMemory;
 use crate::dispatch::{dispatch, TransportOp};
 use crate::GpuScheme;
 
+/// Connections served at once; further ones are accepted and closed at once, so a flood of
+/// connections cannot exhaust the daemon's fds (each client is also limited by the scheme).
+pub const MAX_CONNECTIONS: usize = 4096;
+
 /// One connection = one scheme handle.
 struct Conn {
     fd: OwnedFd,
@@ -157,6 +161,10 @@ impl<D: HostMemory> HostServer<D> {
 
     fn accept(&mut self) {
         while let Ok(fd) = rustix::net::accept_with(&self.listener, SocketFlags::CLOEXEC) {
+            if self.conns.len() >= MAX_CONNECTIONS {
+                drop(fd);
+                continue;
+            }
             let cred = rustix::net::sockopt::socket_peercred(&fd);
             let pid = cred.map_or(0, |c| rustix::process::Pid::as_raw(Some(c.pid)) as usize);
             let id = self.add_conn(fd, self.root, pid);
@@ -344,6 +352,10 @@ impl<D: HostMemory> HostServer<D> {
             }
             _ => return Outcome::Reply(-(EIO as i64), vec![], None),
         };
+        if self.conns.len() >= MAX_CONNECTIONS {
+            self.scheme.on_close(number);
+            return err(syscall::error::EMFILE);
+        }
         match rustix::net::socketpair(
             AddressFamily::UNIX,
             SocketType::SEQPACKET,
