@@ -175,7 +175,7 @@ impl<D: GpuDriver> GpuScheme<D> {
             bo,
             size,
             private_to: req.vm,
-            charge: Some(id),
+            charge: Some((client, id)),
         };
         self.client_mut(client)?.bos.insert(id, entry);
         Ok(Reply::NewId(id))
@@ -187,9 +187,7 @@ impl<D: GpuDriver> GpuScheme<D> {
             kind: "BO",
             id: bo.0,
         })?;
-        if let Some(key) = entry.charge {
-            c.charge_unref(key);
-        }
+        self.charge_unref(entry.charge);
         Ok(Reply::None)
     }
 

@@ -61,8 +61,9 @@ pub(crate) struct BoEntry<D: GpuDriver> {
     pub size: u64,
     /// The VM whose reservation a VM-private BO shares.
     pub private_to: Option<VmId>,
-    /// Key of the memory charge this entry holds (`None` for imported BOs: the exporter pays).
-    pub charge: Option<u32>,
+    /// The memory charge this entry keeps alive: the creating client's, wherever the entry is
+    /// (an import keeps the creator charged for as long as it holds the BO).
+    pub charge: Option<ChargeRef>,
 }
 
 /// A queue in a client's table.
@@ -71,6 +72,9 @@ pub(crate) struct QueueEntry<D: GpuDriver> {
     pub vm: VmId,
     pub class: EngineClass,
 }
+
+/// A reference to a charge: the client charged, and the key inside it.
+pub(crate) type ChargeRef = (crate::driver::ClientId, u32);
 
 /// Memory charged for one created BO; refunded when its last reference in the client (the
 /// table entry or a derived handle) goes away.
@@ -141,6 +145,11 @@ impl<D: GpuDriver> Client<D> {
             || self.queues.contains_key(&id)
             || self.syncobjs.contains_key(&id)
             || self.charges.contains_key(&id)
+    }
+
+    /// Whether any charge is still referenced (the record must outlive its device handle).
+    pub fn has_charges(&self) -> bool {
+        !self.charges.is_empty()
     }
 
     pub fn object_count(&self) -> u64 {

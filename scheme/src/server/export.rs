@@ -20,7 +20,7 @@ type R<T> = Result<T, SchemeError>;
 
 /// The object behind a derived handle, cloned for the importer.
 enum Shared<D: GpuDriver> {
-    Bo(D::Bo, u64),
+    Bo(D::Bo, u64, Option<super::client::ChargeRef>),
     Syncobj(D::Syncobj),
 }
 
@@ -54,7 +54,7 @@ impl<D: GpuDriver> GpuScheme<D> {
 
     fn shared(&self, id: usize, kind: ObjectKind) -> R<Shared<D>> {
         match (self.handle(id)?, kind) {
-            (Handle::Bo(d), ObjectKind::Bo) => Ok(Shared::Bo(d.object.clone(), d.size)),
+            (Handle::Bo(d), ObjectKind::Bo) => Ok(Shared::Bo(d.object.clone(), d.size, d.charge)),
             (Handle::Syncobj(d), ObjectKind::Syncobj) => Ok(Shared::Syncobj(d.object.clone())),
             (other, _) => Err(SchemeError::WrongHandleKind {
                 id,
@@ -92,24 +92,24 @@ impl<D: GpuDriver> GpuScheme<D> {
         let c = self.client_mut(client)?;
         c.check_object_limit(&limits)?;
         let id = c.fresh_id();
+        c.counters.imports += 1;
         match source {
-            // Imported BOs are charged to the exporter, who created them.
-            Shared::Bo(bo, size) => {
-                c.bos.insert(
-                    id,
-                    BoEntry {
-                        bo,
-                        size,
-                        private_to: None,
-                        charge: None,
-                    },
-                );
+            // An imported BO keeps its creator charged for as long as the importer holds it:
+            // memory is always paid for by the client that created it, and never by nobody.
+            Shared::Bo(bo, size, charge) => {
+                let entry = BoEntry {
+                    bo,
+                    size,
+                    private_to: None,
+                    charge,
+                };
+                c.bos.insert(id, entry);
+                self.charge_ref(charge);
             }
             Shared::Syncobj(s) => {
                 c.syncobjs.insert(id, s);
             }
         }
-        c.counters.imports += 1;
         Ok(Reply::NewId(id))
     }
 }

@@ -36,7 +36,7 @@ pub(crate) struct Derived<T> {
     /// The client that derived it (its charges and mapping counts).
     pub client: ClientId,
     /// The memory charge this handle keeps alive, if any.
-    pub charge: Option<u32>,
+    pub charge: Option<super::client::ChargeRef>,
     /// The export token; valid while this handle is open.
     pub token: Token,
     /// Size (BOs), for mmap range checks.

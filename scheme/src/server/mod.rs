@@ -163,9 +163,6 @@ impl<D: GpuDriver> GpuScheme<D> {
             ObjectKind::Bo => {
                 let entry = client.bo(crate::uapi::BoId(path.id))?;
                 let (object, size, charge) = (entry.bo.clone(), entry.size, entry.charge);
-                if let Some(key) = charge {
-                    client.charge_ref(key);
-                }
                 Handle::Bo(Derived::new(object, client_id, charge, token, size))
             }
             ObjectKind::Syncobj => {
@@ -174,9 +171,42 @@ impl<D: GpuDriver> GpuScheme<D> {
             }
         };
         client.handles += 1;
+        if let Handle::Bo(d) = &handle {
+            self.charge_ref(d.charge);
+        }
         let id = self.insert_handle(handle);
         self.exports.insert(token, id);
         Ok(id)
+    }
+
+    /// One more reference to a charge (possibly another client's).
+    pub(super) fn charge_ref(&mut self, charge: Option<client::ChargeRef>) {
+        if let Some((owner, key)) = charge {
+            if let Some(c) = self.clients.get_mut(&owner) {
+                c.charge_ref(key);
+            }
+        }
+    }
+
+    /// Drop a reference to a charge; the owner's record goes once nothing holds it any more.
+    pub(super) fn charge_unref(&mut self, charge: Option<client::ChargeRef>) {
+        if let Some((owner, key)) = charge {
+            if let Some(c) = self.clients.get_mut(&owner) {
+                c.charge_unref(key);
+            }
+            self.forget_if_done(owner);
+        }
+    }
+
+    /// Remove a client record whose device handle is closed and that nothing refers to.
+    fn forget_if_done(&mut self, client: ClientId) {
+        let done = self
+            .clients
+            .get(&client)
+            .is_some_and(|c| c.closed && c.handles == 0 && !c.has_charges());
+        if done {
+            self.clients.remove(&client);
+        }
     }
 
     fn close_handle(&mut self, id: usize) {
@@ -200,19 +230,20 @@ impl<D: GpuDriver> GpuScheme<D> {
         }
     }
 
-    fn close_derived(&mut self, client_id: ClientId, charge: Option<u32>, token: Token, maps: u64) {
+    fn close_derived(
+        &mut self,
+        client_id: ClientId,
+        charge: Option<client::ChargeRef>,
+        token: Token,
+        maps: u64,
+    ) {
         self.exports.remove(&token);
-        let Some(client) = self.clients.get_mut(&client_id) else {
-            return;
-        };
-        client.handles = client.handles.saturating_sub(1);
-        client.mappings = client.mappings.saturating_sub(maps);
-        if let Some(key) = charge {
-            client.charge_unref(key);
+        if let Some(client) = self.clients.get_mut(&client_id) {
+            client.handles = client.handles.saturating_sub(1);
+            client.mappings = client.mappings.saturating_sub(maps);
         }
-        if client.closed && client.handles == 0 {
-            self.clients.remove(&client_id);
-        }
+        self.charge_unref(charge);
+        self.forget_if_done(client_id);
     }
 
     /// Tear down everything a device handle owned: stop its GPU work first, then destroy its
@@ -230,16 +261,13 @@ impl<D: GpuDriver> GpuScheme<D> {
         for (_, vm) in std::mem::take(&mut client.vms) {
             let _ = self.driver.vm_destroy(&vm.vm);
         }
-        for (_, bo) in std::mem::take(&mut client.bos) {
-            if let Some(key) = bo.charge {
-                client.charge_unref(key);
-            }
-        }
+        let bos = std::mem::take(&mut client.bos);
         client.syncobjs.clear();
         client.closed = true;
-        if client.handles == 0 {
-            self.clients.remove(&client_id);
+        for (_, bo) in bos {
+            self.charge_unref(bo.charge);
         }
+        self.forget_if_done(client_id);
     }
 
     fn bo_handle_mut(
@@ -313,7 +341,13 @@ impl<D: GpuDriver> GpuScheme<D> {
 }
 
 impl<T> Derived<T> {
-    fn new(object: T, client: ClientId, charge: Option<u32>, token: Token, size: u64) -> Self {
+    fn new(
+        object: T,
+        client: ClientId,
+        charge: Option<client::ChargeRef>,
+        token: Token,
+        size: u64,
+    ) -> Self {
         Derived {
             object,
             client,
