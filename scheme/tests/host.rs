@@ -82,7 +82,8 @@ fn stats(h: &HostHandle) -> String {
 
 /// Wait until the server, which runs asynchronously, reports `line` on the root.
 fn eventually(root: &HostHandle, line: &str) {
-    for _ in 0..500 {
+    // Up to 10 s: generous for a loaded CI machine; normally a few milliseconds.
+    for _ in 0..5000 {
         if stats(root).contains(line) {
             return;
         }
