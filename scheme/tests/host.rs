@@ -301,3 +301,59 @@ fn oversized_payloads_are_refused_by_the_client() {
     // The connection is still usable.
     assert!(call(&dev, &Request::DeviceQuery).is_ok());
 }
+
+#[test]
+fn syncobj_handles_push_readiness_events() {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    use syscall::flag::EventFlags;
+    let server = Server::start();
+    let root = server.connect();
+    let dev = root.open("card0").unwrap();
+    let vm = VmId(
+        read_args::<VmCreateArgs>(&call(&dev, &Request::VmCreate(VmCreateFlags::empty())).unwrap())
+            .unwrap()
+            .vm_id,
+    );
+    let s = SyncobjId(
+        read_args::<SyncobjCreateArgs>(
+            &call(&dev, &Request::SyncobjCreate { signaled: false }).unwrap(),
+        )
+        .unwrap()
+        .syncobj_id,
+    );
+    let sh = dev.dup(&format!("syncobj/{}", s.0)).unwrap();
+    let sig = SyncSpec {
+        kind: SyncKind::Syncobj(s),
+        signal: true,
+    };
+    call(
+        &dev,
+        &Request::VmBind(VmBindRequest {
+            vm,
+            queue: None,
+            ops: vec![],
+            syncs: vec![sig],
+        }),
+    )
+    .unwrap();
+    assert_eq!(
+        sh.fevent(EventFlags::EVENT_READ).unwrap(),
+        EventFlags::empty()
+    );
+    assert_eq!(sh.take_events().unwrap(), EventFlags::empty());
+    server.driver.complete_all();
+    // The handle's fd becomes readable: a client can sleep in poll(2) on it.
+    let mut fds = [PollFd::new(&sh, PollFlags::IN)];
+    let ten_s = Timespec {
+        tv_sec: 10,
+        tv_nsec: 0,
+    };
+    assert_eq!(poll(&mut fds, Some(&ten_s)).unwrap(), 1);
+    assert_eq!(sh.take_events().unwrap(), EventFlags::EVENT_READ);
+    // Requests on the handle still work after an event.
+    assert!(call(&sh, &Request::ExportToken).is_ok());
+    assert_eq!(
+        sh.fevent(EventFlags::EVENT_READ).unwrap(),
+        EventFlags::EVENT_READ
+    );
+}

@@ -22,7 +22,7 @@ use syscall::flag::EventFlags;
 use thiserror::Error;
 use zerocopy::{FromBytes, IntoBytes};
 
-use super::frame::{kind, ReplyFrame, RequestFrame, MAX_FRAME_PAYLOAD, REPLY_SIZE};
+use super::frame::{kind, ReplyFrame, RequestFrame, EVENT_TAG, MAX_FRAME_PAYLOAD, REPLY_SIZE};
 use super::shm::SharedMapping;
 
 /// An error of a host-transport call.
@@ -55,6 +55,8 @@ pub struct HostHandle {
     tag: AtomicU32,
     /// One request in flight per handle: replies come back in order on the socket.
     lock: Mutex<()>,
+    /// Event bits received (unsolicited messages) and not yet taken.
+    events: AtomicU32,
 }
 
 /// A CPU mapping of a BO handle; unmapped (and reported to the server) on drop.
@@ -92,6 +94,7 @@ impl HostHandle {
             fd,
             tag: AtomicU32::new(1),
             lock: Mutex::new(()),
+            events: AtomicU32::new(0),
         }
     }
 
@@ -139,6 +142,31 @@ impl HostHandle {
         Ok(EventFlags::from_bits_retain(r))
     }
 
+    /// Take the event bits the server pushed since the last call (after subscribing with
+    /// `fevent`). The handle's fd turns readable when an event arrives, so it can be waited for
+    /// with poll(2); this reads the pending event messages without blocking.
+    pub fn take_events(&self) -> Result<EventFlags, HostError> {
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut buf = [0u8; REPLY_SIZE];
+        loop {
+            match recv(self.fd.as_fd(), &mut buf, RecvFlags::DONTWAIT) {
+                Ok((0, _)) => return Err(HostError::Io(rustix::io::Errno::PIPE)),
+                Ok((n, _)) => {
+                    let frame = ReplyFrame::read_from_prefix(buf.get(..n).unwrap_or_default());
+                    let (reply, _) = frame.map_err(|_| HostError::BadReply)?;
+                    if reply.tag != EVENT_TAG {
+                        return Err(HostError::BadReply);
+                    }
+                    self.events.fetch_or(reply.result as u32, Ordering::Relaxed);
+                }
+                Err(rustix::io::Errno::AGAIN) => break,
+                Err(e) => return Err(HostError::Io(e)),
+            }
+        }
+        let bits = self.events.swap(0, Ordering::Relaxed);
+        Ok(EventFlags::from_bits_retain(bits as usize))
+    }
+
     /// `mmap` of a BO handle: `len` bytes at `offset`, shared with every other mapping.
     pub fn mmap(&self, offset: u64, len: usize) -> Result<BoMapping<'_>, HostError> {
         let args = [offset, len as u64, 0, 0];
@@ -160,7 +188,10 @@ impl HostHandle {
         out_len: u32,
     ) -> Result<(usize, Vec<u8>, Option<OwnedFd>), HostError> {
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        let tag = self.tag.fetch_add(1, Ordering::Relaxed);
+        let tag = match self.tag.fetch_add(1, Ordering::Relaxed) {
+            EVENT_TAG => self.tag.fetch_add(1, Ordering::Relaxed),
+            t => t,
+        };
         // Larger payloads would be truncated by the socket; refuse them here with E2BIG.
         let payload_len = u32::try_from(payload.len())
             .ok()
@@ -181,7 +212,13 @@ impl HostHandle {
         )?;
         // Replies carry at most the payload back (CALL) or `out_len` bytes (READ).
         let room = payload.len().max(out_len as usize);
-        let (reply, out, fd) = recv_reply(self.fd.as_fd(), room)?;
+        let (reply, out, fd) = loop {
+            let (reply, out, fd) = recv_reply(self.fd.as_fd(), room)?;
+            if reply.tag != EVENT_TAG {
+                break (reply, out, fd);
+            }
+            self.events.fetch_or(reply.result as u32, Ordering::Relaxed);
+        };
         if reply.tag != tag {
             return Err(HostError::BadReply);
         }

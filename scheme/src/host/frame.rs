@@ -59,6 +59,12 @@ pub struct ReplyFrame {
     pub pad: u32,
 }
 
+/// The tag of an unsolicited event message: `result` holds the ready `EventFlags` bits. The
+/// server sends one on a connection whose handle the client subscribed with FEVENT when the
+/// handle becomes ready, so the connection's fd turns readable and can be waited for with
+/// poll(2). Clients never use tag 0 for requests.
+pub const EVENT_TAG: u32 = 0;
+
 /// Size of a request record.
 pub const REQUEST_SIZE: usize = size_of::<RequestFrame>();
 /// Size of a reply record.

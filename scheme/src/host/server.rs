@@ -21,7 +21,7 @@ use syscall::flag::{EventFlags, MapFlags, MunmapFlags};
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::client::{recv, send};
-use super::frame::{kind, ReplyFrame, RequestFrame, MAX_FRAME_PAYLOAD, REQUEST_SIZE};
+use super::frame::{kind, ReplyFrame, RequestFrame, EVENT_TAG, MAX_FRAME_PAYLOAD, REQUEST_SIZE};
 use super::HostMemory;
 use crate::dispatch::{dispatch, TransportOp};
 use crate::GpuScheme;
@@ -156,7 +156,24 @@ impl<D: HostMemory> HostServer<D> {
             }
         }
         self.retry_parked();
+        self.post_events();
         Ok(())
+    }
+
+    /// Send an event message for every handle that became ready (the host form of Redox's
+    /// `post_fevent`).
+    fn post_events(&mut self) {
+        for (handle, flags) in self.scheme.ready_events() {
+            let conns: Vec<u64> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.handle == handle)
+                .map(|(id, _)| *id)
+                .collect();
+            for conn in conns {
+                self.reply(conn, EVENT_TAG, flags.bits() as i64, &[], None);
+            }
+        }
     }
 
     fn accept(&mut self) {
