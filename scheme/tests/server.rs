@@ -849,3 +849,78 @@ fn stats_text() {
     assert_eq!(h.s.read(dev, &mut buf, 1 << 40, 0, &caller()).unwrap(), 0);
     assert!(!h.read(h.root).contains("client-"));
 }
+
+#[test]
+fn timeline_points_signal_wait_query_and_transfer() {
+    let mut h = Harness::new();
+    let dev = h.open();
+    let vm = h.vm(dev, VmCreateFlags::empty());
+    let t = h.syncobj(dev, false);
+    let b = h.syncobj(dev, false);
+    let pt = |s, point| SyncobjPoint { syncobj: s, point };
+    h.call(dev, &Request::SyncobjSignal(vec![pt(t, 5)]))
+        .unwrap();
+    let p = h.call(dev, &Request::SyncobjQuery(t)).unwrap();
+    assert_eq!(read_args::<SyncobjQueryArgs>(&p).unwrap().point, 5);
+    let wait = |point, flags| {
+        Request::SyncobjWait(SyncobjWaitRequest {
+            points: vec![pt(t, point)],
+            flags,
+            timeout: Timeout::Poll,
+        })
+    };
+    assert!(
+        h.call(dev, &wait(3, SyncobjWaitFlags::empty())).is_ok(),
+        "earlier point"
+    );
+    assert!(h.call(dev, &wait(5, SyncobjWaitFlags::empty())).is_ok());
+    assert_eq!(
+        h.err(dev, &wait(7, SyncobjWaitFlags::empty())),
+        EINVAL,
+        "not submitted"
+    );
+    assert_eq!(
+        h.err(dev, &wait(7, SyncobjWaitFlags::WAIT_FOR_SUBMIT)),
+        ETIME
+    );
+    // A bind may wait on a submitted point, not on an unsubmitted one.
+    let on = |point| SyncSpec {
+        kind: SyncKind::Timeline(t, point),
+        signal: false,
+    };
+    assert!(h.call(dev, &bind(vm, vec![], vec![on(5)])).is_ok());
+    assert_eq!(h.err(dev, &bind(vm, vec![], vec![on(9)])), EINVAL);
+    // Transfer point 5 into the binary syncobj.
+    let tr = |src, wait_for_submit| {
+        Request::SyncobjTransfer(SyncobjTransferRequest {
+            src: pt(t, src),
+            dst: pt(b, 0),
+            wait_for_submit,
+        })
+    };
+    assert_eq!(
+        h.err(dev, &tr(8, false)),
+        EINVAL,
+        "source point without fence"
+    );
+    h.call(dev, &tr(5, false)).unwrap();
+    assert!(h
+        .call(
+            dev,
+            &syncobj_wait(&[b], SyncobjWaitFlags::empty(), Timeout::Poll)
+        )
+        .is_ok());
+    assert_eq!(
+        h.err(
+            dev,
+            &Request::SyncobjSignal(vec![pt(t, 6), pt(SyncobjId(99), 1)])
+        ),
+        ENOENT
+    );
+    let p = h.call(dev, &Request::SyncobjQuery(t)).unwrap();
+    assert_eq!(
+        read_args::<SyncobjQueryArgs>(&p).unwrap().point,
+        5,
+        "nothing signalled by a failed call"
+    );
+}
