@@ -7,6 +7,7 @@
 
 mod gpuvm;
 mod report;
+mod scheme;
 mod sync;
 
 use report::Report;
@@ -31,6 +32,10 @@ fn groups() -> Vec<Group> {
         Group {
             name: "gpuvm",
             run: gpuvm::gpuvm,
+        },
+        Group {
+            name: "scheme",
+            run: scheme::scheme,
         },
     ]
 }

@@ -1,13 +1,24 @@
 //! The `gpu` scheme.
 //!
-//! Will own: the versioned uAPI request/reply types and their validating decoder, the path
-//! grammar (`card0`, derived handles), the mapping of driver errors to errno (the only place
-//! where that happens), the `SchemeSync` server generic over a driver trait, and the host
-//! transport that runs the same server on a Linux Unix socket.
-//!
-//! Today it only proves that redox-scheme 0.12 builds on the host.
+//! Owns: the versioned uAPI request/reply types and their validating decoder (`uapi`), the
+//! mapping of every error to errno (`errno`, the only place where that happens), the driver
+//! trait gpud implements (`driver`), the `SchemeSync` server generic over it (`server`), a
+//! fake driver for tests (`testing`), the dispatch of transport requests through
+//! redox-scheme's own decoder (`dispatch`), and the Linux host transport (`host`).
+//! `unsafe` is denied except in `dispatch` (SQE construction) and `host::shm` (mmap).
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
+
+pub mod dispatch;
+pub mod driver;
+pub mod errno;
+#[cfg(target_os = "linux")]
+pub mod host;
+pub mod server;
+pub mod testing;
+pub mod uapi;
+
+pub use server::{GpuScheme, Limits};
 
 /// The scheme name gpud registers.
 pub const SCHEME_NAME: &str = "gpu";
@@ -15,11 +26,3 @@ pub const SCHEME_NAME: &str = "gpu";
 /// The scheme crate's view of a request the kernel sends; re-exported so dependents use the
 /// same redox-scheme version.
 pub use redox_scheme::CallerCtx;
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn scheme_name_is_gpu() {
-        assert_eq!(super::SCHEME_NAME, "gpu");
-    }
-}

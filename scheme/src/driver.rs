@@ -1,0 +1,250 @@
+//! The driver trait: what the scheme server needs from a GPU driver.
+//!
+//! Owns: `GpuDriver`, the resolved (id-free) argument types it receives, and `DriverError`.
+//! The server validates and resolves client ids to driver objects before calling; the driver
+//! never sees a client-controlled id and never returns errno (the scheme maps `DriverError`).
+//! Must not: know about handles, clients' id namespaces, or wire layouts.
+//!
+//! Driver objects are cheap clonable references (e.g. `Arc`s): the scheme keeps clones in its
+//! per-client tables, and a BO or syncobj imported by another client is the same object.
+
+use syscall::flag::MapFlags;
+use thiserror::Error;
+
+use crate::uapi::flags::{EngineClass, VmCreateFlags, WaitOp};
+use crate::uapi::request::{BindOp, BoCreateRequest};
+
+/// Identifies one client (one device handle) to the driver, for accounting and teardown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClientId(pub u64);
+
+/// Static device facts the scheme reports in DEVICE_QUERY and uses for validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DeviceInfo {
+    /// Bits of GPU VA.
+    pub va_bits: u32,
+    /// Bit per engine class (`1 << class`).
+    pub engine_mask: u32,
+    /// Bit per supported page size.
+    pub page_sizes: u64,
+    /// System memory usable by the device, bytes.
+    pub sys_size: u64,
+    /// System memory free, bytes.
+    pub sys_free: u64,
+    /// VRAM size (0: none).
+    pub vram_size: u64,
+    /// VRAM free.
+    pub vram_free: u64,
+    /// Start of the VA range reserved in every VM.
+    pub reserved_va_start: u64,
+    /// Length of the reserved VA range.
+    pub reserved_va_len: u64,
+    /// Number of PAT indices.
+    pub pat_entries: u32,
+}
+
+/// What the driver tracks per client that the scheme's limits need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ClientUsage {
+    /// Binds and jobs submitted and not yet complete.
+    pub in_flight: u64,
+    /// GPU VA mappings (VMAs) across the client's VMs.
+    pub gpu_mappings: u64,
+}
+
+/// A resolved bind operation: the BO id replaced by the driver's BO.
+#[derive(Debug, Clone)]
+pub struct ResolvedBindOp<B> {
+    /// The validated op as sent (its `BoId` is informational only).
+    pub op: BindOp,
+    /// The BO for MAP / UNMAP_ALL.
+    pub bo: Option<B>,
+}
+
+/// A resolved sync entry.
+#[derive(Debug, Clone)]
+pub enum ResolvedSync<S> {
+    /// Wait for the syncobj's fence (point 0) or a timeline point before starting.
+    Wait(S, u64),
+    /// Signal the syncobj (point 0) or attach a timeline point when done.
+    Signal(S, u64),
+    /// Write `value` at GPU VA `addr` in the VM of the work when done.
+    UserFence {
+        /// GPU VA.
+        addr: u64,
+        /// Value.
+        value: u64,
+    },
+}
+
+/// State of a syncobj point, as seen without blocking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PointState {
+    /// A fence exists and has signalled.
+    Signaled,
+    /// A fence exists and has not signalled yet.
+    Pending,
+    /// No fence is attached to that point (yet).
+    NoFence,
+}
+
+/// Errors the driver reports; only the scheme turns them into errno.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DriverError {
+    /// An argument the driver rejects (EINVAL).
+    #[error("invalid argument: {0}")]
+    Invalid(&'static str),
+    /// A VM that was destroyed or banned (ENOENT).
+    #[error("VM is closed or banned")]
+    VmGone,
+    /// Still in use (EBUSY): unsignalled bind user fence, mirror range with GPU mappings, …
+    #[error("busy: {0}")]
+    Busy(&'static str),
+    /// Overcommit (ENOSPC).
+    #[error("no space: need {needed} bytes")]
+    NoSpace {
+        /// Bytes that could not be placed.
+        needed: u64,
+    },
+    /// Out of memory (ENOMEM).
+    #[error("out of memory")]
+    NoMemory,
+    /// Bad client memory (EFAULT).
+    #[error("bad address {addr:#x}")]
+    Fault {
+        /// The address.
+        addr: u64,
+    },
+    /// The combination is not supported (EOPNOTSUPP).
+    #[error("not supported: {0}")]
+    NotSupported(&'static str),
+    /// Interrupted; the client retries (EINTR).
+    #[error("interrupted")]
+    Interrupted,
+    /// Device error on the queue named in the call (EIO).
+    #[error("device error on the queue")]
+    DeviceError,
+    /// Queue or VM lost (reset / banned) (ECANCELED).
+    #[error("queue or VM lost")]
+    Canceled,
+    /// A long-running queue's ring is full (EWOULDBLOCK: the event loop parks and retries).
+    #[error("ring full")]
+    RingFull,
+    /// Waiting on a syncobj point with no fence (EINVAL).
+    #[error("no fence at point {point}")]
+    NoFence {
+        /// The point.
+        point: u64,
+    },
+}
+
+/// The driver the scheme serves. `gpud` implements it; `crate::testing::FakeDriver` is an
+/// in-memory implementation for tests.
+///
+/// Every method is non-blocking: waits are expressed as checks (`syncobj_state`,
+/// `user_fence_value`) and the server parks requests that are not satisfied yet.
+pub trait GpuDriver {
+    /// A VM.
+    type Vm: Clone;
+    /// A buffer object.
+    type Bo: Clone;
+    /// An exec or bind queue.
+    type Queue: Clone;
+    /// A syncobj.
+    type Syncobj: Clone;
+
+    /// Static facts and free memory.
+    fn device_info(&self) -> DeviceInfo;
+    /// Monotonic device clock, nanoseconds (timeouts are measured on it).
+    fn now_ns(&self) -> u64;
+    /// Per-client usage the scheme's limits need.
+    fn client_usage(&self, client: ClientId) -> ClientUsage;
+    /// Stop all GPU work of a client (its queues are idle or cancelled on return). Called first
+    /// when a client's device handle closes; the scheme then destroys the objects.
+    fn client_stop(&self, client: ClientId);
+    /// Extra `key: value` stats lines for a client (`None`: device-wide).
+    fn stats(&self, client: Option<ClientId>) -> Vec<(String, String)>;
+
+    /// VM_CREATE.
+    fn vm_create(&self, client: ClientId, flags: VmCreateFlags) -> Result<Self::Vm, DriverError>;
+    /// VM_DESTROY (also called on teardown).
+    fn vm_destroy(&self, vm: &Self::Vm) -> Result<(), DriverError>;
+    /// BO_CREATE; `vm` is set for VM-private BOs.
+    fn bo_create(
+        &self,
+        client: ClientId,
+        req: &BoCreateRequest,
+        vm: Option<&Self::Vm>,
+    ) -> Result<Self::Bo, DriverError>;
+    /// Size of a BO in bytes.
+    fn bo_size(&self, bo: &Self::Bo) -> u64;
+    /// Exec/bind queue creation.
+    fn queue_create(
+        &self,
+        client: ClientId,
+        vm: &Self::Vm,
+        class: EngineClass,
+    ) -> Result<Self::Queue, DriverError>;
+    /// Queue destruction (also called on teardown).
+    fn queue_destroy(&self, queue: &Self::Queue) -> Result<(), DriverError>;
+
+    /// VM_BIND, all or nothing.
+    fn vm_bind(
+        &self,
+        client: ClientId,
+        vm: &Self::Vm,
+        queue: Option<&Self::Queue>,
+        ops: Vec<ResolvedBindOp<Self::Bo>>,
+        syncs: Vec<ResolvedSync<Self::Syncobj>>,
+    ) -> Result<(), DriverError>;
+    /// EXEC.
+    fn exec(
+        &self,
+        client: ClientId,
+        queue: &Self::Queue,
+        batches: &[u64],
+        syncs: Vec<ResolvedSync<Self::Syncobj>>,
+    ) -> Result<(), DriverError>;
+    /// Read the 64-bit value at GPU VA `addr` of `vm` for WAIT_USER_FENCE. `queue` is the queue
+    /// named in the call: a reset queue yields `DeviceError`.
+    fn user_fence_value(
+        &self,
+        vm: &Self::Vm,
+        queue: Option<&Self::Queue>,
+        addr: u64,
+    ) -> Result<u64, DriverError>;
+
+    /// SYNCOBJ_CREATE.
+    fn syncobj_create(&self, signaled: bool) -> Result<Self::Syncobj, DriverError>;
+    /// State of a point (0: the binary fence).
+    fn syncobj_state(&self, s: &Self::Syncobj, point: u64) -> PointState;
+    /// Signal a point (0: replace the binary fence with a signalled one).
+    fn syncobj_signal(&self, s: &Self::Syncobj, point: u64) -> Result<(), DriverError>;
+    /// Last signalled timeline point (binary: 1 if signalled, else 0).
+    fn syncobj_query(&self, s: &Self::Syncobj) -> u64;
+    /// Move the fence at `src` to `dst`.
+    fn syncobj_transfer(
+        &self,
+        src: &Self::Syncobj,
+        src_point: u64,
+        dst: &Self::Syncobj,
+        dst_point: u64,
+    ) -> Result<(), DriverError>;
+
+    /// CPU mapping of a BO: returns a page-aligned address in the server's address space backing
+    /// `size` bytes at `offset` of the BO.
+    fn bo_mmap(
+        &self,
+        bo: &Self::Bo,
+        offset: u64,
+        size: usize,
+        flags: MapFlags,
+    ) -> Result<usize, DriverError>;
+    /// The client unmapped (part of) a BO mapping.
+    fn bo_munmap(&self, bo: &Self::Bo, offset: u64, size: usize) -> Result<(), DriverError>;
+}
+
+/// The wait comparison, re-exported for drivers that evaluate user fences themselves.
+pub fn user_fence_holds(op: WaitOp, current: u64, value: u64, mask: u64) -> bool {
+    op.holds(current, value, mask)
+}

@@ -1,0 +1,102 @@
+//! Text stats, in the style of DRM fdinfo / client usage stats: `key: value` lines.
+//!
+//! Owns: the text read from a handle. A device handle gives its client's stats followed by the
+//! device-wide stats; the root handle gives device-wide stats; a BO handle its size and
+//! mappings; a syncobj handle its last signalled point. Must not: change any state.
+
+use std::fmt::Write;
+
+use super::handles::Handle;
+use super::GpuScheme;
+use crate::driver::{ClientId, GpuDriver};
+use crate::errno::SchemeError;
+
+impl<D: GpuDriver> GpuScheme<D> {
+    pub(super) fn stats_text(&self, id: usize) -> Result<String, SchemeError> {
+        let mut out = String::new();
+        match self.handle(id)? {
+            Handle::Root => self.device_stats(&mut out),
+            Handle::Device { client, .. } => {
+                self.client_stats(*client, &mut out);
+                self.device_stats(&mut out);
+            }
+            Handle::Bo(d) => {
+                line(&mut out, "bo-size", d.size);
+                line(&mut out, "bo-cpu-mappings", d.mappings);
+            }
+            Handle::Syncobj(d) => line(
+                &mut out,
+                "syncobj-point",
+                self.driver.syncobj_query(&d.object),
+            ),
+        }
+        Ok(out)
+    }
+
+    fn client_stats(&self, client: ClientId, out: &mut String) {
+        line(out, "client-id", client.0);
+        if let Some(c) = self.clients.get(&client) {
+            line(out, "client-vms", c.vms.len());
+            line(out, "client-bos", c.bos.len());
+            line(out, "client-queues", c.queues.len());
+            line(out, "client-syncobjs", c.syncobjs.len());
+            line(out, "client-handles", c.handles);
+            line(
+                out,
+                "client-memory-vram",
+                format_args!("{} bytes", c.vram_bytes),
+            );
+            line(
+                out,
+                "client-memory-system",
+                format_args!("{} bytes", c.system_bytes),
+            );
+            line(out, "client-cpu-mappings", c.mappings);
+            line(out, "client-binds", c.counters.binds);
+            line(out, "client-execs", c.counters.execs);
+            line(out, "client-waits", c.counters.waits);
+            line(out, "client-imports", c.counters.imports);
+        }
+        let usage = self.driver.client_usage(client);
+        line(out, "client-in-flight", usage.in_flight);
+        line(out, "client-gpu-mappings", usage.gpu_mappings);
+        for (k, v) in self.driver.stats(Some(client)) {
+            line(out, &k, v);
+        }
+    }
+
+    fn device_stats(&self, out: &mut String) {
+        let info = self.driver.device_info();
+        line(out, "device-clients", self.clients.len());
+        line(out, "device-handles", self.handles.len());
+        line(out, "device-parked-waits", self.parked.len());
+        line(
+            out,
+            "device-memory-vram-total",
+            format_args!("{} bytes", info.vram_size),
+        );
+        line(
+            out,
+            "device-memory-vram-free",
+            format_args!("{} bytes", info.vram_free),
+        );
+        line(
+            out,
+            "device-memory-system-total",
+            format_args!("{} bytes", info.sys_size),
+        );
+        line(
+            out,
+            "device-memory-system-free",
+            format_args!("{} bytes", info.sys_free),
+        );
+        for (k, v) in self.driver.stats(None) {
+            line(out, &k, v);
+        }
+    }
+}
+
+fn line(out: &mut String, key: &str, value: impl std::fmt::Display) {
+    // Writing to a String cannot fail.
+    let _ = writeln!(out, "{key}: {value}");
+}

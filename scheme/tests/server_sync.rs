@@ -1,0 +1,253 @@
+//! Server tests of synchronisation against the fake driver: parked waits and timeouts, user
+//! fences, syncobj readiness events, timeline points.
+
+mod common;
+
+use common::*;
+use gpu_scheme::testing::caller;
+use gpu_scheme::uapi::flags::*;
+use gpu_scheme::uapi::wire::*;
+use gpu_scheme::uapi::*;
+use redox_scheme::scheme::SchemeSync;
+use syscall::error::*;
+use syscall::flag::EventFlags;
+
+#[test]
+fn blocking_waits_park_and_time_out() {
+    let mut h = Harness::new();
+    let dev = h.open();
+    let vm = h.vm(dev, VmCreateFlags::empty());
+    let s = h.syncobj(dev, false);
+    let none = SyncobjWaitFlags::empty();
+    assert_eq!(
+        h.err(dev, &syncobj_wait(&[s], none, Timeout::Poll)),
+        EINVAL,
+        "no fence"
+    );
+    assert_eq!(
+        h.err(
+            dev,
+            &syncobj_wait(&[s], SyncobjWaitFlags::WAIT_FOR_SUBMIT, Timeout::Poll)
+        ),
+        ETIME
+    );
+    h.call(dev, &bind(vm, vec![], vec![signal(s)])).unwrap();
+    let req = syncobj_wait(&[s], none, Timeout::Relative(100));
+    assert_eq!(h.err(dev, &req), EWOULDBLOCK);
+    assert_eq!(h.s.parked_count(), 1);
+    h.driver().advance(60);
+    assert_eq!(
+        h.err(dev, &req),
+        EWOULDBLOCK,
+        "retry keeps the first deadline"
+    );
+    h.driver().advance(60);
+    assert_eq!(h.err(dev, &req), ETIME);
+    assert_eq!(h.s.parked_count(), 0);
+    assert_eq!(h.err(dev, &req), EWOULDBLOCK);
+    h.driver().complete_all();
+    let p = h.call(dev, &req).unwrap();
+    assert_eq!(read_args::<SyncobjWaitArgs>(&p).unwrap().first_signaled, 0);
+    assert_eq!(h.s.parked_count(), 0);
+    // ANY vs ALL.
+    let t = h.syncobj(dev, true);
+    let u = h.syncobj(dev, false);
+    h.call(dev, &bind(vm, vec![], vec![signal(u)])).unwrap();
+    let p = h
+        .call(dev, &syncobj_wait(&[u, t], none, Timeout::Poll))
+        .unwrap();
+    assert_eq!(read_args::<SyncobjWaitArgs>(&p).unwrap().first_signaled, 1);
+    assert_eq!(
+        h.err(
+            dev,
+            &syncobj_wait(&[u, t], SyncobjWaitFlags::WAIT_ALL, Timeout::Poll)
+        ),
+        ETIME
+    );
+    // Cancellation forgets the parked request.
+    assert_eq!(
+        h.err(dev, &syncobj_wait(&[u], none, Timeout::Forever)),
+        EWOULDBLOCK
+    );
+    h.s.cancel(caller().id);
+    assert_eq!(h.s.parked_count(), 0);
+}
+
+#[test]
+fn user_fence_waits() {
+    let mut h = Harness::new();
+    let dev = h.open();
+    let vm = h.vm(dev, VmCreateFlags::LR_MODE);
+    let q = h.queue(dev, vm, EngineClass::Compute);
+    let bo = h.bo(dev, 0x1000, None);
+    let fence = SyncSpec {
+        kind: SyncKind::UserFence {
+            addr: 0x10000,
+            value: 7,
+        },
+        signal: true,
+    };
+    h.call(dev, &bind(vm, vec![map(bo, 0x10000, 0x1000)], vec![fence]))
+        .unwrap();
+    let wait = |op, queue, timeout| {
+        Request::WaitUserFence(WaitUserFenceRequest {
+            vm,
+            queue,
+            addr: 0x10000,
+            op,
+            value: 7,
+            mask: !0,
+            timeout,
+        })
+    };
+    assert_eq!(
+        h.err(dev, &wait(WaitOp::Eq, None, Timeout::Absolute(10))),
+        EWOULDBLOCK
+    );
+    h.driver().complete_all();
+    assert!(h
+        .call(dev, &wait(WaitOp::Eq, None, Timeout::Absolute(10)))
+        .is_ok());
+    assert!(h.call(dev, &wait(WaitOp::Gte, None, Timeout::Poll)).is_ok());
+    assert_eq!(h.err(dev, &wait(WaitOp::Gt, None, Timeout::Poll)), ETIME);
+    assert_eq!(
+        h.err(dev, &wait(WaitOp::Eq, Some(QueueId(99)), Timeout::Poll)),
+        ENOENT
+    );
+    let other = Request::WaitUserFence(WaitUserFenceRequest {
+        vm: VmId(99),
+        queue: None,
+        addr: 0,
+        op: WaitOp::Eq,
+        value: 0,
+        mask: 0,
+        timeout: Timeout::Poll,
+    });
+    assert_eq!(h.err(dev, &other), ENOENT);
+    assert!(h
+        .call(dev, &wait(WaitOp::Eq, Some(q), Timeout::Poll))
+        .is_ok());
+}
+
+#[test]
+fn user_fence_wait_on_reset_queue_is_eio() {
+    let mut h = Harness::new();
+    let dev = h.open();
+    let vm = h.vm(dev, VmCreateFlags::LR_MODE);
+    let q = h.queue(dev, vm, EngineClass::Compute);
+    // The fake numbers objects in creation order: VM 1, queue 2.
+    h.driver().reset_queue(&gpu_scheme::testing::FakeQueue(2));
+    let req = Request::WaitUserFence(WaitUserFenceRequest {
+        vm,
+        queue: Some(q),
+        addr: 0,
+        op: WaitOp::Eq,
+        value: 1,
+        mask: !0,
+        timeout: Timeout::Forever,
+    });
+    assert_eq!(h.err(dev, &req), EIO);
+}
+
+#[test]
+fn syncobj_handles_are_pollable() {
+    let mut h = Harness::new();
+    let dev = h.open();
+    let vm = h.vm(dev, VmCreateFlags::empty());
+    let s = h.syncobj(dev, false);
+    let sh = h.dup(dev, &format!("syncobj/{}", s.0)).unwrap();
+    h.call(dev, &bind(vm, vec![], vec![signal(s)])).unwrap();
+    assert_eq!(
+        h.s.fevent(sh, EventFlags::EVENT_READ, &caller()).unwrap(),
+        EventFlags::empty()
+    );
+    assert!(h.s.ready_events().is_empty());
+    h.driver().complete_all();
+    assert_eq!(h.s.ready_events(), vec![(sh, EventFlags::EVENT_READ)]);
+    assert!(h.s.ready_events().is_empty(), "edge-triggered");
+    assert_eq!(
+        h.s.fevent(sh, EventFlags::EVENT_READ, &caller()).unwrap(),
+        EventFlags::EVENT_READ
+    );
+    assert_eq!(
+        h.s.fevent(9999, EventFlags::EVENT_READ, &caller())
+            .unwrap_err()
+            .errno,
+        EBADF
+    );
+}
+
+#[test]
+fn timeline_points_signal_wait_query_and_transfer() {
+    let mut h = Harness::new();
+    let dev = h.open();
+    let vm = h.vm(dev, VmCreateFlags::empty());
+    let t = h.syncobj(dev, false);
+    let b = h.syncobj(dev, false);
+    let pt = |s, point| SyncobjPoint { syncobj: s, point };
+    h.call(dev, &Request::SyncobjSignal(vec![pt(t, 5)]))
+        .unwrap();
+    let p = h.call(dev, &Request::SyncobjQuery(t)).unwrap();
+    assert_eq!(read_args::<SyncobjQueryArgs>(&p).unwrap().point, 5);
+    let wait = |point, flags| {
+        Request::SyncobjWait(SyncobjWaitRequest {
+            points: vec![pt(t, point)],
+            flags,
+            timeout: Timeout::Poll,
+        })
+    };
+    assert!(
+        h.call(dev, &wait(3, SyncobjWaitFlags::empty())).is_ok(),
+        "earlier point"
+    );
+    assert!(h.call(dev, &wait(5, SyncobjWaitFlags::empty())).is_ok());
+    assert_eq!(
+        h.err(dev, &wait(7, SyncobjWaitFlags::empty())),
+        EINVAL,
+        "not submitted"
+    );
+    assert_eq!(
+        h.err(dev, &wait(7, SyncobjWaitFlags::WAIT_FOR_SUBMIT)),
+        ETIME
+    );
+    // A bind may wait on a submitted point, not on an unsubmitted one.
+    let on = |point| SyncSpec {
+        kind: SyncKind::Timeline(t, point),
+        signal: false,
+    };
+    assert!(h.call(dev, &bind(vm, vec![], vec![on(5)])).is_ok());
+    assert_eq!(h.err(dev, &bind(vm, vec![], vec![on(9)])), EINVAL);
+    // Transfer point 5 into the binary syncobj.
+    let tr = |src, wait_for_submit| {
+        Request::SyncobjTransfer(SyncobjTransferRequest {
+            src: pt(t, src),
+            dst: pt(b, 0),
+            wait_for_submit,
+        })
+    };
+    assert_eq!(
+        h.err(dev, &tr(8, false)),
+        EINVAL,
+        "source point without fence"
+    );
+    h.call(dev, &tr(5, false)).unwrap();
+    assert!(h
+        .call(
+            dev,
+            &syncobj_wait(&[b], SyncobjWaitFlags::empty(), Timeout::Poll)
+        )
+        .is_ok());
+    assert_eq!(
+        h.err(
+            dev,
+            &Request::SyncobjSignal(vec![pt(t, 6), pt(SyncobjId(99), 1)])
+        ),
+        ENOENT
+    );
+    let p = h.call(dev, &Request::SyncobjQuery(t)).unwrap();
+    assert_eq!(
+        read_args::<SyncobjQueryArgs>(&p).unwrap().point,
+        5,
+        "nothing signalled by a failed call"
+    );
+}
