@@ -11,6 +11,7 @@
 //!   user fences, the lock-order checker.
 //! - [`vm`]: the GPU VA-space manager (split/merge planner, vm_bo bookkeeping).
 
+pub mod demo;
 pub mod hw;
 pub mod sync;
 pub mod types;

@@ -1,0 +1,3 @@
+//! The `gpud demo` command (stub until the demo steps are written).
+
+pub mod pagetable;
