@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod report;
+mod simgpu;
 
 use report::Report;
 use std::process::ExitCode;
@@ -17,10 +18,16 @@ struct Group {
 }
 
 fn groups() -> Vec<Group> {
-    vec![Group {
-        name: "selftest",
-        run: report::selftest,
-    }]
+    vec![
+        Group {
+            name: "selftest",
+            run: report::selftest,
+        },
+        Group {
+            name: "simgpu",
+            run: simgpu::simgpu,
+        },
+    ]
 }
 
 fn main() -> ExitCode {
