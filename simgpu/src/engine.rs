@@ -26,6 +26,8 @@ pub const ENGINE_COMPUTE: usize = 1;
 const MAX_RING: u32 = 16 << 20;
 /// Bytes moved per internal transfer window of COPY/FILL/VECTOR_ADD.
 const WINDOW: u64 = 64 << 10;
+/// Largest COPY/FILL length: bounds the translation work of one command.
+const MAX_TRANSFER: u64 = 1 << 32;
 /// Largest VECTOR_ADD element count.
 const MAX_VECTOR: u32 = 1 << 24;
 
@@ -273,8 +275,9 @@ impl Device {
         let base = q.ring_base();
         let read = |i: u32| {
             let off = (q.head + i * 4) & q.size.wrapping_sub(1);
-            mem.load_u32(base + u64::from(off))
-                .map_err(|_| Outcome::Error(ErrorReason::Dma))
+            base.checked_add(u64::from(off))
+                .and_then(|addr| mem.load_u32(addr).ok())
+                .ok_or(Outcome::Error(ErrorReason::Dma))
         };
         let hdr = read(0)?;
         let len = cmd::parse_header(hdr).map_or(1, |(_, len)| len);
@@ -286,12 +289,13 @@ impl Device {
 
     /// Reads the next whole command of a batch through the MMU.
     fn fetch_batch(&mut self, ctx: u32, b: Batch) -> Result<Option<Vec<u32>>, Outcome> {
-        let va = b.va + u64::from(b.pos) * 4;
+        // A wrapped VA is beyond 48 bits and faults in the MMU.
+        let va = b.va.wrapping_add(u64::from(b.pos) * 4);
         let mut hdr = [0u8; 4];
         self.read_va(ctx, va, &mut hdr, Access::Fetch)?;
         let hdr = u32::from_le_bytes(hdr);
         let len = cmd::parse_header(hdr).map_or(1, |(_, len)| len);
-        if b.pos + len > b.len {
+        if u64::from(b.pos) + u64::from(len) > u64::from(b.len) {
             return Err(Outcome::Error(ErrorReason::IllegalCommand));
         }
         let mut bytes = vec![0u8; len as usize * 4];
@@ -502,6 +506,9 @@ impl Device {
     }
 
     fn copy(&mut self, ctx: u32, src: u64, dst: u64, len: u64) -> Result<Outcome, AccessError> {
+        if len > MAX_TRANSFER {
+            return Ok(Outcome::Error(ErrorReason::IllegalCommand));
+        }
         let from = self.translate_range(ctx, src, len, Access::Read)?;
         let to = self.translate_range(ctx, dst, len, Access::Write)?;
         let mut buf = vec![0u8; WINDOW.min(len) as usize];
@@ -518,6 +525,9 @@ impl Device {
     }
 
     fn fill(&mut self, ctx: u32, dst: u64, len: u64, pattern: u32) -> Result<Outcome, AccessError> {
+        if len > MAX_TRANSFER {
+            return Ok(Outcome::Error(ErrorReason::IllegalCommand));
+        }
         let to = self.translate_range(ctx, dst, len, Access::Write)?;
         let pat = pattern.to_le_bytes();
         let mut off = 0;
@@ -676,7 +686,8 @@ impl Device {
     pub(crate) fn inject_hang(&mut self, engine: usize, queue: usize) {
         let per = self.cfg.queues_per_engine as usize;
         if queue < per {
-            if let Some(q) = self.queues.get_mut(engine * per + queue) {
+            let index = engine.checked_mul(per).and_then(|i| i.checked_add(queue));
+            if let Some(q) = index.and_then(|i| self.queues.get_mut(i)) {
                 q.hang_next = true;
             }
         }

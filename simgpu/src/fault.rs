@@ -124,8 +124,10 @@ impl FaultQueue {
             let Some(record) = self.pending.front() else {
                 break;
             };
-            let addr = base + u64::from(self.tail) * RECORD_SIZE;
-            if mems.at(location).write(addr, &record.encode()).is_err() {
+            let addr = base.checked_add(u64::from(self.tail) * RECORD_SIZE);
+            let written =
+                addr.is_some_and(|a| mems.at(location).write(a, &record.encode()).is_ok());
+            if !written {
                 // The driver gave a bad queue address: drop the record rather than loop.
                 self.pending.pop_front();
                 continue;
