@@ -6,11 +6,12 @@
 //! raised vectors are queued in [`Device::take_vectors`] and the caller delivers them after
 //! releasing the device lock, so a sink may call back into the device.
 
-use crate::engine::{Queue, QueueState, ENGINES};
+use crate::engine::ENGINES;
 use crate::fault::{FaultQueue, FaultRecord};
 use crate::mem::{Location, PhysMemory};
 use crate::mmu::{Memories, Mmu, PtRoot};
 use crate::pci::ConfigSpace;
+use crate::queue::{Queue, QueueState};
 use crate::regs::{self, counter, ctx_ctrl, ctx_status, irq, ErrorReason};
 use std::collections::VecDeque;
 use std::sync::Arc;

@@ -1,8 +1,7 @@
-//! The engines: hardware queues (rings + doorbells), round-robin scheduling, and command
-//! execution over the MMU.
+//! The engines: round-robin scheduling of hardware queues and command execution over the MMU.
 //!
-//! Owns: queue registers and state, command fetch from rings (physical) and batches (GPU
-//! VA), and what each command does. Must not: deliver interrupts or write fault records
+//! Owns: round-robin scheduling of an engine's queues, command fetch from rings (physical)
+//! and batches (GPU VA), and what each command does. Must not: deliver interrupts or write fault records
 //! itself; it asks the device (`raise`, `report_fault`, `ctx_error`).
 //!
 //! A command is atomic: every address it touches is translated before any byte moves, so a
@@ -13,7 +12,8 @@ use crate::device::Device;
 use crate::fault::FaultRecord;
 use crate::mem::{Location, MemError};
 use crate::mmu::{Access, Memories, MmuFault};
-use crate::regs::{self, ctx_ctrl, irq, q_status, ErrorReason};
+use crate::queue::{Batch, Queue, QueueState};
+use crate::regs::{ctx_ctrl, irq, ErrorReason};
 
 /// Number of engines.
 pub const ENGINES: usize = 2;
@@ -22,93 +22,12 @@ pub const ENGINE_COPY: usize = 0;
 /// The compute engine.
 pub const ENGINE_COMPUTE: usize = 1;
 
-/// Largest ring in bytes.
-const MAX_RING: u32 = 16 << 20;
 /// Bytes moved per internal transfer window of COPY/FILL/VECTOR_ADD.
 const WINDOW: u64 = 64 << 10;
 /// Largest COPY/FILL length: bounds the translation work of one command.
 const MAX_TRANSFER: u64 = 1 << 32;
 /// Largest VECTOR_ADD element count.
 const MAX_VECTOR: u32 = 1 << 24;
-
-/// Scheduling state of a queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum QueueState {
-    /// Runs when it has work.
-    #[default]
-    Ready,
-    /// Stalled on a recoverable fault until the driver replies.
-    Faulted,
-    /// Hung until an engine reset.
-    Hung,
-}
-
-/// A batch being executed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Batch {
-    va: u64,
-    pos: u32,
-    len: u32,
-}
-
-/// One hardware queue.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Queue {
-    pub ring_lo: u32,
-    pub ring_hi: u32,
-    pub size: u32,
-    pub head: u32,
-    pub tail: u32,
-    pub ctx: u32,
-    pub enabled: bool,
-    pub state: QueueState,
-    pub batch: Option<Batch>,
-    pub hang_next: bool,
-    pub sem_wait: bool,
-    pub user_data: u32,
-    pub bad_ring: bool,
-}
-
-impl Queue {
-    /// Engine reset: stop, drop in-flight work.
-    pub fn reset(&mut self) {
-        self.enabled = false;
-        self.state = QueueState::Ready;
-        self.batch = None;
-        self.hang_next = false;
-        self.sem_wait = false;
-    }
-
-    fn ring_ok(&self) -> bool {
-        self.size.is_power_of_two()
-            && (64..=MAX_RING).contains(&self.size)
-            && self.head < self.size
-            && self.tail < self.size
-            && self.head % 4 == 0
-            && self.tail % 4 == 0
-    }
-
-    fn has_work(&self) -> bool {
-        self.batch.is_some() || self.head != self.tail
-    }
-
-    fn ring_location(&self) -> Location {
-        if self.ring_lo & 1 != 0 {
-            Location::Vram
-        } else {
-            Location::System
-        }
-    }
-
-    fn ring_base(&self) -> u64 {
-        (u64::from(self.ring_hi) << 32) | u64::from(self.ring_lo & !0xFFF)
-    }
-
-    /// Dwords available between head and tail.
-    fn available(&self) -> u32 {
-        (self.tail.wrapping_sub(self.head) & self.size.wrapping_sub(1)) / 4
-    }
-}
 
 /// What executing one command did.
 enum Outcome {
@@ -303,6 +222,7 @@ impl Device {
         Ok(Some(
             bytes
                 .chunks_exact(4)
+                // PANIC: chunks_exact(4) yields slices of exactly 4 bytes.
                 .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect(),
         ))
@@ -534,6 +454,7 @@ impl Device {
         while off < len {
             let n = WINDOW.min(len - off) as usize;
             // The pattern is anchored at `dst`: byte k of the fill is pat[k % 4].
+            // PANIC: the index is taken modulo the 4-byte pattern length.
             let window: Vec<u8> = (0..n).map(|k| pat[((off as usize) + k) % 4]).collect();
             self.scatter(&to, off, &window)?;
             off += n as u64;
@@ -605,6 +526,7 @@ impl Device {
             self.gather(&ta, off, &mut x)?;
             self.gather(&tb, off, &mut y)?;
             for (xs, ys) in x.chunks_exact_mut(4).zip(y.chunks_exact(4)) {
+                // PANIC: chunks_exact(4) yields slices of exactly 4 bytes.
                 let sum = u32::from_le_bytes([xs[0], xs[1], xs[2], xs[3]])
                     .wrapping_add(u32::from_le_bytes([ys[0], ys[1], ys[2], ys[3]]));
                 xs.copy_from_slice(&sum.to_le_bytes());
@@ -613,83 +535,5 @@ impl Device {
             off += n as u64;
         }
         Ok(Outcome::Retired)
-    }
-
-    /// Reads a queue register.
-    pub(crate) fn read_queue_reg(&self, o: u32) -> u32 {
-        let rel = o - regs::QUEUE_BASE;
-        let Some(q) = self.queues.get((rel / regs::QUEUE_STRIDE) as usize) else {
-            return 0;
-        };
-        let ctx_error = self
-            .contexts
-            .get(q.ctx as usize)
-            .is_none_or(|c| c.error.is_some());
-        match rel % regs::QUEUE_STRIDE {
-            regs::Q_RING_BASE_LO => q.ring_lo,
-            regs::Q_RING_BASE_HI => q.ring_hi,
-            regs::Q_RING_SIZE => q.size,
-            regs::Q_HEAD => q.head,
-            regs::Q_TAIL => q.tail,
-            regs::Q_CTX => q.ctx,
-            regs::Q_CTRL => u32::from(q.enabled),
-            regs::Q_USER_DATA => q.user_data,
-            regs::Q_STATUS => {
-                let mut s = 0;
-                s |= if q.has_work() { q_status::BUSY } else { 0 };
-                s |= if q.state == QueueState::Faulted {
-                    q_status::FAULTED
-                } else {
-                    0
-                };
-                s |= if ctx_error || q.bad_ring {
-                    q_status::ERROR
-                } else {
-                    0
-                };
-                s |= if q.state == QueueState::Hung {
-                    q_status::HUNG
-                } else {
-                    0
-                };
-                s | if q.sem_wait { q_status::SEM_WAIT } else { 0 }
-            }
-            _ => 0,
-        }
-    }
-
-    /// Writes a queue register. Base, size and head are only writable while disabled.
-    pub(crate) fn write_queue_reg(&mut self, o: u32, value: u32) {
-        let rel = o - regs::QUEUE_BASE;
-        let Some(q) = self.queues.get_mut((rel / regs::QUEUE_STRIDE) as usize) else {
-            return;
-        };
-        let idle = !q.enabled;
-        match rel % regs::QUEUE_STRIDE {
-            regs::Q_RING_BASE_LO if idle => q.ring_lo = value & !0xFFE,
-            regs::Q_RING_BASE_HI if idle => q.ring_hi = value,
-            regs::Q_RING_SIZE if idle => q.size = value,
-            regs::Q_HEAD if idle => q.head = value,
-            regs::Q_TAIL => q.tail = value,
-            regs::Q_CTX if idle => q.ctx = value,
-            regs::Q_CTRL => {
-                q.enabled = value & 1 != 0;
-                if q.enabled {
-                    q.bad_ring = !q.ring_ok();
-                }
-            }
-            _ => {} // doorbell and read-only registers: the write itself wakes the device
-        }
-    }
-
-    /// Test hook: the next command queue `queue` of `engine` starts never completes.
-    pub(crate) fn inject_hang(&mut self, engine: usize, queue: usize) {
-        let per = self.cfg.queues_per_engine as usize;
-        if queue < per {
-            let index = engine.checked_mul(per).and_then(|i| i.checked_add(queue));
-            if let Some(q) = index.and_then(|i| self.queues.get_mut(i)) {
-                q.hang_next = true;
-            }
-        }
     }
 }

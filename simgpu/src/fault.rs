@@ -61,6 +61,7 @@ impl FaultRecord {
             | if self.fatal { INFO_FATAL } else { 0 }
             | INFO_VALID;
         let mut out = [0u8; RECORD_SIZE as usize];
+        // PANIC: constant ranges inside the 16-byte record.
         out[0..8].copy_from_slice(&self.va.to_le_bytes());
         out[8..12].copy_from_slice(&info.to_le_bytes());
         out

@@ -2,7 +2,7 @@
 //!
 //! Owns the device model: PCI config space ([`pci`]), the BAR0 register map ([`regs`]),
 //! physical memory ([`mem`]), the MMU and TLB ([`mmu`], [`pte`]), the command set ([`cmd`]),
-//! engines with rings ([`engine`]), the fault queue ([`fault`]), the device state machine
+//! engines ([`engine`]) fed by hardware queues ([`queue`]), the fault queue ([`fault`]), the device state machine
 //! ([`device`]) and the handle a platform holds ([`SimGpu`]). It never depends on gpud: a
 //! driver reaches it only through registers, memory and interrupts. The programming model is
 //! documented in `docs/simgpu.md`.
@@ -18,6 +18,7 @@ pub mod mem;
 pub mod mmu;
 pub mod pci;
 pub mod pte;
+pub mod queue;
 pub mod regs;
 pub mod testkit;
 

@@ -167,11 +167,13 @@ impl PhysMemory for HeapMemory {
             let word = self.word(a)?;
             if n == 8 {
                 let mut bytes = [0u8; 8];
+                // PANIC: n == 8 and i + n <= data.len() by the loop bounds.
                 bytes.copy_from_slice(&data[i..i + 8]);
                 word.store(u64::from_le_bytes(bytes), Ordering::Release);
             } else {
                 let mut mask = 0u64;
                 let mut bits = 0u64;
+                // PANIC: n <= data.len() - i by construction.
                 for (k, byte) in data[i..i + n].iter().enumerate() {
                     let shift = (offset + k) * 8;
                     mask |= 0xFFu64 << shift;

@@ -46,6 +46,7 @@ impl ConfigSpace {
     /// The config space of a device with `vram_size` bytes of VRAM (a power of two) and
     /// `vectors` MSI-X vectors.
     pub fn new(vram_size: u64, vectors: u16) -> Self {
+        // PANIC: all offsets below are constants inside the 256-byte space.
         let mut s = Self {
             bytes: [0; CONFIG_SIZE],
             bar_sizes: [regs::BAR0_SIZE, vram_size],
@@ -81,6 +82,7 @@ impl ConfigSpace {
     pub fn read32(&self, offset: u16) -> u32 {
         let o = usize::from(offset & !3);
         match self.bytes.get(o..o + 4) {
+            // PANIC: `get(o..o + 4)` returned exactly 4 bytes.
             Some(b) => u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
             None => u32::MAX,
         }
@@ -96,6 +98,7 @@ impl ConfigSpace {
             0x10 | 0x14 => self.write_bar(0, o - 0x10, value),
             0x18 | 0x1C => self.write_bar(1, o - 0x18, value),
             _ if o == msix_ctrl => {
+                // PANIC: `o` is the MSI-X capability offset, a constant inside the space.
                 let ctrl = u16::from_le_bytes([self.bytes[o + 2], self.bytes[o + 3]]);
                 let keep = ctrl & 0x07FF;
                 self.put16(o + 2, keep | ((value >> 16) as u16 & 0xC000));
@@ -141,10 +144,12 @@ impl ConfigSpace {
     }
 
     fn put16(&mut self, o: usize, v: u16) {
+        // PANIC: callers pass constant offsets inside the 256-byte space.
         self.bytes[o..o + 2].copy_from_slice(&v.to_le_bytes());
     }
 
     fn put32(&mut self, o: usize, v: u32) {
+        // PANIC: callers pass constant offsets inside the 256-byte space.
         self.bytes[o..o + 4].copy_from_slice(&v.to_le_bytes());
     }
 }

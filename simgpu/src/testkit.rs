@@ -5,6 +5,9 @@
 //! through registers and memory only, like a driver would. Must not: be used by gpud, whose
 //! hardware layer has its own register and PTE declarations (that independence is what lets
 //! tests catch a disagreement between driver and device).
+//!
+//! PANIC: every `expect`/`assert!` here is a test failure by design (misused rig, exhausted
+//! test memory); no device or client data reaches them.
 
 use crate::device::Config;
 use crate::gpu::{InterruptSink, SimGpu};

@@ -88,6 +88,7 @@ pub fn run(out: &mut dyn Write) -> Result<(), DemoError> {
     let cs = host.gpu.config_space();
     let info = host.hw.info();
     writeln!(out, "[1] brought up simgpu {:04x}:{:04x} class {:02x}{:02x}: {} contexts, {} queues/engine, {}-bit VA, {} MiB VRAM",
+        // PANIC: constant offsets inside the 256-byte config space array.
         u16::from_le_bytes([cs[0], cs[1]]), u16::from_le_bytes([cs[2], cs[3]]), cs[0x0B], cs[0x0A],
         info.contexts, info.queues_per_engine, info.va_bits, info.vram_size >> 20)?;
     let bufs = map_memory(&host, out)?;
