@@ -8,6 +8,7 @@
 mod gpuvm;
 mod report;
 mod scheme;
+mod simgpu;
 mod sync;
 
 use report::Report;
@@ -36,6 +37,10 @@ fn groups() -> Vec<Group> {
         Group {
             name: "scheme",
             run: scheme::scheme,
+        },
+        Group {
+            name: "simgpu",
+            run: simgpu::simgpu,
         },
     ]
 }

@@ -13,6 +13,7 @@
 //! - [`mem`]: VRAM buddy allocator (buffer objects and eviction come later).
 //! - [`platform`]: launch as a Redox pcid driver (startup, event loop, syscall seams).
 
+pub mod demo;
 pub mod hw;
 pub mod mem;
 pub mod platform;

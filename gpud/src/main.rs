@@ -8,10 +8,16 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("demo") => {
-            println!("gpud demo: the simulated GPU is not wired up yet");
-            ExitCode::SUCCESS
-        }
+        Some("demo") => match gpud::demo::run(&mut std::io::stdout()) {
+            Ok(()) => {
+                println!("gpud demo: ok");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("gpud demo: failed: {e}");
+                ExitCode::FAILURE
+            }
+        },
         _ => {
             eprintln!("usage: gpud demo | gpud serve");
             ExitCode::from(2)

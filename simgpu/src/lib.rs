@@ -1,8 +1,28 @@
-//! simgpu: the simulated GPU.
+//! simgpu: a register-level simulated PCI GPU.
 //!
-//! Will own: a PCI device model (config space, BAR0 registers, BAR2 VRAM aperture, MSI-X),
-//! a physical-memory model for system memory (DMA only), VRAM, a 4-level MMU with a TLB that
-//! keeps stale translations until invalidated, copy and compute engines fed by rings, faults,
-//! hang injection and reset, interrupts, and counters. It never depends on gpud.
+//! Owns the device model: PCI config space ([`pci`]), the BAR0 register map ([`regs`]),
+//! physical memory ([`mem`]), the MMU and TLB ([`mmu`], [`pte`]), the command set ([`cmd`]),
+//! engines ([`engine`]) fed by hardware queues ([`queue`]), the fault queue ([`fault`]), the device state machine
+//! ([`device`]) and the handle a platform holds ([`SimGpu`]). It never depends on gpud: a
+//! driver reaches it only through registers, memory and interrupts. The programming model is
+//! documented in `docs/simgpu.md`.
 
 #![forbid(unsafe_code)]
+
+pub mod cmd;
+pub mod device;
+pub mod engine;
+pub mod fault;
+pub mod gpu;
+pub mod mem;
+pub mod mmu;
+pub mod pci;
+pub mod pte;
+pub mod queue;
+pub mod regs;
+pub mod testkit;
+
+pub use device::{Config, Counters};
+pub use engine::{ENGINES, ENGINE_COMPUTE, ENGINE_COPY};
+pub use gpu::{InterruptSink, SimGpu};
+pub use mem::{HeapMemory, Location, MemError, PhysMemory};
