@@ -319,8 +319,10 @@ fn waits_time_out_on_the_injected_clock() {
     let h = host();
     let clock = Arc::new(FakeClock::new());
     let c2 = clock.clone();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let d2 = done.clone();
     let mover = std::thread::spawn(move || {
-        for _ in 0..1000 {
+        while !d2.load(std::sync::atomic::Ordering::Acquire) {
             c2.advance(Duration::from_secs(1));
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -334,10 +336,11 @@ fn waits_time_out_on_the_injected_clock() {
         "never",
         || false,
     );
+    done.store(true, std::sync::atomic::Ordering::Release);
+    mover.join().unwrap();
     assert!(
         matches!(r, Err(HwError::Timeout { what: "never", waited }) if waited >= Duration::from_secs(30))
     );
-    mover.join().unwrap();
 }
 
 #[test]
