@@ -398,3 +398,42 @@ fn stress_concurrent_queues_share_one_device() {
     assert_eq!(dma.read_u64(shared.addr).unwrap(), 4 * ROUNDS * ADDS);
     assert_eq!(tables.len(), 4);
 }
+
+#[test]
+fn vram_aperture_sees_what_the_gpu_wrote_and_checks_bounds() {
+    let h = host();
+    let va = GpuVa(0x5000_0000);
+    let dma: Arc<dyn DmaMemory> = h.dma.clone();
+    let mut pt = SimplePageTable::new(dma.clone()).unwrap();
+    let fence = dma.alloc(PAGE_SIZE).unwrap();
+    pt.map_4k(va, PhysAddr(0x3000), MemLocation::Vram, RW)
+        .unwrap();
+    pt.map_4k(
+        GpuVa(va.get() + PAGE_SIZE),
+        fence.addr,
+        MemLocation::System,
+        RW,
+    )
+    .unwrap();
+    h.hw.bind_context(HwCtx(7), pt.root(), FaultMode::Fatal)
+        .unwrap();
+    h.vram.write_u64(PhysAddr(0x3010), 0x1111).unwrap();
+    let mut q = h.hw.create_queue(Engine::Copy, 5, HwCtx(7), 4096).unwrap();
+    let mut s = CommandStream::new();
+    s.fill(GpuVa(va.get() + 0x20), 8, 0xAB)
+        .atomic_add(GpuVa(va.get() + 0x10), 1, cmd::Width::U64);
+    run_and_wait(&h, &mut q, &s, GpuVa(va.get() + PAGE_SIZE), fence.addr, 1);
+    assert_eq!(h.vram.read_u64(PhysAddr(0x3010)).unwrap(), 0x1112);
+    assert_eq!(
+        h.vram.read_u64(PhysAddr(0x3020)).unwrap(),
+        0x0000_00AB_0000_00AB
+    );
+    assert_eq!(h.vram.size(), 16 << 20);
+    assert_eq!(
+        h.vram.read_u64(PhysAddr(16 << 20)),
+        Err(HwError::DmaRange {
+            addr: 16 << 20,
+            len: 8
+        })
+    );
+}
