@@ -239,7 +239,11 @@ impl Device {
             .get(record.ctx as usize)
             .is_some_and(|c| c.ctrl & ctx_ctrl::RECOVERABLE != 0);
         record.fatal = !recoverable;
-        self.fq.pending.push_back(record);
+        // Bounded so that a driver that never drains (or never configures) the fault queue
+        // cannot grow device memory without limit; the stalled queue still waits for a reply.
+        if self.fq.pending.len() < crate::fault::MAX_PENDING {
+            self.fq.pending.push_back(record);
+        }
         if recoverable {
             if let Some(q) = self.queues.get_mut(queue) {
                 q.state = QueueState::Faulted;
