@@ -284,7 +284,24 @@ impl Device {
             Command::VectorAdd { a, b, c, count } => self.vector_add(ctx, a, b, c, count),
             Command::Hang => Ok(Outcome::Hang),
         };
-        r.unwrap_or_else(Outcome::from)
+        let outcome = r.unwrap_or_else(Outcome::from);
+        if let (Outcome::Retired, Command::Copy { len, .. } | Command::Fill { len, .. }) =
+            (&outcome, command)
+        {
+            self.charge_transfer(engine, len);
+        }
+        outcome
+    }
+
+    /// Cost model: the engine spends `ceil(len / rate)` steps on a transfer, this one included.
+    fn charge_transfer(&mut self, engine: usize, len: u64) {
+        let rate = self.cfg.copy_bytes_per_step;
+        if rate == 0 {
+            return;
+        }
+        if let Some(busy) = self.busy.get_mut(engine) {
+            *busy = len.div_ceil(rate).saturating_sub(1);
+        }
     }
 
     /// Translates `[va, va + len)` for `access` into physical chunks (all or nothing).
