@@ -5,6 +5,7 @@
 //!
 //! Module map (see `docs/architecture.md`):
 //! - [`types`]: newtype addresses and ids shared by every module.
+//! - [`demo`]: the `gpud demo` command (the driver doing real work on simgpu).
 //! - [`hw`]: the hardware abstraction and the simgpu backend; the only module that knows
 //!   register and PTE layouts.
 //! - [`sync`]: fences, fence chains, syncobjs, reservation objects, multi-object locking,

@@ -246,3 +246,52 @@ pub const fn sem_satisfied(op: u8, mem: u64, value: u64) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_checked_against_the_length_table() {
+        assert_eq!(parse_header(header(op::COPY, 0)), Ok((op::COPY, 7)));
+        assert_eq!(
+            parse_header((5 << 16) | u32::from(op::COPY)),
+            Err(DecodeError::BadLength {
+                opcode: op::COPY,
+                len: 5
+            })
+        );
+        assert_eq!(
+            parse_header(0x0001_0077),
+            Err(DecodeError::UnknownOpcode(0x77))
+        );
+        // A command cut short by the end of its buffer is rejected, not read past.
+        let d = [header(op::STORE_QWORD, 0), 1, 2];
+        assert_eq!(
+            decode(&d),
+            Err(DecodeError::BadLength {
+                opcode: op::STORE_QWORD,
+                len: 3
+            })
+        );
+        assert_eq!(
+            decode(&[]),
+            Err(DecodeError::BadLength {
+                opcode: op::NOOP,
+                len: 0
+            })
+        );
+    }
+
+    #[test]
+    fn every_known_opcode_round_trips_its_header() {
+        for opcode in 0..=u8::MAX {
+            if let Some(len) = len_of(opcode) {
+                let d: Vec<u32> = std::iter::once(header(opcode, 0))
+                    .chain(std::iter::repeat_n(0, len as usize - 1))
+                    .collect();
+                assert!(decode(&d).is_ok(), "opcode {opcode:#x}");
+            }
+        }
+    }
+}

@@ -27,6 +27,9 @@ pub struct Config {
     pub queues_per_engine: u32,
     /// TLB capacity in translations.
     pub tlb_entries: usize,
+    /// Cost model: bytes COPY/FILL move per device step (0 = any size in one step). A
+    /// transfer of `n` bytes keeps its engine busy for `ceil(n / rate)` steps in total.
+    pub copy_bytes_per_step: u64,
 }
 
 impl Default for Config {
@@ -36,6 +39,7 @@ impl Default for Config {
             contexts: 64,
             queues_per_engine: 8,
             tlb_entries: 4096,
+            copy_bytes_per_step: 0,
         }
     }
 }
@@ -48,6 +52,7 @@ impl Config {
             contexts: self.contexts.clamp(1, 256),
             queues_per_engine: self.queues_per_engine.clamp(1, 16),
             tlb_entries: self.tlb_entries.max(1),
+            copy_bytes_per_step: self.copy_bytes_per_step,
         }
     }
 }
@@ -120,6 +125,8 @@ pub struct Device {
     pub(crate) contexts: Vec<Context>,
     pub(crate) queues: Vec<Queue>,
     pub(crate) rr: [usize; ENGINES],
+    /// Steps each engine still spends on its last transfer (cost model).
+    pub(crate) busy: [u64; ENGINES],
     pub(crate) counters: Counters,
     pub(crate) timestamp: u64,
     pub(crate) pci: ConfigSpace,
@@ -151,6 +158,7 @@ impl Device {
             contexts: vec![Context::default(); cfg.contexts as usize],
             queues,
             rr: [0; ENGINES],
+            busy: [0; ENGINES],
             counters: Counters::default(),
             timestamp: 0,
             fq: FaultQueue::default(),
@@ -239,7 +247,11 @@ impl Device {
             .get(record.ctx as usize)
             .is_some_and(|c| c.ctrl & ctx_ctrl::RECOVERABLE != 0);
         record.fatal = !recoverable;
-        self.fq.pending.push_back(record);
+        // Bounded so that a driver that never drains (or never configures) the fault queue
+        // cannot grow device memory without limit; the stalled queue still waits for a reply.
+        if self.fq.pending.len() < crate::fault::MAX_PENDING {
+            self.fq.pending.push_back(record);
+        }
         if recoverable {
             if let Some(q) = self.queues.get_mut(queue) {
                 q.state = QueueState::Faulted;
@@ -296,6 +308,9 @@ impl Device {
             for &ctx in &hung {
                 self.ctx_error(ctx, ErrorReason::Reset);
             }
+            if let Some(busy) = self.busy.get_mut(engine) {
+                *busy = 0;
+            }
             // The register names the first hung queue's context; all of them are in error.
             self.guilty[engine] = hung.first().copied().unwrap_or(regs::NO_CONTEXT);
         }
@@ -327,7 +342,13 @@ impl Device {
         let mut progress = self.process_invalidations();
         progress |= self.flush_faults();
         for engine in 0..ENGINES {
-            progress |= self.step_engine(engine);
+            match self.busy.get_mut(engine) {
+                Some(busy) if *busy > 0 => {
+                    *busy -= 1;
+                    progress = true;
+                }
+                _ => progress |= self.step_engine(engine),
+            }
         }
         self.timestamp = self.timestamp.wrapping_add(1);
         progress

@@ -10,7 +10,7 @@
 use crate::cmd::{self, Command};
 use crate::device::Device;
 use crate::fault::FaultRecord;
-use crate::mem::{Location, MemError};
+use crate::mem::{Location, MemError, PhysMemory};
 use crate::mmu::{Access, Memories, MmuFault};
 use crate::queue::{Batch, Queue, QueueState};
 use crate::regs::{ctx_ctrl, irq, ErrorReason};
@@ -242,26 +242,15 @@ impl Device {
             Command::StoreQword { va, value } => self.write_va(ctx, va, &value.to_le_bytes()),
             Command::Copy { src, dst, len } => self.copy(ctx, src, dst, len),
             Command::Fill { dst, len, pattern } => self.fill(ctx, dst, len, pattern),
-            Command::AtomicAdd { va, value, wide } => self.atomic(ctx, va, wide, |m, a| {
-                if wide {
-                    m.fetch_add_u64(a, value).map(|_| ())
-                } else {
-                    m.fetch_add_u32(a, value as u32).map(|_| ())
-                }
-            }),
+            Command::AtomicAdd { va, value, wide } => {
+                self.atomic(ctx, va, wide, |m, a| atomic_add(m, a, value, wide))
+            }
             Command::AtomicCmpxchg {
                 va,
                 current,
                 new,
                 wide,
-            } => self.atomic(ctx, va, wide, |m, a| {
-                if wide {
-                    m.compare_exchange_u64(a, current, new).map(|_| ())
-                } else {
-                    m.compare_exchange_u32(a, current as u32, new as u32)
-                        .map(|_| ())
-                }
-            }),
+            } => self.atomic(ctx, va, wide, |m, a| cmpxchg(m, a, current, new, wide)),
             Command::SemaphoreWait {
                 va,
                 op,
@@ -295,7 +284,24 @@ impl Device {
             Command::VectorAdd { a, b, c, count } => self.vector_add(ctx, a, b, c, count),
             Command::Hang => Ok(Outcome::Hang),
         };
-        r.unwrap_or_else(Outcome::from)
+        let outcome = r.unwrap_or_else(Outcome::from);
+        if let (Outcome::Retired, Command::Copy { len, .. } | Command::Fill { len, .. }) =
+            (&outcome, command)
+        {
+            self.charge_transfer(engine, len);
+        }
+        outcome
+    }
+
+    /// Cost model: the engine spends `ceil(len / rate)` steps on a transfer, this one included.
+    fn charge_transfer(&mut self, engine: usize, len: u64) {
+        let rate = self.cfg.copy_bytes_per_step;
+        if rate == 0 {
+            return;
+        }
+        if let Some(busy) = self.busy.get_mut(engine) {
+            *busy = len.div_ceil(rate).saturating_sub(1);
+        }
     }
 
     /// Translates `[va, va + len)` for `access` into physical chunks (all or nothing).
@@ -418,7 +424,7 @@ impl Device {
         Ok(())
     }
 
-    fn mem_at(&self, location: Location) -> &dyn crate::mem::PhysMemory {
+    fn mem_at(&self, location: Location) -> &dyn PhysMemory {
         match location {
             Location::System => &*self.sys,
             Location::Vram => &*self.vram,
@@ -468,7 +474,7 @@ impl Device {
         ctx: u32,
         va: u64,
         wide: bool,
-        op: impl FnOnce(&dyn crate::mem::PhysMemory, u64) -> Result<(), MemError>,
+        op: impl FnOnce(&dyn PhysMemory, u64) -> Result<(), MemError>,
     ) -> Result<Outcome, AccessError> {
         let size = if wide { 8 } else { 4 };
         if va % size != 0 {
@@ -535,5 +541,30 @@ impl Device {
             off += n as u64;
         }
         Ok(Outcome::Retired)
+    }
+}
+
+/// ATOMIC_ADD on memory: 64-bit, or 32-bit with the low dword of `value`.
+fn atomic_add(m: &dyn PhysMemory, addr: u64, value: u64, wide: bool) -> Result<(), MemError> {
+    if wide {
+        m.fetch_add_u64(addr, value).map(|_| ())
+    } else {
+        m.fetch_add_u32(addr, value as u32).map(|_| ())
+    }
+}
+
+/// ATOMIC_CMPXCHG on memory; a failed compare is not an error.
+fn cmpxchg(
+    m: &dyn PhysMemory,
+    addr: u64,
+    current: u64,
+    new: u64,
+    wide: bool,
+) -> Result<(), MemError> {
+    if wide {
+        m.compare_exchange_u64(addr, current, new).map(|_| ())
+    } else {
+        m.compare_exchange_u32(addr, current as u32, new as u32)
+            .map(|_| ())
     }
 }

@@ -14,6 +14,8 @@ use crate::mmu::{Access, FaultReason, Memories};
 use crate::regs;
 use std::collections::VecDeque;
 
+/// Records that may wait inside the device for room in the queue; later ones are dropped.
+pub const MAX_PENDING: usize = 256;
 /// Bytes per fault record.
 pub const RECORD_SIZE: u64 = 16;
 /// Info bits 15:0: context.

@@ -240,7 +240,9 @@ impl Mmu {
                 writable: e.writable,
                 null: e.null,
             };
-            let cached_shift = if e.null { shift } else { size_shift };
+            // A null entry above level 2 covers more than the largest TLB page: cache the
+            // 1 GiB block around the address, so lookups (which try the TLB sizes) find it.
+            let cached_shift = if e.null { shift.min(30) } else { size_shift };
             return Ok((entry, cached_shift));
         }
         Err(FaultReason::BadEntry)

@@ -376,3 +376,39 @@ fn ring_wraps_around() {
     assert_eq!(rig.sys.load_u32(pa + 4 * (4999 % 16)).unwrap(), 4999);
     assert_eq!(rig.gpu.counters().commands, 5000);
 }
+
+/// With a copy rate of 4 KiB per step, a 64 KiB copy occupies its engine for 16 steps: the
+/// next command on that engine waits, the other engine does not, and the bytes are the same.
+#[test]
+fn cost_model_delays_the_engine_not_the_result() {
+    let cfg = simgpu::Config {
+        copy_bytes_per_step: 4096,
+        ..simgpu::Config::default()
+    };
+    let mut rig = Rig::with_config(cfg, 2 << 20);
+    rig.context(0, false);
+    rig.queue(ENGINE_COPY, 0, 0);
+    rig.queue(ENGINE_COMPUTE, 0, 0);
+    let pa = rig.map_new_sys(0, VA, 40 * PAGE);
+    rig.sys.write(pa, &[7u8; 16 * PAGE as usize]).unwrap();
+    rig.submit(ENGINE_COPY, 0, &enc::copy(VA, VA + 16 * PAGE, 16 * PAGE));
+    rig.submit(ENGINE_COPY, 0, &enc::store_dword(VA + 32 * PAGE, 1));
+    rig.submit(ENGINE_COMPUTE, 0, &enc::store_dword(VA + 32 * PAGE + 4, 2));
+    rig.gpu.step(); // copy retires, compute store retires
+    assert_eq!(
+        rig.read_sys(pa + 16 * PAGE, 4),
+        [7; 4],
+        "data moved at once"
+    );
+    assert_eq!(rig.sys.load_u32(pa + 32 * PAGE + 4).unwrap(), 2);
+    for _ in 0..15 {
+        rig.gpu.step();
+    }
+    assert_eq!(
+        rig.sys.load_u32(pa + 32 * PAGE).unwrap(),
+        0,
+        "engine still busy"
+    );
+    rig.gpu.step();
+    assert_eq!(rig.sys.load_u32(pa + 32 * PAGE).unwrap(), 1);
+}

@@ -394,3 +394,26 @@ fn step_mode_and_thread_mode_leave_the_same_memory() {
         assert!(program(true) == stepped, "thread mode diverged");
     }
 }
+
+#[test]
+fn pending_fault_records_are_bounded_without_a_fault_queue() {
+    let mut rig = Rig::new(2 << 20);
+    rig.context(0, false);
+    rig.queue(ENGINE_COPY, 0, 0);
+    // No fault queue: every fault kills the context; the driver clears it and retries.
+    for _ in 0..400 {
+        rig.submit(ENGINE_COPY, 0, &enc::store_dword(VA, 1));
+        rig.gpu.run_until_idle();
+        rig.gpu
+            .mmio_write32(regs::ctx_reg(0, regs::CTX_STATUS), ctx_status::ERROR);
+    }
+    assert_eq!(rig.gpu.counters().faults, 400);
+    let fq = rig.fault_queue(512);
+    rig.gpu.run_until_idle();
+    // The 256 kept records land, then the cleared context re-runs its faulting command once
+    // more (it never retired), which adds one record: the other 144 were dropped.
+    let tail = rig.gpu.mmio_read32(regs::FQ_TAIL);
+    assert_eq!(tail as usize, simgpu::fault::MAX_PENDING + 1);
+    assert_eq!(rig.gpu.counters().faults, 401);
+    assert_ne!(decode_record(&rig, fq, 0).1 & INFO_VALID, 0);
+}

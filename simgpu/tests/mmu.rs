@@ -250,3 +250,37 @@ fn page_tables_and_pages_in_vram() {
     assert_eq!(vram.load_u64(page + 8).unwrap(), 0xABCD_0123_4567_89EF);
     assert_eq!(rig.ctx_status(2), 0);
 }
+
+/// A null entry at the root covers 512 GiB: reads give zero, writes vanish, and after the
+/// first walk the TLB serves further accesses in the same 1 GiB block.
+#[test]
+fn null_root_entry_is_sparse_and_cached() {
+    let mut rig = Rig::new(1 << 20);
+    let root = rig.context(0, false);
+    rig.sys
+        .store_u64(root + 2 * 8, simgpu::pte::VALID | simgpu::pte::NULL)
+        .unwrap();
+    let vram = HeapMemory::new(4096);
+    let mems = Memories {
+        sys: &*rig.sys,
+        vram: &vram,
+    };
+    let mut mmu = Mmu::new(16);
+    let r = PtRoot {
+        addr: root,
+        location: Location::System,
+    };
+    let va = (2u64 << 39) + 0x1234_5678;
+    let t = mmu.translate(mems, 0, r, va, Access::Write).unwrap();
+    assert!(t.null);
+    mmu.translate(mems, 0, r, va + 0x1000, Access::Read)
+        .unwrap();
+    assert_eq!(
+        (
+            mmu.counters.tlb_misses,
+            mmu.counters.tlb_hits,
+            mmu.counters.pte_reads
+        ),
+        (1, 1, 1)
+    );
+}

@@ -13,7 +13,7 @@ use crate::hw::pte::{CacheMode, LeafFlags};
 use crate::hw::sim::platform::HostSim;
 use crate::hw::{
     wait_until, DmaMemory, Engine, FaultMode, HwCtx, HwError, HwQueue, Interrupts, IrqCauses,
-    MemLocation, Mmu, SystemClock,
+    MemLocation, Mmu, SystemClock, VramAperture,
 };
 use crate::types::{GpuVa, PhysAddr, PAGE_SIZE};
 use pagetable::SimplePageTable;
@@ -176,13 +176,7 @@ fn verify(host: &HostSim, bufs: &Buffers, out: &mut dyn Write) -> Result<(), Dem
         u64::from(dma.read_u32(bufs.scratch)?),
     )?;
     let mut copied = vec![0u8; MESSAGE.len()];
-    host.gpu
-        .vram()
-        .read(DST_VRAM.get(), &mut copied)
-        .map_err(|_| HwError::DmaRange {
-            addr: DST_VRAM.get(),
-            len: copied.len() as u64,
-        })?;
+    host.vram.read(DST_VRAM, &mut copied)?;
     let matching = copied
         .iter()
         .zip(MESSAGE)

@@ -1,10 +1,10 @@
-//! A minimal page-table writer for the demo and the hardware layer's tests: 4 KiB mappings
-//! in DMA memory, tables allocated on demand, never freed.
+//! A minimal page-table writer for the demo and the hardware layer's tests: mappings of any
+//! page size in DMA memory, tables allocated on demand, never freed.
 //!
 //! Owns: nothing lasting; it is a stand-in until the VM layer's page-table manager exists.
-//! Must not: be used for client VMs (no unmap, no large pages, no preallocation).
+//! Must not: be used for client VMs (no splitting or merging, no freeing, no preallocation).
 
-use crate::hw::pte::{self, LeafFlags, MemLocation, Pte};
+use crate::hw::pte::{self, LeafFlags, MemLocation, PageSize, Pte, PteError};
 use crate::hw::{DmaMemory, DmaRegion, HwError, PtRoot};
 use crate::types::{GpuVa, PhysAddr, PAGE_SIZE};
 use std::sync::Arc;
@@ -40,10 +40,10 @@ impl SimplePageTable {
         self.tables.len() + 1
     }
 
-    /// The address of the level-0 slot for `va`, allocating tables on the way.
-    fn leaf_slot(&mut self, va: GpuVa) -> Result<PhysAddr, HwError> {
+    /// The address of the `leaf_level` slot for `va`, allocating tables on the way.
+    fn leaf_slot(&mut self, va: GpuVa, leaf_level: u32) -> Result<PhysAddr, HwError> {
         let mut table = self.root.addr;
-        for level in (1..pte::LEVELS).rev() {
+        for level in (leaf_level + 1..pte::LEVELS).rev() {
             let slot = PhysAddr(table.get() + pte::table_index(va, level) * 8);
             let e = Pte(self.dma.read_u64(slot)?);
             table = if e.valid() {
@@ -56,7 +56,7 @@ impl SimplePageTable {
                 t.addr
             };
         }
-        Ok(PhysAddr(table.get() + pte::table_index(va, 0) * 8))
+        Ok(PhysAddr(table.get() + pte::table_index(va, leaf_level) * 8))
     }
 
     /// Maps one 4 KiB page (overwriting any previous entry; the caller invalidates the TLB).
@@ -68,8 +68,37 @@ impl SimplePageTable {
         flags: LeafFlags,
     ) -> Result<(), HwError> {
         let entry = Pte::leaf_entry(pte::PageSize::Size4K, pa, location, flags)?;
-        let slot = self.leaf_slot(va)?;
+        let slot = self.leaf_slot(va, 0)?;
         self.dma.write_u64(slot, entry.bits())
+    }
+
+    /// Maps one page of `size` at `va` (both aligned to the size). The table on the way must
+    /// not already hold a smaller mapping there (this writer never splits or merges).
+    pub fn map_page(
+        &mut self,
+        size: PageSize,
+        va: GpuVa,
+        pa: PhysAddr,
+        location: MemLocation,
+        flags: LeafFlags,
+    ) -> Result<(), HwError> {
+        if !va.is_aligned(size.bytes()) {
+            return Err(PteError::Misaligned {
+                addr: va.get(),
+                align: size.bytes(),
+            }
+            .into());
+        }
+        let entries: Vec<Pte> = match size {
+            PageSize::Size64K => Pte::contig_64k_entries(pa, location, flags)?.to_vec(),
+            _ => vec![Pte::leaf_entry(size, pa, location, flags)?],
+        };
+        for (i, e) in entries.iter().enumerate() {
+            let at = GpuVa(va.get() + i as u64 * PAGE_SIZE);
+            let slot = self.leaf_slot(at, size.level())?;
+            self.dma.write_u64(slot, e.bits())?;
+        }
+        Ok(())
     }
 
     /// Maps `len` bytes page by page.
@@ -94,7 +123,7 @@ impl SimplePageTable {
 
     /// Clears the entry of one page (the caller invalidates the TLB).
     pub fn unmap_4k(&mut self, va: GpuVa) -> Result<(), HwError> {
-        let slot = self.leaf_slot(va)?;
+        let slot = self.leaf_slot(va, 0)?;
         self.dma.write_u64(slot, Pte::INVALID.bits())
     }
 }

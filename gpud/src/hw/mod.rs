@@ -125,6 +125,21 @@ pub trait DmaMemory: Send + Sync {
     fn write_u64(&self, addr: PhysAddr, value: u64) -> Result<(), HwError>;
 }
 
+/// CPU access to VRAM through the BAR2 aperture. Offsets are VRAM physical addresses.
+/// Accesses are atomic per word, because the device may write the same memory at once.
+pub trait VramAperture: Send + Sync {
+    /// VRAM size in bytes.
+    fn size(&self) -> u64;
+    /// Reads bytes at VRAM offset `addr`.
+    fn read(&self, addr: PhysAddr, buf: &mut [u8]) -> Result<(), HwError>;
+    /// Writes bytes at VRAM offset `addr`.
+    fn write(&self, addr: PhysAddr, data: &[u8]) -> Result<(), HwError>;
+    /// Reads an aligned u64 atomically.
+    fn read_u64(&self, addr: PhysAddr) -> Result<u64, HwError>;
+    /// Writes an aligned u64 atomically.
+    fn write_u64(&self, addr: PhysAddr, value: u64) -> Result<(), HwError>;
+}
+
 /// A page-table root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PtRoot {

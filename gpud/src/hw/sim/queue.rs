@@ -71,8 +71,9 @@ impl SimQueue {
     /// Bytes that can be written without overtaking the device (one dword stays empty so
     /// that head == tail always means "empty").
     pub fn free_bytes(&self) -> u32 {
+        // The head comes from the device: saturate rather than trust it to be sane.
         let used = self.tail.wrapping_sub(self.head()) & (self.size - 1);
-        self.size - used - 4
+        self.size.saturating_sub(used).saturating_sub(4)
     }
 
     /// Disables the queue and frees its ring. Only call when the queue is idle (or reset).

@@ -319,8 +319,10 @@ fn waits_time_out_on_the_injected_clock() {
     let h = host();
     let clock = Arc::new(FakeClock::new());
     let c2 = clock.clone();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let d2 = done.clone();
     let mover = std::thread::spawn(move || {
-        for _ in 0..1000 {
+        while !d2.load(std::sync::atomic::Ordering::Acquire) {
             c2.advance(Duration::from_secs(1));
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -334,10 +336,11 @@ fn waits_time_out_on_the_injected_clock() {
         "never",
         || false,
     );
+    done.store(true, std::sync::atomic::Ordering::Release);
+    mover.join().unwrap();
     assert!(
         matches!(r, Err(HwError::Timeout { what: "never", waited }) if waited >= Duration::from_secs(30))
     );
-    mover.join().unwrap();
 }
 
 #[test]
@@ -394,4 +397,88 @@ fn stress_concurrent_queues_share_one_device() {
     let tables: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
     assert_eq!(dma.read_u64(shared.addr).unwrap(), 4 * ROUNDS * ADDS);
     assert_eq!(tables.len(), 4);
+}
+
+#[test]
+fn vram_aperture_sees_what_the_gpu_wrote_and_checks_bounds() {
+    let h = host();
+    let va = GpuVa(0x5000_0000);
+    let dma: Arc<dyn DmaMemory> = h.dma.clone();
+    let mut pt = SimplePageTable::new(dma.clone()).unwrap();
+    let fence = dma.alloc(PAGE_SIZE).unwrap();
+    pt.map_4k(va, PhysAddr(0x3000), MemLocation::Vram, RW)
+        .unwrap();
+    pt.map_4k(
+        GpuVa(va.get() + PAGE_SIZE),
+        fence.addr,
+        MemLocation::System,
+        RW,
+    )
+    .unwrap();
+    h.hw.bind_context(HwCtx(7), pt.root(), FaultMode::Fatal)
+        .unwrap();
+    h.vram.write_u64(PhysAddr(0x3010), 0x1111).unwrap();
+    let mut q = h.hw.create_queue(Engine::Copy, 5, HwCtx(7), 4096).unwrap();
+    let mut s = CommandStream::new();
+    s.fill(GpuVa(va.get() + 0x20), 8, 0xAB)
+        .atomic_add(GpuVa(va.get() + 0x10), 1, cmd::Width::U64);
+    run_and_wait(&h, &mut q, &s, GpuVa(va.get() + PAGE_SIZE), fence.addr, 1);
+    assert_eq!(h.vram.read_u64(PhysAddr(0x3010)).unwrap(), 0x1112);
+    assert_eq!(
+        h.vram.read_u64(PhysAddr(0x3020)).unwrap(),
+        0x0000_00AB_0000_00AB
+    );
+    assert_eq!(h.vram.size(), 16 << 20);
+    assert_eq!(
+        h.vram.read_u64(PhysAddr(16 << 20)),
+        Err(HwError::DmaRange {
+            addr: 16 << 20,
+            len: 8
+        })
+    );
+}
+
+/// Pages of every size, encoded by the driver, translated by the device's walker.
+#[test]
+fn large_pages_written_by_the_driver_work_on_the_device() {
+    use pte::PageSize;
+    let h = host();
+    let dma: Arc<dyn DmaMemory> = h.dma.clone();
+    let mut pt = SimplePageTable::new(dma.clone()).unwrap();
+    let fence = dma.alloc(PAGE_SIZE).unwrap();
+    let fence_va = GpuVa(0x10_0000);
+    pt.map_4k(fence_va, fence.addr, MemLocation::System, RW)
+        .unwrap();
+    let pages = [
+        (PageSize::Size64K, GpuVa(0x20_0000), PhysAddr(0x1_0000)),
+        (PageSize::Size2M, GpuVa(0x40_0000), PhysAddr(0x20_0000)),
+        (PageSize::Size1G, GpuVa(1 << 30), PhysAddr(0)),
+    ];
+    let mut s = CommandStream::new();
+    for (i, (size, va, pa)) in pages.iter().enumerate() {
+        pt.map_page(*size, *va, *pa, MemLocation::Vram, RW).unwrap();
+        // Write near the end of the first 64 KiB so every size is really exercised.
+        s.store_dword(GpuVa(va.get() + 0xFFF0 + 4 * i as u64), 0xA0 + i as u32);
+    }
+    assert!(pt
+        .map_page(
+            PageSize::Size2M,
+            GpuVa(0x1000),
+            PhysAddr(0),
+            MemLocation::Vram,
+            RW
+        )
+        .is_err());
+    h.hw.bind_context(HwCtx(8), pt.root(), FaultMode::Fatal)
+        .unwrap();
+    let mut q = h.hw.create_queue(Engine::Copy, 6, HwCtx(8), 4096).unwrap();
+    run_and_wait(&h, &mut q, &s, fence_va, fence.addr, 1);
+    let mut got = [0u8; 4];
+    for (i, (_, _, pa)) in pages.iter().enumerate() {
+        h.vram
+            .read(PhysAddr(pa.get() + 0xFFF0 + 4 * i as u64), &mut got)
+            .unwrap();
+        assert_eq!(u32::from_le_bytes(got), 0xA0 + i as u32, "page {i}");
+    }
+    assert!(!h.hw.context_status(HwCtx(8)).unwrap().error());
 }
