@@ -1,6 +1,7 @@
 //! The Redox main loop: scheme requests, parked blocking requests, IRQs and fevents.
 //!
-//! Owns: what happens on each wake-up of the event queue, in this order —
+//! Owns: what happens on each wake-up of the event queue (scheme socket, IRQ, or the timer
+//! armed for the earliest parked deadline), in this order —
 //! 1. on an IRQ wake, read the counter, let the driver handle it, and acknowledge it only if
 //!    the driver says the device raised it (INTx lines may be shared);
 //! 2. retry every parked request (an IRQ or another request may have unblocked it);
@@ -14,7 +15,8 @@
 //! IRQ and queue are traits so all of this runs against fakes on the host.
 
 use redox_scheme::scheme::{Op, SchemeResponse, SchemeState, SchemeSync};
-use redox_scheme::{CallerCtx, OpenResult, RequestKind, Response};
+use redox_scheme::{CallerCtx, Id, OpenResult, RequestKind, Response};
+use std::time::Duration;
 use syscall::error::{Error as SysErr, EINTR, ENOSYS, EWOULDBLOCK};
 use syscall::flag::EventFlags;
 use thiserror::Error;
@@ -37,6 +39,14 @@ pub trait DeviceEvents<S> {
     /// Appends `(handle id, flags)` for every handle whose readiness changed since the last
     /// call. Over-reporting is harmless: clients re-check with nonblocking calls.
     fn take_fevents(&mut self, scheme: &mut S, out: &mut Vec<(usize, EventFlags)>);
+    /// The caller of a parked request was interrupted; the loop has answered it with EINTR.
+    /// Lets the server drop whatever it kept for that request (a wait's deadline).
+    fn on_cancel(&mut self, _scheme: &mut S, _request: Id) {}
+    /// How long until the earliest parked request times out, if any does. The loop arms its
+    /// timer with it so an expired wait is answered (ETIME) on time.
+    fn next_deadline(&mut self, _scheme: &mut S) -> Option<Duration> {
+        None
+    }
 }
 
 /// A fatal loop failure.
@@ -51,7 +61,7 @@ pub enum LoopError {
     /// Reading or acknowledging the IRQ failed.
     #[error("irq handle: {0}")]
     Irq(SysError),
-    /// Waiting on the event queue failed.
+    /// Waiting on the event queue (or arming its timer) failed.
     #[error("event queue: {0}")]
     Wait(SysError),
 }
@@ -177,6 +187,8 @@ where
             return Ok(());
         }
         loop {
+            let next = self.next_deadline();
+            queue.arm_timer(next).map_err(LoopError::Wait)?;
             let source = match queue.wait() {
                 Ok(s) => s,
                 Err(e) if e.is_interrupted() => continue,
@@ -197,6 +209,14 @@ where
         let flow = self.drain_requests()?;
         self.post_fevents()?;
         Ok(flow)
+    }
+
+    /// When the timer should fire: the earliest parked deadline, if anything is parked.
+    pub fn next_deadline(&mut self) -> Option<Duration> {
+        if self.parked.is_empty() {
+            return None;
+        }
+        self.events.next_deadline(&mut self.scheme)
     }
 
     fn write(&mut self, response: Response) -> Result<(), LoopError> {
@@ -262,6 +282,7 @@ where
                 if let Some(i) = self.parked.iter().position(|p| p.caller.id == c.id) {
                     let p = self.parked.remove(i);
                     self.stats.cancelled += 1;
+                    self.events.on_cancel(&mut self.scheme, c.id);
                     self.write(Response::new(Err(SysErr::new(EINTR)), p.op))?;
                 }
                 // Otherwise the request was already answered; nothing to do.

@@ -6,6 +6,7 @@
 //! - [`pcid_client`]: typed requests on the pcid channel.
 //! - [`interrupts`]: MSI-X → MSI → INTx setup.
 //! - [`startup`]: the startup sequence, generic over [`sys::Platform`].
+//! - [`scheme_events`]: the loop hooks of the `gpu` scheme server (`GpuScheme`).
 //! - [`event_loop`]: the request/IRQ/fevent loop, generic over the socket, the IRQ handle,
 //!   any `redox_scheme::SchemeSync` server and the driver's [`event_loop::DeviceEvents`].
 //! - `redox` (feature `redox`): the real implementations of the [`sys`] traits and the entry
@@ -16,6 +17,7 @@
 pub mod event_loop;
 pub mod interrupts;
 pub mod pcid_client;
+pub mod scheme_events;
 pub mod startup;
 pub mod sys;
 

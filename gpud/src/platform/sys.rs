@@ -128,12 +128,18 @@ pub enum WakeSource {
     Scheme,
     /// The device interrupt fired.
     Irq,
+    /// The timer armed with [`EventWait::arm_timer`] expired (a parked wait's deadline).
+    Timer,
 }
 
-/// The event queue over {scheme socket, IRQ}.
+/// The event queue over {scheme socket, IRQ, timer}.
 pub trait EventWait {
     /// Blocks until one source is ready.
     fn wait(&mut self) -> Result<WakeSource, SysError>;
+    /// Arms the timer to fire `after` from now (replacing any earlier arming), or disarms it.
+    /// Parked requests with a timeout need it: without it a wait whose fence never signals
+    /// would only learn of its deadline at the next unrelated event.
+    fn arm_timer(&mut self, after: Option<std::time::Duration>) -> Result<(), SysError>;
 }
 
 /// The scheme socket (nonblocking): requests in, responses and fevents out.

@@ -71,6 +71,36 @@ pub fn read(tag: u32, fd: usize, len: usize, fcntl_flags: u32) -> Request {
     request(sqe(Opcode::Read, tag, args))
 }
 
+/// A `call` payload handed to the server; leaked so a parked `Op` never dangles.
+pub struct Payload {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Payload {
+    /// The bytes as the server left them. Read only after the request was answered.
+    pub fn bytes(&self) -> Vec<u8> {
+        // SAFETY: `ptr`/`len` come from a leaked `Box<[u8]>` that lives forever; the request
+        // that borrowed it has been answered, so nothing writes it while we copy.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }.to_vec()
+    }
+}
+
+/// `call(fd, payload, metadata)` (the ioctl path; `metadata[0]` is the opcode).
+pub fn call(tag: u32, fd: usize, payload: Vec<u8>, metadata: [u64; 3]) -> (Request, Payload) {
+    let buf: &'static mut [u8] = Box::leak(payload.into_boxed_slice());
+    let (ptr, len) = (buf.as_mut_ptr(), buf.len());
+    let args = [
+        fd as u64,
+        ptr as u64,
+        len as u64,
+        metadata[0],
+        metadata[1],
+        metadata[2],
+    ];
+    (request(sqe(Opcode::Call, tag, args)), Payload { ptr, len })
+}
+
 /// `close` message for handle `id` (the last reference went away).
 pub fn on_close(id: usize) -> Request {
     request(sqe(Opcode::CloseMsg, 0, [id as u64, 0, 0, 0, 0, 0]))
@@ -166,11 +196,17 @@ impl IrqHandle for FakeIrq {
 pub struct FakeQueue {
     /// Wake-ups to replay.
     pub wakes: VecDeque<WakeSource>,
+    /// Every `arm_timer` call, in order.
+    pub armed: Vec<Option<std::time::Duration>>,
 }
 
 impl EventWait for FakeQueue {
     fn wait(&mut self) -> Result<WakeSource, SysError> {
         self.wakes.pop_front().ok_or(SysError::new(syscall::EPIPE))
+    }
+    fn arm_timer(&mut self, after: Option<std::time::Duration>) -> Result<(), SysError> {
+        self.armed.push(after);
+        Ok(())
     }
 }
 

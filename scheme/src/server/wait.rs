@@ -35,6 +35,12 @@ impl<D: GpuDriver> GpuScheme<D> {
         self.parked.len()
     }
 
+    /// The earliest deadline (driver clock, ns) among parked calls that have a timeout: the
+    /// event loop arms its timer for it, so a wait that never becomes ready still gets ETIME.
+    pub fn next_deadline_ns(&self) -> Option<u64> {
+        self.parked.values().flatten().copied().min()
+    }
+
     /// Handles whose subscribed readiness appeared since the last call: the event loop posts
     /// `Response::post_fevent(id, flags)` for each. Edge-triggered; clients re-check anyway.
     pub fn ready_events(&mut self) -> Vec<(usize, EventFlags)> {

@@ -15,6 +15,8 @@ use libredox::flag::{MAP_PRIVATE, MAP_SHARED, O_CLOEXEC, O_CREAT, O_RDWR, PROT_R
 use libredox::Fd;
 use redox_scheme::scheme::{register_sync_scheme, SchemeSync};
 use redox_scheme::{Request, Response, SignalBehavior, Socket};
+use std::time::Duration;
+use syscall::data::TimeSpec;
 use syscall::CallFlags;
 
 use crate::platform::sys::{
@@ -190,10 +192,14 @@ impl SchemeSocket for RedoxSocket {
 /// `user_data` values in the event queue.
 const EV_SCHEME: usize = 0;
 const EV_IRQ: usize = 1;
+const EV_TIMER: usize = 2;
 
-/// The event queue over {socket, IRQ}.
+/// The event queue over {socket, IRQ, monotonic timer}.
 pub struct RedoxEvents {
     queue: event::RawEventQueue,
+    /// `/scheme/time/<CLOCK_MONOTONIC>`: reading gives the time, writing a `TimeSpec` arms an
+    /// event at that time.
+    timer: Fd,
 }
 
 impl EventWait for RedoxEvents {
@@ -202,11 +208,29 @@ impl EventWait for RedoxEvents {
             .queue
             .next_event()
             .map_err(|e| SysError::new(e.errno()))?;
-        Ok(if ev.user_data == EV_IRQ {
-            WakeSource::Irq
-        } else {
-            WakeSource::Scheme
+        Ok(match ev.user_data {
+            EV_IRQ => WakeSource::Irq,
+            EV_TIMER => WakeSource::Timer,
+            _ => WakeSource::Scheme,
         })
+    }
+
+    fn arm_timer(&mut self, after: Option<Duration>) -> Result<(), SysError> {
+        // The time scheme cannot disarm; an earlier arming that still fires is a spurious
+        // wake, which only retries the parked requests.
+        let Some(after) = after else { return Ok(()) };
+        let mut now = TimeSpec::default();
+        self.timer.read(&mut now).map_err(lerr)?;
+        let nanos = i64::from(now.tv_nsec) + i64::from(after.subsec_nanos());
+        let secs = i64::try_from(after.as_secs()).unwrap_or(i64::MAX / 2);
+        let deadline = TimeSpec {
+            tv_sec: now
+                .tv_sec
+                .saturating_add(secs)
+                .saturating_add(nanos / 1_000_000_000),
+            tv_nsec: (nanos % 1_000_000_000) as i32,
+        };
+        self.timer.write(&deadline).map(drop).map_err(lerr)
     }
 }
 
@@ -315,7 +339,13 @@ impl Platform for RedoxPlatform {
         queue
             .subscribe(irq.raw_fd(), EV_IRQ, event::EventFlags::READ)
             .map_err(err)?;
-        Ok(RedoxEvents { queue })
+        // Opened before `setrens`, like every other capability.
+        let path = format!("/scheme/time/{}", syscall::flag::CLOCK_MONOTONIC);
+        let timer = Fd::open(&path, O_RDWR | O_CLOEXEC, 0).map_err(lerr)?;
+        queue
+            .subscribe(timer.raw(), EV_TIMER, event::EventFlags::READ)
+            .map_err(err)?;
+        Ok(RedoxEvents { queue, timer })
     }
     fn register_scheme<S: SchemeSync>(
         &mut self,

@@ -1,0 +1,55 @@
+//! Connects the `gpu` scheme server to the Redox event loop.
+//!
+//! Owns: the [`DeviceEvents`] implementation for `gpu_scheme::GpuScheme`: IRQs go to the
+//! driver, readiness changes of syncobj handles become fevents, cancelled parked waits are
+//! forgotten by the server, and the earliest parked deadline arms the loop's timer. Must not:
+//! hold state of its own beyond the IRQ hook; the server is the source of truth.
+
+use std::time::Duration;
+
+use gpu_scheme::driver::GpuDriver;
+use gpu_scheme::server::GpuScheme;
+use redox_scheme::Id;
+use syscall::flag::EventFlags;
+
+use super::event_loop::{DeviceEvents, IrqOutcome};
+
+/// The event-loop hooks of a `GpuScheme<D>`; `irq` services the device on an interrupt.
+pub struct SchemeEvents<F> {
+    irq: F,
+}
+
+impl<F> SchemeEvents<F> {
+    /// Hooks whose IRQ handler is `irq`.
+    pub fn new(irq: F) -> Self {
+        Self { irq }
+    }
+}
+
+impl<D, F> DeviceEvents<GpuScheme<D>> for SchemeEvents<F>
+where
+    D: GpuDriver,
+    F: FnMut(&D) -> IrqOutcome,
+{
+    fn handle_irq(&mut self, scheme: &mut GpuScheme<D>) -> IrqOutcome {
+        (self.irq)(scheme.driver())
+    }
+
+    fn take_fevents(&mut self, scheme: &mut GpuScheme<D>, out: &mut Vec<(usize, EventFlags)>) {
+        out.extend(scheme.ready_events());
+    }
+
+    fn on_cancel(&mut self, scheme: &mut GpuScheme<D>, request: Id) {
+        scheme.cancel(request);
+    }
+
+    fn next_deadline(&mut self, scheme: &mut GpuScheme<D>) -> Option<Duration> {
+        let deadline = scheme.next_deadline_ns()?;
+        let now = scheme.driver().now_ns();
+        Some(Duration::from_nanos(deadline.saturating_sub(now)))
+    }
+}
+
+#[cfg(test)]
+#[path = "scheme_events_tests.rs"]
+mod tests;
