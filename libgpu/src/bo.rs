@@ -254,3 +254,16 @@ impl BoMap {
         self.write(offset, &bytes)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::bo_size;
+
+    #[test]
+    fn bo_size_is_read_from_the_stats_line() {
+        assert_eq!(bo_size("bo-cpu-mappings: 0\nbo-size: 8192\n"), Some(8192));
+        assert_eq!(bo_size("bo-size: 4096 bytes"), Some(4096));
+        assert_eq!(bo_size("bo-size: lots"), None);
+        assert_eq!(bo_size("syncobj-point: 3"), None);
+    }
+}
