@@ -100,7 +100,7 @@ pub struct Device {
 impl std::fmt::Debug for Device {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Device")
-            .field("fd", &self.inner.handle.raw_fd())
+            .field("fd", &self.inner.handle.as_fd())
             .finish()
     }
 }

@@ -4,6 +4,7 @@
 //! points, export/import, and readiness (its derived handle becomes readable when signalled).
 //! Must not: block the server (waits park on the server side; only this client's call blocks).
 
+use std::os::fd::BorrowedFd;
 use std::sync::OnceLock;
 
 use gpu_scheme::uapi::flags::{ObjectKind, SyncobjWaitFlags};
@@ -152,9 +153,9 @@ impl Syncobj {
         self.handle()?.subscribe().during(Call::Event)
     }
 
-    /// The fd to wait on for readiness (valid while this syncobj lives; do not close it).
-    pub fn event_fd(&self) -> Result<i64> {
-        Ok(self.handle()?.raw_fd())
+    /// The fd to wait on for readiness (poll(2) / epoll; on Redox, an event queue).
+    pub fn event_fd(&self) -> Result<BorrowedFd<'_>> {
+        Ok(self.handle()?.as_fd())
     }
 
     /// Whether a readiness event arrived since the last call (host transport; on Redox the

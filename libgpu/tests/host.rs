@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::time::Duration;
+use rustix::event::{PollFd, PollFlags, Timespec};
 
 use common::{eventually, stat, Server};
 use gpu_scheme::driver::DriverError;
@@ -354,18 +354,34 @@ fn readiness_reports_a_signalled_syncobj() {
     let dev = server.device();
     let so = Syncobj::create(&dev, false).unwrap();
     so.subscribe().unwrap();
-    assert!(so.event_fd().unwrap() >= 0);
     assert!(!so.take_ready().unwrap());
+    assert_eq!(
+        poll_readable(&so, 0),
+        0,
+        "nothing to read before the signal"
+    );
     // Signalled through another client that imported it.
     let other = server.device();
     let exported = so.export().unwrap();
     let theirs = other.import_syncobj(exported.token()).unwrap();
     theirs.signal().unwrap();
+    // poll(2) wakes up on the event (10 s bound for a loaded machine; normally immediate).
+    assert_eq!(poll_readable(&so, 10_000), 1);
     let mut ready = false;
     eventually("a readiness event", || {
         ready |= so.take_ready().unwrap();
         ready
     });
     assert!(so.wait(Timeout::Poll).unwrap());
-    std::thread::sleep(Duration::from_millis(1));
+}
+
+/// poll(2) on the syncobj's event fd: how many fds are readable within `ms`.
+fn poll_readable(so: &Syncobj, ms: i32) -> usize {
+    let fd = so.event_fd().unwrap();
+    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+    let timeout = Timespec {
+        tv_sec: i64::from(ms / 1000),
+        tv_nsec: i64::from(ms % 1000) * 1_000_000,
+    };
+    rustix::event::poll(&mut fds, Some(&timeout)).unwrap()
 }

@@ -2,6 +2,7 @@
 //! recording transport decodes every call with `gpu_scheme::uapi::decode` and a property test
 //! compares it with an oracle built directly from the generated operations.
 
+use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
 
 use gpu_scheme::uapi::flags::{
@@ -16,13 +17,23 @@ use libgpu::{Bo, Device, ExecQueue, Syncobj, TransportError, Vm};
 use proptest::prelude::*;
 
 /// A transport that decodes and records every call, answering creates with ids 1, 2, 3…
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct Recorder {
     log: Arc<Mutex<Vec<Request>>>,
     next: Arc<Mutex<u32>>,
+    /// Any fd, to answer `as_fd`.
+    fd: Arc<std::fs::File>,
 }
 
 impl Recorder {
+    fn new() -> Self {
+        Recorder {
+            log: Arc::default(),
+            next: Arc::default(),
+            fd: Arc::new(std::fs::File::open("/dev/null").unwrap()),
+        }
+    }
+
     fn take(&self) -> Vec<Request> {
         std::mem::take(&mut *self.log.lock().unwrap())
     }
@@ -69,8 +80,8 @@ impl Handle for Recorder {
         Ok(0)
     }
 
-    fn raw_fd(&self) -> i64 {
-        -1
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 
     fn clone_fd(&self) -> Result<std::os::fd::OwnedFd, TransportError> {
@@ -221,7 +232,7 @@ struct World {
 }
 
 fn world() -> World {
-    let rec = Recorder::default();
+    let rec = Recorder::new();
     let dev = Device::from_handle(Box::new(rec.clone()));
     let vm = Vm::create(&dev, VmCreateFlags::empty()).unwrap();
     let bo = Bo::create(&dev, 1 << 32, Placement::SYSTEM, BoCreateFlags::empty()).unwrap();

@@ -4,7 +4,7 @@
 //! Owns: adapting `HostHandle` to the `Handle` trait and `SharedBoMapping` to `Mapping`.
 //! Must not: contain framing (that is `gpu_scheme::host`) or unsafe code.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -66,8 +66,8 @@ impl Handle for HostDevice {
         Ok(u32::try_from(bits).unwrap_or(u32::MAX))
     }
 
-    fn raw_fd(&self) -> i64 {
-        i64::from(self.0.as_fd().as_raw_fd())
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
     }
 
     fn clone_fd(&self) -> Result<OwnedFd, TransportError> {

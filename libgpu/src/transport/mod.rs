@@ -11,6 +11,8 @@ pub mod host;
 #[cfg(feature = "redox")]
 pub mod redox;
 
+use std::os::fd::BorrowedFd;
+
 use crate::error::TransportError;
 
 /// One scheme handle (device, BO or syncobj handle). Closing it is dropping it.
@@ -35,8 +37,8 @@ pub trait Handle: Send + Sync {
     fn take_events(&self) -> Result<u32, TransportError>;
 
     /// The file descriptor behind the handle, to wait for readiness with poll(2) / epoll or a
-    /// Redox event queue. Valid while the handle lives; do not close it.
-    fn raw_fd(&self) -> i64;
+    /// Redox event queue.
+    fn as_fd(&self) -> BorrowedFd<'_>;
 
     /// A new fd referring to the same handle, to pass to another process.
     fn clone_fd(&self) -> Result<std::os::fd::OwnedFd, TransportError>;

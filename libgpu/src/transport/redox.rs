@@ -6,12 +6,12 @@
 //! and runs only on Redox.
 //!
 //! Readiness: on Redox the kernel asks the scheme for events when the application adds a
-//! handle's fd to its event queue (`raw_fd`), and delivers them there; `take_events` is not
+//! handle's fd to its event queue (`as_fd`), and delivers them there; `take_events` is not
 //! available on this transport.
 
 #![allow(unsafe_code)]
 
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 
 use libredox::call::{self, MmapArgs};
@@ -84,8 +84,11 @@ impl Handle for RedoxHandle {
         Err(TransportError::Unsupported)
     }
 
-    fn raw_fd(&self) -> i64 {
-        i64::try_from(self.0.raw()).unwrap_or(-1)
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        // Redox fds are small integers; `Fd::open`/`dup` never return one beyond `i32`.
+        let raw = i32::try_from(self.0.raw()).unwrap_or(i32::MAX);
+        // SAFETY: the fd is open and owned by `self.0`, and the borrow cannot outlive `self`.
+        unsafe { BorrowedFd::borrow_raw(raw) }
     }
 
     fn clone_fd(&self) -> Result<OwnedFd, TransportError> {
