@@ -11,7 +11,7 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rustix::io::IoSliceMut;
 use rustix::net::{
@@ -74,6 +74,28 @@ impl BoMapping<'_> {
 }
 
 impl Drop for BoMapping<'_> {
+    fn drop(&mut self) {
+        let args = [self.offset, self.map.len() as u64, 0, 0];
+        let _ = self.handle.transact(kind::MUNMAP, args, &[], 0);
+    }
+}
+
+/// A CPU mapping of a BO handle that keeps its handle alive (for callers that share handles
+/// through `Arc`); unmapped (and reported to the server) on drop.
+pub struct SharedBoMapping {
+    map: SharedMapping,
+    handle: Arc<HostHandle>,
+    offset: u64,
+}
+
+impl SharedBoMapping {
+    /// The shared memory.
+    pub fn memory(&self) -> &SharedMapping {
+        &self.map
+    }
+}
+
+impl Drop for SharedBoMapping {
     fn drop(&mut self) {
         let args = [self.offset, self.map.len() as u64, 0, 0];
         let _ = self.handle.transact(kind::MUNMAP, args, &[], 0);
@@ -169,15 +191,33 @@ impl HostHandle {
 
     /// `mmap` of a BO handle: `len` bytes at `offset`, shared with every other mapping.
     pub fn mmap(&self, offset: u64, len: usize) -> Result<BoMapping<'_>, HostError> {
-        let args = [offset, len as u64, 0, 0];
-        let (file_offset, _, fd) = self.transact(kind::MMAP, args, &[], 0)?;
-        let fd = fd.ok_or(HostError::BadReply)?;
-        let map = SharedMapping::map(&fd, file_offset as u64, len)?;
+        let map = self.map_memory(offset, len)?;
         Ok(BoMapping {
             map,
             handle: self,
             offset,
         })
+    }
+
+    /// As `mmap`, for a handle held in an `Arc`: the mapping keeps the handle alive.
+    pub fn mmap_shared(
+        self: &Arc<Self>,
+        offset: u64,
+        len: usize,
+    ) -> Result<SharedBoMapping, HostError> {
+        let map = self.map_memory(offset, len)?;
+        Ok(SharedBoMapping {
+            map,
+            handle: Arc::clone(self),
+            offset,
+        })
+    }
+
+    fn map_memory(&self, offset: u64, len: usize) -> Result<SharedMapping, HostError> {
+        let args = [offset, len as u64, 0, 0];
+        let (file_offset, _, fd) = self.transact(kind::MMAP, args, &[], 0)?;
+        let fd = fd.ok_or(HostError::BadReply)?;
+        Ok(SharedMapping::map(&fd, file_offset as u64, len)?)
     }
 
     fn transact(

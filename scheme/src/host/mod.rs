@@ -18,7 +18,7 @@ use std::path::PathBuf;
 
 use crate::driver::{DriverError, GpuDriver};
 
-pub use client::{BoMapping, HostError, HostHandle};
+pub use client::{BoMapping, HostError, HostHandle, SharedBoMapping};
 pub use server::HostServer;
 
 /// What the host transport needs beyond `GpuDriver`: BO memory another process can map.
