@@ -86,6 +86,8 @@ struct State {
     syncobjs: BTreeMap<u64, SyncobjState>,
     memory: BTreeMap<(u64, u64), u64>,
     reset_queues: Vec<u64>,
+    /// Queue id → the VM it runs in (EXEC user fences are GPU VAs of that VM).
+    queue_vms: BTreeMap<u64, u64>,
     pending: Vec<Pending>,
     gpu_mappings: BTreeMap<ClientId, u64>,
     fail_next: Option<DriverError>,
@@ -281,12 +283,14 @@ impl GpuDriver for FakeDriver {
     fn queue_create(
         &self,
         client: ClientId,
-        _vm: &FakeVm,
+        vm: &FakeVm,
         class: EngineClass,
     ) -> Result<FakeQueue, DriverError> {
         self.fallible(|s| {
             s.calls.push(Call::QueueCreate(client, class));
-            FakeQueue(Self::fresh(s))
+            let id = Self::fresh(s);
+            s.queue_vms.insert(id, vm.0);
+            FakeQueue(id)
         })
     }
 
@@ -316,12 +320,9 @@ impl GpuDriver for FakeDriver {
         batches: &[u64],
         syncs: Vec<ResolvedSync<FakeSyncobj>>,
     ) -> Result<(), DriverError> {
-        self.submit(
-            client,
-            queue.0,
-            Call::Exec(queue.0, batches.to_vec()),
-            syncs,
-        )
+        let vm = self.with(|s| s.queue_vms.get(&queue.0).copied());
+        let vm = vm.ok_or(DriverError::Canceled)?;
+        self.submit(client, vm, Call::Exec(queue.0, batches.to_vec()), syncs)
     }
 
     fn user_fence_value(

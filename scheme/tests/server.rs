@@ -684,3 +684,43 @@ fn stats_text() {
     assert_eq!(h.s.read(dev, &mut buf, 1 << 40, 0, &caller()).unwrap(), 0);
     assert!(!h.read(h.root).contains("client-"));
 }
+
+#[test]
+fn exec_user_fence_is_written_in_the_queues_vm() {
+    // Regression: the fake driver once filed EXEC user fences under the queue id, so
+    // WAIT_USER_FENCE on the VM never saw them.
+    let mut h = Harness::new();
+    let a = h.open();
+    let vm = h.vm(a, VmCreateFlags::empty());
+    let q = h.queue(a, vm, EngineClass::Compute);
+    let fence = SyncSpec {
+        kind: SyncKind::UserFence {
+            addr: 0x8000,
+            value: 7,
+        },
+        signal: true,
+    };
+    h.call(
+        a,
+        &Request::Exec(ExecRequest {
+            queue: q,
+            batches: vec![0x1000],
+            syncs: vec![fence],
+        }),
+    )
+    .unwrap();
+    h.driver().complete_all();
+    let wait = Request::WaitUserFence(WaitUserFenceRequest {
+        vm,
+        queue: Some(q),
+        addr: 0x8000,
+        op: WaitOp::Eq,
+        value: 7,
+        mask: u64::MAX,
+        timeout: Timeout::Poll,
+    });
+    assert!(
+        h.call(a, &wait).is_ok(),
+        "the fence value is visible in the VM"
+    );
+}
