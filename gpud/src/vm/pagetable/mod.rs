@@ -84,8 +84,12 @@ pub struct PtStats {
     pub leaf_writes: u64,
     /// Pointer and empty entries written to table memory.
     pub table_writes: u64,
-    /// Entries written when a table became reachable (flushes of new or demoted tables).
+    /// Empty entries written when a table became reachable (initialising new tables).
     pub flush_writes: u64,
+    /// Entry writes the CPU performed (all kinds).
+    pub cpu_writes: u64,
+    /// Entry writes handed to a copy-engine job instead.
+    pub deferred_writes: u64,
     /// Table pages live (root and scratch tables included).
     pub tables: u64,
     /// Writes the memory refused (a bug if ever non-zero).
@@ -113,6 +117,8 @@ pub struct PageTable {
     config: PtConfig,
     stats: PtStats,
     retired: Vec<Retired>,
+    /// While set, entry writes are recorded here instead of performed (copy-engine path).
+    capture: Option<Vec<(PhysAddr, u64)>>,
 }
 
 /// Everything a batch needs, reserved; commit it with [`PtUpdate::commit`]. Dropping it
@@ -120,7 +126,21 @@ pub struct PageTable {
 pub struct PtUpdate<'a> {
     pt: &'a mut PageTable,
     ops: Vec<RangeOp>,
-    pool: Vec<PhysAddr>,
+    pool: Reservation,
+}
+
+/// Table pages reserved by `prepare`; whatever the commit does not use goes back on drop.
+struct Reservation {
+    mem: Arc<dyn PtMemory>,
+    pages: Vec<PhysAddr>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        for p in self.pages.drain(..) {
+            self.mem.free_page(p);
+        }
+    }
 }
 
 /// What a commit changed.
@@ -146,6 +166,7 @@ impl PageTable {
             config,
             stats: PtStats::default(),
             retired: Vec::new(),
+            capture: None,
         };
         if config.scratch {
             pt.build_scratch()?;
@@ -237,9 +258,12 @@ impl PageTable {
             }
         }
         Ok(PtUpdate {
+            pool: Reservation {
+                mem: self.mem.clone(),
+                pages: pool,
+            },
             pt: self,
             ops,
-            pool,
         })
     }
 
@@ -310,33 +334,58 @@ impl PageTable {
         self.retired.iter().map(|r| r.pages.len()).sum()
     }
 
+    /// Performs entry writes returned by [`PtUpdate::commit_deferred`] with the CPU.
+    pub fn write_entries(&mut self, writes: &[(PhysAddr, u64)]) {
+        for &(addr, value) in writes {
+            self.write(addr, value);
+        }
+    }
+
     /// The memory holding the tables (for read-back in tests and diagnostics).
     pub fn memory(&self) -> &Arc<dyn PtMemory> {
         &self.mem
     }
 }
 
-impl PtUpdate<'_> {
+impl<'a> PtUpdate<'a> {
     /// Tables reserved by prepare.
     pub fn reserved_tables(&self) -> usize {
-        self.pool.len()
+        self.pool.pages.len()
     }
 
-    /// Phase two: writes every entry. Cannot fail.
-    pub fn commit(mut self) -> PtCommit {
-        let ops = std::mem::take(&mut self.ops);
-        let mut pool = std::mem::take(&mut self.pool);
-        let commit = self.pt.apply(&ops, &mut pool);
-        self.pool = pool;
-        commit
+    /// An upper bound of the entry writes the commit performs (one per 4 KiB page mapped
+    /// plus a full table per new table): what chooses CPU or copy-engine updates.
+    pub fn estimated_writes(&self) -> u64 {
+        let pages: u64 = self
+            .ops
+            .iter()
+            .filter(|op| !matches!(op.content, ops::Content::Empty))
+            .map(|op| (op.end - op.start) / crate::types::PAGE_SIZE)
+            .sum();
+        pages + self.pool.pages.len() as u64 * pte::ENTRIES_PER_TABLE
     }
-}
 
-impl Drop for PtUpdate<'_> {
-    fn drop(&mut self) {
-        for p in self.pool.drain(..) {
-            self.pt.mem.free_page(p);
-        }
+    /// Phase two: writes every entry with the CPU. Cannot fail.
+    pub fn commit(self) -> PtCommit {
+        let PtUpdate { pt, ops, mut pool } = self;
+        pt.apply(&ops, &mut pool.pages)
+    }
+
+    /// Phase two for the copy-engine path: updates the shadow and returns the entry writes,
+    /// in the order that keeps the walker safe, for a job to perform (or for
+    /// [`PageTable::write_entries`] if the job cannot be submitted). Cannot fail.
+    pub fn commit_deferred(self) -> (PtCommit, Vec<(PhysAddr, u64)>) {
+        let (commit, writes, _) = self.commit_deferred_with_table();
+        (commit, writes)
+    }
+
+    /// [`Self::commit_deferred`], also handing back the table (for a CPU fallback).
+    pub fn commit_deferred_with_table(self) -> (PtCommit, Vec<(PhysAddr, u64)>, &'a mut PageTable) {
+        let PtUpdate { pt, ops, mut pool } = self;
+        pt.capture = Some(Vec::new());
+        let commit = pt.apply(&ops, &mut pool.pages);
+        let writes = pt.capture.take().unwrap_or_default();
+        (commit, writes, pt)
     }
 }
 

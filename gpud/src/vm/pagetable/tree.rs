@@ -36,6 +36,12 @@ impl PageTable {
     }
 
     pub(super) fn write(&mut self, addr: PhysAddr, value: u64) {
+        if let Some(capture) = self.capture.as_mut() {
+            capture.push((addr, value));
+            self.stats.deferred_writes += 1;
+            return;
+        }
+        self.stats.cpu_writes += 1;
         if !self.mem.write_u64(addr, value) {
             self.stats.write_errors += 1;
         }
@@ -288,10 +294,18 @@ impl PageTable {
         };
         node.stale = false;
         let (addr, entries) = (node.addr, *node.entries);
-        for (i, e) in entries.iter().enumerate() {
-            self.write(PhysAddr(addr.get() + i as u64 * 8), *e);
+        let empty = self.empty[key.0 as usize];
+        for (i, &e) in entries.iter().enumerate() {
+            self.write(PhysAddr(addr.get() + i as u64 * 8), e);
+            let pte = Pte(e);
+            if e == empty {
+                self.stats.flush_writes += 1;
+            } else if key.0 == 0 || pte.leaf() || pte.null() {
+                self.stats.leaf_writes += 1;
+            } else {
+                self.stats.table_writes += 1;
+            }
         }
-        self.stats.flush_writes += 512;
     }
 
     /// Removes table `key` and every table below it; their pages go to the freed list.
