@@ -50,6 +50,7 @@
 
 pub mod gpuvm;
 pub mod mapping;
+pub mod pagetable;
 pub mod plan;
 pub mod tree;
 pub mod undo;

@@ -1,0 +1,308 @@
+//! The memory manager: creates BOs in their placement, evicts least-recently-used BOs when
+//! VRAM runs out, and validates (moves back) evicted BOs.
+//!
+//! Owns: the LRU of BOs, the eviction policy (unpinned, migratable, least recently used
+//! first), and the copies that move a BO between VRAM and the system pool (submitted to the
+//! [`CopyEngine`] behind the BO's reservation fences). Must not: write page tables (the
+//! caller rebinds the mappings of a validated BO with [`Bo::map_op`]) or take the VM lock.
+//!
+//! Eviction never frees memory the GPU might still access: the copy waits for every fence in
+//! the BO's reservation, the old VRAM is freed only after the copy's fence signalled, and the
+//! BO's vm_bos are marked evicted so the VM's exec path rebinds them before any new job runs
+//! (drm_gpuvm's validate step). VM-private vm_bos are returned for the caller to move onto
+//! the VM's evict list with `VmBoLists::evict_local` under the VM reservation.
+
+use super::bo::{Backing, Bo, Placement, Pools};
+use super::copy::{copy_commands, CopyEngine, CopyError};
+use super::vram::VramError;
+use crate::hw::cmd::CommandStream;
+use crate::hw::pte::MemLocation;
+use crate::sync::{Fence, FenceStatus, Resv, Usage};
+use crate::types::{BoId, PhysAddr, PAGE_SIZE};
+use crate::vm::vm_bo::VmBo;
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use thiserror::Error;
+
+/// How long a move waits for its copy before reporting failure.
+const COPY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Errors of BO creation, eviction and validation.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum MemError {
+    /// VRAM is full and nothing can be evicted.
+    #[error("no VRAM for {requested:#x} bytes ({free:#x} free, nothing evictable)")]
+    NoSpace { requested: u64, free: u64 },
+    /// The system pool is full.
+    #[error("no system memory for {bytes:#x} bytes")]
+    NoMemory { bytes: u64 },
+    /// Zero or unaligned size.
+    #[error("invalid BO size {size:#x}")]
+    InvalidSize { size: u64 },
+    /// The move's copy job failed.
+    #[error(transparent)]
+    Copy(#[from] CopyError),
+}
+
+/// What an eviction pass did.
+#[derive(Debug, Default)]
+pub struct EvictReport {
+    /// BOs moved to system memory.
+    pub evicted: Vec<BoId>,
+    /// vm_bos of VM-private BOs: the caller moves each onto its VM's evict list
+    /// (`VmBoLists::evict_local`) under the VM reservation. External ones are flagged here.
+    pub private_vm_bos: Vec<Arc<VmBo>>,
+}
+
+/// Creates, evicts and validates BOs.
+pub struct MemoryManager {
+    pools: Arc<Pools>,
+    copy: Arc<dyn CopyEngine>,
+    lru: Mutex<Vec<Weak<Bo>>>,
+    clock: AtomicU64,
+    next_id: AtomicU64,
+}
+
+impl MemoryManager {
+    /// A manager over `pools`, moving memory with `copy`.
+    pub fn new(pools: Arc<Pools>, copy: Arc<dyn CopyEngine>) -> Self {
+        Self {
+            pools,
+            copy,
+            lru: Mutex::new(Vec::new()),
+            clock: AtomicU64::new(1),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// The pools.
+    pub fn pools(&self) -> &Arc<Pools> {
+        &self.pools
+    }
+
+    fn tick(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Creates a BO of `size` bytes. `vm_resv` makes it VM-private (sharing that VM's
+    /// reservation); `None` gives it its own (external). VRAM placements evict as needed.
+    pub fn create_bo(
+        &self,
+        size: u64,
+        placement: Placement,
+        vm_resv: Option<Arc<Resv>>,
+    ) -> Result<(Arc<Bo>, EvictReport), MemError> {
+        if size == 0 || size % PAGE_SIZE != 0 {
+            return Err(MemError::InvalidSize { size });
+        }
+        let mut report = EvictReport::default();
+        let backing = match placement {
+            Placement::System => self.alloc_sys(size)?,
+            Placement::Vram | Placement::Migratable => {
+                match self.alloc_vram_evicting(size, None, &mut report) {
+                    Ok(b) => b,
+                    Err(MemError::NoSpace { .. }) if placement == Placement::Migratable => {
+                        self.alloc_sys(size)?
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        let resv = match vm_resv {
+            Some(r) => (r, true),
+            None => (Resv::new(), false),
+        };
+        let id = BoId(self.next_id.fetch_add(1, Ordering::Relaxed));
+        let bo = Arc::new(Bo::new(
+            id,
+            size,
+            placement,
+            resv,
+            self.pools.clone(),
+            backing,
+            self.tick(),
+        ));
+        self.lru.lock().push(Arc::downgrade(&bo));
+        Ok((bo, report))
+    }
+
+    /// Marks `bo` used now (exec and bind call this), moving it to the LRU's young end.
+    pub fn touch(&self, bo: &Bo) {
+        bo.state.lock().last_use = self.tick();
+    }
+
+    fn alloc_sys(&self, size: u64) -> Result<Backing, MemError> {
+        self.pools
+            .sys
+            .alloc(size)
+            .map(Backing::System)
+            .map_err(|_| MemError::NoMemory { bytes: size })
+    }
+
+    /// Allocates VRAM, evicting LRU BOs (never `keep`) until it fits or nothing is left.
+    fn alloc_vram_evicting(
+        &self,
+        size: u64,
+        keep: Option<BoId>,
+        report: &mut EvictReport,
+    ) -> Result<Backing, MemError> {
+        loop {
+            match self.pools.alloc_vram(size) {
+                Ok(b) => return Ok(b),
+                Err(VramError::NoSpace { free, .. }) => {
+                    let Some(victim) = self.lru_victim(keep) else {
+                        return Err(MemError::NoSpace {
+                            requested: size,
+                            free,
+                        });
+                    };
+                    self.evict(&victim, report)?;
+                }
+                Err(_) => return Err(MemError::InvalidSize { size }),
+            }
+        }
+    }
+
+    /// The least recently used unpinned migratable BO in VRAM.
+    fn lru_victim(&self, keep: Option<BoId>) -> Option<Arc<Bo>> {
+        let mut lru = self.lru.lock();
+        lru.retain(|w| w.strong_count() > 0);
+        lru.iter()
+            .filter_map(Weak::upgrade)
+            .filter(|bo| Some(crate::vm::vm_bo::GpuBo::id(&**bo)) != keep)
+            .filter(|bo| bo.placement() == Placement::Migratable)
+            .filter_map(|bo| {
+                let s = bo.state.lock();
+                let in_vram = matches!(s.backing, Some(Backing::Vram(_)));
+                (in_vram && s.pins == 0).then_some((s.last_use, bo.clone()))
+            })
+            .min_by_key(|(t, _)| *t)
+            .map(|(_, bo)| bo)
+    }
+
+    /// Moves `bo` to the system pool and marks its vm_bos evicted.
+    pub fn evict(&self, bo: &Arc<Bo>, report: &mut EvictReport) -> Result<(), MemError> {
+        let size = crate::vm::vm_bo::GpuBo::size(&**bo);
+        let target = self.alloc_sys(size)?;
+        let deps = bo.reservation().fences(Usage::Bookkeep);
+        let old = match self.move_backing(bo, target.clone(), &deps) {
+            Ok(old) => old,
+            Err(e) => {
+                self.pools.free(target);
+                return Err(e);
+            }
+        };
+        self.pools.free(old);
+        let vm_bos: Vec<Arc<VmBo>> = bo
+            .state
+            .lock()
+            .vm_bos
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for vm_bo in vm_bos {
+            if vm_bo.is_external() {
+                vm_bo.set_evicted(true);
+            } else {
+                report.private_vm_bos.push(vm_bo);
+            }
+        }
+        report.evicted.push(crate::vm::vm_bo::GpuBo::id(&**bo));
+        Ok(())
+    }
+
+    /// Moves an evicted migratable BO back to VRAM (evicting others if needed) and clears
+    /// the evicted flag of its external vm_bos; the caller rebinds its mappings with
+    /// [`Bo::map_op`] and un-evicts VM-private vm_bos. Returns whether it moved.
+    pub fn validate(&self, bo: &Arc<Bo>, report: &mut EvictReport) -> Result<bool, MemError> {
+        if bo.placement() != Placement::Migratable || bo.location() == Some(MemLocation::Vram) {
+            self.touch(bo);
+            return Ok(false);
+        }
+        let size = crate::vm::vm_bo::GpuBo::size(&**bo);
+        let id = crate::vm::vm_bo::GpuBo::id(&**bo);
+        let target = self.alloc_vram_evicting(size, Some(id), report)?;
+        let deps = bo.reservation().fences(Usage::Bookkeep);
+        match self.move_backing(bo, target.clone(), &deps) {
+            Ok(old) => self.pools.free(old),
+            Err(e) => {
+                self.pools.free(target);
+                return Err(e);
+            }
+        }
+        let vm_bos: Vec<Arc<VmBo>> = bo
+            .state
+            .lock()
+            .vm_bos
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        vm_bos
+            .iter()
+            .filter(|v| v.is_external())
+            .for_each(|v| v.set_evicted(false));
+        self.touch(bo);
+        Ok(true)
+    }
+
+    /// Copies the BO into `target` after `deps`, waits for the copy, installs `target` and
+    /// returns the old backing (now unused by any job).
+    fn move_backing(
+        &self,
+        bo: &Bo,
+        target: Backing,
+        deps: &[Arc<Fence>],
+    ) -> Result<Backing, MemError> {
+        let Some(source) = bo.state.lock().backing.clone() else {
+            return Err(MemError::InvalidSize { size: 0 });
+        };
+        let mut s = CommandStream::new();
+        for (from, to, len) in piecewise(&source, &target) {
+            copy_commands(
+                &mut s,
+                (source.location(), from),
+                (target.location(), to),
+                len,
+            );
+        }
+        let fence = self.copy.submit(s.dwords(), deps)?;
+        let failed = |reason: String| MemError::Copy(CopyError::Failed { reason });
+        if let Err(fault) = fence
+            .wait(Some(COPY_TIMEOUT))
+            .map_err(|e| failed(e.to_string()))?
+        {
+            return Err(failed(format!("{fault:?}")));
+        }
+        if fence.status() == FenceStatus::Pending {
+            return Err(failed("copy did not complete".into()));
+        }
+        let mut st = bo.state.lock();
+        Ok(st.backing.replace(target).unwrap_or(source))
+    }
+}
+
+/// The copies moving `from`'s bytes to `to`, split where either side's segments end.
+fn piecewise(from: &Backing, to: &Backing) -> Vec<(PhysAddr, PhysAddr, u64)> {
+    let (a, b) = (from.segments(), to.segments());
+    let (mut i, mut j, mut oa, mut ob) = (0, 0, 0u64, 0u64);
+    let mut out = Vec::new();
+    while let (Some(sa), Some(sb)) = (a.get(i), b.get(j)) {
+        let len = (sa.len - oa).min(sb.len - ob);
+        out.push((
+            PhysAddr(sa.addr.get() + oa),
+            PhysAddr(sb.addr.get() + ob),
+            len,
+        ));
+        oa += len;
+        ob += len;
+        if oa == sa.len {
+            (i, oa) = (i + 1, 0);
+        }
+        if ob == sb.len {
+            (j, ob) = (j + 1, 0);
+        }
+    }
+    out
+}
