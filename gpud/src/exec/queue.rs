@@ -147,14 +147,19 @@ impl QueueState {
         p + self.inflight.iter().map(|j| j.dwords.len()).sum::<usize>()
     }
 
-    /// Bans the queue: in-flight jobs fail with `fault`, waiting ones are cancelled.
+    /// Bans the queue: in-flight jobs fail with `fault`; waiting ones are cancelled after a
+    /// hang (they never started) and share `fault` when the context or device is lost.
     pub(crate) fn ban(&mut self, ban: Ban, fault: FenceFault, done: &mut Vec<Completion>) {
         self.ban = Some(ban);
+        let waiting = match ban {
+            Ban::Hang => FenceFault::Canceled,
+            Ban::Context { .. } | Ban::Device => fault,
+        };
         for job in self.inflight.drain(..) {
             done.push(Completion::failed(job.fence, fault));
         }
         for job in self.pending.drain(..) {
-            done.push(Completion::failed(job.fence, FenceFault::Canceled));
+            done.push(Completion::failed(job.fence, waiting));
         }
     }
 }

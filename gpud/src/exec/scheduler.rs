@@ -200,9 +200,15 @@ impl Drop for Scheduler {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        // Queues outlive the scheduler (their handles hold the shared state): banning them
+        // makes later submissions fail with `DeviceLost` instead of waiting forever.
         let mut done = Vec::new();
         for q in self.shared.lock().queues.values_mut() {
             q.ban(Ban::Device, FenceFault::DeviceLost, &mut done);
+            if let Some(ring) = q.ring.take() {
+                // Stops the hardware queue; the device is going away with the scheduler.
+                let _ = ring.destroy();
+            }
         }
         complete_all(done);
         self.shared.user_fences.notify_all();
@@ -227,6 +233,11 @@ impl Shared {
     fn create_queue(&self, cfg: &QueueConfig) -> Result<QueueId, ExecError> {
         let per_engine = self.hw.rings.queues_per_engine();
         let mut st = self.lock();
+        if self.stop.load(Ordering::Acquire) {
+            return Err(ExecError::DeviceLost {
+                queue: QueueId(st.next_id),
+            });
+        }
         let used = &st.slots[cfg.engine.index() as usize];
         let slot = (0..per_engine)
             .find(|s| !used.contains(s))
@@ -460,8 +471,9 @@ fn reap_closed(st: &mut State) {
     }
 }
 
-/// Writes `q`'s ready jobs to its ring. A job that must not run (a dependency failed, its
-/// publication failed, its queue is closing) still sends its seqno write through the ring,
+/// Writes `q`'s ready jobs to its ring. A job runs once every dependency signalled. A job
+/// that must not run (a dependency failed, its publication failed, its queue is closing)
+/// still sends its seqno write through the ring,
 /// so its fence fails in order with the queue's other fences: fences of one queue always
 /// signal in seqno order, and only the scheduler thread retires them.
 fn push_ready_queue(
@@ -479,16 +491,18 @@ fn push_ready_queue(
         return Ok(());
     };
     while let Some(job) = q.pending.front() {
-        let cancelled = q.closing.then_some(FenceFault::Canceled);
-        let failed = job.fault.or(cancelled).or_else(|| {
+        let cancelled = job.fault.or(q.closing.then_some(FenceFault::Canceled));
+        // Even a job that will not run waits for every dependency: a fence that signalled
+        // promises that everything it depends on has signalled too.
+        if cancelled.is_none() && !job.deps.iter().all(|d| d.is_signalled()) {
+            break;
+        }
+        let failed = cancelled.or_else(|| {
             job.deps.iter().find_map(|d| match d.status() {
                 FenceStatus::Failed(f) => Some(f),
                 _ => None,
             })
         });
-        if failed.is_none() && !job.deps.iter().all(|d| d.is_signalled()) {
-            break;
-        }
         // A job whose dependency failed does not run, but its seqno write still goes through
         // the ring so the queue's fences keep signalling in order.
         let words = match failed {

@@ -179,7 +179,9 @@ fn the_kernel_queue_copies_after_its_dependencies() {
     let gate = Fence::new(FenceContext::alloc(), 1);
     let mut copy = CommandStream::new();
     copy.copy(data(0), data(64), 8);
-    let f = kq.submit(copy.dwords(), std::slice::from_ref(&gate)).unwrap();
+    let f = kq
+        .submit(copy.dwords(), std::slice::from_ref(&gate))
+        .unwrap();
     assert!(!f.is_signalled());
     gate.signal().unwrap();
     assert_eq!(wait(&f), Ok(()));
@@ -240,4 +242,19 @@ fn oversized_and_malformed_jobs_are_refused() {
     assert_eq!(err.kind(), ErrorKind::Invalid);
     let err = q.submit(Job::batch(data(0), 0)).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Invalid);
+}
+
+#[test]
+fn queues_outliving_the_scheduler_fail_their_jobs_and_refuse_new_ones() {
+    let rig = Rig::new(1);
+    let q = rig.queue(0, Engine::Copy, NEVER);
+    let gate = Fence::new(FenceContext::alloc(), 1);
+    let f = q
+        .submit(Job::commands(store(0, 1)).with_deps([gate.clone()]))
+        .unwrap();
+    drop(rig);
+    assert_eq!(wait(&f), Err(FenceFault::DeviceLost));
+    let err = q.submit(Job::commands(store(0, 1))).unwrap_err();
+    assert!(matches!(err, ExecError::DeviceLost { .. }), "{err}");
+    assert_eq!(err.kind(), ErrorKind::Cancelled);
 }

@@ -5,5 +5,6 @@ mod basic;
 mod hang;
 mod harness;
 mod lr;
+mod oracle;
 mod stress;
 mod vm_hook;
