@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+mod exec;
 mod gpuvm;
 mod report;
 mod scheme;
@@ -29,6 +30,10 @@ fn groups() -> Vec<Group> {
         Group {
             name: "sync",
             run: sync::run,
+        },
+        Group {
+            name: "exec",
+            run: exec::exec,
         },
         Group {
             name: "gpuvm",

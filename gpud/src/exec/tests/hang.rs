@@ -138,3 +138,25 @@ fn a_fatal_fault_bans_every_queue_of_that_context_and_no_other() {
     assert_eq!(rig.read(1, 0), 4);
     assert_eq!(rig.sched.stats().resets, 0);
 }
+
+#[test]
+fn a_job_that_never_finishes_without_hanging_is_timed_out_too() {
+    let rig = Rig::new(2);
+    let slow = rig.queue(0, Engine::Compute, TIMEOUT);
+    let other = rig.queue(1, Engine::Compute, NEVER);
+    // Waits on a semaphore nobody releases: the device does not call it hung.
+    let stuck = slow
+        .submit(Job::commands(wait_then_store(0, 1, 8, 1)))
+        .unwrap();
+    let o = other.submit(Job::commands(store(0, 2))).unwrap();
+    assert_eq!(wait(&o), Ok(()));
+    assert_eq!(rig.advance_until(&stuck, STEP), Err(FenceFault::JobTimeout));
+    assert!(slow.is_banned());
+    assert!(!other.is_banned());
+    // The queue's hardware queue is gone: releasing the semaphore changes nothing.
+    rig.write(0, 0, 1);
+    let o2 = other.submit(Job::commands(store(8, 3))).unwrap();
+    assert_eq!(wait(&o2), Ok(()));
+    assert_eq!(rig.read(0, 8), 0);
+    assert_eq!(rig.read(1, 8), 3);
+}
