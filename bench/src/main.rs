@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+mod exec;
 mod gpuvm;
 mod libgpu;
 mod report;
@@ -30,6 +31,10 @@ fn groups() -> Vec<Group> {
         Group {
             name: "sync",
             run: sync::run,
+        },
+        Group {
+            name: "exec",
+            run: exec::exec,
         },
         Group {
             name: "gpuvm",

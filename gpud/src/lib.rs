@@ -11,10 +11,12 @@
 //! - [`sync`]: fences, fence chains, syncobjs, reservation objects, multi-object locking,
 //!   user fences, the lock-order checker.
 //! - [`vm`]: the GPU VA-space manager (split/merge planner, vm_bo bookkeeping).
+//! - [`exec`]: exec queues, jobs, the scheduler, hang recovery, the kernel copy queue.
 //! - [`mem`]: VRAM buddy allocator (buffer objects and eviction come later).
 //! - [`platform`]: launch as a Redox pcid driver (startup, event loop, syscall seams).
 
 pub mod demo;
+pub mod exec;
 pub mod hw;
 pub mod mem;
 pub mod platform;

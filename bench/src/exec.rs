@@ -1,0 +1,162 @@
+//! `gpu-bench exec`: the scheduler core on simgpu in thread mode — submit-to-signal latency
+//! and job throughput on several queues, independent and chained across queues.
+//!
+//! Owns: the exec benchmark group. Must not: assert on timings; it only reports them.
+
+use crate::report::{median_ns, Report};
+use gpud::demo::pagetable::SimplePageTable;
+use gpud::exec::{
+    ExecHw, ExecQueue, FencePage, IrqDispatcher, Job, QueueConfig, QueueMode, SchedConfig,
+    Scheduler,
+};
+use gpud::hw::cmd::CommandStream;
+use gpud::hw::pte::{CacheMode, LeafFlags};
+use gpud::hw::sim::dma::HeapDma;
+use gpud::hw::sim::irq::IrqLatch;
+use gpud::hw::sim::platform::SimMmio;
+use gpud::hw::sim::SimHw;
+use gpud::hw::{DmaMemory, Engine, FaultMode, HwCtx, MemLocation, Mmio, Mmu, SystemClock};
+use gpud::sync::Fence;
+use gpud::types::{GpuVa, PAGE_SIZE};
+use simgpu::{Config, HeapMemory, SimGpu};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const DATA_VA: GpuVa = GpuVa(0x100_0000);
+const FENCE_VA: u64 = 0x200_0000;
+const CTX: HwCtx = HwCtx(1);
+const RW: LeafFlags = LeafFlags {
+    writable: true,
+    cache: CacheMode::WriteBack,
+};
+
+/// A device, one context with a data page, and a scheduler.
+struct Bench {
+    sched: Scheduler,
+    _irq: IrqDispatcher,
+    gpu: Arc<SimGpu>,
+    dma: Arc<dyn DmaMemory>,
+    pt: SimplePageTable,
+    queues: u64,
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        self.gpu.stop();
+    }
+}
+
+impl Bench {
+    fn new() -> Self {
+        let sys = Arc::new(HeapMemory::new(16 << 20));
+        let gpu = Arc::new(SimGpu::new(Config::default(), sys.clone()));
+        let latch = Arc::new(IrqLatch::default());
+        gpu.set_interrupt_sink(latch.clone());
+        let dma: Arc<dyn DmaMemory> = Arc::new(HeapDma::new(sys));
+        let mmio: Arc<dyn Mmio> = Arc::new(SimMmio(gpu.clone()));
+        let hw = SimHw::init(mmio, dma.clone(), latch, Arc::new(SystemClock::new()));
+        let hw = Arc::new(hw.expect("simgpu bring-up"));
+        gpu.start();
+        let mut pt = SimplePageTable::new(dma.clone()).expect("page table");
+        let data = dma.alloc(PAGE_SIZE).expect("data page").addr;
+        pt.map_4k(DATA_VA, data, MemLocation::System, RW)
+            .expect("map");
+        hw.bind_context(CTX, pt.root(), FaultMode::Fatal)
+            .expect("bind");
+        let irq = IrqDispatcher::start(hw.interrupts()).expect("irq thread");
+        let sched =
+            Scheduler::new(ExecHw::sim(hw), SchedConfig::default(), &irq).expect("scheduler");
+        Self {
+            sched,
+            _irq: irq,
+            gpu,
+            dma,
+            pt,
+            queues: 0,
+        }
+    }
+
+    fn queue(&mut self, engine: Engine) -> ExecQueue {
+        self.queues += 1;
+        let va = GpuVa(FENCE_VA + self.queues * PAGE_SIZE);
+        let pa = self.dma.alloc(PAGE_SIZE).expect("fence page").addr;
+        self.pt
+            .map_4k(va, pa, MemLocation::System, RW)
+            .expect("map");
+        self.sched
+            .create_queue(QueueConfig {
+                engine,
+                ctx: CTX,
+                fence_page: FencePage { va, pa },
+                mode: QueueMode::Dma {
+                    timeout: Duration::from_secs(60),
+                },
+                vm: None,
+            })
+            .expect("queue")
+    }
+}
+
+fn store_job(slot: u64, value: u64) -> Job {
+    let va = GpuVa(DATA_VA.get() + 8 * slot);
+    Job::commands(
+        CommandStream::new()
+            .store_qword(va, value)
+            .dwords()
+            .to_vec(),
+    )
+}
+
+fn wait(f: &Fence) {
+    let _ = f.wait(Some(Duration::from_secs(60)));
+}
+
+/// Median nanoseconds from `submit` to the fence signalling, one job at a time.
+fn submit_to_signal() -> u64 {
+    let mut b = Bench::new();
+    let q = b.queue(Engine::Copy);
+    let mut samples: Vec<u64> = (0..2000u64)
+        .map(|k| {
+            let start = Instant::now();
+            let f = q.submit(store_job(0, k)).expect("submit");
+            wait(&f);
+            start.elapsed().as_nanos() as u64
+        })
+        .collect();
+    median_ns(&mut samples)
+}
+
+/// Jobs per second on four queues (two per engine); `chained`: each job also depends on the
+/// previous job, which ran on another queue.
+fn throughput(chained: bool) -> f64 {
+    const JOBS: u64 = 8000;
+    let mut b = Bench::new();
+    let qs: Vec<ExecQueue> = [Engine::Copy, Engine::Compute, Engine::Copy, Engine::Compute]
+        .into_iter()
+        .map(|e| b.queue(e))
+        .collect();
+    let start = Instant::now();
+    let mut last: Option<Arc<Fence>> = None;
+    let mut fences = Vec::with_capacity(JOBS as usize);
+    for k in 0..JOBS {
+        let qi = (k % 4) as usize;
+        let mut job = store_job(qi as u64, k);
+        if let (true, Some(prev)) = (chained, last.clone()) {
+            job = job.with_deps([prev]);
+        }
+        let f = qs[qi].submit(job).expect("submit");
+        last = Some(f.clone());
+        fences.push(f);
+    }
+    fences.iter().for_each(|f| wait(f));
+    JOBS as f64 / start.elapsed().as_secs_f64()
+}
+
+/// The exec group.
+pub fn exec() -> Report {
+    let mut r = Report::new("exec");
+    r.push("submit_to_signal_ns", submit_to_signal());
+    r.push("jobs_per_s_4_queues", throughput(false).round());
+    r.push("dep_chain_jobs_per_s", throughput(true).round());
+    r
+}

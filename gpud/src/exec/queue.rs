@@ -1,0 +1,228 @@
+//! Exec queues: the client-facing handle, its per-queue scheduler state and submission.
+//!
+//! Owns: [`QueueConfig`], [`ExecQueue`] (submit, ban state, destroy on drop) and
+//! `QueueState`: the queue's jobs waiting for dependencies (`pending`, in submission order)
+//! and on the ring (`inflight`, in seqno order). Invariants: seqnos of one queue increase in
+//! submission order; a job leaves `pending` only from the front, so jobs of one queue reach
+//! the ring in order; `inflight` holds exactly the jobs written to the ring whose seqno the
+//! fence page does not show yet. Must not: touch rings or reset engines (the scheduler and
+//! recovery do), or sleep while holding the scheduler state lock.
+
+use super::error::{ExecError, QueueId};
+use super::job::Job;
+use super::ring::RingQueue;
+use super::scheduler::{Completion, Shared};
+use super::vm_hook::JobVm;
+use crate::hw::{Engine, HwCtx};
+use crate::sync::{Exec, ExecFlags, Fence, FenceContext, FenceFault};
+use crate::types::{GpuVa, PhysAddr};
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The 8-byte seqno slot a queue's jobs write on completion: driver-allocated DMA memory
+/// that the owner of the context's page tables mapped (writable) at `va`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FencePage {
+    /// Where the GPU writes it, in the queue's context.
+    pub va: GpuVa,
+    /// Where the driver reads it.
+    pub pa: PhysAddr,
+}
+
+/// dma-fence or long-running queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueMode {
+    /// Jobs have bounded run time: a job on the ring longer than `timeout` is a hang.
+    Dma {
+        /// Per-job timeout, measured from the moment the job became the oldest on the ring.
+        timeout: Duration,
+    },
+    /// Long-running VM: no timeout, no dma-fence out-syncs, no software queue beyond the ring.
+    LongRunning,
+}
+
+/// How to create an exec queue.
+#[derive(Clone)]
+pub struct QueueConfig {
+    /// Engine class.
+    pub engine: Engine,
+    /// Hardware context (the VM's page tables).
+    pub ctx: HwCtx,
+    /// Seqno slot mapped in `ctx`.
+    pub fence_page: FencePage,
+    /// dma-fence or LR.
+    pub mode: QueueMode,
+    /// The VM's revalidation step; `None` for driver-internal queues.
+    pub vm: Option<Arc<dyn JobVm>>,
+}
+
+/// Why a queue stopped accepting jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ban {
+    /// One of its jobs hung (or timed out).
+    Hang,
+    /// Its context went into error.
+    Context { reason: u8 },
+    /// Its hardware queue could not be re-created.
+    Device,
+}
+
+/// A job waiting for its dependencies.
+pub(crate) struct PendingJob {
+    pub fence: Arc<Fence>,
+    pub deps: Vec<Arc<Fence>>,
+    pub dwords: Vec<u32>,
+    /// Set when the job must not run (its publication failed); it still retires in order.
+    pub fault: Option<FenceFault>,
+}
+
+/// A job written to the ring.
+pub(crate) struct InflightJob {
+    pub fence: Arc<Fence>,
+    /// What was written to the ring (written again after an engine reset).
+    pub dwords: Vec<u32>,
+    /// Set when only the seqno write was queued because a dependency failed.
+    pub fault: Option<FenceFault>,
+}
+
+/// The scheduler's view of one exec queue.
+pub(crate) struct QueueState {
+    pub engine: Engine,
+    pub ctx: HwCtx,
+    pub slot: u32,
+    pub ring: Option<Box<dyn RingQueue>>,
+    pub fence_page: FencePage,
+    pub fence_ctx: FenceContext,
+    pub next_seqno: u64,
+    pub pending: VecDeque<PendingJob>,
+    pub inflight: VecDeque<InflightJob>,
+    /// Clock time at which the oldest in-flight job became the oldest.
+    pub oldest_started: Duration,
+    pub mode: QueueMode,
+    pub ban: Option<Ban>,
+    /// The handle was dropped: the queue goes away once `inflight` drains.
+    pub closing: bool,
+}
+
+impl QueueState {
+    pub(crate) fn new(cfg: &QueueConfig, slot: u32, ring: Box<dyn RingQueue>) -> Self {
+        Self {
+            engine: cfg.engine,
+            ctx: cfg.ctx,
+            slot,
+            ring: Some(ring),
+            fence_page: cfg.fence_page,
+            fence_ctx: FenceContext::alloc(),
+            next_seqno: 1,
+            pending: VecDeque::new(),
+            inflight: VecDeque::new(),
+            oldest_started: Duration::ZERO,
+            mode: cfg.mode,
+            ban: None,
+            closing: false,
+        }
+    }
+
+    /// The error a submission to this queue gets, if it may not take jobs.
+    pub(crate) fn refusal(&self, id: QueueId) -> Option<ExecError> {
+        if self.closing {
+            return Some(ExecError::QueueClosed { queue: id });
+        }
+        self.ban.map(|ban| match ban {
+            Ban::Hang => ExecError::QueueBanned { queue: id },
+            Ban::Context { reason } => ExecError::VmBanned {
+                queue: id,
+                ctx: self.ctx.0,
+                reason,
+            },
+            Ban::Device => ExecError::DeviceLost { queue: id },
+        })
+    }
+
+    /// Dwords the queue holds (on the ring or waiting for it).
+    pub(crate) fn queued_dwords(&self) -> usize {
+        let p: usize = self.pending.iter().map(|j| j.dwords.len()).sum();
+        p + self.inflight.iter().map(|j| j.dwords.len()).sum::<usize>()
+    }
+
+    /// Bans the queue: in-flight jobs fail with `fault`; waiting ones are cancelled after a
+    /// hang (they never started) and share `fault` when the context or device is lost.
+    pub(crate) fn ban(&mut self, ban: Ban, fault: FenceFault, done: &mut Vec<Completion>) {
+        self.ban = Some(ban);
+        let waiting = match ban {
+            Ban::Hang => FenceFault::Canceled,
+            Ban::Context { .. } | Ban::Device => fault,
+        };
+        for job in self.inflight.drain(..) {
+            done.push(Completion::failed(job.fence, fault));
+        }
+        for job in self.pending.drain(..) {
+            done.push(Completion::failed(job.fence, waiting));
+        }
+    }
+}
+
+/// A client's exec queue. Dropping it cancels its waiting jobs; its in-flight jobs finish
+/// and then the hardware queue is released.
+pub struct ExecQueue {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) id: QueueId,
+    pub(crate) vm: Option<Arc<dyn JobVm>>,
+    /// Serializes submissions so seqnos are armed and queued in one order.
+    pub(crate) submit_lock: Mutex<()>,
+}
+
+impl ExecQueue {
+    /// The queue's id.
+    pub fn id(&self) -> QueueId {
+        self.id
+    }
+
+    /// Whether the queue no longer takes jobs (banned or lost).
+    pub fn is_banned(&self) -> bool {
+        self.shared.with_queue(self.id, |q| q.ban.is_some()) != Some(false)
+    }
+
+    /// Submits `job`; returns its fence at once. The job runs after its dependencies, the
+    /// VM's KERNEL fences and every earlier job of this queue.
+    pub fn submit(&self, job: Job) -> Result<Arc<Fence>, ExecError> {
+        job.validate()?;
+        let _serial = self.submit_lock.lock();
+        self.shared.precheck(self.id, &job)?;
+        let mut exec = Exec::new(ExecFlags::IGNORE_DUPLICATES);
+        let mut deps = job.deps.clone();
+        if let Some(vm) = &self.vm {
+            if vm.is_banned() {
+                return Err(super::vm_hook::JobVmError::Banned.into());
+            }
+            deps.extend(vm.lock_and_validate(&mut exec)?);
+        }
+        let (fence, dwords) = self.shared.arm(self.id, &job)?;
+        let published = match &self.vm {
+            Some(vm) => vm.publish(&exec, &fence),
+            None => Ok(()),
+        };
+        if let Err(e) = published {
+            // The armed seqno still goes through the ring so the queue's fences stay ordered.
+            let fault = Some(FenceFault::Canceled);
+            self.shared
+                .push(self.id, fence, Vec::new(), dwords, fault)?;
+            return Err(e.into());
+        }
+        self.shared
+            .push(self.id, fence.clone(), deps, dwords, None)?;
+        drop(exec);
+        for out in &job.out_syncs {
+            out.install(&fence);
+        }
+        Ok(fence)
+    }
+}
+
+impl Drop for ExecQueue {
+    fn drop(&mut self) {
+        self.shared.close_queue(self.id);
+    }
+}

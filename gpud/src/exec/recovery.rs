@@ -1,0 +1,212 @@
+//! Hang and error recovery: job timeouts, engine reset, banning guilty queues, resubmitting
+//! innocent ones, and isolating contexts that hit a fatal error.
+//!
+//! Owns: the policy. A job is hung when it has been the oldest job on its ring for longer
+//! than its queue's timeout (on the injected clock). Recovery resets the job's engine; the
+//! guilty queues (the timed-out one and any the device shows as hung) are banned: their
+//! in-flight fences fail with `JobTimeout`, their waiting jobs with `Canceled`, later submits
+//! get `QueueBanned`. Every other queue of the engine gets a fresh ring holding its
+//! unretired jobs again, so they run to completion (a job interrupted mid-way runs again from
+//! its start, as with any GPU resubmission). A reset-guilty context's error is cleared so
+//! innocent queues sharing it (e.g. on the other engine) continue. A context in error for
+//! any other reason (a fault in a non-fault-mode VM, an illegal command) bans every queue of
+//! that context; other contexts keep running. Must not: run with fences being signalled
+//! under the state lock (it returns `Completion`s).
+
+use super::error::QueueId;
+use super::queue::{Ban, QueueMode, QueueState};
+use super::scheduler::{Completion, Shared, State};
+use crate::hw::{Engine, HwCtx, QueueStatus};
+use crate::sync::FenceFault;
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// Context error reason the device gives a context guilty of a hang at reset.
+const REASON_RESET_GUILTY: u8 = 5;
+
+fn timeout_of(q: &QueueState) -> Option<Duration> {
+    match q.mode {
+        QueueMode::Dma { timeout } => Some(timeout),
+        QueueMode::LongRunning => None,
+    }
+}
+
+/// The first queue whose oldest in-flight job exceeded its timeout.
+pub(crate) fn timed_out(st: &State, now: Duration) -> Option<(Engine, QueueId)> {
+    st.queues.iter().find_map(|(id, q)| {
+        let t = timeout_of(q)?;
+        let late =
+            q.ban.is_none() && !q.inflight.is_empty() && now.saturating_sub(q.oldest_started) > t;
+        late.then_some((q.engine, *id))
+    })
+}
+
+/// How long until the earliest possible timeout (`None`: no job with a timeout is running).
+pub(crate) fn next_check(st: &State, now: Duration) -> Option<Duration> {
+    st.queues
+        .values()
+        .filter(|q| q.ban.is_none() && !q.inflight.is_empty())
+        .filter_map(|q| {
+            let t = timeout_of(q)?;
+            Some((q.oldest_started + t + Duration::from_nanos(1)).saturating_sub(now))
+        })
+        .min()
+}
+
+/// Bans queue `id`, fails its jobs and releases its hardware queue.
+pub(crate) fn ban_queue(
+    shared: &Shared,
+    st: &mut State,
+    id: QueueId,
+    ban: Ban,
+    fault: FenceFault,
+    done: &mut Vec<Completion>,
+) {
+    let Some(q) = st.queues.get_mut(&id) else {
+        return;
+    };
+    if q.ban.is_some() {
+        return;
+    }
+    q.ban(ban, fault, done);
+    let ring = q.ring.take();
+    let (engine, slot) = (q.engine, q.slot);
+    if let Some(ring) = ring {
+        // The queue is stopped (reset, context error); a failed teardown only leaks a ring.
+        let _ = ring.destroy();
+        st.free_slot(engine, slot);
+    }
+    shared.banned.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Resets `engine` after `culprit` timed out, bans the guilty and resubmits the innocent.
+pub(crate) fn recover(
+    shared: &Shared,
+    st: &mut State,
+    engine: Engine,
+    culprit: QueueId,
+    done: &mut Vec<Completion>,
+) {
+    let on_engine: Vec<QueueId> = st
+        .queues
+        .iter()
+        .filter(|(_, q)| q.engine == engine && q.ban.is_none() && q.ring.is_some())
+        .map(|(id, _)| *id)
+        .collect();
+    let mut guilty: BTreeSet<QueueId> = on_engine
+        .iter()
+        .filter(|id| {
+            st.queues
+                .get(id)
+                .and_then(|q| q.ring.as_ref())
+                .is_some_and(|r| r.status().contains(QueueStatus::HUNG))
+        })
+        .copied()
+        .collect();
+    let reset = shared.hw.engines.reset(engine, shared.cfg.reset_timeout);
+    shared.resets.fetch_add(1, Ordering::Relaxed);
+    let now = shared.hw.clock.now();
+    // Jobs that completed before the reset are not resubmitted.
+    shared.retire_all(st, now, done);
+    // The timed-out job may have finished between the timeout check and the reset; then its
+    // queue is innocent (unless the device saw it hung).
+    if st
+        .queues
+        .get(&culprit)
+        .is_some_and(|q| !q.inflight.is_empty())
+    {
+        guilty.insert(culprit);
+    }
+    let mut guilty_ctxs: BTreeSet<HwCtx> = BTreeSet::new();
+    for id in on_engine {
+        let device_gone = reset.is_err();
+        if guilty.contains(&id) || device_gone {
+            if let Some(q) = st.queues.get(&id) {
+                guilty_ctxs.insert(q.ctx);
+            }
+            let (ban, fault) = if device_gone {
+                (Ban::Device, FenceFault::DeviceLost)
+            } else {
+                (Ban::Hang, FenceFault::JobTimeout)
+            };
+            ban_queue(shared, st, id, ban, fault, done);
+        } else if !resubmit(shared, st, id, now) {
+            ban_queue(shared, st, id, Ban::Device, FenceFault::DeviceLost, done);
+        }
+    }
+    if let Ok(Some(ctx)) = reset {
+        guilty_ctxs.insert(ctx);
+    }
+    for ctx in guilty_ctxs {
+        let reset_guilty = shared
+            .hw
+            .mmu
+            .context_status(ctx)
+            .is_ok_and(|s| s.error() && s.reason() == REASON_RESET_GUILTY);
+        if reset_guilty {
+            // Only the queue is guilty, not the VM: its other queues continue.
+            let _ = shared.hw.mmu.clear_context_error(ctx);
+        }
+    }
+}
+
+/// Gives innocent queue `id` a fresh ring holding its unretired jobs. `false`: it failed.
+fn resubmit(shared: &Shared, st: &mut State, id: QueueId, now: Duration) -> bool {
+    let Some(q) = st.queues.get_mut(&id) else {
+        return true;
+    };
+    if let Some(old) = q.ring.take() {
+        // After the reset the queue is disabled; its ring memory can go.
+        let _ = old.destroy();
+    }
+    let created = shared
+        .hw
+        .rings
+        .create_ring(q.engine, q.slot, q.ctx, shared.cfg.ring_bytes);
+    let Ok(mut ring) = created else {
+        return false;
+    };
+    for job in &q.inflight {
+        if ring.submit(&job.dwords).is_err() {
+            return false;
+        }
+    }
+    shared
+        .resubmitted
+        .fetch_add(q.inflight.len() as u64, Ordering::Relaxed);
+    q.ring = Some(ring);
+    q.oldest_started = now;
+    true
+}
+
+/// After CTX_ERROR: bans every queue of a context in error for a reason other than a reset.
+pub(crate) fn ban_failed_contexts(shared: &Shared, st: &mut State, done: &mut Vec<Completion>) {
+    // Jobs that completed before the error are not failed with it.
+    shared.retire_all(st, shared.hw.clock.now(), done);
+    let ctxs: BTreeSet<HwCtx> = st
+        .queues
+        .values()
+        .filter(|q| q.ban.is_none())
+        .map(|q| q.ctx)
+        .collect();
+    for ctx in ctxs {
+        let Ok(status) = shared.hw.mmu.context_status(ctx) else {
+            continue;
+        };
+        if !status.error() || status.reason() == REASON_RESET_GUILTY {
+            continue;
+        }
+        let victims: Vec<QueueId> = st
+            .queues
+            .iter()
+            .filter(|(_, q)| q.ctx == ctx)
+            .map(|(id, _)| *id)
+            .collect();
+        let reason = status.reason();
+        let fault = FenceFault::Failed(u32::from(reason));
+        for id in victims {
+            ban_queue(shared, st, id, Ban::Context { reason }, fault, done);
+        }
+    }
+}

@@ -1,0 +1,549 @@
+//! The scheduler: the thread that moves ready jobs onto their rings, retires completed jobs
+//! and notices hangs, plus queue creation and the completion interrupt handler.
+//!
+//! Owns: the scheduler state (every queue's `QueueState`, which hardware queue slots are
+//! taken), the scheduler thread, retiring (reading each queue's fence page and signalling the
+//! fences of every job at or below the seqno found there) and the wake-up channels. Lock rule:
+//! the state lock is never held while a fence is signalled (fence callbacks may submit) or
+//! while sleeping; work that signals collects [`Completion`]s and completes them after
+//! unlocking. Hardware queues: one per exec queue; when an engine's queues are all taken,
+//! creation fails with `NoHwQueue` (no sharing: a shared ring would make one client's hang
+//! everyone's). Must not: decide hang policy (see `recovery.rs`) or build page tables.
+
+use super::error::{ExecError, QueueId};
+use super::irq::IrqDispatcher;
+use super::job::{Job, FENCE_TAIL_DWORDS};
+use super::queue::{Ban, ExecQueue, InflightJob, PendingJob, QueueConfig, QueueMode, QueueState};
+use super::recovery;
+use super::ring::ExecHw;
+use crate::hw::clock::WAIT_SLICE;
+use crate::hw::{Engine, HwError, IrqCauses};
+use crate::sync::{Fence, FenceFault, FenceStatus, WaitQueue};
+use parking_lot::{Mutex, MutexGuard};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Scheduler settings.
+#[derive(Debug, Clone, Copy)]
+pub struct SchedConfig {
+    /// Ring size of every hardware queue (a power of two, 64 B ..= 16 MiB).
+    pub ring_bytes: u32,
+    /// How long an engine reset may take.
+    pub reset_timeout: Duration,
+}
+
+impl Default for SchedConfig {
+    fn default() -> Self {
+        Self {
+            ring_bytes: 16 << 10,
+            reset_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Counters for tests and observability.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SchedStats {
+    /// Engine resets performed.
+    pub resets: u64,
+    /// Jobs written to a ring again after a reset.
+    pub resubmitted: u64,
+    /// Queues banned (hang, context error, device).
+    pub banned: u64,
+}
+
+/// A fence to signal once the state lock is released.
+pub(crate) struct Completion {
+    fence: Arc<Fence>,
+    fault: Option<FenceFault>,
+}
+
+impl Completion {
+    pub(crate) fn ok(fence: Arc<Fence>) -> Self {
+        Self { fence, fault: None }
+    }
+
+    pub(crate) fn failed(fence: Arc<Fence>, fault: FenceFault) -> Self {
+        Self {
+            fence,
+            fault: Some(fault),
+        }
+    }
+
+    /// Signals the fence. A fence already signalled elsewhere is left alone.
+    pub(crate) fn complete(self) {
+        if let Some(fault) = self.fault {
+            let _ = self.fence.set_error(fault);
+        }
+        let _ = self.fence.signal();
+    }
+}
+
+fn complete_all(done: Vec<Completion>) -> bool {
+    let any = !done.is_empty();
+    done.into_iter().for_each(Completion::complete);
+    any
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    pub queues: BTreeMap<QueueId, QueueState>,
+    next_id: u32,
+    /// Hardware queue slots in use, per engine index.
+    slots: [BTreeSet<u32>; 2],
+}
+
+impl State {
+    pub(crate) fn free_slot(&mut self, engine: Engine, slot: u32) {
+        self.slots_mut(engine).remove(&slot);
+    }
+
+    fn slots_mut(&mut self, engine: Engine) -> &mut BTreeSet<u32> {
+        // PANIC: `Engine::index` is 0 or 1, and there is one set per engine.
+        &mut self.slots[engine.index() as usize]
+    }
+
+    /// An id no live queue has (ids wrap after 2^32 queues).
+    fn fresh_id(&mut self) -> QueueId {
+        loop {
+            let id = QueueId(self.next_id);
+            self.next_id = self.next_id.wrapping_add(1);
+            if !self.queues.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    pub hw: ExecHw,
+    pub cfg: SchedConfig,
+    state: Mutex<State>,
+    /// Wakes the scheduler thread (submission, dependency signalled, completion).
+    wake: Arc<WaitQueue>,
+    /// Notified after the GPU may have written user fences.
+    user_fences: Arc<WaitQueue>,
+    stop: AtomicBool,
+    /// A CTX_ERROR arrived; the scheduler thread checks the contexts.
+    ctx_error: AtomicBool,
+    pub resets: AtomicU64,
+    pub resubmitted: AtomicU64,
+    pub banned: AtomicU64,
+}
+
+/// The scheduler of one device.
+pub struct Scheduler {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Scheduler {
+    /// Starts the scheduler thread and registers the completion and context-error handlers
+    /// with `irq`.
+    pub fn new(hw: ExecHw, cfg: SchedConfig, irq: &IrqDispatcher) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared {
+            hw,
+            cfg,
+            state: Mutex::new(State::default()),
+            wake: Arc::new(WaitQueue::new()),
+            user_fences: Arc::new(WaitQueue::new()),
+            stop: AtomicBool::new(false),
+            ctx_error: AtomicBool::new(false),
+            resets: AtomicU64::new(0),
+            resubmitted: AtomicU64::new(0),
+            banned: AtomicU64::new(0),
+        });
+        let weak = Arc::downgrade(&shared);
+        irq.register(
+            IrqCauses::COPY_USER | IrqCauses::COMPUTE_USER,
+            Arc::new(move |_| with_weak(&weak, Shared::on_user_irq)),
+        );
+        let weak = Arc::downgrade(&shared);
+        irq.register(
+            IrqCauses::CTX_ERROR,
+            Arc::new(move |_| {
+                with_weak(&weak, |s| {
+                    s.ctx_error.store(true, Ordering::Release);
+                    s.wake.notify_all();
+                })
+            }),
+        );
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("gpud-sched".into())
+            .spawn(move || s.run())?;
+        Ok(Self {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Creates an exec queue on its own hardware queue.
+    pub fn create_queue(&self, cfg: QueueConfig) -> Result<ExecQueue, ExecError> {
+        let id = self.shared.create_queue(&cfg)?;
+        Ok(ExecQueue {
+            shared: self.shared.clone(),
+            id,
+            vm: cfg.vm,
+            submit_lock: Mutex::new(()),
+        })
+    }
+
+    /// Notified whenever the GPU may have written user fences (pass it to
+    /// `UserFence::wait`).
+    pub fn user_fence_queue(&self) -> Arc<WaitQueue> {
+        self.shared.user_fences.clone()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> SchedStats {
+        SchedStats {
+            resets: self.shared.resets.load(Ordering::Relaxed),
+            resubmitted: self.shared.resubmitted.load(Ordering::Relaxed),
+            banned: self.shared.banned.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for Scheduler {
+    /// Stops the thread and fails every unfinished job with `DeviceLost`, so no waiter hangs.
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.wake.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        // Queues outlive the scheduler (their handles hold the shared state): banning them
+        // makes later submissions fail with `DeviceLost` instead of waiting forever.
+        let mut done = Vec::new();
+        for q in self.shared.lock().queues.values_mut() {
+            q.ban(Ban::Device, FenceFault::DeviceLost, &mut done);
+            if let Some(ring) = q.ring.take() {
+                // Stops the hardware queue; the device is going away with the scheduler.
+                let _ = ring.destroy();
+            }
+        }
+        complete_all(done);
+        self.shared.user_fences.notify_all();
+    }
+}
+
+fn with_weak(weak: &Weak<Shared>, f: impl FnOnce(&Shared)) {
+    if let Some(s) = weak.upgrade() {
+        f(&s);
+    }
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock()
+    }
+
+    pub(crate) fn with_queue<R>(&self, id: QueueId, f: impl FnOnce(&QueueState) -> R) -> Option<R> {
+        self.lock().queues.get(&id).map(f)
+    }
+
+    fn create_queue(&self, cfg: &QueueConfig) -> Result<QueueId, ExecError> {
+        let per_engine = self.hw.rings.queues_per_engine();
+        let mut st = self.lock();
+        if self.stop.load(Ordering::Acquire) {
+            return Err(ExecError::DeviceLost {
+                queue: QueueId(st.next_id),
+            });
+        }
+        let used = st.slots_mut(cfg.engine);
+        let slot = (0..per_engine)
+            .find(|s| !used.contains(s))
+            .ok_or(ExecError::NoHwQueue {
+                engine: cfg.engine,
+                count: per_engine,
+            })?;
+        self.hw.dma.write_u64(cfg.fence_page.pa, 0)?;
+        let ring = self
+            .hw
+            .rings
+            .create_ring(cfg.engine, slot, cfg.ctx, self.cfg.ring_bytes)?;
+        st.slots_mut(cfg.engine).insert(slot);
+        let id = st.fresh_id();
+        st.queues.insert(id, QueueState::new(cfg, slot, ring));
+        Ok(id)
+    }
+
+    /// Refuses jobs the queue can never take (banned, LR rules, size).
+    pub(crate) fn precheck(&self, id: QueueId, job: &Job) -> Result<(), ExecError> {
+        let st = self.lock();
+        let q = st
+            .queues
+            .get(&id)
+            .ok_or(ExecError::QueueClosed { queue: id })?;
+        if let Some(e) = q.refusal(id) {
+            return Err(e);
+        }
+        let need = job.ring_dwords(q.fence_page.va, 0).len();
+        let ring_dwords = (self.cfg.ring_bytes as usize / 4).saturating_sub(1);
+        if need > ring_dwords {
+            return Err(ExecError::JobTooLarge {
+                dwords: need,
+                ring_dwords,
+            });
+        }
+        if q.mode == QueueMode::LongRunning {
+            if !job.out_syncs.is_empty() {
+                return Err(ExecError::LrOutSync {
+                    queue: id,
+                    count: job.out_syncs.len(),
+                });
+            }
+            let free = ring_dwords.saturating_sub(q.queued_dwords());
+            if need > free {
+                return Err(ExecError::WouldBlock {
+                    queue: id,
+                    need,
+                    free,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the next seqno and creates the job's fence and ring dwords.
+    pub(crate) fn arm(&self, id: QueueId, job: &Job) -> Result<(Arc<Fence>, Vec<u32>), ExecError> {
+        let mut st = self.lock();
+        let q = st
+            .queues
+            .get_mut(&id)
+            .ok_or(ExecError::QueueClosed { queue: id })?;
+        if let Some(e) = q.refusal(id) {
+            return Err(e);
+        }
+        let seqno = q.next_seqno;
+        q.next_seqno += 1;
+        let fence = Fence::new(q.fence_ctx, seqno);
+        Ok((fence, job.ring_dwords(q.fence_page.va, seqno)))
+    }
+
+    /// Queues an armed job behind the queue's earlier jobs and wakes the scheduler when each
+    /// dependency signals.
+    pub(crate) fn push(
+        &self,
+        id: QueueId,
+        fence: Arc<Fence>,
+        deps: Vec<Arc<Fence>>,
+        dwords: Vec<u32>,
+        fault: Option<FenceFault>,
+    ) -> Result<(), ExecError> {
+        for dep in &deps {
+            let wake = self.wake.clone();
+            dep.on_signal(move |_| wake.notify_all());
+        }
+        let refused = {
+            let mut st = self.lock();
+            match st.queues.get_mut(&id) {
+                None => Some(ExecError::QueueClosed { queue: id }),
+                Some(q) => q.refusal(id).or_else(|| {
+                    q.pending.push_back(PendingJob {
+                        fence: fence.clone(),
+                        deps,
+                        dwords,
+                        fault,
+                    });
+                    None
+                }),
+            }
+        };
+        if let Some(e) = refused {
+            // A refused queue was banned or closed: its earlier fences have all failed, so
+            // this one failing now keeps the order.
+            Completion::failed(fence, FenceFault::Canceled).complete();
+            return Err(e);
+        }
+        self.wake.notify_all();
+        Ok(())
+    }
+
+    /// The handle went away: waiting jobs are cancelled (in order, through the ring) and the
+    /// hardware queue is released once idle.
+    pub(crate) fn close_queue(&self, id: QueueId) {
+        {
+            let mut st = self.lock();
+            let Some(q) = st.queues.get_mut(&id) else {
+                return;
+            };
+            q.closing = true;
+            // Idle on the device: release the hardware queue now, so a queue created right
+            // after this one went away finds it free.
+            if q.inflight.is_empty() {
+                if let Some(ring) = q.ring.take() {
+                    let _ = ring.destroy();
+                    let (engine, slot) = (q.engine, q.slot);
+                    st.free_slot(engine, slot);
+                }
+            }
+        }
+        self.wake.notify_all();
+    }
+
+    /// Completion interrupt: the GPU may have written fence pages and user fences.
+    fn on_user_irq(&self) {
+        self.user_fences.notify_all();
+        self.wake.notify_all();
+    }
+
+    /// Moves every job whose seqno the fence page shows from `inflight` to `done`.
+    pub(crate) fn retire_all(&self, st: &mut State, now: Duration, done: &mut Vec<Completion>) {
+        for q in st.queues.values_mut() {
+            let Ok(seen) = self.hw.dma.read_u64(q.fence_page.pa) else {
+                continue;
+            };
+            let before = q.inflight.len();
+            while q.inflight.front().is_some_and(|j| j.fence.seqno() <= seen) {
+                if let Some(job) = q.inflight.pop_front() {
+                    done.push(match job.fault {
+                        Some(fault) => Completion::failed(job.fence, fault),
+                        None => Completion::ok(job.fence),
+                    });
+                }
+            }
+            if q.inflight.len() != before {
+                q.oldest_started = now;
+            }
+        }
+        reap_closed(st);
+    }
+
+    /// Writes every queue's ready jobs to its ring, in order, until one is not ready or the
+    /// ring is full.
+    fn push_ready(&self, st: &mut State, now: Duration, done: &mut Vec<Completion>) {
+        let mut lost = Vec::new();
+        for (id, q) in st.queues.iter_mut() {
+            if q.ban.is_some() {
+                continue;
+            }
+            if push_ready_queue(q, now, done).is_err() {
+                lost.push(*id);
+            }
+        }
+        for id in lost {
+            recovery::ban_queue(self, st, id, Ban::Device, FenceFault::DeviceLost, done);
+        }
+    }
+
+    /// One round of the scheduler thread; returns how long it may sleep (`None`: until woken).
+    fn tick(&self, st: &mut State, done: &mut Vec<Completion>) -> Option<Duration> {
+        let now = self.hw.clock.now();
+        self.retire_all(st, now, done);
+        if self.ctx_error.swap(false, Ordering::AcqRel) {
+            recovery::ban_failed_contexts(self, st, done);
+        }
+        for _ in 0..=st.queues.len() {
+            let Some((engine, culprit)) = recovery::timed_out(st, now) else {
+                break;
+            };
+            recovery::recover(self, st, engine, culprit, done);
+        }
+        self.push_ready(st, now, done);
+        recovery::next_check(st, now)
+    }
+
+    fn run(&self) {
+        while !self.stop.load(Ordering::Acquire) {
+            let seen = self.wake.generation();
+            let mut done = Vec::new();
+            let sleep = {
+                let mut st = self.lock();
+                self.tick(&mut st, &mut done)
+            };
+            if complete_all(done) {
+                self.user_fences.notify_all();
+            }
+            // Timeouts are measured on the injected clock, so a sleeping scheduler re-reads it
+            // at least every slice while a job with a timeout is on a ring.
+            let deadline = sleep.map(|d| Instant::now() + d.min(WAIT_SLICE));
+            self.wake.wait(seen, deadline);
+        }
+    }
+}
+
+/// Drops queues whose handle is gone and whose in-flight jobs finished.
+fn reap_closed(st: &mut State) {
+    let idle: Vec<QueueId> = st
+        .queues
+        .iter()
+        .filter(|(_, q)| q.closing && q.inflight.is_empty() && q.pending.is_empty())
+        .map(|(id, _)| *id)
+        .collect();
+    for id in idle {
+        if let Some(mut q) = st.queues.remove(&id) {
+            if let Some(ring) = q.ring.take() {
+                // The queue is idle; a failure here leaves a disabled ring behind, nothing worse.
+                let _ = ring.destroy();
+                st.free_slot(q.engine, q.slot);
+            }
+        }
+    }
+}
+
+/// Writes `q`'s ready jobs to its ring. A job runs once every dependency signalled. A job
+/// that must not run (a dependency failed, its publication failed, its queue is closing)
+/// still sends its seqno write through the ring,
+/// so its fence fails in order with the queue's other fences: fences of one queue always
+/// signal in seqno order, and only the scheduler thread retires them.
+fn push_ready_queue(
+    q: &mut QueueState,
+    now: Duration,
+    done: &mut Vec<Completion>,
+) -> Result<(), HwError> {
+    let Some(ring) = q.ring.as_mut() else {
+        if q.closing {
+            // Released while idle: nothing earlier is on the device, cancel in order.
+            for job in q.pending.drain(..) {
+                done.push(Completion::failed(job.fence, FenceFault::Canceled));
+            }
+        }
+        return Ok(());
+    };
+    while let Some(job) = q.pending.front() {
+        let cancelled = job.fault.or(q.closing.then_some(FenceFault::Canceled));
+        // Even a job that will not run waits for every dependency: a fence that signalled
+        // promises that everything it depends on has signalled too.
+        if cancelled.is_none() && !job.deps.iter().all(|d| d.is_signalled()) {
+            break;
+        }
+        let failed = cancelled.or_else(|| {
+            job.deps.iter().find_map(|d| match d.status() {
+                FenceStatus::Failed(f) => Some(f),
+                _ => None,
+            })
+        });
+        // A job whose dependency failed does not run, but its seqno write still goes through
+        // the ring so the queue's fences keep signalling in order.
+        let words = match failed {
+            Some(_) => job.dwords.len().saturating_sub(FENCE_TAIL_DWORDS),
+            None => 0,
+        };
+        let Some(written) = job.dwords.get(words..) else {
+            break;
+        };
+        match ring.submit(written) {
+            Err(HwError::RingFull { .. }) => break,
+            Err(e) => return Err(e),
+            Ok(()) => {}
+        }
+        let written = written.to_vec();
+        let Some(job) = q.pending.pop_front() else {
+            break;
+        };
+        if q.inflight.is_empty() {
+            q.oldest_started = now;
+        }
+        q.inflight.push_back(InflightJob {
+            fence: job.fence,
+            dwords: written,
+            fault: failed,
+        });
+    }
+    Ok(())
+}

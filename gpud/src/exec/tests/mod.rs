@@ -1,0 +1,10 @@
+//! Exec tests at the driver API level, on simgpu in thread mode with a fake clock (so no
+//! timeout fires unless a test moves the clock).
+
+mod basic;
+mod hang;
+mod harness;
+mod lr;
+mod oracle;
+mod stress;
+mod vm_hook;
