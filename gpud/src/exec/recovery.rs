@@ -104,12 +104,20 @@ pub(crate) fn recover(
         })
         .copied()
         .collect();
-    guilty.insert(culprit);
     let reset = shared.hw.engines.reset(engine, shared.cfg.reset_timeout);
     shared.resets.fetch_add(1, Ordering::Relaxed);
     let now = shared.hw.clock.now();
     // Jobs that completed before the reset are not resubmitted.
     shared.retire_all(st, now, done);
+    // The timed-out job may have finished between the timeout check and the reset; then its
+    // queue is innocent (unless the device saw it hung).
+    if st
+        .queues
+        .get(&culprit)
+        .is_some_and(|q| !q.inflight.is_empty())
+    {
+        guilty.insert(culprit);
+    }
     let mut guilty_ctxs: BTreeSet<HwCtx> = BTreeSet::new();
     for id in on_engine {
         let device_gone = reset.is_err();
@@ -174,6 +182,8 @@ fn resubmit(shared: &Shared, st: &mut State, id: QueueId, now: Duration) -> bool
 
 /// After CTX_ERROR: bans every queue of a context in error for a reason other than a reset.
 pub(crate) fn ban_failed_contexts(shared: &Shared, st: &mut State, done: &mut Vec<Completion>) {
+    // Jobs that completed before the error are not failed with it.
+    shared.retire_all(st, shared.hw.clock.now(), done);
     let ctxs: BTreeSet<HwCtx> = st
         .queues
         .values()

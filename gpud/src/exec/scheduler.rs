@@ -98,7 +98,23 @@ pub(crate) struct State {
 
 impl State {
     pub(crate) fn free_slot(&mut self, engine: Engine, slot: u32) {
-        self.slots[engine.index() as usize].remove(&slot);
+        self.slots_mut(engine).remove(&slot);
+    }
+
+    fn slots_mut(&mut self, engine: Engine) -> &mut BTreeSet<u32> {
+        // PANIC: `Engine::index` is 0 or 1, and there is one set per engine.
+        &mut self.slots[engine.index() as usize]
+    }
+
+    /// An id no live queue has (ids wrap after 2^32 queues).
+    fn fresh_id(&mut self) -> QueueId {
+        loop {
+            let id = QueueId(self.next_id);
+            self.next_id = self.next_id.wrapping_add(1);
+            if !self.queues.contains_key(&id) {
+                return id;
+            }
+        }
     }
 }
 
@@ -238,7 +254,7 @@ impl Shared {
                 queue: QueueId(st.next_id),
             });
         }
-        let used = &st.slots[cfg.engine.index() as usize];
+        let used = st.slots_mut(cfg.engine);
         let slot = (0..per_engine)
             .find(|s| !used.contains(s))
             .ok_or(ExecError::NoHwQueue {
@@ -250,9 +266,8 @@ impl Shared {
             .hw
             .rings
             .create_ring(cfg.engine, slot, cfg.ctx, self.cfg.ring_bytes)?;
-        st.slots[cfg.engine.index() as usize].insert(slot);
-        let id = QueueId(st.next_id);
-        st.next_id += 1;
+        st.slots_mut(cfg.engine).insert(slot);
+        let id = st.fresh_id();
         st.queues.insert(id, QueueState::new(cfg, slot, ring));
         Ok(id)
     }
@@ -268,7 +283,7 @@ impl Shared {
             return Err(e);
         }
         let need = job.ring_dwords(q.fence_page.va, 0).len();
-        let ring_dwords = self.cfg.ring_bytes as usize / 4 - 1;
+        let ring_dwords = (self.cfg.ring_bytes as usize / 4).saturating_sub(1);
         if need > ring_dwords {
             return Err(ExecError::JobTooLarge {
                 dwords: need,

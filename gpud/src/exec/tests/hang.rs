@@ -160,3 +160,20 @@ fn a_job_that_never_finishes_without_hanging_is_timed_out_too() {
     assert_eq!(rig.read(0, 8), 0);
     assert_eq!(rig.read(1, 8), 3);
 }
+
+#[test]
+fn a_job_depending_on_a_hung_job_fails_with_its_error_and_its_queue_lives_on() {
+    let rig = Rig::new(2);
+    let guilty = rig.queue(0, Engine::Copy, TIMEOUT);
+    let dependent = rig.queue(1, Engine::Compute, NEVER);
+    let g = guilty.submit(Job::commands(vec![HANG])).unwrap();
+    let d = dependent
+        .submit(Job::commands(store(0, 1)).with_deps([g.clone()]))
+        .unwrap();
+    assert_eq!(rig.advance_until(&g, STEP), Err(FenceFault::JobTimeout));
+    assert_eq!(wait(&d), Err(FenceFault::JobTimeout));
+    assert_eq!(rig.read(1, 0), 0);
+    assert!(!dependent.is_banned());
+    let next = dependent.submit(Job::commands(store(8, 2))).unwrap();
+    assert_eq!(wait(&next), Ok(()));
+}

@@ -113,3 +113,64 @@ fn random_dependencies_on_many_queues_all_signal_in_order() {
         }
     }
 }
+
+#[test]
+fn many_threads_submitting_to_shared_queues_keep_per_queue_order() {
+    const THREADS: usize = 4;
+    const PER_THREAD: usize = 100;
+    let rig = Rig::new(1);
+    let queues: Vec<ExecQueue> = [Engine::Copy, Engine::Compute, Engine::Copy]
+        .into_iter()
+        .map(|e| rig.queue(0, e, NEVER))
+        .collect();
+    let recent: Mutex<Vec<Arc<Fence>>> = Mutex::new(Vec::new());
+    let signalled: Arc<Mutex<Vec<(usize, u64)>>> = Arc::new(Mutex::new(Vec::new()));
+    let all: Mutex<Vec<Arc<Fence>>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let (queues, recent, signalled, all) = (&queues, &recent, &signalled, &all);
+            s.spawn(move || {
+                let mut rng = Rng(0x1234_5678 + t as u64);
+                for k in 0..PER_THREAD {
+                    let qi = rng.below(queues.len());
+                    let deps: Vec<Arc<Fence>> = {
+                        let r = recent.lock();
+                        (0..rng.below(2))
+                            .filter(|_| !r.is_empty())
+                            .map(|_| r[rng.below(r.len())].clone())
+                            .collect()
+                    };
+                    let slot = 8 * (t * PER_THREAD + k) as u64;
+                    let job = Job::commands(store(slot, 1)).with_deps(deps);
+                    let f = queues[qi].submit(job).unwrap();
+                    let l = signalled.clone();
+                    f.on_signal(move |f| l.lock().push((qi, f.seqno())));
+                    let mut r = recent.lock();
+                    if r.len() >= 16 {
+                        r.remove(0);
+                    }
+                    r.push(f.clone());
+                    all.lock().push(f);
+                }
+            });
+        }
+    });
+    for f in all.lock().iter() {
+        assert_eq!(wait(f), Ok(()));
+    }
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while signalled.lock().len() < THREADS * PER_THREAD && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let log = signalled.lock();
+    assert_eq!(log.len(), THREADS * PER_THREAD);
+    for qi in 0..queues.len() {
+        let seqnos: Vec<u64> = log.iter().filter(|r| r.0 == qi).map(|r| r.1).collect();
+        // Seqnos are dense per queue and signal in order.
+        let want: Vec<u64> = (1..=seqnos.len() as u64).collect();
+        assert_eq!(seqnos, want, "queue {qi}");
+    }
+    for i in 0..(THREADS * PER_THREAD) as u64 {
+        assert_eq!(rig.read(0, 8 * i), 1, "job writing slot {i} did not run");
+    }
+}
