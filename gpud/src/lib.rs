@@ -13,9 +13,12 @@
 //! - [`vm`]: the GPU VA-space manager (split/merge planner, vm_bo bookkeeping).
 //! - [`exec`]: exec queues, jobs, the scheduler, hang recovery, the kernel copy queue.
 //! - [`mem`]: VRAM buddy allocator (buffer objects and eviction come later).
+//! - [`bind`]: the VM object and the VM_BIND engine; [`device`]: the driver core object.
 //! - [`platform`]: launch as a Redox pcid driver (startup, event loop, syscall seams).
 
+pub mod bind;
 pub mod demo;
+pub mod device;
 pub mod exec;
 pub mod hw;
 pub mod mem;

@@ -1,0 +1,398 @@
+//! The VM_BIND flow of one call: validate → `vm.lock` → plan and apply every op into one
+//! undo log → lock the VM resv and every BO the steps touch → EBUSY check → translate the
+//! steps into page-table ops → preallocate (`PageTable::prepare`) → commit the shadow →
+//! a bind job with the entry writes (run inline for a synchronous call, queued otherwise).
+//!
+//! Owns: [`Vm::bind`] and the step → `PtOp` translation. Must not: write table memory before
+//! the commit point or keep any change after an error: every failure before the commit
+//! unwinds the tree (`GpuVm::unwind`), prunes vm_bos the call created and drops the
+//! reserved table pages, so the VM is exactly as before. Unmaps never allocate, so an unbind
+//! cannot fail for lack of memory.
+
+use super::error::BindError;
+use super::failpoint::FailPoint;
+use super::op::{
+    parse_syncs, validate_ops, BindFlags, BindOp, BindSync, OpKind, ParsedSyncs, VmFlags,
+};
+use super::queue::{run_job, BindJob, BindQueue};
+use super::vm::{leaf_flags, Vm, VmState};
+use crate::mem::bo::Bo;
+use crate::sync::{Exec, ExecFlags, Fence, FenceFault, Resv, Usage};
+use crate::types::{BoId, GpuVa};
+use crate::vm::pagetable::{MapTarget, PtOp};
+use crate::vm::{GpuBo, MappingFlags, MappingSpec, Plan, Step, UndoLog, VaRange};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// One applied step and whether its op asked for PTEs now.
+struct Applied {
+    step: Step,
+    immediate: bool,
+}
+
+impl Vm {
+    /// Runs one bind call on `queue` (the default queue if `None`). Returns the call's fence:
+    /// signalled on return for a synchronous call (no syncs), else signalled when the job
+    /// ran. On error nothing changed.
+    pub fn bind(
+        self: &Arc<Self>,
+        queue: Option<&BindQueue>,
+        ops: &[BindOp],
+        syncs: &[BindSync],
+    ) -> Result<Arc<Fence>, BindError> {
+        self.check_alive()?;
+        let fail = &self.core.fail;
+        let fault_vm = self.flags.contains(VmFlags::FAULT_MODE);
+        validate_ops(ops, fault_vm)?;
+        for op in ops {
+            if op.kind == OpKind::MapUserptr || op.flags.contains(BindFlags::CPU_ADDR_MIRROR) {
+                return Err(BindError::NotSupported {
+                    what: "MAP_USERPTR and CPU_ADDR_MIRROR come with SVM",
+                });
+            }
+        }
+        fail.check(FailPoint::SyncParse)?;
+        let syncs = parse_syncs(syncs, self.flags.contains(VmFlags::LR_MODE), ops.len())?;
+        let queue = queue.unwrap_or(&self.default_queue);
+        let mut guard = self.lock.write();
+        self.check_alive()?;
+        let st: &mut VmState = &mut guard;
+        let mut log = UndoLog::new();
+        let mut applied = Vec::new();
+        let mut created = Vec::new();
+        let res = self.plan_all(st, ops, &mut log, &mut applied, &mut created);
+        let res = res.and_then(|()| {
+            let mut exec = Exec::new(ExecFlags::IGNORE_DUPLICATES);
+            self.commit_all(st, &applied, &syncs, queue, &mut exec)
+        });
+        match res {
+            Ok(fence) => {
+                self.prune(st);
+                Ok(fence)
+            }
+            Err(e) => {
+                // The tree goes back bit for bit; vm_bos only this call created are pruned.
+                st.gpuvm.unwind(log)?;
+                for id in created {
+                    let _ = st.gpuvm.bo_put(id);
+                }
+                self.prune(st);
+                Err(e)
+            }
+        }
+    }
+
+    /// Drops vm_bos without mappings or holds, from the registry, the lists and `bos`.
+    fn prune(&self, st: &mut VmState) {
+        let mut lists = self.lists.lock();
+        for vb in st.gpuvm.prune_vm_bos(&mut lists) {
+            st.bos.remove(&vb.bo_id());
+        }
+    }
+
+    /// Plans and applies every op, each against the tree as the previous ones left it.
+    /// `created`: BOs whose vm_bo this call created and still holds.
+    fn plan_all(
+        &self,
+        st: &mut VmState,
+        ops: &[BindOp],
+        log: &mut UndoLog,
+        applied: &mut Vec<Applied>,
+        created: &mut Vec<BoId>,
+    ) -> Result<(), BindError> {
+        for op in ops {
+            self.core.fail.check(FailPoint::Plan)?;
+            let plan = self.plan_op(st, op, created)?;
+            let immediate = !self.flags.contains(VmFlags::FAULT_MODE)
+                || op.flags.contains(BindFlags::IMMEDIATE)
+                || op.kind == OpKind::Prefetch;
+            st.gpuvm.apply_with(&plan, log, |step, commit| {
+                applied.push(Applied {
+                    step: step.clone(),
+                    immediate,
+                });
+                commit.commit().map_err(BindError::from)
+            })?;
+        }
+        // The mappings hold their vm_bos now; release the planning holds.
+        for id in created.drain(..) {
+            let _ = st.gpuvm.bo_put(id);
+        }
+        Ok(())
+    }
+
+    fn plan_op(
+        &self,
+        st: &mut VmState,
+        op: &BindOp,
+        created: &mut Vec<BoId>,
+    ) -> Result<Plan, BindError> {
+        let range = || st.gpuvm.space().range(op.addr, op.range);
+        match op.kind {
+            OpKind::Map if op.flags.contains(BindFlags::NULL) => {
+                let spec = MappingSpec::sparse(range()?);
+                Ok(st.gpuvm.plan_map(&spec)?)
+            }
+            OpKind::Map => {
+                let Some(bo) = &op.bo else {
+                    return Err(BindError::InvalidOp {
+                        index: 0,
+                        reason: "MAP without a BO",
+                    });
+                };
+                let range = range()?;
+                self.core.fail.check(FailPoint::VmBoObtain)?;
+                let vm_bo = self.obtain(st, bo, created);
+                let spec = MappingSpec::bo(
+                    range,
+                    vm_bo,
+                    op.offset,
+                    op.flags.contains(BindFlags::READONLY),
+                )?;
+                Ok(st.gpuvm.plan_map(&spec)?)
+            }
+            OpKind::Unmap => Ok(st.gpuvm.plan_unmap(range()?)?),
+            OpKind::Prefetch => Ok(st.gpuvm.plan_prefetch(range()?)?),
+            OpKind::UnmapAll => match &op.bo {
+                Some(bo) => Ok(st.gpuvm.plan_bo_unmap(GpuBo::id(&**bo))?),
+                None => Ok(Plan::default()),
+            },
+            OpKind::MapUserptr => Err(BindError::NotSupported {
+                what: "MAP_USERPTR comes with SVM",
+            }),
+        }
+    }
+
+    /// The vm_bo of `bo`, created (and registered with the BO and the lists) if new. A hold
+    /// is taken; new ones are recorded in `created` so the caller releases it.
+    fn obtain(
+        &self,
+        st: &mut VmState,
+        bo: &Arc<Bo>,
+        created: &mut Vec<BoId>,
+    ) -> Arc<crate::vm::VmBo> {
+        let id = GpuBo::id(&**bo);
+        let (vm_bo, new) = st.gpuvm.bo_obtain(bo.clone());
+        created.push(id);
+        if new {
+            bo.register_vm_bo(&vm_bo);
+            st.bos.insert(id, bo.clone());
+            let _ = self.lists.lock().extobj_add(&vm_bo);
+        }
+        vm_bo
+    }
+
+    /// Everything after planning: lock, EBUSY, translate, prepare, commit, job.
+    fn commit_all(
+        self: &Arc<Self>,
+        st: &mut VmState,
+        applied: &[Applied],
+        syncs: &ParsedSyncs,
+        queue: &BindQueue,
+        exec: &mut Exec,
+    ) -> Result<Arc<Fence>, BindError> {
+        let resvs = self.touched_resvs(st, applied);
+        self.core.fail.check(FailPoint::ResvLock)?;
+        exec.run(|e| {
+            e.prepare_obj(&self.resv, 1)?;
+            resvs.iter().try_for_each(|r| e.prepare_obj(r, 1))
+        })?;
+        self.check_busy(st, applied)?;
+        self.core.fail.check(FailPoint::BoValidate)?;
+        let ptops = self.translate(st, applied)?;
+        let user_fence = match syncs.user_fence {
+            Some((va, value)) => Some(self.user_fence_target(st, va, value)?),
+            None => None,
+        };
+        self.core.fail.check(FailPoint::PtPrepare)?;
+        let update = st.pt.prepare(&ptops)?;
+        self.core.fail.check(FailPoint::JobCreate)?;
+        // Commit point: nothing below fails.
+        let (commit, writes) = update.commit_deferred();
+        let (fence, prev) = queue.next_fence();
+        let mut deps = syncs.wait.clone();
+        deps.extend(prev);
+        deps.extend(self.page_deps(queue.id(), &writes, &fence));
+        for r in &resvs {
+            deps.extend(r.fences(Usage::Kernel));
+        }
+        for r in exec.locked() {
+            let _ = exec.add_fence(r, fence.clone(), Usage::Bookkeep);
+        }
+        if syncs.user_fence.is_some() {
+            self.record_ufences(st, applied, &fence);
+        }
+        st.pt.retire(commit.freed, None, vec![fence.clone()]);
+        let job = BindJob {
+            deps,
+            writes,
+            mem: st.pt.memory().clone(),
+            invalidate: commit.invalidate,
+            mmu: self.core.mmu.clone(),
+            ctx: self.ctx,
+            user_fence,
+            fence: fence.clone(),
+            banned: self.banned.clone(),
+        };
+        for (obj, point) in &syncs.signal {
+            match point {
+                Some(p) => obj.add_point(*p, fence.clone()),
+                None => obj.replace_fence(Some(fence.clone())),
+            }
+        }
+        if syncs.is_async() {
+            queue.push(job);
+        } else if let Some(fault) = run_job(job) {
+            return Err(sync_failure(self, fault));
+        } else {
+            st.pt.reclaim(&*self.core.mmu);
+        }
+        Ok(fence)
+    }
+
+    /// Reservations of every BO a step maps, cuts or removes (the VM's own excluded).
+    fn touched_resvs(&self, st: &VmState, applied: &[Applied]) -> Vec<Arc<Resv>> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for a in applied {
+            let id = match &a.step {
+                Step::Map(spec) => spec.bo_id(),
+                Step::Remap(r) => r.unmap().old().bo_id(),
+                Step::Unmap(u) => u.old().bo_id(),
+                Step::Prefetch(m) => m.bo_id(),
+            };
+            let Some(bo) = id.and_then(|id| st.bos.get(&id)) else {
+                continue;
+            };
+            if !bo.is_vm_private() && seen.insert(bo.reservation().id()) {
+                out.push(bo.reservation().clone());
+            }
+        }
+        out
+    }
+
+    /// EBUSY: a step removes or cuts a mapping whose bind user fence has not signalled.
+    fn check_busy(&self, st: &VmState, applied: &[Applied]) -> Result<(), BindError> {
+        for a in applied {
+            let old = match &a.step {
+                Step::Remap(r) => r.unmap().old(),
+                Step::Unmap(u) => u.old(),
+                _ => continue,
+            };
+            if let Some(f) = st.ufences.get(&old.id()) {
+                if !f.is_signalled() {
+                    return Err(BindError::Busy {
+                        va: old.range().start(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The page-table ops of the steps, in order.
+    fn translate(&self, st: &VmState, applied: &[Applied]) -> Result<Vec<PtOp>, BindError> {
+        let mut ops = Vec::new();
+        for a in applied {
+            match &a.step {
+                Step::Map(spec) if a.immediate => ops.push(self.map_op(
+                    st,
+                    spec.range(),
+                    spec.bo_id(),
+                    spec.offset(),
+                    spec.flags(),
+                )?),
+                Step::Map(_) => {}
+                Step::Remap(r) => {
+                    let hole = r.hole();
+                    ops.push(PtOp::Unmap {
+                        va: hole.start(),
+                        len: hole.len(),
+                    });
+                }
+                Step::Unmap(u) => {
+                    let r = u.old().range();
+                    ops.push(PtOp::Unmap {
+                        va: r.start(),
+                        len: r.len(),
+                    });
+                }
+                Step::Prefetch(m) if self.flags.contains(VmFlags::FAULT_MODE) => {
+                    ops.push(self.map_op(st, m.range(), m.bo_id(), m.offset(), m.flags())?)
+                }
+                Step::Prefetch(_) => {}
+            }
+        }
+        Ok(ops)
+    }
+
+    /// The map op of one mapping (BO pages at their current backing, or null entries).
+    pub(crate) fn map_op(
+        &self,
+        st: &VmState,
+        range: VaRange,
+        bo: Option<BoId>,
+        offset: u64,
+        flags: MappingFlags,
+    ) -> Result<PtOp, BindError> {
+        let (va, len) = (range.start(), range.len());
+        let Some(id) = bo else {
+            return Ok(PtOp::Map {
+                va,
+                len,
+                target: MapTarget::Null,
+            });
+        };
+        let bo = st.bos.get(&id).ok_or(BindError::Fault { va })?;
+        if bo.location().is_none() {
+            return Err(BindError::Fault { va });
+        }
+        bo.map_op(va, offset, len, leaf_flags(flags))
+            .map_err(|_| BindError::Fault { va })
+    }
+
+    /// The BO and offset behind a user-fence VA (after this call's ops).
+    fn user_fence_target(
+        &self,
+        st: &VmState,
+        va: GpuVa,
+        value: u64,
+    ) -> Result<(Arc<Bo>, u64, u64), BindError> {
+        let page = GpuVa(va.get() & !(crate::types::PAGE_SIZE - 1));
+        let probe =
+            VaRange::new(page, crate::types::PAGE_SIZE).map_err(|_| BindError::Fault { va })?;
+        let m = st
+            .gpuvm
+            .tree()
+            .find_first(probe)
+            .filter(|m| m.range().contains(va))
+            .ok_or(BindError::Fault { va })?;
+        if m.flags().contains(MappingFlags::READ_ONLY) {
+            return Err(BindError::Fault { va });
+        }
+        let bo = m
+            .bo_id()
+            .and_then(|id| st.bos.get(&id))
+            .ok_or(BindError::Fault { va })?;
+        let offset = m.offset() + (va.get() - m.range().start().get());
+        Ok((bo.clone(), offset, value))
+    }
+
+    /// Attaches the call's fence to the mappings its Map steps created (the EBUSY rule).
+    fn record_ufences(&self, st: &mut VmState, applied: &[Applied], fence: &Arc<Fence>) {
+        st.ufences.retain(|_, f| !f.is_signalled());
+        for a in applied {
+            if let Step::Map(spec) = &a.step {
+                if let Some(m) = st.gpuvm.tree().get(spec.range().start()) {
+                    st.ufences.insert(m.id(), fence.clone());
+                }
+            }
+        }
+    }
+}
+
+/// A synchronous job failed after the commit: the VM is banned.
+fn sync_failure(vm: &Vm, fault: FenceFault) -> BindError {
+    let _ = fault;
+    BindError::VmGone { vm: vm.id }
+}

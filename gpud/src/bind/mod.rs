@@ -1,0 +1,23 @@
+//! VM_BIND: the driver's VM object and the bind engine (map, unmap, unmap-all, prefetch,
+//! null and read-only mappings; all or nothing; bind queues with in/out syncs and user
+//! fences) and the VM's exec revalidation step.
+//!
+//! Files: [`op`] (request vocabulary and validation table), [`error`] (errors and their
+//! classes), [`vm`] (the VM object, `JobVm`), `engine` (the bind flow), [`queue`] (bind
+//! queues and jobs), [`failpoint`] (test-only fault injection). See `docs/bind.md`.
+
+pub mod error;
+pub mod failpoint;
+pub mod op;
+pub mod queue;
+pub mod vm;
+
+mod engine;
+
+pub use error::{BindError, ErrorClass};
+pub use op::{BindFlags, BindOp, BindSync, OpKind, VmFlags};
+pub use queue::{BindQueue, BindQueueId};
+pub use vm::{Vm, VmState, KERNEL_VA_BASE};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,264 @@
+//! The bind request vocabulary at driver level: ops, op flags, VM flags, syncs, and the
+//! op/flag validation table (drm-semantics §1.6 step 4 and §1.5, as it applies once the
+//! scheme has rejected malformed wire input).
+//!
+//! Owns: [`BindOp`], [`OpKind`], [`BindFlags`], [`VmFlags`], [`BindSync`], [`validate_ops`],
+//! [`parse_syncs`]. Must not: touch the VM; everything here is a pure check.
+
+use super::error::BindError;
+use crate::mem::bo::Bo;
+use crate::sync::{Fence, Syncobj};
+use crate::types::{GpuVa, PAGE_SIZE};
+use std::sync::Arc;
+
+bitflags::bitflags! {
+    /// VM-create flags (uAPI values).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+    pub struct VmFlags: u32 {
+        /// Unmapped VAs read and write a scratch page instead of faulting.
+        const SCRATCH_PAGE = 1 << 0;
+        /// Long-running: no job timeout, no dma-fence out-syncs.
+        const LR_MODE = 1 << 1;
+        /// Recoverable faults; binds without IMMEDIATE create no PTEs.
+        const FAULT_MODE = 1 << 2;
+    }
+}
+
+impl VmFlags {
+    /// The create-time rules: SCRATCH|FAULT and FAULT without LR are invalid.
+    pub fn check(self) -> Result<(), BindError> {
+        let err = |reason| BindError::InvalidVmFlags {
+            flags: self.bits(),
+            reason,
+        };
+        if self.contains(Self::FAULT_MODE) && self.contains(Self::SCRATCH_PAGE) {
+            return Err(err("SCRATCH_PAGE with FAULT_MODE"));
+        }
+        if self.contains(Self::FAULT_MODE) && !self.contains(Self::LR_MODE) {
+            return Err(err("FAULT_MODE without LR_MODE"));
+        }
+        Ok(())
+    }
+}
+
+bitflags::bitflags! {
+    /// Per-op flags (uAPI values).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+    pub struct BindFlags: u32 {
+        /// PTEs read-only.
+        const READONLY = 1 << 0;
+        /// On a fault-mode VM, write PTEs now instead of on first fault.
+        const IMMEDIATE = 1 << 1;
+        /// Null/sparse mapping: reads zero, writes dropped. MAP only, no BO.
+        const NULL = 1 << 2;
+        /// CPU-address mirror (SVM). MAP only, no BO; comes with the SVM issue.
+        const CPU_ADDR_MIRROR = 1 << 5;
+    }
+}
+
+/// The operation of one bind op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpKind {
+    /// Map a BO window (or null / mirror with the flags).
+    Map,
+    /// Unmap a range.
+    Unmap,
+    /// Map client memory; comes with the SVM issue.
+    MapUserptr,
+    /// Unmap every mapping of a BO.
+    UnmapAll,
+    /// Make a range resident (populate its PTEs on a fault-mode VM).
+    Prefetch,
+}
+
+/// One op of a bind call.
+#[derive(Debug, Clone)]
+pub struct BindOp {
+    /// What to do.
+    pub kind: OpKind,
+    /// The BO (MAP, UNMAP_ALL).
+    pub bo: Option<Arc<Bo>>,
+    /// Offset in the BO (MAP) or CPU address (MAP_USERPTR).
+    pub offset: u64,
+    /// Start of the GPU VA range (0 for UNMAP_ALL).
+    pub addr: GpuVa,
+    /// Length (0 for UNMAP_ALL).
+    pub range: u64,
+    /// Flags.
+    pub flags: BindFlags,
+}
+
+impl BindOp {
+    /// MAP `[addr, addr + range)` to `bo` from `offset`.
+    pub fn map(bo: &Arc<Bo>, offset: u64, addr: u64, range: u64) -> Self {
+        Self::new(OpKind::Map, Some(bo.clone()), offset, addr, range)
+    }
+
+    /// MAP with NULL: a sparse range.
+    pub fn map_null(addr: u64, range: u64) -> Self {
+        Self::new(OpKind::Map, None, 0, addr, range).with_flags(BindFlags::NULL)
+    }
+
+    /// UNMAP `[addr, addr + range)`.
+    pub fn unmap(addr: u64, range: u64) -> Self {
+        Self::new(OpKind::Unmap, None, 0, addr, range)
+    }
+
+    /// UNMAP_ALL of `bo`.
+    pub fn unmap_all(bo: &Arc<Bo>) -> Self {
+        Self::new(OpKind::UnmapAll, Some(bo.clone()), 0, 0, 0)
+    }
+
+    /// PREFETCH `[addr, addr + range)`.
+    pub fn prefetch(addr: u64, range: u64) -> Self {
+        Self::new(OpKind::Prefetch, None, 0, addr, range)
+    }
+
+    fn new(kind: OpKind, bo: Option<Arc<Bo>>, offset: u64, addr: u64, range: u64) -> Self {
+        Self {
+            kind,
+            bo,
+            offset,
+            addr: GpuVa(addr),
+            range,
+            flags: BindFlags::empty(),
+        }
+    }
+
+    /// Adds flags.
+    pub fn with_flags(mut self, flags: BindFlags) -> Self {
+        self.flags |= flags;
+        self
+    }
+}
+
+/// One sync entry of a bind call.
+#[derive(Debug, Clone)]
+pub enum BindSync {
+    /// Wait for a binary syncobj's fence (`None`) or a timeline point.
+    Wait(Arc<Syncobj>, Option<u64>),
+    /// Signal a binary syncobj (`None`: replace its fence) or add a timeline point.
+    Signal(Arc<Syncobj>, Option<u64>),
+    /// Write `value` at the 8-byte aligned `va` of this VM once the bind completed.
+    UserFence {
+        /// GPU VA inside a BO mapping of the VM.
+        va: GpuVa,
+        /// Value written.
+        value: u64,
+    },
+}
+
+/// The syncs of a call after parsing.
+#[derive(Debug, Default)]
+pub struct ParsedSyncs {
+    /// Fences to wait for.
+    pub wait: Vec<Arc<Fence>>,
+    /// Syncobjs to signal (point for timelines).
+    pub signal: Vec<(Arc<Syncobj>, Option<u64>)>,
+    /// The user fence.
+    pub user_fence: Option<(GpuVa, u64)>,
+}
+
+impl ParsedSyncs {
+    /// Whether the call is asynchronous (any sync given).
+    pub fn is_async(&self) -> bool {
+        !self.wait.is_empty() || !self.signal.is_empty() || self.user_fence.is_some()
+    }
+}
+
+/// Parses syncs (§1.5): timeline point 0, unaligned or duplicate user fences are invalid;
+/// dma-fence out-syncs on an LR VM and user fences on a zero-op bind are not supported; a wait
+/// with no fence is invalid.
+pub fn parse_syncs(syncs: &[BindSync], lr: bool, num_ops: usize) -> Result<ParsedSyncs, BindError> {
+    let mut out = ParsedSyncs::default();
+    for (index, sync) in syncs.iter().enumerate() {
+        match sync {
+            BindSync::Wait(_, Some(0)) | BindSync::Signal(_, Some(0)) => {
+                return Err(BindError::InvalidSync {
+                    index,
+                    reason: "timeline point 0",
+                })
+            }
+            BindSync::Wait(obj, point) => {
+                let fence = obj
+                    .find_fence(point.unwrap_or(0))
+                    .map_err(|source| BindError::SyncMissing { index, source })?;
+                out.wait.push(fence);
+            }
+            BindSync::Signal(_, _) if lr => {
+                return Err(BindError::SyncNotSupported {
+                    index,
+                    reason: "dma-fence out-sync on a long-running VM",
+                })
+            }
+            BindSync::Signal(obj, point) => out.signal.push((obj.clone(), *point)),
+            BindSync::UserFence { .. } if num_ops == 0 => {
+                return Err(BindError::SyncNotSupported {
+                    index,
+                    reason: "user fence on a bind with no ops",
+                })
+            }
+            BindSync::UserFence { va, .. } if va.get() % 8 != 0 => {
+                return Err(BindError::InvalidSync {
+                    index,
+                    reason: "user fence address not 8-byte aligned",
+                })
+            }
+            BindSync::UserFence { .. } if out.user_fence.is_some() => {
+                return Err(BindError::InvalidSync {
+                    index,
+                    reason: "more than one user fence",
+                })
+            }
+            BindSync::UserFence { va, value } => out.user_fence = Some((*va, *value)),
+        }
+    }
+    Ok(out)
+}
+
+/// The op/flag table. `fault_vm`: the VM is in fault mode.
+pub fn validate_ops(ops: &[BindOp], fault_vm: bool) -> Result<(), BindError> {
+    for (index, op) in ops.iter().enumerate() {
+        validate_op(op, fault_vm).map_err(|reason| BindError::InvalidOp { index, reason })?;
+    }
+    Ok(())
+}
+
+fn validate_op(op: &BindOp, fault_vm: bool) -> Result<(), &'static str> {
+    let f = op.flags;
+    let unbacked = f.intersects(BindFlags::NULL | BindFlags::CPU_ADDR_MIRROR);
+    if f.contains(BindFlags::CPU_ADDR_MIRROR) && !fault_vm {
+        return Err("CPU_ADDR_MIRROR on a VM without FAULT_MODE");
+    }
+    if f.contains(BindFlags::NULL | BindFlags::CPU_ADDR_MIRROR) {
+        return Err("NULL together with CPU_ADDR_MIRROR");
+    }
+    if unbacked && (op.bo.is_some() || op.offset != 0) {
+        return Err("NULL/CPU_ADDR_MIRROR with a BO or offset");
+    }
+    if unbacked && op.kind != OpKind::Map {
+        return Err("NULL/CPU_ADDR_MIRROR on an op other than MAP");
+    }
+    let bo_ok = match op.kind {
+        OpKind::Map => op.bo.is_some() || unbacked,
+        OpKind::UnmapAll => op.bo.is_some(),
+        OpKind::Unmap | OpKind::Prefetch | OpKind::MapUserptr => op.bo.is_none(),
+    };
+    if !bo_ok {
+        return Err("BO given where none is allowed, or missing where one is required");
+    }
+    if op.kind == OpKind::UnmapAll {
+        return if op.addr.get() != 0 || op.range != 0 {
+            Err("UNMAP_ALL with an address or range")
+        } else {
+            Ok(())
+        };
+    }
+    if op.offset % PAGE_SIZE != 0 || op.addr.get() % PAGE_SIZE != 0 || op.range % PAGE_SIZE != 0 {
+        return Err("offset, address or range not 4 KiB aligned");
+    }
+    if op.range == 0 {
+        return Err("zero range");
+    }
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! Bind-engine tests at the driver API level on simgpu in thread mode.
+
+mod failpoints;
+mod rig;
+mod scenarios;

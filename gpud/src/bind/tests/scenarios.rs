@@ -1,0 +1,403 @@
+//! The xe_vm scenarios that need no scheme, at the driver API level: every mapping is
+//! proved by GPU writes through simgpu read back by the CPU from the BO, every unmap by
+//! simgpu's walker finding no translation.
+
+use super::rig::*;
+use crate::bind::{BindFlags, BindOp, ErrorClass, VmFlags};
+use simgpu::mmu::Access;
+
+const VA: u64 = 0x1_0000_0000;
+
+#[test]
+fn bind_once_gpu_write_lands_in_bo() {
+    let r = rig();
+    let t = r.vm(VmFlags::empty());
+    let bo = r.bo(64 * K4);
+    let f = t.bind(&[BindOp::map(&bo, 0, VA, 64 * K4)]).unwrap();
+    assert!(f.is_signalled(), "a sync bind returns with its work done");
+    t.store(VA + 0x18, 0xdead_beef).unwrap();
+    t.store(VA + 63 * K4, 7).unwrap();
+    assert_eq!(read(&bo, 0x18), 0xdead_beef);
+    assert_eq!(read(&bo, 63 * K4), 7);
+}
+
+#[test]
+fn bind_one_bo_many_times() {
+    let r = rig();
+    let t = r.vm(VmFlags::empty());
+    let bo = r.bo(4 * K4);
+    let ops: Vec<BindOp> = (0..16)
+        .map(|i| BindOp::map(&bo, (i % 4) * K4, VA + i * 0x10_0000, K4))
+        .collect();
+    t.bind(&ops).unwrap();
+    for i in 0..16u64 {
+        t.store(VA + i * 0x10_0000 + 8 * (i / 4), 100 + i).unwrap();
+    }
+    for i in 0..16u64 {
+        assert_eq!(read(&bo, (i % 4) * K4 + 8 * (i / 4)), 100 + i);
+    }
+    t.vm.with_state(|st| {
+        assert_eq!(st.gpuvm.tree().len(), 16);
+        st.gpuvm.check_invariants().unwrap();
+    });
+}
+
+#[test]
+fn partial_unbinds_keep_the_rest() {
+    let r = rig();
+    let t = r.vm(VmFlags::empty());
+    let bo = r.bo(16 * K4);
+    t.bind(&[BindOp::map(&bo, 0, VA, 16 * K4)]).unwrap();
+    // Unmap the middle, then the first page: the rest still translates to the same pages.
+    t.bind(&[BindOp::unmap(VA + 4 * K4, 4 * K4), BindOp::unmap(VA, K4)])
+        .unwrap();
+    for p in 0..16u64 {
+        let tr = r.translate(&t.vm, VA + p * K4, Access::Write);
+        let hole = p == 0 || (4..8).contains(&p);
+        assert_eq!(tr.is_none(), hole, "page {p}");
+        if let Some(tr) = tr {
+            assert_eq!(tr.phys, bo_pa(&bo, p * K4));
+        }
+    }
+    t.store(VA + 9 * K4, 99).unwrap();
+    assert_eq!(read(&bo, 9 * K4), 99);
+    assert_eq!(t.vm.with_state(|st| st.gpuvm.tree().len()), 2);
+}
+
+#[test]
+fn unbind_all_removes_every_mapping_of_the_bo() {
+    let r = rig();
+    let t = r.vm(VmFlags::empty());
+    let (a, b) = (r.bo(4 * K4), r.bo(4 * K4));
+    t.bind(&[
+        BindOp::map(&a, 0, VA, 4 * K4),
+        BindOp::map(&a, 0, VA + MIB, 2 * K4),
+        BindOp::map(&b, 0, VA + 2 * MIB, 4 * K4),
+    ])
+    .unwrap();
+    t.bind(&[BindOp::unmap_all(&a)]).unwrap();
+    assert!(r.translate(&t.vm, VA, Access::Read).is_none());
+    assert!(r.translate(&t.vm, VA + MIB, Access::Read).is_none());
+    t.store(VA + 2 * MIB, 5).unwrap();
+    assert_eq!(read(&b, 0), 5);
+    t.vm.with_state(|st| {
+        assert_eq!(st.gpuvm.tree().len(), 1);
+        assert!(st.gpuvm.bo_find(crate::vm::GpuBo::id(&*a)).is_none());
+    });
+    assert_eq!(t.vm.lists_snapshot().0, vec![crate::vm::GpuBo::id(&*b)]);
+}
+
+/// munmap-style: unmap a range spanning the end of one mapping and the start of the next.
+#[test]
+fn munmap_style_unbind_across_mappings() {
+    let r = rig();
+    let t = r.vm(VmFlags::empty());
+    let bo = r.bo(32 * K4);
+    t.bind(&[
+        BindOp::map(&bo, 0, VA, 8 * K4),
+        BindOp::map(&bo, 8 * K4, VA + 8 * K4, 8 * K4),
+        BindOp::map(&bo, 16 * K4, VA + 16 * K4, 8 * K4),
+    ])
+    .unwrap();
+    t.bind(&[BindOp::unmap(VA + 6 * K4, 12 * K4)]).unwrap();
+    for p in 0..24u64 {
+        let mapped = r.translate(&t.vm, VA + p * K4, Access::Write).is_some();
+        assert_eq!(mapped, !(6..18).contains(&p), "page {p}");
+    }
+    t.store(VA + 5 * K4, 1).unwrap();
+    t.store(VA + 18 * K4, 2).unwrap();
+    assert_eq!((read(&bo, 5 * K4), read(&bo, 18 * K4)), (1, 2));
+}
+
+/// munmap-style: unmapping the whole range frees the page tables it needed.
+#[test]
+fn munmap_style_unbind_all_frees_tables() {
+    let r = rig();
+    let t = r.vm(VmFlags::empty());
+    let bo = r.bo(8 * K4);
+    let before = t.vm.with_state(|st| st.pt.stats().tables);
+    t.bind(&[BindOp::map(&bo, 0, 0x40_0000_0000, 8 * K4)])
+        .unwrap();
+    assert!(t.vm.with_state(|st| st.pt.stats().tables) > before);
+    t.bind(&[BindOp::unmap(0x40_0000_0000, 8 * K4)]).unwrap();
+    assert_eq!(t.vm.with_state(|st| st.pt.stats().tables), before);
+}
+
+/// mmap-style: bind over an existing mapping replaces the middle with another BO.
+#[test]
+fn mmap_style_bind_over_existing() {
+    let r = rig();
+    let t = r.vm(VmFlags::empty());
+    let (a, b) = (r.bo(16 * K4), r.bo(4 * K4));
+    t.bind(&[BindOp::map(&a, 0, VA, 16 * K4)]).unwrap();
+    t.bind(&[BindOp::map(&b, 0, VA + 4 * K4, 4 * K4)]).unwrap();
+    t.store(VA + 3 * K4, 1).unwrap();
+    t.store(VA + 4 * K4, 2).unwrap();
+    t.store(VA + 8 * K4, 3).unwrap();
+    assert_eq!(read(&a, 3 * K4), 1);
+    assert_eq!(read(&b, 0), 2);
+    assert_eq!(read(&a, 4 * K4), 0, "the replaced pages of A are untouched");
+    assert_eq!(read(&a, 8 * K4), 3);
+    assert_eq!(t.vm.with_state(|st| st.gpuvm.tree().len()), 3);
+}
+
+/// bind-array: many ops in one call, planned against each other.
+#[test]
+fn bind_array_ops_see_each_other() {
+    let r = rig();
+    let t = r.vm(VmFlags::empty());
+    let bo = r.bo(64 * K4);
+    let mut ops: Vec<BindOp> = (0..64)
+        .map(|i| BindOp::map(&bo, i * K4, VA + i * K4, K4))
+        .collect();
+    ops.push(BindOp::unmap(VA + 10 * K4, K4));
+    ops.push(BindOp::map(&bo, 0, VA + 10 * K4, K4));
+    t.bind(&ops).unwrap();
+    t.store(VA + 10 * K4 + 8, 11).unwrap();
+    t.store(VA + 63 * K4, 63).unwrap();
+    assert_eq!(read(&bo, 8), 11, "page 10 now maps BO page 0");
+    assert_eq!(read(&bo, 63 * K4), 63);
+}
+
+/// large-binds: 2 MiB-aligned BO maps use large pages; a 1 GiB null bind maps and unmaps.
+#[test]
+fn large_binds_up_to_1g() {
+    let r = rig();
+    let t = r.vm(VmFlags::empty());
+    for size in [2 * MIB, 4 * MIB, 8 * MIB] {
+        let bo = r.bo(size);
+        let va = 0x80_0000_0000 + size * 4;
+        t.bind(&[BindOp::map(&bo, 0, va, size)]).unwrap();
+        t.store(va + size - 8, size).unwrap();
+        assert_eq!(read(&bo, size - 8), size);
+        t.bind(&[BindOp::unmap(va, size)]).unwrap();
+        assert!(r.translate(&t.vm, va, Access::Read).is_none());
+    }
+    let g = 1 << 30;
+    t.bind(&[BindOp::map_null(0x100_0000_0000, g)]).unwrap();
+    let tr = r
+        .translate(&t.vm, 0x100_0000_0000 + g - 8, Access::Write)
+        .unwrap();
+    assert!(tr.null);
+    t.store(0x100_0000_0000 + 12345 * 8, 1).unwrap();
+    t.bind(&[BindOp::unmap(0x100_0000_0000, g)]).unwrap();
+    assert!(r.translate(&t.vm, 0x100_0000_0000, Access::Read).is_none());
+}
+
+/// shared-pte-page: two mappings in the same level-0 table; unmapping one keeps the other.
+#[test]
+fn shared_pte_page() {
+    let r = rig();
+    let t = r.vm(VmFlags::empty());
+    let (a, b) = (r.bo(K4), r.bo(K4));
+    t.bind(&[BindOp::map(&a, 0, VA, K4), BindOp::map(&b, 0, VA + K4, K4)])
+        .unwrap();
+    t.bind(&[BindOp::unmap(VA, K4)]).unwrap();
+    t.store(VA + K4, 77).unwrap();
+    assert_eq!(read(&b, 0), 77);
+    assert!(r.translate(&t.vm, VA, Access::Read).is_none());
+}
+
+/// scratch: unmapped VAs write the scratch page instead of faulting; a bind overrides it.
+#[test]
+fn scratch_page_vm() {
+    let r = rig();
+    let t = r.vm(VmFlags::SCRATCH_PAGE);
+    t.store(0x7777_0000, 1).unwrap();
+    let bo = r.bo(K4);
+    t.bind(&[BindOp::map(&bo, 0, 0x7777_0000, K4)]).unwrap();
+    t.store(0x7777_0000, 2).unwrap();
+    assert_eq!(read(&bo, 0), 2);
+    t.bind(&[BindOp::unmap(0x7777_0000, K4)]).unwrap();
+    t.store(0x7777_0000, 3).unwrap();
+    assert_eq!(
+        read(&bo, 0),
+        2,
+        "after unbind the scratch page takes the write"
+    );
+}
+
+/// A write to an unmapped VA of a non-scratch VM faults the context.
+#[test]
+fn unmapped_write_faults_without_scratch() {
+    let r = rig();
+    let t = r.vm(VmFlags::empty());
+    assert!(t.store(0x7777_0000, 1).is_err());
+}
+
+#[test]
+fn null_binding_reads_zero_and_drops_writes() {
+    let r = rig();
+    let t = r.vm(VmFlags::empty());
+    let bo = r.bo(K4);
+    write(&bo, 0, 0x55);
+    t.bind(&[
+        BindOp::map_null(VA, 16 * K4),
+        BindOp::map(&bo, 0, VA + MIB, K4),
+    ])
+    .unwrap();
+    t.store(VA + 8, 9).unwrap();
+    t.copy8(VA + 8, VA + MIB).unwrap();
+    assert_eq!(read(&bo, 0), 0, "null pages read zero");
+}
+
+#[test]
+fn readonly_binding_refuses_gpu_writes() {
+    let r = rig();
+    let t = r.vm(VmFlags::empty());
+    let bo = r.bo(2 * K4);
+    write(&bo, 0, 0x1234);
+    t.bind(&[
+        BindOp::map(&bo, 0, VA, K4).with_flags(BindFlags::READONLY),
+        BindOp::map(&bo, K4, VA + K4, K4),
+    ])
+    .unwrap();
+    t.copy8(VA, VA + K4).unwrap();
+    assert_eq!(
+        read(&bo, K4),
+        0x1234,
+        "reads through a read-only mapping work"
+    );
+    assert!(r.translate(&t.vm, VA, Access::Write).is_none());
+    assert!(t.store(VA, 1).is_err(), "a write through it faults");
+    assert_eq!(read(&bo, 0), 0x1234);
+}
+
+#[test]
+fn system_memory_bo_binds() {
+    let r = rig();
+    let t = r.vm(VmFlags::empty());
+    let bo = r.sys_bo(4 * K4);
+    t.bind(&[BindOp::map(&bo, 0, VA, 4 * K4)]).unwrap();
+    t.store(VA + 3 * K4, 42).unwrap();
+    assert_eq!(read(&bo, 3 * K4), 42);
+}
+
+#[test]
+fn flag_validation_table() {
+    let r = rig();
+    let t = r.vm(VmFlags::empty());
+    let bo = r.bo(4 * K4);
+    let cases: Vec<(BindOp, ErrorClass)> = vec![
+        (BindOp::map(&bo, 0, VA + 1, K4), ErrorClass::Invalid),
+        (BindOp::map(&bo, 0, VA, 0), ErrorClass::Invalid),
+        (BindOp::map(&bo, 0, VA, 8 * K4), ErrorClass::Invalid),
+        (BindOp::map(&bo, 2 * K4, VA, 4 * K4), ErrorClass::Invalid),
+        (BindOp::map(&bo, 123, VA, K4), ErrorClass::Invalid),
+        (
+            BindOp::map(&bo, 0, VA, K4).with_flags(BindFlags::NULL),
+            ErrorClass::Invalid,
+        ),
+        (
+            BindOp::unmap(VA, K4).with_flags(BindFlags::NULL),
+            ErrorClass::Invalid,
+        ),
+        (
+            BindOp::map_null(VA, K4).with_flags(BindFlags::CPU_ADDR_MIRROR),
+            ErrorClass::Invalid,
+        ),
+        (
+            BindOp {
+                addr: crate::types::GpuVa(VA),
+                ..BindOp::unmap_all(&bo)
+            },
+            ErrorClass::Invalid,
+        ),
+        (
+            BindOp {
+                bo: Some(bo.clone()),
+                ..BindOp::unmap(VA, K4)
+            },
+            ErrorClass::Invalid,
+        ),
+        (
+            BindOp {
+                bo: Some(bo.clone()),
+                ..BindOp::prefetch(VA, K4)
+            },
+            ErrorClass::Invalid,
+        ),
+        (
+            BindOp::map(&bo, 0, super::super::KERNEL_VA_BASE, K4),
+            ErrorClass::Invalid,
+        ),
+        (BindOp::map(&bo, 0, 1 << 48, K4), ErrorClass::Invalid),
+        (
+            BindOp {
+                kind: crate::bind::OpKind::MapUserptr,
+                ..BindOp::unmap(VA, K4)
+            },
+            ErrorClass::NotSupported,
+        ),
+    ];
+    for (i, (op, class)) in cases.into_iter().enumerate() {
+        let e = t.bind(&[op]).unwrap_err();
+        assert_eq!(e.class(), class, "case {i}: {e}");
+    }
+    assert_eq!(t.vm.with_state(|st| st.gpuvm.tree().len()), 0);
+    // CPU_ADDR_MIRROR on a fault-mode VM is valid but waits for SVM.
+    let f = r
+        .dev
+        .vm_create(VmFlags::LR_MODE | VmFlags::FAULT_MODE)
+        .unwrap();
+    let e = f
+        .bind(
+            None,
+            &[BindOp::map_null(VA, K4)
+                .with_flags(BindFlags::CPU_ADDR_MIRROR)
+                .with_flags(BindFlags::empty())],
+            &[],
+        )
+        .unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Invalid, "NULL|MIRROR is invalid");
+}
+
+#[test]
+fn vm_create_flag_rules() {
+    let r = rig();
+    for (flags, ok) in [
+        (
+            VmFlags::SCRATCH_PAGE | VmFlags::FAULT_MODE | VmFlags::LR_MODE,
+            false,
+        ),
+        (VmFlags::FAULT_MODE, false),
+        (VmFlags::FAULT_MODE | VmFlags::LR_MODE, true),
+        (VmFlags::LR_MODE, true),
+        (VmFlags::SCRATCH_PAGE, true),
+    ] {
+        assert_eq!(r.dev.vm_create(flags).is_ok(), ok, "{flags:?}");
+    }
+}
+
+/// Two VMs map the same external BO; writes from both land in it.
+#[test]
+fn external_bo_shared_by_two_vms() {
+    let r = rig();
+    let (a, b) = (r.vm(VmFlags::empty()), r.vm(VmFlags::empty()));
+    let bo = r.bo(K4);
+    a.bind(&[BindOp::map(&bo, 0, VA, K4)]).unwrap();
+    b.bind(&[BindOp::map(&bo, 0, VA + MIB, K4)]).unwrap();
+    a.store(VA, 1).unwrap();
+    b.store(VA + MIB + 8, 2).unwrap();
+    assert_eq!((read(&bo, 0), read(&bo, 8)), (1, 2));
+    assert_eq!(
+        a.vm.lists_snapshot().0.len(),
+        1,
+        "an external BO is an extobj"
+    );
+}
+
+/// A VM-private BO shares the VM resv and is not an extobj.
+#[test]
+fn private_bo_is_not_an_extobj() {
+    let r = rig();
+    let t = r.vm(VmFlags::empty());
+    let bo = r
+        .dev
+        .bo_create(K4, crate::mem::bo::Placement::Vram, Some(&t.vm))
+        .unwrap();
+    t.bind(&[BindOp::map(&bo, 0, VA, K4)]).unwrap();
+    t.store(VA, 3).unwrap();
+    assert_eq!(read(&bo, 0), 3);
+    assert!(t.vm.lists_snapshot().0.is_empty());
+}

@@ -1,0 +1,366 @@
+//! The driver's VM object: flags, hardware context, `vm.lock` around the VA tree and page
+//! tables, the VM reservation and its vm_bo lists, bind queues, the banned flag, and the
+//! exec revalidation step ([`JobVm`]).
+//!
+//! Owns: [`Vm`], [`VmState`] (what `vm.lock` protects), the table-page fence map that orders
+//! binds of different queues touching the same table page, and the rebind of evicted BOs.
+//! Must not: plan or apply binds (see `engine.rs`) or create BOs (the device does).
+//!
+//! Locking: `vm.lock` (class VmLock) → the VM resv and BO resvs (class Resv, via
+//! `sync::Exec`) → the small leaf mutexes here. The `VmBoLists` are the VM reservation's
+//! protected state: every change happens with the VM resv held *and* `vm.lock` held for
+//! writing (every path that touches them takes both, so the mutex around them is never
+//! contended); `lists_locked` checks the resv in debug builds.
+
+use super::error::BindError;
+use super::op::VmFlags;
+use super::queue::{run_job, BindJob, BindQueue, BindQueueId};
+use crate::device::Core;
+use crate::exec::{publish_job_fence, JobVm, JobVmError};
+use crate::hw::pte::LeafFlags;
+use crate::hw::{DmaRegion, FaultMode, HwCtx};
+use crate::mem::bo::Bo;
+use crate::mem::manager::EvictReport;
+use crate::sync::{Exec, Fence, LockClass, OrderedRwLock, Resv, Usage};
+use crate::types::{BoId, GpuVa, PhysAddr, VmId, PAGE_SIZE};
+use crate::vm::pagetable::{PageTable, PtConfig, PtOp};
+use crate::vm::{GpuBo, GpuVm, MappingFlags, MappingId, VaRange, VaSpace, VmBo, VmBoLists};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Size of the VA space (48 bits).
+pub const VA_SPACE: u64 = 1 << 48;
+/// The reserved kernel region at the top of the VA space (queue fence pages live there).
+pub const KERNEL_VA_BASE: u64 = VA_SPACE - (1 << 32);
+
+/// Everything `vm.lock` protects.
+pub struct VmState {
+    /// The VA tree and vm_bo registry.
+    pub gpuvm: GpuVm,
+    /// The page tables.
+    pub pt: PageTable,
+    /// The BOs with a vm_bo in this VM (the tree names BOs by id only).
+    pub bos: HashMap<BoId, Arc<Bo>>,
+    /// Per mapping, the fence of the bind that carried a user fence (the EBUSY rule).
+    pub ufences: HashMap<MappingId, Arc<Fence>>,
+    /// Fence pages of exec queues, mapped in the reserved region.
+    pub(crate) fence_pages: Vec<DmaRegion>,
+}
+
+/// A VM.
+pub struct Vm {
+    pub(crate) id: VmId,
+    pub(crate) flags: VmFlags,
+    pub(crate) ctx: HwCtx,
+    pub(crate) core: Arc<Core>,
+    pub(crate) resv: Arc<Resv>,
+    pub(crate) lock: OrderedRwLock<VmState>,
+    pub(crate) lists: Mutex<VmBoLists>,
+    /// vm_bos of this VM's private BOs evicted by someone else's allocation: moved onto the
+    /// evict list by the next path holding the VM resv.
+    pub(crate) foreign_evictions: Mutex<Vec<Arc<VmBo>>>,
+    pub(crate) banned: Arc<AtomicBool>,
+    pub(crate) closed: AtomicBool,
+    pub(crate) default_queue: BindQueue,
+    /// Table page → (queue, fence) of the newest bind writing it.
+    pub(crate) page_fences: Mutex<HashMap<u64, (BindQueueId, Arc<Fence>)>>,
+}
+
+impl std::fmt::Debug for Vm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vm")
+            .field("id", &self.id)
+            .field("flags", &self.flags)
+            .field("ctx", &self.ctx)
+            .finish()
+    }
+}
+
+impl Vm {
+    /// Creates the VM's tables and binds its context.
+    pub(crate) fn new(
+        core: Arc<Core>,
+        id: VmId,
+        flags: VmFlags,
+        ctx: HwCtx,
+    ) -> Result<Arc<Self>, BindError> {
+        flags.check()?;
+        let resv = Resv::new();
+        let reserved = VaRange::new(GpuVa(KERNEL_VA_BASE), VA_SPACE - KERNEL_VA_BASE)?;
+        let space = VaSpace::new(GpuVa(0), VA_SPACE, Some(reserved))?;
+        let config = PtConfig {
+            scratch: flags.contains(VmFlags::SCRATCH_PAGE),
+            ..PtConfig::default()
+        };
+        let pt = PageTable::new(core.pt_mem.clone(), config)?;
+        let mode = if flags.contains(VmFlags::FAULT_MODE) {
+            FaultMode::Recoverable
+        } else {
+            FaultMode::Fatal
+        };
+        core.mmu.bind_context(ctx, pt.root(), mode)?;
+        let default_queue = BindQueue::new().map_err(|_| BindError::Timeout {
+            what: "bind queue thread creation",
+        })?;
+        Ok(Arc::new(Self {
+            id,
+            flags,
+            ctx,
+            core,
+            lock: OrderedRwLock::new(
+                LockClass::VmLock,
+                VmState {
+                    gpuvm: GpuVm::new(id, resv.id(), space),
+                    pt,
+                    bos: HashMap::new(),
+                    ufences: HashMap::new(),
+                    fence_pages: Vec::new(),
+                },
+            ),
+            resv,
+            lists: Mutex::new(VmBoLists::new(id)),
+            foreign_evictions: Mutex::new(Vec::new()),
+            banned: Arc::new(AtomicBool::new(false)),
+            closed: AtomicBool::new(false),
+            default_queue,
+            page_fences: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// The VM's id.
+    pub fn id(&self) -> VmId {
+        self.id
+    }
+
+    /// The create flags.
+    pub fn flags(&self) -> VmFlags {
+        self.flags
+    }
+
+    /// The hardware context.
+    pub fn ctx(&self) -> HwCtx {
+        self.ctx
+    }
+
+    /// The VM reservation (shared by VM-private BOs).
+    pub fn resv(&self) -> &Arc<Resv> {
+        &self.resv
+    }
+
+    /// The default bind queue.
+    pub fn default_queue(&self) -> &BindQueue {
+        &self.default_queue
+    }
+
+    /// Whether an async bind failed (later calls report the VM gone).
+    pub fn is_banned(&self) -> bool {
+        self.banned.load(Ordering::Acquire)
+    }
+
+    /// Whether the VM was destroyed.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn check_alive(&self) -> Result<(), BindError> {
+        if self.is_banned() || self.is_closed() {
+            return Err(BindError::VmGone { vm: self.id });
+        }
+        Ok(())
+    }
+
+    /// Read access to the tree and tables (tests, diagnostics, the scheme's queries).
+    pub fn with_state<R>(&self, f: impl FnOnce(&VmState) -> R) -> R {
+        f(&self.lock.read())
+    }
+
+    /// The vm_bo lists; the caller holds the VM resv (checked in debug builds).
+    pub(crate) fn lists_locked(&self) -> parking_lot::MutexGuard<'_, VmBoLists> {
+        debug_assert!(
+            self.resv.ww().is_locked(),
+            "VmBoLists touched without the VM reservation"
+        );
+        self.lists.lock()
+    }
+
+    /// Snapshot of the lists (tests): (extobj ids, evict-list ids).
+    pub fn lists_snapshot(&self) -> (Vec<BoId>, Vec<BoId>) {
+        let l = self.lists.lock();
+        let mut ext: Vec<BoId> = l.extobjs().map(|v| v.bo_id()).collect();
+        let mut ev: Vec<BoId> = l.evicted().map(|v| v.bo_id()).collect();
+        ext.sort_unstable();
+        ev.sort_unstable();
+        (ext, ev)
+    }
+
+    /// Dependencies a job of `queue` writing `writes` must wait for: the newest pending
+    /// fence of another queue on each table page it writes. Records `fence` on those pages.
+    pub(crate) fn page_deps(
+        &self,
+        queue: BindQueueId,
+        writes: &[(PhysAddr, u64)],
+        fence: &Arc<Fence>,
+    ) -> Vec<Arc<Fence>> {
+        let mut map = self.page_fences.lock();
+        map.retain(|_, (_, f)| !f.is_signalled());
+        let mut deps: Vec<Arc<Fence>> = Vec::new();
+        let mut last_page = u64::MAX;
+        for &(addr, _) in writes {
+            let page = addr.get() & !(PAGE_SIZE - 1);
+            if page == last_page {
+                continue;
+            }
+            last_page = page;
+            if let Some((q, f)) = map.get(&page) {
+                if *q != queue && !deps.iter().any(|d| Arc::ptr_eq(d, f)) {
+                    deps.push(f.clone());
+                }
+            }
+            map.insert(page, (queue, fence.clone()));
+        }
+        deps
+    }
+
+    /// Writes `ops` into the tables now (prepare, commit, wait for other queues' pending
+    /// writes on the same pages, write, invalidate). Used by the exec path's rebind.
+    pub(crate) fn write_now(&self, st: &mut VmState, ops: &[PtOp]) -> Result<(), BindError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let update = st.pt.prepare(ops)?;
+        let (commit, writes) = update.commit_deferred();
+        let fence = Fence::new(crate::sync::FenceContext::alloc(), 1);
+        let deps = self.page_deps(BindQueueId(0), &writes, &fence);
+        let job = BindJob {
+            deps,
+            writes,
+            mem: st.pt.memory().clone(),
+            invalidate: commit.invalidate,
+            mmu: self.core.mmu.clone(),
+            ctx: self.ctx,
+            user_fence: None,
+            fence,
+            banned: self.banned.clone(),
+        };
+        let fence = job.fence.clone();
+        st.pt.retire(commit.freed, None, vec![fence.clone()]);
+        match run_job(job) {
+            None => {
+                st.pt.reclaim(&*self.core.mmu);
+                Ok(())
+            }
+            Some(_) => Err(BindError::Timeout {
+                what: "page-table rebind",
+            }),
+        }
+    }
+
+    /// Rebinds every mapping of `bo` to its current backing.
+    fn rebind_bo(&self, st: &mut VmState, bo: &Arc<Bo>) -> Result<(), BindError> {
+        let id = GpuBo::id(&**bo);
+        let mut ops = Vec::new();
+        for m in st.gpuvm.bo_mappings(id) {
+            let flags = leaf_flags(m.flags());
+            let r = m.range();
+            if let Ok(op) = bo.map_op(r.start(), m.offset(), r.len(), flags) {
+                ops.push(op);
+            }
+        }
+        if self.flags.contains(VmFlags::FAULT_MODE) {
+            // Fault-mode mappings are populated on demand; drop stale PTEs instead.
+            ops = st
+                .gpuvm
+                .bo_mappings(id)
+                .map(|m| PtOp::Unmap {
+                    va: m.range().start(),
+                    len: m.range().len(),
+                })
+                .collect();
+        }
+        self.write_now(st, &ops)
+    }
+
+    /// The exec path's validation with everything locked: moves flagged extobjs onto the
+    /// evict list, validates each evicted BO through the memory manager and rebinds it.
+    fn validate_evicted(&self, st: &mut VmState) -> Result<(), JobVmError> {
+        // Validation may evict other BOs of this VM; a few rounds settle it.
+        for _ in 0..4 {
+            let evicted: Vec<Arc<Bo>> = {
+                let mut lists = self.lists_locked();
+                for vb in self.foreign_evictions.lock().drain(..) {
+                    let _ = lists.evict_local(&vb, true);
+                }
+                lists.move_evicted_extobjs();
+                lists
+                    .evicted()
+                    .filter_map(|vb| st.bos.get(&vb.bo_id()).cloned())
+                    .collect()
+            };
+            if evicted.is_empty() {
+                return Ok(());
+            }
+            for bo in evicted {
+                let mut report = EvictReport::default();
+                let moved = self.core.mm.validate(&bo, &mut report);
+                self.core.route_evictions(report, Some(self));
+                moved.map_err(|e| JobVmError::NoMemory {
+                    what: e.to_string(),
+                })?;
+                self.rebind_bo(st, &bo).map_err(|e| JobVmError::NoMemory {
+                    what: e.to_string(),
+                })?;
+                let mut lists = self.lists_locked();
+                let id = GpuBo::id(&*bo);
+                let _ = lists.validate::<()>(|vb| if vb.bo_id() == id { Ok(()) } else { Err(()) });
+                if let Some(vb) = st.gpuvm.bo_find(id).cloned() {
+                    if !vb.is_external() {
+                        let _ = lists.evict_local(&vb, false);
+                    } else {
+                        vb.set_evicted(false);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The leaf flags of a mapping.
+pub(crate) fn leaf_flags(flags: MappingFlags) -> LeafFlags {
+    LeafFlags {
+        writable: !flags.contains(MappingFlags::READ_ONLY),
+        ..LeafFlags::default()
+    }
+}
+
+impl JobVm for Vm {
+    fn lock_and_validate(&self, exec: &mut Exec) -> Result<Vec<Arc<Fence>>, JobVmError> {
+        if self.is_banned() || self.is_closed() {
+            return Err(JobVmError::Banned);
+        }
+        let mut st = self.lock.write();
+        let ext: Vec<Arc<Resv>> = st
+            .bos
+            .values()
+            .filter(|b| !b.is_vm_private())
+            .map(|b| b.reservation().clone())
+            .collect();
+        exec.run(|e| {
+            e.prepare_obj(&self.resv, 1)?;
+            ext.iter().try_for_each(|r| e.prepare_obj(r, 1))
+        })?;
+        self.validate_evicted(&mut st)?;
+        Ok(self.resv.fences(Usage::Kernel))
+    }
+
+    fn publish(&self, exec: &Exec, fence: &Arc<Fence>) -> Result<(), JobVmError> {
+        publish_job_fence(exec, &self.resv, fence)?;
+        Ok(())
+    }
+
+    fn is_banned(&self) -> bool {
+        Vm::is_banned(self) || self.is_closed()
+    }
+}

@@ -1,0 +1,380 @@
+//! The driver core object: brings up the hardware, the memory manager, the interrupt
+//! dispatcher, the scheduler, the kernel context with its linear map and copy queue, and
+//! hands out VMs, BOs, exec queues and bind queues.
+//!
+//! Owns: [`Device`] (the driver-level API the scheme calls), [`Core`] (what VMs share:
+//! MMU, memory manager, page-table memory, fail points, hardware-context slots, the VM
+//! registry used to route evictions), and the glue `impl CopyEngine for KernelQueue`.
+//! Must not: implement binds (see `bind`) or scheduling (see `exec`).
+
+use crate::bind::failpoint::{FailPoint, FailPoints};
+use crate::bind::{BindError, BindQueue, Vm, VmFlags, KERNEL_VA_BASE};
+use crate::exec::{
+    ExecError, ExecHw, ExecQueue, FencePage, IrqDispatcher, KernelQueue, QueueConfig, QueueMode,
+    SchedConfig, Scheduler,
+};
+use crate::hw::pte::{LeafFlags, MemLocation};
+use crate::hw::sim::dma::HeapDma;
+use crate::hw::sim::irq::IrqLatch;
+use crate::hw::sim::platform::SimMmio;
+use crate::hw::sim::SimHw;
+use crate::hw::{Clock, DmaMemory, Engine, FaultMode, HwCtx, Mmio, Mmu, SystemClock};
+use crate::mem::bo::{Bo, Placement, Pools};
+use crate::mem::copy::{CopyEngine, CopyError, KernelMap};
+use crate::mem::manager::{EvictReport, MemoryManager};
+use crate::mem::vram::VramAllocator;
+use crate::sync::Fence;
+use crate::types::{GpuVa, PhysAddr, VmId, PAGE_SIZE};
+use crate::vm::pagetable::memory::{PtAllocError, PtMemory, SysPtMemory};
+use crate::vm::pagetable::{MapTarget, PhysSeg, PtOp};
+use parking_lot::Mutex;
+use simgpu::{HeapMemory, SimGpu};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+/// The kernel context (linear map, kernel copy queue).
+pub const KERNEL_CTX: HwCtx = HwCtx(0);
+
+impl CopyEngine for KernelQueue {
+    fn submit(&self, commands: &[u32], deps: &[Arc<Fence>]) -> Result<Arc<Fence>, CopyError> {
+        KernelQueue::submit(self, commands, deps).map_err(|e| match e {
+            ExecError::WouldBlock { .. } | ExecError::NoHwQueue { .. } => CopyError::Refused {
+                reason: e.to_string(),
+            },
+            other => CopyError::Failed {
+                reason: other.to_string(),
+            },
+        })
+    }
+}
+
+/// How to bring a device up.
+#[derive(Clone)]
+pub struct DeviceConfig {
+    /// VRAM bytes of the simulated device.
+    pub vram_size: u64,
+    /// System-memory bytes (DMA pool: system BOs, page tables, rings).
+    pub sys_size: u64,
+    /// Hardware contexts.
+    pub contexts: u32,
+    /// The clock hang detection measures with.
+    pub clock: Arc<dyn Clock>,
+    /// Scheduler options.
+    pub sched: SchedConfig,
+    /// Job timeout of dma-fence exec queues.
+    pub job_timeout: Duration,
+}
+
+impl Default for DeviceConfig {
+    fn default() -> Self {
+        Self {
+            vram_size: 16 << 20,
+            sys_size: 64 << 20,
+            contexts: 64,
+            clock: Arc::new(SystemClock::new()),
+            sched: SchedConfig::default(),
+            job_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Page-table memory that consults the `PtAlloc` fail point.
+struct FailablePtMemory {
+    inner: SysPtMemory,
+    fail: Arc<FailPoints>,
+}
+
+impl PtMemory for FailablePtMemory {
+    fn location(&self) -> MemLocation {
+        self.inner.location()
+    }
+    fn alloc_page(&self) -> Result<PhysAddr, PtAllocError> {
+        self.fail
+            .check(FailPoint::PtAlloc)
+            .map_err(|_| PtAllocError::NoMemory)?;
+        self.inner.alloc_page()
+    }
+    fn free_page(&self, page: PhysAddr) {
+        self.inner.free_page(page)
+    }
+    fn write_u64(&self, addr: PhysAddr, value: u64) -> bool {
+        self.inner.write_u64(addr, value)
+    }
+    fn read_u64(&self, addr: PhysAddr) -> Option<u64> {
+        self.inner.read_u64(addr)
+    }
+}
+
+/// What every VM of a device shares.
+pub struct Core {
+    pub(crate) mmu: Arc<dyn Mmu>,
+    pub(crate) mm: MemoryManager,
+    pub(crate) pt_mem: Arc<dyn PtMemory>,
+    pub(crate) fail: Arc<FailPoints>,
+    pub(crate) dma: Arc<dyn DmaMemory>,
+    ctxs: Mutex<Vec<bool>>,
+    vms: Mutex<HashMap<VmId, Weak<Vm>>>,
+}
+
+impl Core {
+    /// Hands vm_bos of VM-private BOs an eviction marked to their VMs (`current` is the VM
+    /// whose resv the caller holds; others pick theirs up on their next exec).
+    pub(crate) fn route_evictions(&self, report: EvictReport, _current: Option<&Vm>) {
+        if report.private_vm_bos.is_empty() {
+            return;
+        }
+        let vms = self.vms.lock();
+        for vb in report.private_vm_bos {
+            if let Some(vm) = vms.get(&vb.vm()).and_then(Weak::upgrade) {
+                vm.foreign_evictions.lock().push(vb);
+            }
+        }
+    }
+
+    pub(crate) fn release_ctx(&self, ctx: HwCtx) {
+        let _ = self.mmu.unbind_context(ctx);
+        if let Some(slot) = self.ctxs.lock().get_mut(ctx.0 as usize) {
+            *slot = false;
+        }
+    }
+}
+
+/// Memory counters (every one must be unchanged by a failed bind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemStats {
+    /// Free VRAM bytes.
+    pub vram_free: u64,
+    /// Free system-pool bytes (page tables live here).
+    pub sys_free: u64,
+}
+
+/// The driver core.
+pub struct Device {
+    core: Arc<Core>,
+    sched: Scheduler,
+    _irq: IrqDispatcher,
+    hw: Arc<SimHw>,
+    gpu: Arc<SimGpu>,
+    heap: Arc<HeapDma>,
+    pools: Arc<Pools>,
+    _kmap: KernelMap,
+    next_vm: AtomicU64,
+    job_timeout: Duration,
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        self.gpu.stop();
+    }
+}
+
+impl Device {
+    /// Brings up a simulated device in thread mode.
+    pub fn new(cfg: DeviceConfig) -> Result<Self, BindError> {
+        let sys = Arc::new(HeapMemory::new(cfg.sys_size));
+        let sim_cfg = simgpu::Config {
+            vram_size: cfg.vram_size,
+            contexts: cfg.contexts,
+            ..simgpu::Config::default()
+        };
+        let gpu = Arc::new(SimGpu::new(sim_cfg, sys.clone()));
+        let latch = Arc::new(IrqLatch::default());
+        gpu.set_interrupt_sink(latch.clone());
+        let heap = Arc::new(HeapDma::new(sys));
+        let dma: Arc<dyn DmaMemory> = heap.clone();
+        let mmio: Arc<dyn Mmio> = Arc::new(SimMmio(gpu.clone()));
+        let hw = Arc::new(SimHw::init(mmio, dma.clone(), latch, cfg.clock.clone())?);
+        gpu.start();
+        let kmap = KernelMap::new(
+            Arc::new(SysPtMemory::new(dma.clone())),
+            cfg.vram_size,
+            cfg.sys_size,
+        )?;
+        hw.bind_context(KERNEL_CTX, kmap.page_table().root(), FaultMode::Fatal)?;
+        let irq = IrqDispatcher::start(hw.interrupts()).map_err(|_| BindError::Timeout {
+            what: "IRQ thread creation",
+        })?;
+        let sched = Scheduler::new(ExecHw::sim(hw.clone()), cfg.sched, &irq).map_err(|_| {
+            BindError::Timeout {
+                what: "scheduler thread creation",
+            }
+        })?;
+        let kpage = dma.alloc(PAGE_SIZE)?;
+        let kq = KernelQueue::new(
+            &sched,
+            KERNEL_CTX,
+            FencePage {
+                va: KernelMap::va(MemLocation::System, kpage.addr),
+                pa: kpage.addr,
+            },
+        )?;
+        let vram = Arc::new(Mutex::new(VramAllocator::new(cfg.vram_size)));
+        let pools = Pools::new(vram, gpu.vram(), dma.clone());
+        let fail = Arc::new(FailPoints::default());
+        let pt_mem: Arc<dyn PtMemory> = Arc::new(FailablePtMemory {
+            inner: SysPtMemory::new(dma.clone()),
+            fail: fail.clone(),
+        });
+        let mut ctxs = vec![false; cfg.contexts as usize];
+        if let Some(k) = ctxs.first_mut() {
+            *k = true;
+        }
+        let core = Arc::new(Core {
+            mmu: hw.clone(),
+            mm: MemoryManager::new(pools.clone(), Arc::new(kq)),
+            pt_mem,
+            fail,
+            dma,
+            ctxs: Mutex::new(ctxs),
+            vms: Mutex::new(HashMap::new()),
+        });
+        Ok(Self {
+            core,
+            sched,
+            _irq: irq,
+            hw,
+            gpu,
+            heap,
+            pools,
+            _kmap: kmap,
+            next_vm: AtomicU64::new(1),
+            job_timeout: cfg.job_timeout,
+        })
+    }
+
+    /// The fail points (armed by tests).
+    pub fn fail_points(&self) -> &FailPoints {
+        &self.core.fail
+    }
+
+    /// The scheduler (user-fence wait queue, stats).
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.sched
+    }
+
+    /// The simulated device.
+    pub fn gpu(&self) -> &Arc<SimGpu> {
+        &self.gpu
+    }
+
+    /// The hardware layer.
+    pub fn hw(&self) -> &Arc<SimHw> {
+        &self.hw
+    }
+
+    /// Memory counters.
+    pub fn mem_stats(&self) -> MemStats {
+        MemStats {
+            vram_free: self.pools.vram.lock().free_bytes(),
+            sys_free: self.heap.free_bytes(),
+        }
+    }
+
+    /// Creates a VM.
+    pub fn vm_create(&self, flags: VmFlags) -> Result<Arc<Vm>, BindError> {
+        flags.check()?;
+        let ctx = {
+            let mut ctxs = self.core.ctxs.lock();
+            let count = ctxs.len() as u32;
+            let i = ctxs
+                .iter()
+                .position(|used| !used)
+                .ok_or(BindError::NoContext { count })?;
+            if let Some(slot) = ctxs.get_mut(i) {
+                *slot = true;
+            }
+            HwCtx(i as u32)
+        };
+        let id = VmId(self.next_vm.fetch_add(1, Ordering::Relaxed));
+        match Vm::new(self.core.clone(), id, flags, ctx) {
+            Ok(vm) => {
+                self.core.vms.lock().insert(id, Arc::downgrade(&vm));
+                Ok(vm)
+            }
+            Err(e) => {
+                self.core.release_ctx(ctx);
+                Err(e)
+            }
+        }
+    }
+
+    /// Creates a BO; with `vm` it is private to that VM (shares its reservation).
+    pub fn bo_create(
+        &self,
+        size: u64,
+        placement: Placement,
+        vm: Option<&Arc<Vm>>,
+    ) -> Result<Arc<Bo>, BindError> {
+        let (bo, report) = self
+            .core
+            .mm
+            .create_bo(size, placement, vm.map(|v| v.resv().clone()))?;
+        self.core.route_evictions(report, None);
+        Ok(bo)
+    }
+
+    /// Evicts `bo` to system memory (tests and memory pressure); its VMs rebind it before
+    /// their next job.
+    pub fn evict(&self, bo: &Arc<Bo>) -> Result<(), BindError> {
+        let mut report = EvictReport::default();
+        let res = self.core.mm.evict(bo, &mut report);
+        self.core.route_evictions(report, None);
+        Ok(res?)
+    }
+
+    /// Creates an exec queue of `vm` on `engine`; its fence page is mapped in the VM's
+    /// reserved region.
+    pub fn exec_queue_create(&self, vm: &Arc<Vm>, engine: Engine) -> Result<ExecQueue, BindError> {
+        vm.check_alive()?;
+        let page = self.core.dma.alloc(PAGE_SIZE)?;
+        let va = {
+            let mut st = vm.lock.write();
+            let va = GpuVa(KERNEL_VA_BASE + st.fence_pages.len() as u64 * PAGE_SIZE);
+            let op = PtOp::Map {
+                va,
+                len: PAGE_SIZE,
+                target: MapTarget::Pages {
+                    location: MemLocation::System,
+                    flags: LeafFlags {
+                        writable: true,
+                        ..LeafFlags::default()
+                    },
+                    segments: vec![PhysSeg {
+                        addr: page.addr,
+                        len: PAGE_SIZE,
+                    }],
+                },
+            };
+            if let Err(e) = vm.write_now(&mut st, &[op]) {
+                let _ = self.core.dma.free(page);
+                return Err(e);
+            }
+            st.fence_pages.push(page);
+            va
+        };
+        let mode = if vm.flags().contains(VmFlags::LR_MODE) {
+            QueueMode::LongRunning
+        } else {
+            QueueMode::Dma {
+                timeout: self.job_timeout,
+            }
+        };
+        Ok(self.sched.create_queue(QueueConfig {
+            engine,
+            ctx: vm.ctx(),
+            fence_page: FencePage { va, pa: page.addr },
+            mode,
+            vm: Some(vm.clone()),
+        })?)
+    }
+
+    /// Creates an extra bind queue (in order within itself, independent of other queues).
+    pub fn bind_queue_create(&self, vm: &Arc<Vm>) -> Result<BindQueue, BindError> {
+        vm.check_alive()?;
+        BindQueue::new().map_err(|_| BindError::Timeout {
+            what: "bind queue thread creation",
+        })
+    }
+}
