@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod gpuvm;
+mod pagetable;
 mod report;
 mod scheme;
 mod simgpu;
@@ -41,6 +42,10 @@ fn groups() -> Vec<Group> {
         Group {
             name: "simgpu",
             run: simgpu::simgpu,
+        },
+        Group {
+            name: "pagetable",
+            run: pagetable::pagetable,
         },
     ]
 }
