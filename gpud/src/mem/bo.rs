@@ -174,6 +174,9 @@ pub struct Bo {
     private: bool,
     pools: Arc<Pools>,
     pub(super) state: Mutex<BoState>,
+    /// Held for the whole of a move (eviction or validation), so two moves of one BO never
+    /// interleave. Evictors only try-lock it, so moves never wait on each other in a cycle.
+    pub(super) move_lock: Mutex<()>,
 }
 
 impl std::fmt::Debug for Bo {
@@ -224,6 +227,7 @@ impl Bo {
                 last_use: now,
                 vm_bos: Vec::new(),
             }),
+            move_lock: Mutex::new(()),
         }
     }
 
