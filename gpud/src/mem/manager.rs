@@ -13,7 +13,7 @@
 //! the VM's evict list with `VmBoLists::evict_local` under the VM reservation.
 
 use super::bo::{Backing, Bo, Placement, Pools};
-use super::copy::{copy_commands, CopyEngine, CopyError};
+use super::copy::{copy_commands, CopyEngine, CopyError, KernelMap};
 use super::vram::VramError;
 use crate::hw::cmd::CommandStream;
 use crate::hw::pte::MemLocation;
@@ -110,6 +110,10 @@ impl MemoryManager {
                 }
             }
         };
+        if let Err(e) = self.clear(&backing) {
+            self.pools.free(backing);
+            return Err(e);
+        }
         let resv = match vm_resv {
             Some(r) => (r, true),
             None => (Resv::new(), false),
@@ -126,6 +130,24 @@ impl MemoryManager {
         ));
         self.lru.lock().push(Arc::downgrade(&bo));
         Ok((bo, report))
+    }
+
+    /// Zeroes new VRAM with a copy-engine FILL (system pages come zeroed from the pool), so
+    /// no client sees a previous owner's data.
+    fn clear(&self, backing: &Backing) -> Result<(), MemError> {
+        let Backing::Vram(blocks) = backing else {
+            return Ok(());
+        };
+        let mut s = CommandStream::new();
+        for b in blocks {
+            s.fill(
+                KernelMap::va(MemLocation::Vram, PhysAddr(b.offset)),
+                b.size(),
+                0,
+            );
+        }
+        let fence = self.copy.submit(s.dwords(), &[])?;
+        wait_copy(&fence)
     }
 
     /// Marks `bo` used now (exec and bind call this), moving it to the LRU's young end.
@@ -289,19 +311,25 @@ impl MemoryManager {
             );
         }
         let fence = self.copy.submit(s.dwords(), deps)?;
-        let failed = |reason: String| MemError::Copy(CopyError::Failed { reason });
-        if let Err(fault) = fence
-            .wait(Some(COPY_TIMEOUT))
-            .map_err(|e| failed(e.to_string()))?
-        {
-            return Err(failed(format!("{fault:?}")));
-        }
-        if fence.status() == FenceStatus::Pending {
-            return Err(failed("copy did not complete".into()));
-        }
+        wait_copy(&fence)?;
         let mut st = bo.state.lock();
         Ok(st.backing.replace(target).unwrap_or(source))
     }
+}
+
+/// Waits for a copy job and turns its failure into an error.
+fn wait_copy(fence: &Fence) -> Result<(), MemError> {
+    let failed = |reason: String| MemError::Copy(CopyError::Failed { reason });
+    if let Err(fault) = fence
+        .wait(Some(COPY_TIMEOUT))
+        .map_err(|e| failed(e.to_string()))?
+    {
+        return Err(failed(format!("{fault:?}")));
+    }
+    if fence.status() == FenceStatus::Pending {
+        return Err(failed("copy did not complete".into()));
+    }
+    Ok(())
 }
 
 /// An unpinned migratable BO in VRAM.
