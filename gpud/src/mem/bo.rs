@@ -174,6 +174,9 @@ pub struct Bo {
     private: bool,
     pools: Arc<Pools>,
     pub(super) state: Mutex<BoState>,
+    /// Held for the whole of a move (eviction or validation), so two moves of one BO never
+    /// interleave. Evictors only try-lock it, so moves never wait on each other in a cycle.
+    pub(super) move_lock: Mutex<()>,
 }
 
 impl std::fmt::Debug for Bo {
@@ -224,6 +227,7 @@ impl Bo {
                 last_use: now,
                 vm_bos: Vec::new(),
             }),
+            move_lock: Mutex::new(()),
         }
     }
 
@@ -371,7 +375,9 @@ impl Bo {
     }
 
     /// CPU read of BO bytes (system frames through DMA memory, VRAM through the aperture).
+    /// Waits for a move in progress, so the bytes come from the backing that stays.
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), BoError> {
+        let _no_move = self.move_lock.lock();
         for (loc, addr, a, b) in self.pieces(offset, buf.len() as u64)? {
             let Some(dst) = buf.get_mut(a..b) else {
                 continue;
@@ -387,8 +393,9 @@ impl Bo {
         Ok(())
     }
 
-    /// CPU write of BO bytes.
+    /// CPU write of BO bytes. Waits for a move in progress, so no write is lost to it.
     pub fn write(&self, offset: u64, data: &[u8]) -> Result<(), BoError> {
+        let _no_move = self.move_lock.lock();
         for (loc, addr, a, b) in self.pieces(offset, data.len() as u64)? {
             let Some(src) = data.get(a..b) else { continue };
             let ok = match loc {

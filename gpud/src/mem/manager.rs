@@ -13,13 +13,13 @@
 //! the VM's evict list with `VmBoLists::evict_local` under the VM reservation.
 
 use super::bo::{Backing, Bo, Placement, Pools};
-use super::copy::{copy_commands, CopyEngine, CopyError};
+use super::copy::{copy_commands, CopyEngine, CopyError, KernelMap};
 use super::vram::VramError;
 use crate::hw::cmd::CommandStream;
 use crate::hw::pte::MemLocation;
 use crate::sync::{Fence, FenceStatus, Resv, Usage};
 use crate::types::{BoId, PhysAddr, PAGE_SIZE};
-use crate::vm::vm_bo::VmBo;
+use crate::vm::vm_bo::{GpuBo, VmBo};
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -110,6 +110,10 @@ impl MemoryManager {
                 }
             }
         };
+        if let Err(e) = self.clear(&backing) {
+            self.pools.free(backing);
+            return Err(e);
+        }
         let resv = match vm_resv {
             Some(r) => (r, true),
             None => (Resv::new(), false),
@@ -126,6 +130,24 @@ impl MemoryManager {
         ));
         self.lru.lock().push(Arc::downgrade(&bo));
         Ok((bo, report))
+    }
+
+    /// Zeroes new VRAM with a copy-engine FILL (system pages come zeroed from the pool), so
+    /// no client sees a previous owner's data.
+    fn clear(&self, backing: &Backing) -> Result<(), MemError> {
+        let Backing::Vram(blocks) = backing else {
+            return Ok(());
+        };
+        let mut s = CommandStream::new();
+        for b in blocks {
+            s.fill(
+                KernelMap::va(MemLocation::Vram, PhysAddr(b.offset)),
+                b.size(),
+                0,
+            );
+        }
+        let fence = self.copy.submit(s.dwords(), &[])?;
+        wait_copy(&fence)
     }
 
     /// Marks `bo` used now (exec and bind call this), moving it to the LRU's young end.
@@ -149,43 +171,65 @@ impl MemoryManager {
         report: &mut EvictReport,
     ) -> Result<Backing, MemError> {
         loop {
-            match self.pools.alloc_vram(size) {
+            let free = match self.pools.alloc_vram(size) {
                 Ok(b) => return Ok(b),
-                Err(VramError::NoSpace { free, .. }) => {
-                    let Some(victim) = self.lru_victim(keep) else {
-                        return Err(MemError::NoSpace {
-                            requested: size,
-                            free,
-                        });
-                    };
-                    self.evict(&victim, report)?;
-                }
+                Err(VramError::NoSpace { free, .. }) => free,
                 Err(_) => return Err(MemError::InvalidSize { size }),
+            };
+            if !self.evict_one(keep, report)? {
+                return Err(MemError::NoSpace {
+                    requested: size,
+                    free,
+                });
             }
         }
     }
 
-    /// The least recently used unpinned migratable BO in VRAM.
-    fn lru_victim(&self, keep: Option<BoId>) -> Option<Arc<Bo>> {
-        let mut lru = self.lru.lock();
-        lru.retain(|w| w.strong_count() > 0);
-        lru.iter()
-            .filter_map(Weak::upgrade)
-            .filter(|bo| Some(crate::vm::vm_bo::GpuBo::id(&**bo)) != keep)
-            .filter(|bo| bo.placement() == Placement::Migratable)
-            .filter_map(|bo| {
-                let s = bo.state.lock();
-                let in_vram = matches!(s.backing, Some(Backing::Vram(_)));
-                (in_vram && s.pins == 0).then_some((s.last_use, bo.clone()))
-            })
-            .min_by_key(|(t, _)| *t)
-            .map(|(_, bo)| bo)
+    /// Evicts the least recently used candidate whose move lock is free; false if none.
+    fn evict_one(&self, keep: Option<BoId>, report: &mut EvictReport) -> Result<bool, MemError> {
+        for victim in self.lru_candidates(keep) {
+            // A BO another thread is moving is skipped, never waited for: no lock cycles.
+            let Some(_moving) = victim.move_lock.try_lock() else {
+                continue;
+            };
+            if is_candidate(&victim) {
+                self.evict_locked(&victim, report)?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
-    /// Moves `bo` to the system pool and marks its vm_bos evicted.
+    /// Unpinned migratable BOs in VRAM, least recently used first.
+    fn lru_candidates(&self, keep: Option<BoId>) -> Vec<Arc<Bo>> {
+        let mut lru = self.lru.lock();
+        lru.retain(|w| w.strong_count() > 0);
+        let mut c: Vec<(u64, Arc<Bo>)> = lru
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|bo| Some(bo.id()) != keep && is_candidate(bo))
+            .map(|bo| {
+                let t = bo.state.lock().last_use;
+                (t, bo)
+            })
+            .collect();
+        drop(lru);
+        c.sort_by_key(|(t, _)| *t);
+        c.into_iter().map(|(_, bo)| bo).collect()
+    }
+
+    /// Moves `bo` to the system pool and marks its vm_bos evicted (no-op if it is not in
+    /// VRAM). The caller holds the BO's reservation.
     pub fn evict(&self, bo: &Arc<Bo>, report: &mut EvictReport) -> Result<(), MemError> {
-        let size = crate::vm::vm_bo::GpuBo::size(&**bo);
-        let target = self.alloc_sys(size)?;
+        let _moving = bo.move_lock.lock();
+        if bo.location() != Some(MemLocation::Vram) {
+            return Ok(());
+        }
+        self.evict_locked(bo, report)
+    }
+
+    fn evict_locked(&self, bo: &Arc<Bo>, report: &mut EvictReport) -> Result<(), MemError> {
+        let target = self.alloc_sys(bo.size())?;
         let deps = bo.reservation().fences(Usage::Bookkeep);
         let old = match self.move_backing(bo, target.clone(), &deps) {
             Ok(old) => old,
@@ -209,7 +253,7 @@ impl MemoryManager {
                 report.private_vm_bos.push(vm_bo);
             }
         }
-        report.evicted.push(crate::vm::vm_bo::GpuBo::id(&**bo));
+        report.evicted.push(bo.id());
         Ok(())
     }
 
@@ -217,13 +261,12 @@ impl MemoryManager {
     /// the evicted flag of its external vm_bos; the caller rebinds its mappings with
     /// [`Bo::map_op`] and un-evicts VM-private vm_bos. Returns whether it moved.
     pub fn validate(&self, bo: &Arc<Bo>, report: &mut EvictReport) -> Result<bool, MemError> {
+        let _moving = bo.move_lock.lock();
         if bo.placement() != Placement::Migratable || bo.location() == Some(MemLocation::Vram) {
             self.touch(bo);
             return Ok(false);
         }
-        let size = crate::vm::vm_bo::GpuBo::size(&**bo);
-        let id = crate::vm::vm_bo::GpuBo::id(&**bo);
-        let target = self.alloc_vram_evicting(size, Some(id), report)?;
+        let target = self.alloc_vram_evicting(bo.size(), Some(bo.id()), report)?;
         let deps = bo.reservation().fences(Usage::Bookkeep);
         match self.move_backing(bo, target.clone(), &deps) {
             Ok(old) => self.pools.free(old),
@@ -268,19 +311,33 @@ impl MemoryManager {
             );
         }
         let fence = self.copy.submit(s.dwords(), deps)?;
-        let failed = |reason: String| MemError::Copy(CopyError::Failed { reason });
-        if let Err(fault) = fence
-            .wait(Some(COPY_TIMEOUT))
-            .map_err(|e| failed(e.to_string()))?
-        {
-            return Err(failed(format!("{fault:?}")));
-        }
-        if fence.status() == FenceStatus::Pending {
-            return Err(failed("copy did not complete".into()));
-        }
+        wait_copy(&fence)?;
         let mut st = bo.state.lock();
         Ok(st.backing.replace(target).unwrap_or(source))
     }
+}
+
+/// Waits for a copy job and turns its failure into an error.
+fn wait_copy(fence: &Fence) -> Result<(), MemError> {
+    let failed = |reason: String| MemError::Copy(CopyError::Failed { reason });
+    if let Err(fault) = fence
+        .wait(Some(COPY_TIMEOUT))
+        .map_err(|e| failed(e.to_string()))?
+    {
+        return Err(failed(format!("{fault:?}")));
+    }
+    if fence.status() == FenceStatus::Pending {
+        return Err(failed("copy did not complete".into()));
+    }
+    Ok(())
+}
+
+/// An unpinned migratable BO in VRAM.
+fn is_candidate(bo: &Bo) -> bool {
+    let s = bo.state.lock();
+    bo.placement() == Placement::Migratable
+        && s.pins == 0
+        && matches!(s.backing, Some(Backing::Vram(_)))
 }
 
 /// The copies moving `from`'s bytes to `to`, split where either side's segments end.

@@ -12,4 +12,6 @@ pub mod shm;
 pub mod vram;
 
 #[cfg(test)]
+mod evict_tests;
+#[cfg(test)]
 mod tests;

@@ -125,12 +125,13 @@ impl PhysMemory for ShmPool {
         let mut i = 0;
         while i < buf.len() {
             let at = off + i;
-            if at % 8 == 0 && buf.len() - i >= 8 {
-                let v = self.word64(at).load(Ordering::Acquire).to_le_bytes();
-                buf[i..i + 8].copy_from_slice(&v);
+            if let (0, Some(dst)) = (at % 8, buf.get_mut(i..i + 8)) {
+                dst.copy_from_slice(&self.word64(at).load(Ordering::Acquire).to_le_bytes());
                 i += 8;
             } else {
-                buf[i] = self.byte(at).load(Ordering::Acquire);
+                if let Some(b) = buf.get_mut(i) {
+                    *b = self.byte(at).load(Ordering::Acquire);
+                }
                 i += 1;
             }
         }
@@ -149,7 +150,9 @@ impl PhysMemory for ShmPool {
                     .store(u64::from_le_bytes(b), Ordering::Release);
                 i += 8;
             } else {
-                self.byte(at).store(data[i], Ordering::Release);
+                if let Some(&b) = data.get(i) {
+                    self.byte(at).store(b, Ordering::Release);
+                }
                 i += 1;
             }
         }

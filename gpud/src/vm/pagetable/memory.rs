@@ -131,6 +131,21 @@ impl PtMemory for VramPtMemory {
     }
 }
 
+/// Table pages for a device: VRAM when the device has any (walks then stay on the device,
+/// like Xe on discrete parts), else system memory.
+pub fn for_device(
+    vram_size: u64,
+    vram: Arc<Mutex<VramAllocator>>,
+    aperture: Arc<dyn PhysMemory>,
+    dma: Arc<dyn DmaMemory>,
+) -> Arc<dyn PtMemory> {
+    if vram_size > 0 {
+        Arc::new(VramPtMemory::new(vram, aperture))
+    } else {
+        Arc::new(SysPtMemory::new(dma))
+    }
+}
+
 /// A wrapper that refuses allocations once a budget is spent: tests use it to prove that a
 /// failed `prepare` leaves everything unchanged.
 pub struct FailingPtMemory {

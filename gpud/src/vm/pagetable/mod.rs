@@ -244,24 +244,20 @@ impl PageTable {
     /// error nothing changed.
     pub fn prepare(&mut self, ops: &[PtOp]) -> Result<PtUpdate<'_>, PtError> {
         let ops = ops::validate(ops)?;
-        let needed = self.needed_tables(&ops);
-        let mut pool = Vec::with_capacity(needed);
-        for _ in 0..needed {
-            match self.mem.alloc_page() {
-                Ok(p) => pool.push(p),
-                Err(e) => {
-                    for p in pool {
-                        self.mem.free_page(p);
-                    }
-                    return Err(PtError::from_alloc(e, needed as u64));
-                }
-            }
-        }
+        let mut pool = Reservation {
+            mem: self.mem.clone(),
+            pages: Vec::new(),
+        };
+        // Pages are taken while counting, so a huge request fails at the first page the
+        // memory refuses instead of after enumerating every table it would need.
+        self.needed_tables(&ops, &mut |count| {
+            pool.mem
+                .alloc_page()
+                .map(|p| pool.pages.push(p))
+                .map_err(|e| PtError::from_alloc(e, count))
+        })?;
         Ok(PtUpdate {
-            pool: Reservation {
-                mem: self.mem.clone(),
-                pages: pool,
-            },
+            pool,
             pt: self,
             ops,
         })
@@ -270,8 +266,13 @@ impl PageTable {
     /// Tables the batch creates: below every mapped range, a table at levels 0..=2 (the
     /// invariant), minus those that exist when the op runs. An unmap that covers a table's
     /// whole span drops it during the commit, so a later op of the batch needs it anew; the
-    /// end-of-batch sweep frees nothing a later op could use.
-    fn needed_tables(&self, ops: &[RangeOp]) -> usize {
+    /// end-of-batch sweep frees nothing a later op could use. Calls `take` once per table
+    /// (with the count so far); on error the reservation's drop returns what was taken.
+    fn needed_tables(
+        &self,
+        ops: &[RangeOp],
+        take: &mut dyn FnMut(u64) -> Result<(), PtError>,
+    ) -> Result<(), PtError> {
         let mut created: HashSet<NodeKey> = HashSet::new();
         let mut unmaps: Vec<(u64, u64)> = Vec::new();
         let mut count = 0;
@@ -289,12 +290,13 @@ impl PageTable {
                     let exists = self.nodes.contains_key(&(level, base)) && !dropped;
                     if !exists && created.insert((level, base)) {
                         count += 1;
+                        take(count)?;
                     }
                     base += span;
                 }
             }
         }
-        count
+        Ok(())
     }
 
     /// Frees `pages` once `inv` completed and every fence signalled (see [`Self::reclaim`]).

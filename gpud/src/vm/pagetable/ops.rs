@@ -72,11 +72,13 @@ pub enum PtError {
     /// A physical address does not fit in an entry.
     #[error("physical address {addr:#x} beyond 52 bits")]
     PhysTooHigh { addr: u64 },
-    /// VRAM has no room for the table pages the batch needs.
-    #[error("no VRAM for {pages} page-table pages ({free:#x} bytes free)")]
+    /// VRAM has no room for the table pages the batch needs (`pages`: the count reached
+    /// when the allocation failed).
+    #[error("no VRAM for page-table page {pages} of the batch ({free:#x} bytes free)")]
     NoSpace { pages: u64, free: u64 },
-    /// System memory has no room for the table pages the batch needs.
-    #[error("no memory for {pages} page-table pages")]
+    /// System memory has no room for the table pages the batch needs (`pages`: the count
+    /// reached when the allocation failed).
+    #[error("no memory for page-table page {pages} of the batch")]
     NoMemory { pages: u64 },
 }
 

@@ -108,17 +108,26 @@ fn op(window: u64, unit: u64) -> impl Strategy<Value = Op> {
     })
 }
 
+/// `scratch`: the scratch page's address when the table is in scratch mode.
 fn check(
     r: &Rig,
     pt: &PageTable,
     ops: &[Op],
     va: u64,
     w: &mut Walker,
+    scratch: Option<u64>,
 ) -> Result<(), TestCaseError> {
     w.invalidate_all(0);
     let got = r.translate(w, pt, va, Access::Read);
     match (expected(ops, va), got) {
-        (None, Err(f)) => prop_assert_eq!(f.reason, FaultReason::NotPresent),
+        (None, Err(f)) if scratch.is_none() => {
+            prop_assert_eq!(f.reason, FaultReason::NotPresent)
+        }
+        (None, Ok(t)) if scratch.is_some() => {
+            prop_assert_eq!(Some(t.phys & !(PAGE - 1)), scratch, "va {:#x}", va);
+            w.invalidate_all(0);
+            prop_assert!(r.translate(w, pt, va, Access::Write).is_ok());
+        }
         (Some((_, _, true)), Ok(t)) => prop_assert!(t.null, "va {va:#x} not null"),
         (Some((pa, writable, false)), Ok(t)) => {
             prop_assert_eq!(t.phys, pa, "va {:#x}", va);
@@ -132,13 +141,27 @@ fn check(
     Ok(())
 }
 
-fn run_case(window: u64, ops: Vec<Vec<Op>>, every_page: bool) -> Result<(), TestCaseError> {
+fn run_case(
+    window: u64,
+    ops: Vec<Vec<Op>>,
+    every_page: bool,
+    scratch: bool,
+) -> Result<(), TestCaseError> {
     let r = Rig::new();
     let failing = Arc::new(FailingPtMemory::new(r.sys_mem(), u64::MAX));
-    let mut pt = PageTable::new(failing.clone() as Arc<dyn PtMemory>, PtConfig::default()).unwrap();
+    let cfg = PtConfig {
+        scratch,
+        ..PtConfig::default()
+    };
+    let mut pt = PageTable::new(failing.clone() as Arc<dyn PtMemory>, cfg).unwrap();
+    let mut w = Walker::new(4);
+    let scratch_page = scratch.then(|| {
+        r.translate(&mut w, &pt, 1 << 47, Access::Read)
+            .unwrap()
+            .phys
+    });
     let mut applied: Vec<Op> = Vec::new();
     let mut freed = 0;
-    let mut w = Walker::new(4);
     for batch in ops {
         let only_unmaps = batch.iter().all(|o| matches!(o.kind, Kind::Unmap));
         // Unmapping must never need memory.
@@ -165,13 +188,18 @@ fn run_case(window: u64, ops: Vec<Vec<Op>>, every_page: bool) -> Result<(), Test
                 .collect()
         };
         for va in points {
-            check(&r, &pt, &applied, va, &mut w)?;
+            check(&r, &pt, &applied, va, &mut w, scratch_page)?;
         }
     }
     failing.set_budget(0);
     let last = pt.prepare(&[unmap(0, window)]).unwrap().commit();
     freed += last.freed.len() as u64;
-    prop_assert_eq!(pt.stats().tables - freed, 1, "only the root remains");
+    let fixed = if scratch { 5 } else { 1 };
+    prop_assert_eq!(
+        pt.stats().tables - freed,
+        fixed,
+        "only the root (and scratch) remain"
+    );
     prop_assert_eq!(pt.stats().write_errors, 0);
     Ok(())
 }
@@ -182,12 +210,18 @@ proptest! {
     /// 8 MiB window, 64 KiB units: 4K, 64K and 2M entries, every page checked.
     #[test]
     fn walker_matches_oracle_small_pages(ops in prop::collection::vec(prop::collection::vec(op(4 * MIB2, 64 << 10), 1..4), 1..8)) {
-        run_case(4 * MIB2, ops, true)?;
+        run_case(4 * MIB2, ops, true, false)?;
     }
 
     /// 4 GiB window, 2 MiB units: 2M and 1G entries and their demotion, boundaries checked.
     #[test]
     fn walker_matches_oracle_large_pages(ops in prop::collection::vec(prop::collection::vec(op(4 << 30, MIB2), 1..3), 1..5)) {
-        run_case(4 << 30, ops, false)?;
+        run_case(4 << 30, ops, false, false)?;
+    }
+
+    /// Scratch mode: unmapped pages read and write the scratch page instead of faulting.
+    #[test]
+    fn walker_matches_oracle_in_scratch_mode(ops in prop::collection::vec(prop::collection::vec(op(4 * MIB2, 64 << 10), 1..4), 1..6)) {
+        run_case(4 * MIB2, ops, true, true)?;
     }
 }

@@ -2,7 +2,7 @@
 //! decoder, not the driver's), large pages are proved by walk counters, and the TLB tests run
 //! real commands on a simulated device.
 
-use super::memory::{FailingPtMemory, PtMemory, SysPtMemory, VramPtMemory};
+use super::memory::{FailingPtMemory, PtMemory, SysPtMemory};
 use super::*;
 use crate::hw::cmd::CommandStream;
 use crate::hw::pte::{LeafFlags, MemLocation};
@@ -278,9 +278,9 @@ fn failed_prepare_changes_nothing_and_unmap_needs_no_memory() {
     let failing = Arc::new(FailingPtMemory::new(r.sys_mem(), 1));
     let mut pt = PageTable::new(failing.clone() as Arc<dyn PtMemory>, PtConfig::default()).unwrap();
     let free = r.dma.free_bytes();
-    // A fresh 4K map needs three tables; the budget is spent.
+    // A fresh 4K map needs three tables; the budget is spent at the first.
     let err = pt.prepare(&[map(0, 0, PAGE_SIZE, RW)]).err();
-    assert_eq!(err, Some(PtError::NoMemory { pages: 3 }));
+    assert_eq!(err, Some(PtError::NoMemory { pages: 1 }));
     assert_eq!(
         r.dma.free_bytes(),
         free,
@@ -305,6 +305,27 @@ fn failed_prepare_changes_nothing_and_unmap_needs_no_memory() {
     let u = pt.prepare(&[map(5 * GIB, 0, PAGE_SIZE, RW)]).unwrap();
     assert_eq!(u.reserved_tables(), 2, "the level-2 table is shared");
     drop(u);
+    assert_eq!(r.dma.free_bytes(), free);
+}
+
+/// A client asking for a sparse range of half the VA space gets a typed error as soon as
+/// memory runs out, not after enumerating millions of tables.
+#[test]
+fn huge_request_fails_at_the_first_refused_page() {
+    let r = Rig::new();
+    let failing = Arc::new(FailingPtMemory::new(r.sys_mem(), 1));
+    let mut pt = PageTable::new(failing.clone() as Arc<dyn PtMemory>, PtConfig::default()).unwrap();
+    failing.set_budget(100);
+    let free = r.dma.free_bytes();
+    let op = PtOp::Map {
+        va: GpuVa(0),
+        len: 1 << 47,
+        target: MapTarget::Null,
+    };
+    assert_eq!(
+        pt.prepare(&[op]).err(),
+        Some(PtError::NoMemory { pages: 101 })
+    );
     assert_eq!(r.dma.free_bytes(), free);
 }
 
@@ -373,7 +394,11 @@ fn vram_tables_are_walked_from_vram() {
     let r = Rig::new();
     let alloc = Arc::new(Mutex::new(VramAllocator::new(r.vram.size())));
     let aperture: Arc<dyn PhysMemory> = r.vram.clone();
-    let mem = Arc::new(VramPtMemory::new(alloc.clone(), aperture));
+    let mem = super::memory::for_device(r.vram.size(), alloc.clone(), aperture, r.dma.clone());
+    assert_eq!(
+        super::memory::for_device(0, alloc.clone(), r.vram.clone(), r.dma.clone()).location(),
+        MemLocation::System
+    );
     let mut pt = PageTable::new(mem, PtConfig::default()).unwrap();
     assert_eq!(pt.root().location, MemLocation::Vram);
     let _ = run(&mut pt, &[map(0x7000, 0x9000, PAGE_SIZE, RW)]);

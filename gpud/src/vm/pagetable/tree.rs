@@ -6,6 +6,10 @@
 //! pages (it takes them from the pool `prepare` filled) or free them (freed pages are
 //! returned in the [`PtCommit`] for deferred freeing).
 //!
+//! PANIC: the only indexing is `empty[level]` (levels 0..=3, an array of 4) and entries of a
+//! 512-entry table at indices derived from VA bits masked to 9 bits; both are internal, never
+//! client values.
+//!
 //! Write order keeps the walker safe at every instant: a new or demoted table is filled and
 //! written to memory before the pointer to it is written; a large leaf replaces a pointer only
 //! after its hidden subtree is up to date in the shadow.
@@ -255,7 +259,8 @@ impl PageTable {
         true
     }
 
-    /// Marks table `key` and, through its pointer entries, its whole subtree unreachable.
+    /// Marks table `key` unreachable (its parent slot is about to hold a leaf); the fill that
+    /// follows turns its slots into leaves and marks their tables stale in turn.
     fn set_stale(&mut self, key: NodeKey) {
         let Some(node) = self.nodes.get_mut(&key) else {
             return;
