@@ -1,5 +1,6 @@
 //! Bind-engine tests at the driver API level on simgpu in thread mode.
 
+mod async_binds;
 mod failpoints;
 mod rig;
 mod scenarios;

@@ -1,0 +1,297 @@
+//! Async binds: bind queues (in order within one, independent across queues unless they
+//! write the same table page), in/out syncobjs, timeline points, user fences, zero-op binds,
+//! the EBUSY rule, LR sync rules and banning after an async failure.
+
+use super::rig::*;
+use crate::bind::{BindOp, BindSync, ErrorClass, VmFlags};
+use crate::sync::{Fence, FenceContext, FenceFault, Syncobj};
+use crate::types::GpuVa;
+use std::sync::Arc;
+use std::time::Duration;
+
+const VA: u64 = 0x3_0000_0000;
+const OTHER: u64 = 0x7_0000_0000;
+
+/// A CPU-controlled fence behind a binary syncobj.
+fn gate() -> (Arc<Fence>, Arc<Syncobj>) {
+    let f = Fence::new(FenceContext::alloc(), 1);
+    let s = Syncobj::new();
+    s.replace_fence(Some(f.clone()));
+    (f, s)
+}
+
+fn settle() {
+    std::thread::sleep(Duration::from_millis(20));
+}
+
+#[test]
+fn async_bind_waits_for_in_sync_then_signals_out_sync() {
+    let r = rig();
+    let t = r.vm(VmFlags::empty());
+    let bo = r.bo(4 * K4);
+    let (g, wait_on) = gate();
+    let out = Syncobj::new();
+    let f = t
+        .bind_async(
+            &[BindOp::map(&bo, 0, VA, 4 * K4)],
+            &[
+                BindSync::Wait(wait_on, None),
+                BindSync::Signal(out.clone(), None),
+            ],
+        )
+        .unwrap();
+    settle();
+    assert!(!f.is_signalled(), "the job waits for its in-sync");
+    assert!(Arc::ptr_eq(&out.fence().unwrap(), &f));
+    g.signal().unwrap();
+    wait(&f).unwrap();
+    assert!(out.is_signalled());
+    t.store(VA + 8, 5).unwrap();
+    assert_eq!(read(&bo, 8), 5);
+}
+
+#[test]
+fn timeline_out_point_and_in_point() {
+    let r = rig();
+    let t = r.vm(VmFlags::empty());
+    let bo = r.bo(K4);
+    let tl = Syncobj::new();
+    let f = t
+        .bind_async(
+            &[BindOp::map(&bo, 0, VA, K4)],
+            &[BindSync::Signal(tl.clone(), Some(3))],
+        )
+        .unwrap();
+    wait(&f).unwrap();
+    assert_eq!(tl.last_submitted_point(), 3);
+    // Wait on that point in a later bind; a point never submitted is invalid.
+    let f2 = t
+        .bind_async(
+            &[BindOp::unmap(VA, K4)],
+            &[BindSync::Wait(tl.clone(), Some(3))],
+        )
+        .unwrap();
+    wait(&f2).unwrap();
+    let e = t
+        .bind_async(
+            &[BindOp::unmap(VA, K4)],
+            &[BindSync::Wait(tl.clone(), Some(9))],
+        )
+        .unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Invalid);
+    let e = t
+        .bind_async(&[BindOp::unmap(VA, K4)], &[BindSync::Signal(tl, Some(0))])
+        .unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Invalid);
+}
+
+#[test]
+fn in_order_within_a_queue() {
+    let r = rig();
+    let t = r.vm(VmFlags::empty());
+    let (a, b) = (r.bo(K4), r.bo(K4));
+    let (g, s) = gate();
+    let f1 = t
+        .bind_async(&[BindOp::map(&a, 0, VA, K4)], &[BindSync::Wait(s, None)])
+        .unwrap();
+    let out = Syncobj::new();
+    let f2 = t
+        .bind_async(
+            &[BindOp::map(&b, 0, OTHER, K4)],
+            &[BindSync::Signal(out, None)],
+        )
+        .unwrap();
+    settle();
+    assert!(
+        !f1.is_signalled() && !f2.is_signalled(),
+        "job 2 waits behind job 1"
+    );
+    g.signal().unwrap();
+    wait(&f2).unwrap();
+    assert!(f1.is_signalled());
+}
+
+/// bind-execqueues-independent: a blocked queue does not block another queue whose binds
+/// write other table pages.
+#[test]
+fn bind_queues_independent() {
+    let r = rig();
+    let t = r.vm(VmFlags::empty());
+    let (a, b) = (r.bo(2 * K4), r.bo(2 * K4));
+    // Build the tables of both regions first, so the async binds write only leaf tables.
+    t.bind(&[BindOp::map(&a, 0, VA, K4), BindOp::map(&b, 0, OTHER, K4)])
+        .unwrap();
+    let q2 = r.dev.bind_queue_create(&t.vm).unwrap();
+    let (g, s) = gate();
+    let blocked = t
+        .bind_async(
+            &[BindOp::map(&a, K4, VA + K4, K4)],
+            &[BindSync::Wait(s, None)],
+        )
+        .unwrap();
+    let out = Syncobj::new();
+    let free =
+        t.vm.bind(
+            Some(&q2),
+            &[BindOp::map(&b, K4, OTHER + K4, K4)],
+            &[BindSync::Signal(out, None)],
+        )
+        .unwrap();
+    wait(&free).unwrap();
+    assert!(!blocked.is_signalled(), "queue 1 still blocked");
+    t.store(OTHER + K4, 9).unwrap();
+    assert_eq!(read(&b, K4), 9);
+    g.signal().unwrap();
+    wait(&blocked).unwrap();
+    t.store(VA + K4, 8).unwrap();
+    assert_eq!(read(&a, K4), 8);
+}
+
+/// Two queues writing the same table page are ordered.
+#[test]
+fn bind_queues_serialise_on_shared_table_page() {
+    let r = rig();
+    let t = r.vm(VmFlags::empty());
+    let a = r.bo(4 * K4);
+    t.bind(&[BindOp::map(&a, 0, VA, K4)]).unwrap();
+    let q2 = r.dev.bind_queue_create(&t.vm).unwrap();
+    let (g, s) = gate();
+    let first = t
+        .bind_async(
+            &[BindOp::map(&a, K4, VA + K4, K4)],
+            &[BindSync::Wait(s, None)],
+        )
+        .unwrap();
+    let out = Syncobj::new();
+    let second =
+        t.vm.bind(
+            Some(&q2),
+            &[BindOp::map(&a, 2 * K4, VA + 2 * K4, K4)],
+            &[BindSync::Signal(out, None)],
+        )
+        .unwrap();
+    settle();
+    assert!(
+        !second.is_signalled(),
+        "same leaf table: the second waits for the first"
+    );
+    g.signal().unwrap();
+    wait(&second).unwrap();
+    assert!(first.is_signalled());
+}
+
+#[test]
+fn zero_op_bind_is_a_pure_sync() {
+    let r = rig();
+    let t = r.vm(VmFlags::empty());
+    let (g, s) = gate();
+    let out = Syncobj::new();
+    let f = t
+        .bind_async(
+            &[],
+            &[BindSync::Wait(s, None), BindSync::Signal(out.clone(), None)],
+        )
+        .unwrap();
+    settle();
+    assert!(!out.is_signalled());
+    g.signal().unwrap();
+    wait(&f).unwrap();
+    assert!(out.is_signalled());
+    // A user fence on a zero-op bind is not supported.
+    let e = t
+        .bind_async(
+            &[],
+            &[BindSync::UserFence {
+                va: GpuVa(VA),
+                value: 1,
+            }],
+        )
+        .unwrap_err();
+    assert_eq!(e.class(), ErrorClass::NotSupported);
+}
+
+#[test]
+fn user_fence_written_after_completion_and_ebusy() {
+    let r = rig();
+    let t = r.vm(VmFlags::empty());
+    let (fb, bo) = (r.bo(K4), r.bo(4 * K4));
+    t.bind(&[BindOp::map(&fb, 0, OTHER, K4)]).unwrap();
+    let (g, s) = gate();
+    let f = t
+        .bind_async(
+            &[BindOp::map(&bo, 0, VA, 4 * K4)],
+            &[
+                BindSync::Wait(s, None),
+                BindSync::UserFence {
+                    va: GpuVa(OTHER + 16),
+                    value: 0xfeed,
+                },
+            ],
+        )
+        .unwrap();
+    settle();
+    assert_eq!(read(&fb, 16), 0, "not written before completion");
+    let e = t.bind(&[BindOp::unmap(VA + K4, K4)]).unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Busy, "{e}");
+    g.signal().unwrap();
+    wait(&f).unwrap();
+    assert_eq!(read(&fb, 16), 0xfeed);
+    t.bind(&[BindOp::unmap(VA + K4, K4)]).unwrap();
+    // Unaligned and unmapped user-fence addresses are refused.
+    let sync = |va| {
+        [BindSync::UserFence {
+            va: GpuVa(va),
+            value: 1,
+        }]
+    };
+    let e = t
+        .bind_async(&[BindOp::unmap(VA, K4)], &sync(OTHER + 4))
+        .unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Invalid);
+    let e = t
+        .bind_async(&[BindOp::unmap(VA, K4)], &sync(0x9_0000_0000))
+        .unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Fault);
+}
+
+#[test]
+fn lr_vm_refuses_dma_fence_out_syncs() {
+    let r = rig();
+    let vm = r.dev.vm_create(VmFlags::LR_MODE).unwrap();
+    let bo = r.bo(K4);
+    let e = vm
+        .bind(
+            None,
+            &[BindOp::map(&bo, 0, VA, K4)],
+            &[BindSync::Signal(Syncobj::new(), None)],
+        )
+        .unwrap_err();
+    assert_eq!(e.class(), ErrorClass::NotSupported);
+    vm.bind(None, &[BindOp::map(&bo, 0, VA, K4)], &[]).unwrap();
+}
+
+#[test]
+fn async_failure_bans_the_vm() {
+    let r = rig();
+    let t = r.vm(VmFlags::empty());
+    let bo = r.bo(K4);
+    let (g, s) = gate();
+    let out = Syncobj::new();
+    let f = t
+        .bind_async(
+            &[BindOp::map(&bo, 0, VA, K4)],
+            &[BindSync::Wait(s, None), BindSync::Signal(out.clone(), None)],
+        )
+        .unwrap();
+    g.set_error(FenceFault::Canceled).unwrap();
+    g.signal().unwrap();
+    assert!(wait(&f).is_err(), "the job failed with its dependency");
+    assert!(t.vm.is_banned());
+    assert!(out.fence().unwrap().wait(None).unwrap().is_err());
+    let e = t.bind(&[BindOp::unmap(VA, K4)]).unwrap_err();
+    assert_eq!(e.class(), ErrorClass::VmGone);
+    assert!(
+        t.q.submit(crate::exec::Job::sync_only()).is_err(),
+        "exec refuses too"
+    );
+}
