@@ -23,10 +23,11 @@ use crate::mem::bo::{Bo, Placement, Pools};
 use crate::mem::copy::{CopyEngine, CopyError, KernelMap};
 use crate::mem::manager::{EvictReport, MemoryManager};
 use crate::mem::vram::VramAllocator;
-use crate::sync::Fence;
-use crate::types::{GpuVa, PhysAddr, VmId, PAGE_SIZE};
+use crate::sync::{Exec, ExecFlags, Fence};
+use crate::types::{BoId, GpuVa, PhysAddr, VmId, PAGE_SIZE};
 use crate::vm::pagetable::memory::{PtAllocError, PtMemory, SysPtMemory};
 use crate::vm::pagetable::{MapTarget, PhysSeg, PtOp};
+use crate::vm::VmBo;
 use parking_lot::Mutex;
 use simgpu::{HeapMemory, SimGpu};
 use std::collections::HashMap;
@@ -116,6 +117,9 @@ pub struct Core {
     pub(crate) dma: Arc<dyn DmaMemory>,
     ctxs: Mutex<Vec<bool>>,
     vms: Mutex<HashMap<VmId, Weak<Vm>>>,
+    /// Every VM's vm_bo of each BO: a move back to VRAM by one VM invalidates the others'
+    /// PTEs, so they are flagged evicted (the memory manager clears the flags instead).
+    vm_bos: Mutex<HashMap<BoId, Vec<Weak<VmBo>>>>,
 }
 
 impl Core {
@@ -129,6 +133,26 @@ impl Core {
         for vb in report.private_vm_bos {
             if let Some(vm) = vms.get(&vb.vm()).and_then(Weak::upgrade) {
                 vm.foreign_evictions.lock().push(vb);
+            }
+        }
+    }
+
+    /// Records a new vm_bo (see `moved`).
+    pub(crate) fn register_vm_bo(&self, vm_bo: &Arc<VmBo>) {
+        let mut map = self.vm_bos.lock();
+        let list = map.entry(vm_bo.bo_id()).or_default();
+        list.retain(|w| w.strong_count() > 0);
+        list.push(Arc::downgrade(vm_bo));
+    }
+
+    /// `bo` moved while `by` (one VM's vm_bo) validated it: every other VM must rebind.
+    pub(crate) fn moved(&self, bo: BoId, by: &Arc<VmBo>) {
+        let mut map = self.vm_bos.lock();
+        let Some(list) = map.get_mut(&bo) else { return };
+        list.retain(|w| w.strong_count() > 0);
+        for vb in list.iter().filter_map(Weak::upgrade) {
+            if !Arc::ptr_eq(&vb, by) && vb.is_external() {
+                vb.set_evicted(true);
             }
         }
     }
@@ -229,6 +253,7 @@ impl Device {
             dma,
             ctxs: Mutex::new(ctxs),
             vms: Mutex::new(HashMap::new()),
+            vm_bos: Mutex::new(HashMap::new()),
         });
         Ok(Self {
             core,
@@ -318,8 +343,12 @@ impl Device {
     /// Evicts `bo` to system memory (tests and memory pressure); its VMs rebind it before
     /// their next job.
     pub fn evict(&self, bo: &Arc<Bo>) -> Result<(), BindError> {
+        // Moves happen under the BO's reservation, like validation on the exec path.
+        let mut exec = Exec::new(ExecFlags::empty());
+        exec.run(|e| e.prepare_obj(bo.reservation(), 1))?;
         let mut report = EvictReport::default();
         let res = self.core.mm.evict(bo, &mut report);
+        drop(exec);
         self.core.route_evictions(report, None);
         Ok(res?)
     }

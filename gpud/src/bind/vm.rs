@@ -283,11 +283,13 @@ impl Vm {
     }
 
     /// The exec path's validation with everything locked: moves flagged extobjs onto the
-    /// evict list, validates each evicted BO through the memory manager and rebinds it.
+    /// evict list, validates each evicted BO through the memory manager and rebinds it (also
+    /// when it did not move: another VM may have moved it back already), then clears this
+    /// VM's flag. Validation can evict other BOs of this VM, so it runs in rounds.
     fn validate_evicted(&self, st: &mut VmState) -> Result<(), JobVmError> {
-        // Validation may evict other BOs of this VM; a few rounds settle it.
-        for _ in 0..4 {
-            let evicted: Vec<Arc<Bo>> = {
+        let no_mem = |e: String| JobVmError::NoMemory { what: e };
+        for _ in 0..8 {
+            let todo: Vec<(Arc<VmBo>, Arc<Bo>)> = {
                 let mut lists = self.lists_locked();
                 for vb in self.foreign_evictions.lock().drain(..) {
                     let _ = lists.evict_local(&vb, true);
@@ -295,35 +297,31 @@ impl Vm {
                 lists.move_evicted_extobjs();
                 lists
                     .evicted()
-                    .filter_map(|vb| st.bos.get(&vb.bo_id()).cloned())
+                    .filter(|vb| vb.is_evicted())
+                    .filter_map(|vb| Some((vb.clone(), st.bos.get(&vb.bo_id())?.clone())))
                     .collect()
             };
-            if evicted.is_empty() {
+            if todo.is_empty() {
+                // Drops list entries whose flag is already clear.
+                let _ = self.lists_locked().validate::<()>(|_| Ok(()));
                 return Ok(());
             }
-            for bo in evicted {
+            for (vb, bo) in todo {
                 let mut report = EvictReport::default();
                 let moved = self.core.mm.validate(&bo, &mut report);
                 self.core.route_evictions(report, Some(self));
-                moved.map_err(|e| JobVmError::NoMemory {
-                    what: e.to_string(),
-                })?;
-                self.rebind_bo(st, &bo).map_err(|e| JobVmError::NoMemory {
-                    what: e.to_string(),
-                })?;
-                let mut lists = self.lists_locked();
-                let id = GpuBo::id(&*bo);
-                let _ = lists.validate::<()>(|vb| if vb.bo_id() == id { Ok(()) } else { Err(()) });
-                if let Some(vb) = st.gpuvm.bo_find(id).cloned() {
-                    if !vb.is_external() {
-                        let _ = lists.evict_local(&vb, false);
-                    } else {
-                        vb.set_evicted(false);
-                    }
+                if moved.map_err(|e| no_mem(e.to_string()))? {
+                    self.core.moved(vb.bo_id(), &vb);
+                }
+                self.rebind_bo(st, &bo).map_err(|e| no_mem(e.to_string()))?;
+                if vb.is_external() {
+                    vb.set_evicted(false);
+                } else {
+                    let _ = self.lists_locked().evict_local(&vb, false);
                 }
             }
         }
-        Ok(())
+        Err(no_mem("evictions did not settle".into()))
     }
 }
 
