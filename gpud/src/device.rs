@@ -8,12 +8,14 @@
 //! Must not: implement binds (see `bind`) or scheduling (see `exec`).
 
 use crate::bind::failpoint::{FailPoint, FailPoints};
+use crate::bind::fault::{FaultWorker, VmLookup};
 use crate::bind::{BindError, BindQueue, Vm, VmFlags, KERNEL_VA_BASE};
 use crate::exec::{
     ExecError, ExecHw, ExecQueue, FencePage, IrqDispatcher, KernelQueue, QueueConfig, QueueMode,
     SchedConfig, Scheduler,
 };
 use crate::hw::pte::{LeafFlags, MemLocation};
+use crate::hw::regs::IrqCauses;
 use crate::hw::sim::dma::HeapDma;
 use crate::hw::sim::irq::IrqLatch;
 use crate::hw::sim::platform::SimMmio;
@@ -177,6 +179,7 @@ pub struct MemStats {
 /// The driver core.
 pub struct Device {
     core: Arc<Core>,
+    _faults: FaultWorker,
     sched: Scheduler,
     _irq: IrqDispatcher,
     hw: Arc<SimHw>,
@@ -255,8 +258,25 @@ impl Device {
             vms: Mutex::new(HashMap::new()),
             vm_bos: Mutex::new(HashMap::new()),
         });
+        let lookup_core = Arc::downgrade(&core);
+        let lookup: VmLookup = Arc::new(move |ctx| {
+            let core = lookup_core.upgrade()?;
+            let vms = core.vms.lock();
+            vms.values()
+                .filter_map(Weak::upgrade)
+                .find(|vm| vm.ctx() == ctx)
+        });
+        let faults =
+            FaultWorker::start(Box::new(hw.create_fault_queue(64)?), lookup).map_err(|_| {
+                BindError::Timeout {
+                    what: "fault thread creation",
+                }
+            })?;
+        let wake = faults.waker();
+        irq.register(IrqCauses::FAULT, Arc::new(move |_| wake()));
         Ok(Self {
             core,
+            _faults: faults,
             sched,
             _irq: irq,
             hw,

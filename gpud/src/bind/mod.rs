@@ -4,10 +4,11 @@
 //!
 //! Files: [`op`] (request vocabulary and validation table), [`error`] (errors and their
 //! classes), [`vm`] (the VM object, `JobVm`), `engine` (the bind flow), [`queue`] (bind
-//! queues and jobs), [`failpoint`] (test-only fault injection). See `docs/bind.md`.
+//! queues and jobs), [`failpoint`] (test-only fault injection), [`fault`] (recoverable page faults). See `docs/bind.md`.
 
 pub mod error;
 pub mod failpoint;
+pub mod fault;
 pub mod op;
 pub mod queue;
 pub mod vm;

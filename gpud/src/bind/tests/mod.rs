@@ -3,5 +3,6 @@
 mod async_binds;
 mod exec_vm;
 mod failpoints;
+mod fault_mode;
 mod rig;
 mod scenarios;
