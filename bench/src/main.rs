@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+mod bind;
 mod exec;
 mod gpuvm;
 mod libgpu;
@@ -32,6 +33,10 @@ fn groups() -> Vec<Group> {
         Group {
             name: "sync",
             run: sync::run,
+        },
+        Group {
+            name: "bind",
+            run: bind::bind,
         },
         Group {
             name: "exec",
