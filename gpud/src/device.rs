@@ -422,8 +422,16 @@ impl Device {
     /// Creates an extra bind queue (in order within itself, independent of other queues).
     pub fn bind_queue_create(&self, vm: &Arc<Vm>) -> Result<BindQueue, BindError> {
         vm.check_alive()?;
-        BindQueue::new().map_err(|_| BindError::Timeout {
+        let q = BindQueue::new().map_err(|_| BindError::Timeout {
             what: "bind queue thread creation",
-        })
+        })?;
+        vm.queues.lock().push(q.clone());
+        Ok(q)
+    }
+
+    /// Destroys `vm` (see [`Vm`]'s destroy rules): later calls report it gone.
+    pub fn vm_destroy(&self, vm: &Arc<Vm>) {
+        vm.destroy();
+        self.core.vms.lock().remove(&vm.id());
     }
 }

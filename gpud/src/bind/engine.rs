@@ -234,6 +234,7 @@ impl Vm {
             user_fence,
             fence: fence.clone(),
             banned: self.banned.clone(),
+            cancel: self.closed.clone(),
         };
         for (obj, point) in &syncs.signal {
             match point {

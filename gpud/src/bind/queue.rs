@@ -49,6 +49,8 @@ pub struct BindJob {
     pub fence: Arc<Fence>,
     /// Set when the job fails after its call returned.
     pub banned: Arc<AtomicBool>,
+    /// Set when the VM is destroyed: a job still waiting cancels.
+    pub cancel: Arc<AtomicBool>,
 }
 
 /// Runs `job` on this thread: waits, writes, invalidates, writes the user fence, signals.
@@ -74,11 +76,10 @@ pub fn run_job(job: BindJob) -> Option<FenceFault> {
 
 fn perform(job: &BindJob) -> Result<(), FenceFault> {
     for dep in &job.deps {
-        match dep.wait(Some(BIND_WAIT_LIMIT)) {
-            Ok(Ok(())) => {}
-            Ok(Err(fault)) => return Err(fault),
-            Err(_) => return Err(FenceFault::Canceled),
-        }
+        wait_dep(dep, &job.cancel)?;
+    }
+    if job.cancel.load(Ordering::Acquire) {
+        return Err(FenceFault::Canceled);
     }
     for &(addr, value) in &job.writes {
         if !job.mem.write_u64(addr, value) {
@@ -96,6 +97,26 @@ fn perform(job: &BindJob) -> Result<(), FenceFault> {
     }
     Ok(())
 }
+
+/// Waits for `dep` in slices, giving up with `Canceled` once `cancel` is set.
+fn wait_dep(dep: &Fence, cancel: &AtomicBool) -> Result<(), FenceFault> {
+    let slices = BIND_WAIT_LIMIT.as_millis() / CANCEL_POLL.as_millis();
+    for _ in 0..slices {
+        if cancel.load(Ordering::Acquire) {
+            return Err(FenceFault::Canceled);
+        }
+        match dep.wait(Some(CANCEL_POLL)) {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(fault)) => return Err(fault),
+            Err(_) if dep.is_signalled() => return Ok(()),
+            Err(_) => {}
+        }
+    }
+    Err(FenceFault::Canceled)
+}
+
+/// How often a waiting job checks for cancellation.
+const CANCEL_POLL: Duration = Duration::from_millis(5);
 
 /// Identifies a bind queue within its device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

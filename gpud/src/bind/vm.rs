@@ -62,7 +62,10 @@ pub struct Vm {
     /// evict list by the next path holding the VM resv.
     pub(crate) foreign_evictions: Mutex<Vec<Arc<VmBo>>>,
     pub(crate) banned: Arc<AtomicBool>,
-    pub(crate) closed: AtomicBool,
+    /// Set by destroy; queued bind jobs see it and cancel.
+    pub(crate) closed: Arc<AtomicBool>,
+    /// Extra bind queues (destroy waits for them).
+    pub(crate) queues: Mutex<Vec<BindQueue>>,
     pub(crate) default_queue: BindQueue,
     /// Table page → (queue, fence) of the newest bind writing it.
     pub(crate) page_fences: Mutex<HashMap<u64, (BindQueueId, Arc<Fence>)>>,
@@ -123,7 +126,8 @@ impl Vm {
             lists: Mutex::new(VmBoLists::new(id)),
             foreign_evictions: Mutex::new(Vec::new()),
             banned: Arc::new(AtomicBool::new(false)),
-            closed: AtomicBool::new(false),
+            closed: Arc::new(AtomicBool::new(false)),
+            queues: Mutex::new(Vec::new()),
             default_queue,
             page_fences: Mutex::new(HashMap::new()),
         }))
@@ -169,6 +173,36 @@ impl Vm {
             return Err(BindError::VmGone { vm: self.id });
         }
         Ok(())
+    }
+
+    /// Destroys the VM with work in flight: refuses new work, cancels queued bind jobs (their
+    /// fences and out-syncs signal `Canceled`), waits for running ones, unbinds the context
+    /// and drops every mapping (releasing the vm_bos and so the BOs). The page tables are
+    /// freed when the last reference to the VM goes.
+    pub(crate) fn destroy(&self) {
+        self.closed.store(true, Ordering::Release);
+        let mut queues = self.queues.lock().clone();
+        queues.push(self.default_queue.clone());
+        for q in &queues {
+            if let Some(f) = q.last_fence() {
+                let _ = f.wait(Some(super::queue::BIND_WAIT_LIMIT));
+            }
+        }
+        let mut st = self.lock.write();
+        self.core.release_ctx(self.ctx);
+        let all = VaRange::new(GpuVa(0), KERNEL_VA_BASE);
+        if let Ok(plan) = all
+            .map_err(BindError::from)
+            .and_then(|r| Ok(st.gpuvm.plan_unmap(r)?))
+        {
+            let mut log = crate::vm::UndoLog::new();
+            let _ = st.gpuvm.apply_plan(plan, &mut log);
+        }
+        st.ufences.clear();
+        let mut lists = self.lists.lock();
+        for vb in st.gpuvm.prune_vm_bos(&mut lists) {
+            st.bos.remove(&vb.bo_id());
+        }
     }
 
     /// Read access to the tree and tables (tests, diagnostics, the scheme's queries).
@@ -243,6 +277,7 @@ impl Vm {
             user_fence: None,
             fence,
             banned: self.banned.clone(),
+            cancel: Arc::new(AtomicBool::new(false)),
         };
         let fence = job.fence.clone();
         st.pt.retire(commit.freed, None, vec![fence.clone()]);
@@ -322,6 +357,23 @@ impl Vm {
             }
         }
         Err(no_mem("evictions did not settle".into()))
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        // No exec queue is left (they hold the VM), and bind jobs hold no reference: wait
+        // for them before the tables go.
+        if let Some(f) = self.default_queue.last_fence() {
+            let _ = f.wait(Some(super::queue::BIND_WAIT_LIMIT));
+        }
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            self.core.release_ctx(self.ctx);
+        }
+        let st = self.lock.get_mut();
+        for page in st.fence_pages.drain(..) {
+            let _ = self.core.dma.free(page);
+        }
     }
 }
 

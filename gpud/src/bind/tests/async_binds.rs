@@ -295,3 +295,33 @@ fn async_failure_bans_the_vm() {
         "exec refuses too"
     );
 }
+
+#[test]
+fn vm_destroy_with_work_in_flight_cancels_and_frees() {
+    let r = rig();
+    let t = r.vm(VmFlags::empty());
+    let bo = r.bo(4 * K4);
+    t.bind(&[BindOp::map(&bo, 0, VA, K4)]).unwrap();
+    let (g, s) = gate();
+    let out = Syncobj::new();
+    let f = t
+        .bind_async(
+            &[BindOp::map(&bo, K4, VA + K4, K4)],
+            &[BindSync::Wait(s, None), BindSync::Signal(out.clone(), None)],
+        )
+        .unwrap();
+    r.dev.vm_destroy(&t.vm);
+    assert_eq!(wait(&f), Err(FenceFault::Canceled), "queued job cancelled");
+    assert!(
+        out.fence().unwrap().wait(None).unwrap().is_err(),
+        "pending sync errors"
+    );
+    assert_eq!(
+        t.bind(&[BindOp::unmap(VA, K4)]).unwrap_err().class(),
+        ErrorClass::VmGone
+    );
+    assert!(t.q.submit(crate::exec::Job::sync_only()).is_err());
+    assert_eq!(t.vm.with_state(|st| st.gpuvm.tree().len()), 0);
+    assert_eq!(Arc::strong_count(&bo), 1, "the VM released the BO");
+    g.signal().unwrap();
+}
