@@ -4,5 +4,7 @@ mod async_binds;
 mod exec_vm;
 mod failpoints;
 mod fault_mode;
+mod hang;
+mod oracle;
 mod rig;
 mod scenarios;

@@ -22,7 +22,6 @@ pub const K4: u64 = 4096;
 
 pub struct Rig {
     pub dev: Device,
-    #[allow(dead_code)]
     pub clock: Arc<FakeClock>,
 }
 
