@@ -197,23 +197,55 @@ impl Drop for Device {
     }
 }
 
+/// The simulated device, its DMA memory and the brought-up hardware layer.
+type Hardware = (Arc<SimGpu>, Arc<HeapDma>, Arc<SimHw>);
+
+/// Brings up the simulated device in thread mode.
+fn bring_up(cfg: &DeviceConfig) -> Result<Hardware, BindError> {
+    let sys = Arc::new(HeapMemory::new(cfg.sys_size));
+    let sim_cfg = simgpu::Config {
+        vram_size: cfg.vram_size,
+        contexts: cfg.contexts,
+        ..simgpu::Config::default()
+    };
+    let gpu = Arc::new(SimGpu::new(sim_cfg, sys.clone()));
+    let latch = Arc::new(IrqLatch::default());
+    gpu.set_interrupt_sink(latch.clone());
+    let heap = Arc::new(HeapDma::new(sys));
+    let mmio: Arc<dyn Mmio> = Arc::new(SimMmio(gpu.clone()));
+    let hw = Arc::new(SimHw::init(mmio, heap.clone(), latch, cfg.clock.clone())?);
+    gpu.start();
+    Ok((gpu, heap, hw))
+}
+
+/// The fault worker, woken by the FAULT interrupt, finding VMs by context.
+fn start_faults(
+    core: &Arc<Core>,
+    hw: &SimHw,
+    irq: &IrqDispatcher,
+) -> Result<FaultWorker, BindError> {
+    let weak = Arc::downgrade(core);
+    let lookup: VmLookup = Arc::new(move |ctx| {
+        let core = weak.upgrade()?;
+        let vms = core.vms.lock();
+        vms.values()
+            .filter_map(Weak::upgrade)
+            .find(|vm| vm.ctx() == ctx)
+    });
+    let queue = Box::new(hw.create_fault_queue(64)?);
+    let faults = FaultWorker::start(queue, lookup).map_err(|_| BindError::Timeout {
+        what: "fault thread creation",
+    })?;
+    let wake = faults.waker();
+    irq.register(IrqCauses::FAULT, Arc::new(move |_| wake()));
+    Ok(faults)
+}
+
 impl Device {
     /// Brings up a simulated device in thread mode.
     pub fn new(cfg: DeviceConfig) -> Result<Self, BindError> {
-        let sys = Arc::new(HeapMemory::new(cfg.sys_size));
-        let sim_cfg = simgpu::Config {
-            vram_size: cfg.vram_size,
-            contexts: cfg.contexts,
-            ..simgpu::Config::default()
-        };
-        let gpu = Arc::new(SimGpu::new(sim_cfg, sys.clone()));
-        let latch = Arc::new(IrqLatch::default());
-        gpu.set_interrupt_sink(latch.clone());
-        let heap = Arc::new(HeapDma::new(sys));
+        let (gpu, heap, hw) = bring_up(&cfg)?;
         let dma: Arc<dyn DmaMemory> = heap.clone();
-        let mmio: Arc<dyn Mmio> = Arc::new(SimMmio(gpu.clone()));
-        let hw = Arc::new(SimHw::init(mmio, dma.clone(), latch, cfg.clock.clone())?);
-        gpu.start();
         let kmap = KernelMap::new(
             Arc::new(SysPtMemory::new(dma.clone())),
             cfg.vram_size,
@@ -258,22 +290,7 @@ impl Device {
             vms: Mutex::new(HashMap::new()),
             vm_bos: Mutex::new(HashMap::new()),
         });
-        let lookup_core = Arc::downgrade(&core);
-        let lookup: VmLookup = Arc::new(move |ctx| {
-            let core = lookup_core.upgrade()?;
-            let vms = core.vms.lock();
-            vms.values()
-                .filter_map(Weak::upgrade)
-                .find(|vm| vm.ctx() == ctx)
-        });
-        let faults =
-            FaultWorker::start(Box::new(hw.create_fault_queue(64)?), lookup).map_err(|_| {
-                BindError::Timeout {
-                    what: "fault thread creation",
-                }
-            })?;
-        let wake = faults.waker();
-        irq.register(IrqCauses::FAULT, Arc::new(move |_| wake()));
+        let faults = start_faults(&core, &hw, &irq)?;
         Ok(Self {
             core,
             _faults: faults,

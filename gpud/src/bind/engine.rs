@@ -211,12 +211,7 @@ impl Vm {
         // Commit point: nothing below fails.
         let (commit, writes) = update.commit_deferred();
         let (fence, prev) = queue.next_fence();
-        let mut deps = syncs.wait.clone();
-        deps.extend(prev);
-        deps.extend(self.page_deps(queue.id(), &writes, &fence));
-        for r in &resvs {
-            deps.extend(r.fences(Usage::Kernel));
-        }
+        let deps = self.job_deps(syncs, prev, queue, &writes, &fence, &resvs);
         for r in exec.locked() {
             let _ = exec.add_fence(r, fence.clone(), Usage::Bookkeep);
         }
@@ -236,12 +231,7 @@ impl Vm {
             banned: self.banned.clone(),
             cancel: self.closed.clone(),
         };
-        for (obj, point) in &syncs.signal {
-            match point {
-                Some(p) => obj.add_point(*p, fence.clone()),
-                None => obj.replace_fence(Some(fence.clone())),
-            }
-        }
+        install_out_syncs(syncs, &fence);
         if syncs.is_async() {
             queue.push(job);
         } else if let Some(fault) = run_job(job) {
@@ -250,6 +240,26 @@ impl Vm {
             st.pt.reclaim(&*self.core.mmu);
         }
         Ok(fence)
+    }
+
+    /// A job's dependencies: in-syncs, the queue's previous job, other queues' pending jobs
+    /// on the same table pages, and the KERNEL fences (moves) of the BOs it maps.
+    fn job_deps(
+        &self,
+        syncs: &ParsedSyncs,
+        prev: Option<Arc<Fence>>,
+        queue: &BindQueue,
+        writes: &[(crate::types::PhysAddr, u64)],
+        fence: &Arc<Fence>,
+        resvs: &[Arc<Resv>],
+    ) -> Vec<Arc<Fence>> {
+        let mut deps = syncs.wait.clone();
+        deps.extend(prev);
+        deps.extend(self.page_deps(queue.id(), writes, fence));
+        for r in resvs {
+            deps.extend(r.fences(Usage::Kernel));
+        }
+        deps
     }
 
     /// Reservations of every BO a step maps, cuts or removes (the VM's own excluded).
@@ -389,6 +399,16 @@ impl Vm {
                     st.ufences.insert(m.id(), fence.clone());
                 }
             }
+        }
+    }
+}
+
+/// Out-syncs receive the job fence (binary: replaced; timeline: a new point).
+fn install_out_syncs(syncs: &ParsedSyncs, fence: &Arc<Fence>) {
+    for (obj, point) in &syncs.signal {
+        match point {
+            Some(p) => obj.add_point(*p, fence.clone()),
+            None => obj.replace_fence(Some(fence.clone())),
         }
     }
 }
