@@ -9,6 +9,7 @@
 
 use crate::bind::failpoint::{FailPoint, FailPoints};
 use crate::bind::fault::{FaultWorker, VmLookup};
+use crate::bind::queue::BindJob;
 use crate::bind::{BindError, BindQueue, Vm, VmFlags, KERNEL_VA_BASE};
 use crate::exec::{
     ExecError, ExecHw, ExecQueue, FencePage, IrqDispatcher, KernelQueue, QueueConfig, QueueMode,
@@ -22,7 +23,7 @@ use crate::hw::sim::platform::SimMmio;
 use crate::hw::sim::SimHw;
 use crate::hw::{Clock, DmaMemory, Engine, FaultMode, HwCtx, Mmio, Mmu, SystemClock};
 use crate::mem::bo::{Bo, Placement, Pools};
-use crate::mem::copy::{CopyEngine, CopyError, KernelMap};
+use crate::mem::copy::{CopyEngine, CopyError, KernelMap, GPU_PT_UPDATE_THRESHOLD};
 use crate::mem::manager::{EvictReport, MemoryManager};
 use crate::mem::vram::VramAllocator;
 use crate::sync::{Exec, ExecFlags, Fence};
@@ -68,6 +69,8 @@ pub struct DeviceConfig {
     pub sched: SchedConfig,
     /// Job timeout of dma-fence exec queues.
     pub job_timeout: Duration,
+    /// Bind batches with more entry writes than this go to the copy engine.
+    pub pt_copy_threshold: u64,
 }
 
 impl Default for DeviceConfig {
@@ -79,6 +82,7 @@ impl Default for DeviceConfig {
             clock: Arc::new(SystemClock::new()),
             sched: SchedConfig::default(),
             job_timeout: Duration::from_secs(5),
+            pt_copy_threshold: GPU_PT_UPDATE_THRESHOLD,
         }
     }
 }
@@ -122,6 +126,11 @@ pub struct Core {
     /// Every VM's vm_bo of each BO: a move back to VRAM by one VM invalidates the others'
     /// PTEs, so they are flagged evicted (the memory manager clears the flags instead).
     vm_bos: Mutex<HashMap<BoId, Vec<Weak<VmBo>>>>,
+    /// The kernel copy queue, for large page-table updates.
+    copy: Arc<dyn CopyEngine>,
+    pt_copy_threshold: u64,
+    /// Bind jobs the copy engine completed (a test and benchmark counter).
+    pub(crate) pt_copy_jobs: Arc<AtomicU64>,
 }
 
 impl Core {
@@ -137,6 +146,14 @@ impl Core {
                 vm.foreign_evictions.lock().push(vb);
             }
         }
+    }
+
+    /// Sends `job`'s writes to the copy engine when the batch is large.
+    pub(crate) fn with_copy_path(&self, mut job: BindJob) -> BindJob {
+        if job.writes.len() as u64 > self.pt_copy_threshold {
+            job.copy = Some((self.copy.clone(), self.pt_copy_jobs.clone()));
+        }
+        job
     }
 
     /// Records a new vm_bo (see `moved`).
@@ -261,14 +278,14 @@ impl Device {
             }
         })?;
         let kpage = dma.alloc(PAGE_SIZE)?;
-        let kq = KernelQueue::new(
+        let kq: Arc<dyn CopyEngine> = Arc::new(KernelQueue::new(
             &sched,
             KERNEL_CTX,
             FencePage {
                 va: KernelMap::va(MemLocation::System, kpage.addr),
                 pa: kpage.addr,
             },
-        )?;
+        )?);
         let vram = Arc::new(Mutex::new(VramAllocator::new(cfg.vram_size)));
         let pools = Pools::new(vram, gpu.vram(), dma.clone());
         let fail = Arc::new(FailPoints::default());
@@ -282,7 +299,10 @@ impl Device {
         }
         let core = Arc::new(Core {
             mmu: hw.clone(),
-            mm: MemoryManager::new(pools.clone(), Arc::new(kq)),
+            mm: MemoryManager::new(pools.clone(), kq.clone()),
+            copy: kq,
+            pt_copy_threshold: cfg.pt_copy_threshold,
+            pt_copy_jobs: Arc::new(AtomicU64::new(0)),
             pt_mem,
             fail,
             dma,
@@ -324,6 +344,11 @@ impl Device {
     /// The hardware layer.
     pub fn hw(&self) -> &Arc<SimHw> {
         &self.hw
+    }
+
+    /// Bind jobs whose entry writes the copy engine performed.
+    pub fn pt_copy_jobs(&self) -> u64 {
+        self.core.pt_copy_jobs.load(Ordering::Relaxed)
     }
 
     /// Memory counters.

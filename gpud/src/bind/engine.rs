@@ -230,7 +230,9 @@ impl Vm {
             fence: fence.clone(),
             banned: self.banned.clone(),
             cancel: self.closed.clone(),
+            copy: None,
         };
+        let job = self.core.with_copy_path(job);
         install_out_syncs(syncs, &fence);
         if syncs.is_async() {
             queue.push(job);

@@ -12,6 +12,7 @@
 
 use crate::hw::{HwCtx, Mmu};
 use crate::mem::bo::Bo;
+use crate::mem::copy::{pte_write_commands, CopyEngine};
 use crate::sync::{Fence, FenceContext, FenceFault};
 use crate::types::{GpuVa, PhysAddr};
 use crate::vm::pagetable::memory::PtMemory;
@@ -51,6 +52,9 @@ pub struct BindJob {
     pub banned: Arc<AtomicBool>,
     /// Set when the VM is destroyed: a job still waiting cancels.
     pub cancel: Arc<AtomicBool>,
+    /// Large batches: the copy engine performs the writes (the CPU if it refuses), and a
+    /// counter of batches it completed.
+    pub copy: Option<(Arc<dyn CopyEngine>, Arc<AtomicU64>)>,
 }
 
 /// Runs `job` on this thread: waits, writes, invalidates, writes the user fence, signals.
@@ -81,9 +85,18 @@ fn perform(job: &BindJob) -> Result<(), FenceFault> {
     if job.cancel.load(Ordering::Acquire) {
         return Err(FenceFault::Canceled);
     }
-    for &(addr, value) in &job.writes {
-        if !job.mem.write_u64(addr, value) {
-            return Err(FenceFault::Failed(FAULT_INVALIDATION));
+    let copied = job.copy.as_ref().is_some_and(|(engine, done)| {
+        let ok = write_by_copy(&**engine, job);
+        if ok {
+            done.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
+    });
+    if !copied {
+        for &(addr, value) in &job.writes {
+            if !job.mem.write_u64(addr, value) {
+                return Err(FenceFault::Failed(FAULT_INVALIDATION));
+            }
         }
     }
     if let Some(range) = job.invalidate {
@@ -97,6 +110,26 @@ fn perform(job: &BindJob) -> Result<(), FenceFault> {
     }
     Ok(())
 }
+
+/// Performs the writes with a copy-engine job in the kernel context; false if it could not
+/// (the caller then writes with the CPU: the same values, so a partial copy is harmless).
+fn write_by_copy(copy: &dyn CopyEngine, job: &BindJob) -> bool {
+    // Commands run from the ring: chunks that fit it, in order on the one kernel queue.
+    let mut fences = Vec::new();
+    for chunk in job.writes.chunks(COPY_CHUNK_WRITES) {
+        let commands = pte_write_commands(job.mem.location(), chunk);
+        match copy.submit(&commands, &[]) {
+            Ok(f) => fences.push(f),
+            Err(_) => return false,
+        }
+    }
+    fences
+        .iter()
+        .all(|f| matches!(f.wait(Some(BIND_WAIT_LIMIT)), Ok(Ok(()))))
+}
+
+/// Entry writes per copy-engine job (4 dwords each: well inside a 16 KiB ring).
+const COPY_CHUNK_WRITES: usize = 512;
 
 /// Waits for `dep` in slices, giving up with `Canceled` once `cancel` is set.
 fn wait_dep(dep: &Fence, cancel: &AtomicBool) -> Result<(), FenceFault> {

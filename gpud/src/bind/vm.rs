@@ -278,7 +278,9 @@ impl Vm {
             fence,
             banned: self.banned.clone(),
             cancel: Arc::new(AtomicBool::new(false)),
+            copy: None,
         };
+        let job = self.core.with_copy_path(job);
         let fence = job.fence.clone();
         st.pt.retire(commit.freed, None, vec![fence.clone()]);
         match run_job(job) {

@@ -401,3 +401,34 @@ fn private_bo_is_not_an_extobj() {
     assert_eq!(read(&bo, 0), 3);
     assert!(t.vm.lists_snapshot().0.is_empty());
 }
+
+/// Large batches go to the copy engine through the kernel queue; the result is the same.
+#[test]
+fn large_batch_writes_through_the_copy_engine() {
+    let clock = std::sync::Arc::new(crate::hw::FakeClock::new());
+    let dev = crate::device::Device::new(crate::device::DeviceConfig {
+        clock,
+        sys_size: 32 * MIB,
+        pt_copy_threshold: 16,
+        ..crate::device::DeviceConfig::default()
+    })
+    .unwrap();
+    let r = Rig {
+        dev,
+        clock: std::sync::Arc::new(crate::hw::FakeClock::new()),
+    };
+    let t = r.vm(VmFlags::empty());
+    let bo = r.bo(64 * K4);
+    let before = r.dev.pt_copy_jobs();
+    t.bind(&[BindOp::map(&bo, 0, VA + K4, 64 * K4)]).unwrap();
+    assert!(
+        r.dev.pt_copy_jobs() > before,
+        "the batch took the copy-engine path"
+    );
+    for p in [0, 31, 63] {
+        let tr = r.translate(&t.vm, VA + K4 + p * K4, Access::Write).unwrap();
+        assert_eq!(tr.phys, bo_pa(&bo, p * K4));
+    }
+    t.store(VA + K4 + 63 * K4, 6).unwrap();
+    assert_eq!(read(&bo, 63 * K4), 6);
+}
