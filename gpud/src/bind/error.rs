@@ -144,3 +144,32 @@ impl BindError {
         }
     }
 }
+
+impl From<&BindError> for gpu_scheme::driver::DriverError {
+    fn from(e: &BindError) -> Self {
+        use gpu_scheme::driver::DriverError as D;
+        match (e.class(), e) {
+            (_, BindError::Fault { va }) => D::Fault { addr: va.get() },
+            (_, BindError::Mem(MemError::NoSpace { requested, .. })) => {
+                D::NoSpace { needed: *requested }
+            }
+            (_, BindError::Pt(PtError::NoSpace { pages, .. })) => D::NoSpace {
+                needed: pages.saturating_mul(crate::types::PAGE_SIZE),
+            },
+            (_, BindError::InvalidOp { reason, .. })
+            | (_, BindError::InvalidSync { reason, .. })
+            | (_, BindError::InvalidVmFlags { reason, .. }) => D::Invalid(reason),
+            (_, BindError::SyncNotSupported { reason, .. }) => D::NotSupported(reason),
+            (_, BindError::NotSupported { what }) => D::NotSupported(what),
+            (ErrorClass::Invalid, _) => D::Invalid("invalid bind argument"),
+            (ErrorClass::VmGone, _) => D::VmGone,
+            (ErrorClass::Busy, _) => D::Busy("mapping has an unsignalled bind user fence"),
+            (ErrorClass::NoSpace, _) => D::NoSpace { needed: 0 },
+            (ErrorClass::NoMemory, _) => D::NoMemory,
+            (ErrorClass::Fault, _) => D::Fault { addr: 0 },
+            (ErrorClass::NotSupported, _) => D::NotSupported("not supported"),
+            (ErrorClass::Canceled, _) => D::Canceled,
+            (ErrorClass::Device, _) => D::DeviceError,
+        }
+    }
+}

@@ -432,3 +432,27 @@ fn large_batch_writes_through_the_copy_engine() {
     t.store(VA + K4 + 63 * K4, 6).unwrap();
     assert_eq!(read(&bo, 63 * K4), 6);
 }
+
+#[test]
+fn errors_map_to_driver_error_classes() {
+    use gpu_scheme::driver::DriverError as D;
+    let r = rig();
+    let t = r.vm(VmFlags::empty());
+    let bo = r.bo(K4);
+    let e = t.bind(&[BindOp::map(&bo, 0, VA, 2 * K4)]).unwrap_err();
+    assert!(matches!(D::from(&e), D::Invalid(_)), "{e}");
+    let e =
+        t.vm.bind(
+            None,
+            &[],
+            &[crate::bind::BindSync::UserFence {
+                va: crate::types::GpuVa(8),
+                value: 1,
+            }],
+        )
+        .unwrap_err();
+    assert!(matches!(D::from(&e), D::NotSupported(_)), "{e}");
+    r.dev.vm_destroy(&t.vm);
+    let e = t.bind(&[BindOp::unmap(VA, K4)]).unwrap_err();
+    assert_eq!(D::from(&e), D::VmGone);
+}
