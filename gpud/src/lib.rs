@@ -15,6 +15,10 @@
 //! - [`mem`]: VRAM buddy allocator (buffer objects and eviction come later).
 //! - [`platform`]: launch as a Redox pcid driver (startup, event loop, syscall seams).
 
+// `unsafe` is allowed only in the modules meant for it (platform syscalls, shared-memory
+// mapping, test transmutes), each with `#[allow(unsafe_code)]` at its declaration.
+#![deny(unsafe_code)]
+
 pub mod demo;
 pub mod exec;
 pub mod hw;
