@@ -8,6 +8,7 @@
 mod exec;
 mod gpuvm;
 mod libgpu;
+mod pagetable;
 mod report;
 mod scheme;
 mod simgpu;
@@ -51,6 +52,10 @@ fn groups() -> Vec<Group> {
         Group {
             name: "libgpu",
             run: libgpu::libgpu,
+        },
+        Group {
+            name: "pagetable",
+            run: pagetable::pagetable,
         },
     ]
 }

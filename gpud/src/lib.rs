@@ -12,7 +12,8 @@
 //!   user fences, the lock-order checker.
 //! - [`vm`]: the GPU VA-space manager (split/merge planner, vm_bo bookkeeping).
 //! - [`exec`]: exec queues, jobs, the scheduler, hang recovery, the kernel copy queue.
-//! - [`mem`]: VRAM buddy allocator (buffer objects and eviction come later).
+//! - [`mem`]: buffer objects, VRAM buddy allocator, system-memory pool, LRU eviction and
+//!   validation through the copy engine, the kernel linear map.
 //! - [`platform`]: launch as a Redox pcid driver (startup, event loop, syscall seams).
 
 // `unsafe` is allowed only in the modules meant for it (platform syscalls, shared-memory

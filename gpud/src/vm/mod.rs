@@ -4,10 +4,13 @@
 //! Files: [`va`] (ranges, VA space, reserved region), [`mapping`] (records and flags),
 //! [`tree`] (the ordered interval structure), [`plan`] (pure planners → steps),
 //! [`gpuvm`] (the VM: apply steps, unwind, vm_bo registry), [`undo`] (undo log, completion
-//! token), [`vm_bo`] (the BO seam, vm_bo, extobj/evict lists).
+//! token), [`vm_bo`] (the BO seam, vm_bo, extobj/evict lists), [`pagetable`] (the per-VM
+//! page-table manager; see `docs/pagetable.md`).
 //!
-//! Must not: write page tables, allocate device resources, lock anything, or depend on the
-//! memory module (BOs are reached only through the [`GpuBo`] trait).
+//! Must not (everything but [`pagetable`]): write page tables, allocate device resources, lock
+//! anything, or depend on the memory module (BOs are reached only through the [`GpuBo`]
+//! trait). [`pagetable`] writes page tables through `hw` and takes table pages from the VRAM
+//! allocator or DMA memory; it knows nothing of BOs or mappings.
 //!
 //! # Who holds whom
 //!
@@ -50,6 +53,7 @@
 
 pub mod gpuvm;
 pub mod mapping;
+pub mod pagetable;
 pub mod plan;
 pub mod tree;
 pub mod undo;

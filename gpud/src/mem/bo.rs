@@ -1,0 +1,431 @@
+//! Buffer objects: size, placement, reservation, pin count, backing, CPU access, and the
+//! rule that backing outlives every GPU use.
+//!
+//! Owns: [`Bo`] (implements [`GpuBo`]), its [`Backing`] (VRAM blocks or a contiguous
+//! system-pool region), and [`Pools`], the memories backings come from, with the list of
+//! backings whose BO is gone but whose fences have not signalled. Must not: evict or move
+//! BOs (the [`super::manager`] does, under the BO's reservation) or write page tables.
+//!
+//! INVARIANT: a backing is returned to its pool only when no GPU mapping can reach it (the
+//! BO is dropped only after its last vm_bo, and so its last mapping, is gone) and every
+//! fence in the BO's reservation has signalled; otherwise it waits in [`Pools`] until
+//! [`Pools::reclaim`] sees the fences signalled.
+
+use super::vram::{AllocRequest, VramAllocator, VramBlock, VramError};
+use crate::hw::pte::{LeafFlags, MemLocation};
+use crate::hw::{DmaMemory, DmaRegion};
+use crate::sync::{Fence, Resv, ResvId, Usage};
+use crate::types::{BoId, GpuVa, PhysAddr};
+use crate::vm::pagetable::{MapTarget, PhysSeg, PtOp};
+use crate::vm::vm_bo::{GpuBo, VmBo};
+use parking_lot::Mutex;
+use simgpu::PhysMemory;
+use std::sync::{Arc, Weak};
+use thiserror::Error;
+
+/// Where a BO may live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// System memory only.
+    System,
+    /// VRAM only (never evicted).
+    Vram,
+    /// VRAM preferred, system memory allowed: evictable and migratable.
+    Migratable,
+}
+
+/// The memory behind a BO.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backing {
+    /// VRAM blocks, in BO order.
+    Vram(Vec<VramBlock>),
+    /// One contiguous region of the system pool (one client mmap covers it).
+    System(DmaRegion),
+}
+
+impl Backing {
+    /// The memory the backing is in.
+    pub fn location(&self) -> MemLocation {
+        match self {
+            Backing::Vram(_) => MemLocation::Vram,
+            Backing::System(_) => MemLocation::System,
+        }
+    }
+
+    /// The physical segments, in BO order.
+    pub fn segments(&self) -> Vec<PhysSeg> {
+        match self {
+            Backing::Vram(blocks) => blocks
+                .iter()
+                .map(|b| PhysSeg {
+                    addr: PhysAddr(b.offset),
+                    len: b.size(),
+                })
+                .collect(),
+            Backing::System(r) => vec![PhysSeg {
+                addr: r.addr,
+                len: r.len,
+            }],
+        }
+    }
+}
+
+/// Errors of BO access.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum BoError {
+    /// An access or mapping outside the BO.
+    #[error("range {offset:#x}+{len:#x} outside BO of {size:#x} bytes")]
+    Range { offset: u64, len: u64, size: u64 },
+    /// The memory refused the access (a pool smaller than its allocator: a bug).
+    #[error("memory access at {addr:#x} failed")]
+    Access { addr: u64 },
+}
+
+/// The memories backings come from, shared by every BO and the manager.
+pub struct Pools {
+    /// VRAM allocator (shared with page-table pages in VRAM).
+    pub vram: Arc<Mutex<VramAllocator>>,
+    /// VRAM as the CPU reaches it (the BAR2 aperture).
+    pub aperture: Arc<dyn PhysMemory>,
+    /// The system-memory pool.
+    pub sys: Arc<dyn DmaMemory>,
+    /// Backings of dropped BOs waiting for fences.
+    zombies: Mutex<Vec<(Backing, Vec<Arc<Fence>>)>>,
+}
+
+impl Pools {
+    /// Pools over the given memories.
+    pub fn new(
+        vram: Arc<Mutex<VramAllocator>>,
+        aperture: Arc<dyn PhysMemory>,
+        sys: Arc<dyn DmaMemory>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            vram,
+            aperture,
+            sys,
+            zombies: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Allocates VRAM for `size` bytes (in blocks of at least 64 KiB when the size allows,
+    /// so large mappings get large pages).
+    pub fn alloc_vram(&self, size: u64) -> Result<Backing, VramError> {
+        let min_block = if size >= 2 << 20 { 2 << 20 } else { 4096 };
+        let req = AllocRequest {
+            min_block,
+            ..AllocRequest::scattered(size)
+        };
+        let mut alloc = self.vram.lock();
+        match alloc.alloc(req) {
+            Ok(b) => Ok(Backing::Vram(b)),
+            Err(_) if min_block > 4096 => alloc
+                .alloc(AllocRequest::scattered(size))
+                .map(Backing::Vram),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Returns a backing whose last user is gone.
+    pub fn free(&self, backing: Backing) {
+        match backing {
+            // A refusal means blocks that are not allocated: nothing to return.
+            Backing::Vram(blocks) => drop(self.vram.lock().free(&blocks)),
+            Backing::System(r) => drop(self.sys.free(r)),
+        }
+    }
+
+    /// Frees zombie backings whose fences all signalled; returns how many.
+    pub fn reclaim(&self) -> usize {
+        let ready: Vec<Backing> = {
+            let mut z = self.zombies.lock();
+            let (ready, wait): (Vec<_>, Vec<_>) = z
+                .drain(..)
+                .partition(|(_, f)| f.iter().all(|f| f.is_signalled()));
+            *z = wait;
+            ready.into_iter().map(|(b, _)| b).collect()
+        };
+        let n = ready.len();
+        ready.into_iter().for_each(|b| self.free(b));
+        n
+    }
+
+    /// Backings waiting for fences.
+    pub fn zombies(&self) -> usize {
+        self.zombies.lock().len()
+    }
+}
+
+/// Mutable state of a BO, under its lock.
+#[derive(Debug)]
+pub(super) struct BoState {
+    pub backing: Option<Backing>,
+    pub pins: u32,
+    pub last_use: u64,
+    pub vm_bos: Vec<Weak<VmBo>>,
+}
+
+/// A buffer object.
+pub struct Bo {
+    id: BoId,
+    size: u64,
+    placement: Placement,
+    resv: Arc<Resv>,
+    private: bool,
+    pools: Arc<Pools>,
+    pub(super) state: Mutex<BoState>,
+    /// Held for the whole of a move (eviction or validation), so two moves of one BO never
+    /// interleave. Evictors only try-lock it, so moves never wait on each other in a cycle.
+    pub(super) move_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for Bo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bo")
+            .field("id", &self.id)
+            .field("size", &self.size)
+            .field("placement", &self.placement)
+            .field("private", &self.private)
+            .finish()
+    }
+}
+
+impl GpuBo for Bo {
+    fn id(&self) -> BoId {
+        self.id
+    }
+
+    fn resv(&self) -> ResvId {
+        self.resv.id()
+    }
+
+    fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+impl Bo {
+    pub(super) fn new(
+        id: BoId,
+        size: u64,
+        placement: Placement,
+        resv: (Arc<Resv>, bool),
+        pools: Arc<Pools>,
+        backing: Backing,
+        now: u64,
+    ) -> Self {
+        Self {
+            id,
+            size,
+            placement,
+            resv: resv.0,
+            private: resv.1,
+            pools,
+            state: Mutex::new(BoState {
+                backing: Some(backing),
+                pins: 0,
+                last_use: now,
+                vm_bos: Vec::new(),
+            }),
+            move_lock: Mutex::new(()),
+        }
+    }
+
+    /// Where the BO may live.
+    pub fn placement(&self) -> Placement {
+        self.placement
+    }
+
+    /// The reservation (the VM's for a VM-private BO).
+    pub fn reservation(&self) -> &Arc<Resv> {
+        &self.resv
+    }
+
+    /// Whether the BO shares its VM's reservation.
+    pub fn is_vm_private(&self) -> bool {
+        self.private
+    }
+
+    /// Where the backing is now.
+    pub fn location(&self) -> Option<MemLocation> {
+        self.state.lock().backing.as_ref().map(Backing::location)
+    }
+
+    /// The backing's physical segments (what page tables point at).
+    pub fn segments(&self) -> Vec<PhysSeg> {
+        self.state
+            .lock()
+            .backing
+            .as_ref()
+            .map(Backing::segments)
+            .unwrap_or_default()
+    }
+
+    /// For a BO in the system pool: its region, for the platform to export to clients
+    /// (`fd + offset` on the host).
+    pub fn system_region(&self) -> Option<DmaRegion> {
+        match self.state.lock().backing {
+            Some(Backing::System(r)) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Pins the BO: it is never evicted until unpinned.
+    pub fn pin(&self) {
+        let mut s = self.state.lock();
+        s.pins = s.pins.saturating_add(1);
+    }
+
+    /// Drops one pin.
+    pub fn unpin(&self) {
+        let mut s = self.state.lock();
+        s.pins = s.pins.saturating_sub(1);
+    }
+
+    /// Pins held.
+    pub fn pin_count(&self) -> u32 {
+        self.state.lock().pins
+    }
+
+    /// Registers a vm_bo of this BO (the VM does so when `bo_obtain` created it), so
+    /// eviction can mark it.
+    pub fn register_vm_bo(&self, vm_bo: &Arc<VmBo>) {
+        let mut s = self.state.lock();
+        s.vm_bos.retain(|w| w.strong_count() > 0);
+        s.vm_bos.push(Arc::downgrade(vm_bo));
+    }
+
+    /// The map operation for `[offset, offset + len)` of the BO at `va`, following the
+    /// current backing (used to bind and, after validation, to rebind).
+    pub fn map_op(
+        &self,
+        va: GpuVa,
+        offset: u64,
+        len: u64,
+        flags: LeafFlags,
+    ) -> Result<PtOp, BoError> {
+        self.check(offset, len)?;
+        let s = self.state.lock();
+        let Some(backing) = s.backing.as_ref() else {
+            return Err(BoError::Range {
+                offset,
+                len,
+                size: 0,
+            });
+        };
+        let mut segments = Vec::new();
+        let mut pos = 0u64;
+        for seg in backing.segments() {
+            let (lo, hi) = (pos.max(offset), (pos + seg.len).min(offset + len));
+            if lo < hi {
+                segments.push(PhysSeg {
+                    addr: PhysAddr(seg.addr.get() + (lo - pos)),
+                    len: hi - lo,
+                });
+            }
+            pos += seg.len;
+        }
+        Ok(PtOp::Map {
+            va,
+            len,
+            target: MapTarget::Pages {
+                location: backing.location(),
+                flags,
+                segments,
+            },
+        })
+    }
+
+    fn check(&self, offset: u64, len: u64) -> Result<(), BoError> {
+        if offset.checked_add(len).is_none_or(|e| e > self.size) {
+            return Err(BoError::Range {
+                offset,
+                len,
+                size: self.size,
+            });
+        }
+        Ok(())
+    }
+
+    /// Visits the physical pieces of `[offset, offset + len)`: `(location, addr, buf range)`.
+    fn pieces(
+        &self,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<(MemLocation, u64, usize, usize)>, BoError> {
+        self.check(offset, len)?;
+        let s = self.state.lock();
+        let backing = s.backing.as_ref().ok_or(BoError::Range {
+            offset,
+            len,
+            size: 0,
+        })?;
+        let loc = backing.location();
+        let mut out = Vec::new();
+        let mut pos = 0u64;
+        for seg in backing.segments() {
+            let (lo, hi) = (pos.max(offset), (pos + seg.len).min(offset + len));
+            if lo < hi {
+                let at = seg.addr.get() + (lo - pos);
+                out.push((loc, at, (lo - offset) as usize, (hi - offset) as usize));
+            }
+            pos += seg.len;
+        }
+        Ok(out)
+    }
+
+    /// CPU read of BO bytes (system frames through DMA memory, VRAM through the aperture).
+    /// Waits for a move in progress, so the bytes come from the backing that stays.
+    pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), BoError> {
+        let _no_move = self.move_lock.lock();
+        for (loc, addr, a, b) in self.pieces(offset, buf.len() as u64)? {
+            let Some(dst) = buf.get_mut(a..b) else {
+                continue;
+            };
+            let ok = match loc {
+                MemLocation::System => self.pools.sys.read(PhysAddr(addr), dst).is_ok(),
+                MemLocation::Vram => self.pools.aperture.read(addr, dst).is_ok(),
+            };
+            if !ok {
+                return Err(BoError::Access { addr });
+            }
+        }
+        Ok(())
+    }
+
+    /// CPU write of BO bytes. Waits for a move in progress, so no write is lost to it.
+    pub fn write(&self, offset: u64, data: &[u8]) -> Result<(), BoError> {
+        let _no_move = self.move_lock.lock();
+        for (loc, addr, a, b) in self.pieces(offset, data.len() as u64)? {
+            let Some(src) = data.get(a..b) else { continue };
+            let ok = match loc {
+                MemLocation::System => self.pools.sys.write(PhysAddr(addr), src).is_ok(),
+                MemLocation::Vram => self.pools.aperture.write(addr, src).is_ok(),
+            };
+            if !ok {
+                return Err(BoError::Access { addr });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Bo {
+    fn drop(&mut self) {
+        let Some(backing) = self.state.get_mut().backing.take() else {
+            return;
+        };
+        // Mappings hold the BO (through their vm_bo), so none is left; jobs may still run.
+        let fences: Vec<Arc<Fence>> = self
+            .resv
+            .fences(Usage::Bookkeep)
+            .into_iter()
+            .filter(|f| !f.is_signalled())
+            .collect();
+        if fences.is_empty() {
+            self.pools.free(backing);
+        } else {
+            self.pools.zombies.lock().push((backing, fences));
+        }
+    }
+}
