@@ -12,9 +12,14 @@
 //!   user fences, the lock-order checker.
 //! - [`vm`]: the GPU VA-space manager (split/merge planner, vm_bo bookkeeping).
 //! - [`exec`]: exec queues, jobs, the scheduler, hang recovery, the kernel copy queue.
-//! - [`mem`]: VRAM buddy allocator (buffer objects and eviction come later).
+//! - [`mem`]: buffer objects, VRAM buddy allocator, system-memory pool, LRU eviction and
+//!   validation through the copy engine, the kernel linear map.
 //! - [`bind`]: the VM object and the VM_BIND engine; [`device`]: the driver core object.
 //! - [`platform`]: launch as a Redox pcid driver (startup, event loop, syscall seams).
+
+// `unsafe` is allowed only in the modules meant for it (platform syscalls, shared-memory
+// mapping, test transmutes), each with `#[allow(unsafe_code)]` at its declaration.
+#![deny(unsafe_code)]
 
 pub mod bind;
 pub mod demo;

@@ -8,6 +8,7 @@
 pub mod bo;
 pub mod copy;
 pub mod manager;
+#[allow(unsafe_code)] // mmap of the shared-memory pool and word-atomic access to it
 pub mod shm;
 pub mod vram;
 

@@ -22,7 +22,9 @@ pub mod startup;
 pub mod sys;
 
 #[cfg(feature = "redox")]
+#[allow(unsafe_code)] // the Redox syscall layer: mmap of BARs and DMA memory
 pub mod redox;
 
 #[cfg(test)]
+#[allow(unsafe_code)] // `Request`/`Response` transmutes of the host test harness
 mod testing;

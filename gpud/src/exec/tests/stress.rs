@@ -3,7 +3,7 @@
 use super::harness::*;
 use crate::exec::{ExecQueue, Job};
 use crate::hw::Engine;
-use crate::sync::{Fence, FenceContext};
+use crate::sync::{CallbackAdded, Fence, FenceContext};
 use parking_lot::Mutex;
 use std::sync::Arc;
 
@@ -124,7 +124,10 @@ fn many_threads_submitting_to_shared_queues_keep_per_queue_order() {
         .map(|e| rig.queue(0, e, NEVER))
         .collect();
     let recent: Mutex<Vec<Arc<Fence>>> = Mutex::new(Vec::new());
-    let signalled: Arc<Mutex<Vec<(usize, u64)>>> = Arc::new(Mutex::new(Vec::new()));
+    // (queue, seqno, whether the callback ran from the signal itself). A fence that had
+    // already signalled when its callback was added says nothing about signal order: its
+    // entry is logged by the submitting thread, racing the scheduler's later signals.
+    let signalled: Arc<Mutex<Vec<(usize, u64, bool)>>> = Arc::new(Mutex::new(Vec::new()));
     let all: Mutex<Vec<Arc<Fence>>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for t in 0..THREADS {
@@ -144,7 +147,11 @@ fn many_threads_submitting_to_shared_queues_keep_per_queue_order() {
                     let job = Job::commands(store(slot, 1)).with_deps(deps);
                     let f = queues[qi].submit(job).unwrap();
                     let l = signalled.clone();
-                    f.on_signal(move |f| l.lock().push((qi, f.seqno())));
+                    let added =
+                        f.add_callback(Box::new(move |f| l.lock().push((qi, f.seqno(), true))));
+                    if matches!(added, CallbackAdded::AlreadySignalled) {
+                        signalled.lock().push((qi, f.seqno(), false));
+                    }
                     let mut r = recent.lock();
                     if r.len() >= 16 {
                         r.remove(0);
@@ -165,10 +172,21 @@ fn many_threads_submitting_to_shared_queues_keep_per_queue_order() {
     let log = signalled.lock();
     assert_eq!(log.len(), THREADS * PER_THREAD);
     for qi in 0..queues.len() {
-        let seqnos: Vec<u64> = log.iter().filter(|r| r.0 == qi).map(|r| r.1).collect();
-        // Seqnos are dense per queue and signal in order.
+        // Seqnos are dense per queue...
+        let mut seqnos: Vec<u64> = log.iter().filter(|r| r.0 == qi).map(|r| r.1).collect();
+        seqnos.sort_unstable();
         let want: Vec<u64> = (1..=seqnos.len() as u64).collect();
         assert_eq!(seqnos, want, "queue {qi}");
+        // ...and the signals observed as they happened came in seqno order.
+        let observed: Vec<u64> = log
+            .iter()
+            .filter(|r| r.0 == qi && r.2)
+            .map(|r| r.1)
+            .collect();
+        assert!(
+            observed.windows(2).all(|w| w[0] < w[1]),
+            "queue {qi} signalled out of order: {observed:?}"
+        );
     }
     for i in 0..(THREADS * PER_THREAD) as u64 {
         assert_eq!(rig.read(0, 8 * i), 1, "job writing slot {i} did not run");
