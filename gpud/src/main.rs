@@ -18,8 +18,15 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some("serve") => match gpud::platform::host::serve_main(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gpud serve: {e}");
+                ExitCode::FAILURE
+            }
+        },
         _ => {
-            eprintln!("usage: gpud demo | gpud serve");
+            eprintln!("usage: gpud demo | gpud serve [--socket PATH] [--until-stdin-eof]");
             ExitCode::from(2)
         }
     }
