@@ -543,16 +543,24 @@ impl GpuDriver for Driver {
 
     fn bo_mmap(
         &self,
-        _bo: &Arc<Bo>,
-        _offset: u64,
+        bo: &Arc<Bo>,
+        offset: u64,
         _size: usize,
         _flags: MapFlags,
     ) -> Result<usize, DriverError> {
-        // On the host, clients map BO memory through `bo_memory`; the Redox memory-scheme
-        // backend comes with the Redox platform issue.
-        Err(DriverError::NotSupported(
-            "in-process BO mapping; map through the host transport",
-        ))
+        // On the host the transport hands the client `bo_memory`'s fd; this is the check it
+        // runs first, and the address is the BO's place in the shared pool. In-process
+        // mappings (the Redox memory scheme) come with the Redox platform issue.
+        if self.shared.is_none() {
+            return Err(DriverError::NotSupported(
+                "BO mapping without a shared pool",
+            ));
+        }
+        let region = bo.system_region().ok_or(DriverError::NotSupported(
+            "CPU mapping of a BO not in system memory",
+        ))?;
+        let addr = region.addr.get().saturating_add(offset);
+        usize::try_from(addr).map_err(|_| DriverError::Fault { addr })
     }
 
     fn bo_munmap(&self, _bo: &Arc<Bo>, _offset: u64, _size: usize) -> Result<(), DriverError> {
