@@ -364,12 +364,15 @@ impl Vm {
 
 impl Drop for Vm {
     fn drop(&mut self) {
-        // No exec queue is left (they hold the VM), and bind jobs hold no reference: wait
-        // for them before the tables go.
-        if let Some(f) = self.default_queue.last_fence() {
+        // No exec queue is left (they hold the VM), and bind jobs hold no reference: cancel
+        // the queued ones and wait for them before the tables go.
+        let was_closed = self.closed.swap(true, Ordering::AcqRel);
+        let mut queues = self.queues.get_mut().clone();
+        queues.push(self.default_queue.clone());
+        for f in queues.iter().filter_map(BindQueue::last_fence) {
             let _ = f.wait(Some(super::queue::BIND_WAIT_LIMIT));
         }
-        if !self.closed.swap(true, Ordering::AcqRel) {
+        if !was_closed {
             self.core.release_ctx(self.ctx);
         }
         let st = self.lock.get_mut();

@@ -325,3 +325,21 @@ fn vm_destroy_with_work_in_flight_cancels_and_frees() {
     assert_eq!(Arc::strong_count(&bo), 1, "the VM released the BO");
     g.signal().unwrap();
 }
+
+/// Dropping a VM with a bind blocked on a never-signalled in-sync cancels it promptly.
+#[test]
+fn dropping_a_vm_cancels_blocked_binds() {
+    let r = rig();
+    let vm = r.dev.vm_create(VmFlags::empty()).unwrap();
+    let bo = r.bo(K4);
+    let (_g, s) = gate();
+    let f = vm
+        .bind(
+            None,
+            &[BindOp::map(&bo, 0, VA, K4)],
+            &[BindSync::Wait(s, None)],
+        )
+        .unwrap();
+    drop(vm);
+    assert_eq!(wait(&f), Err(FenceFault::Canceled));
+}
