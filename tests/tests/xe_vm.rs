@@ -411,3 +411,46 @@ scenario!(timeline_binds_in_order, |dev| {
         assert_eq!(read_u32(bo, 0), 40 + i as u32);
     }
 });
+
+scenario!(large_binds_16m, |dev| large(dev, 16 << 20, false));
+scenario!(large_split_binds_8m, |dev| large(dev, 8 << 20, true));
+
+scenario!(unbind_all_many_vmas, |dev| {
+    let g = scratch_vm(dev);
+    let bo = sys_bo(dev, PAGE);
+    let mut bind = g.vm.bind();
+    for i in 0..8 {
+        bind = bind.map(&bo, 0, BASE + i * 0x10_0000, PAGE);
+    }
+    bind.submit().expect("bind");
+    let before = gpu_mappings(dev);
+    g.vm.bind().unmap_all(&bo).submit().expect("unbind all");
+    assert_eq!(gpu_mappings(dev) + 8, before);
+    g.store(&[(BASE, 7), (BASE + 0x70_0000 + 4, 8)]);
+    assert_eq!((read_u32(&bo, 0), read_u32(&bo, 4)), (0, 0));
+});
+
+scenario!(rebind_same_range_switches_bo, |dev| {
+    let g = scratch_vm(dev);
+    let (a, b) = (sys_bo(dev, PAGE), sys_bo(dev, PAGE));
+    g.vm.bind().map(&a, 0, BASE, PAGE).submit().expect("bind a");
+    store_pages(&g, &a, BASE, 1, 1);
+    g.vm.bind().map(&b, 0, BASE, PAGE).submit().expect("bind b");
+    store_pages(&g, &b, BASE, 1, 2);
+    assert_eq!(read_u32(&a, 0), 1, "a no longer mapped");
+});
+
+scenario!(vm_destroy_frees_its_memory, |dev| {
+    let before = dev.query().expect("query").sys_free;
+    {
+        let g = scratch_vm(dev);
+        let bo = sys_bo(dev, 64 * PAGE);
+        g.vm.bind()
+            .map(&bo, 0, BASE, 64 * PAGE)
+            .submit()
+            .expect("bind");
+        store_pages(&g, &bo, BASE, 2, 9);
+        assert!(dev.query().expect("query").sys_free < before);
+    }
+    assert_eq!(dev.query().expect("query").sys_free, before);
+});
