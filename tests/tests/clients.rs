@@ -266,3 +266,20 @@ fn timeline_syncobj_orders_work_across_clients() {
     assert!(tl.wait_point(3, Timeout::Forever).expect("A waits"));
     assert!(tl.query().expect("query") >= 3);
 }
+
+#[test]
+fn root_stats_list_every_client_for_gpuctl() {
+    let d = Daemon::start();
+    let a = d.device();
+    let b = d.device();
+    let _vm = Vm::create(&a, VmCreateFlags::empty()).expect("vm");
+    let _bo = sys_bo(&b, 0x1000);
+    let root = gpu_scheme::host::HostHandle::connect(d.socket()).expect("root");
+    let mut buf = vec![0u8; 16 << 10];
+    let n = root.read(&mut buf, 0).expect("read root stats");
+    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert_eq!(text.matches("client-id:").count(), 2, "{text}");
+    assert!(text.contains("client-vms: 1"));
+    assert!(text.contains("client-bos: 1"));
+    assert!(text.starts_with("device-clients: 2"));
+}
