@@ -10,12 +10,12 @@
 use gpu_scheme::host::{default_socket_path, HostHandle};
 use libgpu::flags::EngineClass;
 use libgpu::Device;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: gpuctl info|clients|stats [--socket PATH]";
 
-fn root_stats(socket: &PathBuf) -> Result<String, String> {
+fn root_stats(socket: &Path) -> Result<String, String> {
     let root = HostHandle::connect(socket).map_err(|e| format!("{}: {e}", socket.display()))?;
     let mut buf = vec![0u8; 64 << 10];
     let n = root
@@ -25,7 +25,7 @@ fn root_stats(socket: &PathBuf) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
-fn info(socket: &PathBuf) -> Result<String, String> {
+fn info(socket: &Path) -> Result<String, String> {
     let dev = Device::open_at(socket).map_err(|e| format!("{}: {e}", socket.display()))?;
     let i = dev.query().map_err(|e| format!("query: {e}"))?;
     let engines: Vec<&str> = [
