@@ -33,6 +33,8 @@ use syscall::flag::MapFlags;
 pub const BATCH_MAX_DWORDS: u32 = 1 << 16;
 /// How long `client_stop` waits for a dead client's in-flight work before giving up on it.
 const STOP_WAIT: Duration = Duration::from_secs(5);
+/// Mapping-table lines per VM in the device-wide stats (`gpuctl vm`); more are summarized.
+pub const VM_TABLE_LINES: usize = 32;
 /// Bits of GPU VA the device translates.
 const VA_BITS: u32 = 48;
 
@@ -111,7 +113,27 @@ impl Driver {
         f(st)
     }
 
-    /// The mapping table of `vm`: one `start end kind bo offset flags` line per mapping.
+    /// Per live VM (by gpud's VM id): its client, mapping count and the first
+    /// [`VM_TABLE_LINES`] lines of its mapping table, keyed `vm-<id>-…` (what `gpuctl vm` shows).
+    fn vm_tables(&self, out: &mut Vec<(String, String)>) {
+        let vms: Vec<(ClientId, Arc<Vm>)> = {
+            let map = self.clients.lock();
+            map.iter()
+                .flat_map(|(c, st)| st.vms.iter().filter_map(Weak::upgrade).map(|v| (*c, v)))
+                .collect()
+        };
+        for (client, vm) in vms {
+            let id = vm.id().0;
+            let table = Self::vm_mapping_lines(&vm);
+            out.push((format!("vm-{id}-client"), client.0.to_string()));
+            out.push((format!("vm-{id}-mappings"), table.len().to_string()));
+            for line in table.into_iter().take(VM_TABLE_LINES) {
+                out.push((format!("vm-{id}-map"), line));
+            }
+        }
+    }
+
+    /// The mapping table of `vm`: one `start end bo=<id> offset=<o> [ro]` line per mapping.
     pub fn vm_mapping_lines(vm: &Vm) -> Vec<String> {
         vm.with_state(|st| {
             st.gpuvm
@@ -331,7 +353,7 @@ impl GpuDriver for Driver {
             None => {
                 let mem = self.device.mem_stats();
                 let clients = self.clients.lock().len();
-                vec![
+                let mut lines = vec![
                     ("clients".into(), clients.to_string()),
                     ("vram_free".into(), mem.vram_free.to_string()),
                     ("sys_free".into(), mem.sys_free.to_string()),
@@ -339,7 +361,9 @@ impl GpuDriver for Driver {
                         "pt_copy_jobs".into(),
                         self.device.pt_copy_jobs().to_string(),
                     ),
-                ]
+                ];
+                self.vm_tables(&mut lines);
+                lines
             }
         }
     }

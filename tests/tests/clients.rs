@@ -283,3 +283,22 @@ fn root_stats_list_every_client_for_gpuctl() {
     assert!(text.contains("client-bos: 1"));
     assert!(text.starts_with("device-clients: 2"));
 }
+
+#[test]
+fn device_stats_carry_each_vms_mapping_table_for_gpuctl_vm() {
+    let d = Daemon::start();
+    let a = d.device();
+    let vm = Vm::create(&a, VmCreateFlags::empty()).expect("vm");
+    let bo = sys_bo(&a, 0x2000);
+    vm.bind()
+        .map(&bo, 0, 0x10_0000, 0x1000)
+        .map(&bo, 0x1000, 0x30_0000, 0x1000)
+        .submit()
+        .expect("bind");
+    let text = a.stats().expect("stats");
+    let maps: Vec<&str> = text.lines().filter(|l| l.contains("-map: ")).collect();
+    assert_eq!(maps.len(), 2, "{text}");
+    assert!(maps[0].contains("0x000000100000 0x000000101000"), "{text}");
+    assert!(maps[1].contains("offset=0x1000"), "{text}");
+    assert!(text.contains("-mappings: 2"));
+}

@@ -1,7 +1,8 @@
 //! gpuctl: inspect a running gpud over the gpu scheme.
 //!
-//! `gpuctl info|clients|stats [--socket PATH]`: `info` prints the device (engines, memory
-//! regions, VA layout, limits), `clients` the per-client usage blocks of the root stats,
+//! `gpuctl info|clients|vm <id>|stats [--socket PATH]`: `info` prints the device (engines,
+//! memory regions, VA layout), `clients` the per-client usage blocks of the root stats, `vm`
+//! the mapping table of the VM with that daemon-wide id (the `vm-<id>-…` stats lines),
 //! `stats` the device-wide stats. The socket defaults to gpud's default path. Owns only
 //! argument parsing and printing; everything it shows comes from the scheme.
 
@@ -13,7 +14,7 @@ use libgpu::Device;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: gpuctl info|clients|stats [--socket PATH]";
+const USAGE: &str = "usage: gpuctl info|clients|vm <id>|stats [--socket PATH]";
 
 fn root_stats(socket: &Path) -> Result<String, String> {
     let root = HostHandle::connect(socket).map_err(|e| format!("{}: {e}", socket.display()))?;
@@ -71,21 +72,44 @@ fn device_stats(text: &str) -> String {
     text[..end].to_string()
 }
 
+/// The `vm-<id>-…` lines of the device-wide stats, without the prefix.
+fn vm_table(text: &str, id: u64) -> Result<String, String> {
+    let prefix = format!("vm-{id}-");
+    let device = device_stats(text);
+    let lines: Vec<&str> = device
+        .lines()
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
+        .map(|l| l.strip_prefix("map: ").unwrap_or(l))
+        .collect::<Vec<_>>();
+    if lines.is_empty() {
+        return Err(format!("no VM {id}"));
+    }
+    Ok(lines.iter().map(|l| format!("{l}\n")).collect())
+}
+
 fn run(args: &[String]) -> Result<String, String> {
     let mut socket = default_socket_path();
-    let mut cmd = None;
+    let mut words = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--socket" => socket = PathBuf::from(it.next().ok_or(USAGE)?),
-            c if cmd.is_none() => cmd = Some(c.to_string()),
-            _ => return Err(USAGE.into()),
+            w => words.push(w.to_string()),
         }
     }
-    match cmd.as_deref() {
-        Some("info") => info(&socket),
-        Some("clients") => root_stats(&socket).map(|t| clients(&t)),
-        Some("stats") => root_stats(&socket).map(|t| device_stats(&t)),
+    match words
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["info"] => info(&socket),
+        ["clients"] => root_stats(&socket).map(|t| clients(&t)),
+        ["stats"] => root_stats(&socket).map(|t| device_stats(&t)),
+        ["vm", id] => {
+            let id: u64 = id.parse().map_err(|_| USAGE.to_string())?;
+            root_stats(&socket).and_then(|t| vm_table(&t, id))
+        }
         _ => Err(USAGE.into()),
     }
 }
@@ -117,5 +141,12 @@ mod tests {
         assert!(c.contains("\n\nclient-id: 2\n"));
         assert_eq!(clients("device-clients: 0\n"), "no clients\n");
         assert!(run(&["bogus".into()]).is_err());
+        let t = "vm-3-client: 1\nvm-3-mappings: 1\nvm-3-map: 0x1000 0x2000 bo=1 offset=0x0\n";
+        let table = vm_table(t, 3).expect("vm 3");
+        assert_eq!(
+            table,
+            "client: 1\nmappings: 1\n0x1000 0x2000 bo=1 offset=0x0\n"
+        );
+        assert!(vm_table(t, 4).is_err());
     }
 }
