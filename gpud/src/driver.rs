@@ -320,15 +320,18 @@ impl GpuDriver for Driver {
     }
 
     fn client_usage(&self, client: ClientId) -> ClientUsage {
-        self.with_client(client, |st| ClientUsage {
-            in_flight: st.in_flight.len() as u64,
-            gpu_mappings: st
-                .vms
+        // The VM trees are read after the client table is released (see docs/serve.md).
+        let (in_flight, vms) = self.with_client(client, |st| {
+            let vms: Vec<Arc<Vm>> = st.vms.iter().filter_map(Weak::upgrade).collect();
+            (st.in_flight.len() as u64, vms)
+        });
+        ClientUsage {
+            in_flight,
+            gpu_mappings: vms
                 .iter()
-                .filter_map(Weak::upgrade)
                 .map(|vm| vm.with_state(|s| s.gpuvm.tree().len() as u64))
                 .sum(),
-        })
+        }
     }
 
     fn client_stop(&self, client: ClientId) {
@@ -463,8 +466,7 @@ impl GpuDriver for Driver {
         let DriverQueue::Exec { queue, vm } = queue else {
             return Err(DriverError::Invalid("EXEC on a bind queue"));
         };
-        if let Some(bad) = batches.iter().find(|&&b| b % 8 != 0) {
-            let _ = bad;
+        if batches.iter().any(|&b| b % 8 != 0) {
             return Err(DriverError::Invalid("batch address not 8-byte aligned"));
         }
         let jobs = exec_jobs(batches, syncs, vm.flags().contains(VmFlags::LR_MODE))?;
