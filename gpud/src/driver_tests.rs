@@ -306,3 +306,63 @@ fn through_the_scheme_device_query_reports_the_device() {
         .expect_err("FAULT without LR");
     assert_eq!(e.errno, syscall::error::EINVAL);
 }
+
+#[test]
+fn through_the_scheme_bind_and_error_classes_reach_errno() {
+    use gpu_scheme::testing::caller;
+    use gpu_scheme::uapi::wire::{BoCreateArgs, VmCreateArgs};
+    use gpu_scheme::uapi::{encode, read_args, Request, VmBindRequest, VmId as WireVmId};
+    use gpu_scheme::{GpuScheme, Limits};
+    use redox_scheme::scheme::SchemeSync;
+    use redox_scheme::OpenResult;
+    let mut s = GpuScheme::new(driver(), Limits::default());
+    let root = s.scheme_root().expect("root");
+    let dev = match s.openat(root, "card0", 0, 0, &caller()) {
+        Ok(OpenResult::ThisScheme { number, .. }) => number,
+        _ => panic!("open card0"),
+    };
+    let mut call = |s: &mut GpuScheme<Driver>, req: &Request| {
+        let (op, mut bytes) = encode(req);
+        s.call(dev, &mut bytes, &[op, 0, 0], &caller())
+            .map(|_| bytes)
+            .map_err(|e| e.errno)
+    };
+    let p = call(&mut s, &Request::VmCreate(VmCreateFlags::empty())).expect("vm");
+    let vm = WireVmId(read_args::<VmCreateArgs>(&p).expect("args").vm_id);
+    let bo_req = |size, placement| {
+        Request::BoCreate(BoCreateRequest {
+            size,
+            placement,
+            flags: BoCreateFlags::empty(),
+            vm: None,
+        })
+    };
+    let p = call(&mut s, &bo_req(0x1000, WirePlacement::SYSTEM)).expect("bo");
+    let bo = WireBoId(read_args::<BoCreateArgs>(&p).expect("args").bo_id);
+    let bind = |addr, range| {
+        Request::VmBind(VmBindRequest {
+            vm,
+            queue: None,
+            ops: vec![WireOp {
+                kind: BindOpKind::Map { bo, bo_offset: 0 },
+                addr,
+                range,
+                flags: WireFlags::empty(),
+                pat_index: 0,
+            }],
+            syncs: vec![],
+        })
+    };
+    call(&mut s, &bind(0x10_0000, 0x1000)).expect("bind");
+    assert_eq!(s.driver().client_usage(ClientId(1)).gpu_mappings, 1);
+    assert_eq!(
+        call(&mut s, &bind(0x20_0000, 0x2000)),
+        Err(syscall::error::EINVAL),
+        "window past the BO"
+    );
+    let e = call(&mut s, &bo_req(1 << 30, WirePlacement::VRAM)).expect_err("too big");
+    assert!(
+        e == syscall::error::ENOSPC || e == syscall::error::ENOMEM,
+        "errno {e}"
+    );
+}
