@@ -321,7 +321,7 @@ fn through_the_scheme_bind_and_error_classes_reach_errno() {
         Ok(OpenResult::ThisScheme { number, .. }) => number,
         _ => panic!("open card0"),
     };
-    let mut call = |s: &mut GpuScheme<Driver>, req: &Request| {
+    let call = |s: &mut GpuScheme<Driver>, req: &Request| {
         let (op, mut bytes) = encode(req);
         s.call(dev, &mut bytes, &[op, 0, 0], &caller())
             .map(|_| bytes)
