@@ -4,7 +4,7 @@
 
 use gpu_scheme::uapi::flags::*;
 use gpu_scheme::uapi::*;
-use gpu_tests::{read_u32, spawn_client, sys_bo, Daemon, Gpu, CHILD_ENV};
+use gpu_tests::{read_u32, spawn_client, stat, sys_bo, Daemon, Gpu, CHILD_ENV};
 use libgpu::errno::*;
 use libgpu::{token_from_bytes, token_to_bytes, Bo, Device, Syncobj, Timeout, Vm};
 use proptest::prelude::*;
@@ -161,6 +161,13 @@ fn sigkill_mid_async_work_frees_the_clients_resources() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(free_memory(&other), baseline, "memory back to baseline");
+    let stats = other.stats().expect("stats");
+    assert_eq!(stat(&stats, "device-clients"), Some(1), "{stats}");
+    assert_eq!(
+        stat(&stats, "clients"),
+        Some(1),
+        "driver forgot the dead client: {stats}"
+    );
     g.store(&[(0x10_0000, 0x5AFE)]);
     assert_eq!(read_u32(&mine, 0), 0x5AFE, "the other client is unaffected");
 }
