@@ -12,6 +12,8 @@ mod libgpu;
 mod pagetable;
 mod report;
 mod scheme;
+#[cfg(target_os = "linux")]
+mod serve;
 mod simgpu;
 mod sync;
 

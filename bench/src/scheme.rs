@@ -79,6 +79,8 @@ pub fn scheme() -> Report {
     );
     #[cfg(target_os = "linux")]
     host_round_trip(&mut r);
+    #[cfg(target_os = "linux")]
+    crate::serve::end_to_end(&mut r);
     r
 }
 

@@ -32,7 +32,7 @@ use crate::vm::pagetable::memory::{PtAllocError, PtMemory, SysPtMemory};
 use crate::vm::pagetable::{MapTarget, PhysSeg, PtOp};
 use crate::vm::VmBo;
 use parking_lot::Mutex;
-use simgpu::{HeapMemory, SimGpu};
+use simgpu::{HeapMemory, PhysMemory, SimGpu};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -217,9 +217,8 @@ impl Drop for Device {
 /// The simulated device, its DMA memory and the brought-up hardware layer.
 type Hardware = (Arc<SimGpu>, Arc<HeapDma>, Arc<SimHw>);
 
-/// Brings up the simulated device in thread mode.
-fn bring_up(cfg: &DeviceConfig) -> Result<Hardware, BindError> {
-    let sys = Arc::new(HeapMemory::new(cfg.sys_size));
+/// Brings up the simulated device in thread mode on system memory `sys`.
+fn bring_up(cfg: &DeviceConfig, sys: Arc<dyn PhysMemory>) -> Result<Hardware, BindError> {
     let sim_cfg = simgpu::Config {
         vram_size: cfg.vram_size,
         contexts: cfg.contexts,
@@ -261,12 +260,20 @@ fn start_faults(
 impl Device {
     /// Brings up a simulated device in thread mode.
     pub fn new(cfg: DeviceConfig) -> Result<Self, BindError> {
-        let (gpu, heap, hw) = bring_up(&cfg)?;
+        let sys = Arc::new(HeapMemory::new(cfg.sys_size));
+        Self::with_memory(cfg, sys)
+    }
+
+    /// Brings up a simulated device in thread mode whose system memory is `sys` (the host's
+    /// shared-memory pool, so clients can map system BOs); `cfg.sys_size` is ignored.
+    pub fn with_memory(cfg: DeviceConfig, sys: Arc<dyn PhysMemory>) -> Result<Self, BindError> {
+        let sys_size = sys.size();
+        let (gpu, heap, hw) = bring_up(&cfg, sys)?;
         let dma: Arc<dyn DmaMemory> = heap.clone();
         let kmap = KernelMap::new(
             Arc::new(SysPtMemory::new(dma.clone())),
             cfg.vram_size,
-            cfg.sys_size,
+            sys_size,
         )?;
         hw.bind_context(KERNEL_CTX, kmap.page_table().root(), FaultMode::Fatal)?;
         let irq = IrqDispatcher::start(hw.interrupts()).map_err(|_| BindError::Timeout {

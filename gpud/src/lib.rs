@@ -24,6 +24,7 @@
 pub mod bind;
 pub mod demo;
 pub mod device;
+pub mod driver;
 pub mod exec;
 pub mod hw;
 pub mod mem;

@@ -8,7 +8,9 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("demo") => match gpud::demo::run(&mut std::io::stdout()) {
+        Some("demo") => match gpud::demo::run(&mut std::io::stdout())
+            .and_then(|()| gpud::demo::clients::run(&mut std::io::stdout()))
+        {
             Ok(()) => {
                 println!("gpud demo: ok");
                 ExitCode::SUCCESS
@@ -18,8 +20,23 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        // Hidden: the client processes the demo starts.
+        Some("demo-client") => match gpud::demo::clients::client_main(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gpud demo-client: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Some("serve") => match gpud::platform::host::serve_main(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gpud serve: {e}");
+                ExitCode::FAILURE
+            }
+        },
         _ => {
-            eprintln!("usage: gpud demo | gpud serve");
+            eprintln!("usage: gpud demo | gpud serve [--socket PATH] [--until-stdin-eof]");
             ExitCode::from(2)
         }
     }

@@ -6,6 +6,7 @@
 //! through `hw` (the platform glue creates the device; everything after is registers, DMA
 //! memory and interrupts).
 
+pub mod clients;
 pub mod pagetable;
 
 use crate::hw::cmd::CommandStream;
@@ -28,6 +29,9 @@ pub enum DemoError {
     /// The hardware layer reported an error.
     #[error("hardware: {0}")]
     Hw(#[from] HwError),
+    /// The multi-process part failed (daemon, client process or a client call).
+    #[error("multi-process demo: {0}")]
+    Client(String),
     /// Printing failed.
     #[error("output: {0}")]
     Io(#[from] std::io::Error),

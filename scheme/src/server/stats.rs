@@ -1,7 +1,8 @@
 //! Text stats, in the style of DRM fdinfo / client usage stats: `key: value` lines.
 //!
 //! Owns: the text read from a handle. A device handle gives its client's stats followed by the
-//! device-wide stats; the root handle gives device-wide stats; a BO handle its size and
+//! device-wide stats; the root handle gives device-wide stats and then every client's block
+//! (for `gpuctl clients`); a BO handle its size and
 //! mappings; a syncobj handle its last signalled point. Must not: change any state.
 
 use std::fmt::Write;
@@ -15,7 +16,14 @@ impl<D: GpuDriver> GpuScheme<D> {
     pub(super) fn stats_text(&self, id: usize) -> Result<String, SchemeError> {
         let mut out = String::new();
         match self.handle(id)? {
-            Handle::Root => self.device_stats(&mut out),
+            Handle::Root => {
+                self.device_stats(&mut out);
+                // Then every client's block, each starting with its `client-id` line.
+                let clients: Vec<ClientId> = self.clients.keys().copied().collect();
+                for c in clients {
+                    self.client_stats(c, &mut out);
+                }
+            }
             Handle::Device { client, .. } => {
                 self.client_stats(*client, &mut out);
                 self.device_stats(&mut out);

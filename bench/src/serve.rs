@@ -1,0 +1,78 @@
+//! End-to-end benchmarks of the real driver behind the host transport: gpud's host platform
+//! on a thread, libgpu as the client. Reported in the `scheme` group.
+//!
+//! Keys: `null_call_rtt_us` (DEVICE_QUERY, the cheapest call, round trip),
+//! `bind_map_unmap_rtt_us` (a synchronous 4 KiB map + unmap pair), `overhead_ratio` (bind pair
+//! / (2 × null call): what the driver adds beyond IPC) and `array_bind_1000_ops_per_s` (one
+//! VM_BIND of 1000 map ops).
+
+use crate::report::{median_ns, Report};
+use gpud::platform::host::{HostConfig, HostDaemon};
+use libgpu::flags::{BoCreateFlags, Placement, VmCreateFlags};
+use libgpu::{Bo, Device, Vm};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+const PAGE: u64 = 0x1000;
+
+fn sample(n: usize, mut f: impl FnMut()) -> u64 {
+    let mut s: Vec<u64> = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_nanos() as u64
+        })
+        .collect();
+    median_ns(&mut s)
+}
+
+/// Pushes the end-to-end keys into `r` (nothing if the daemon cannot start).
+pub fn end_to_end(r: &mut Report) {
+    let path = std::env::temp_dir().join(format!("gpu-bench-gpud-{}.sock", std::process::id()));
+    let Ok(mut daemon) = HostDaemon::start(HostConfig::new(Some(path.clone()))) else {
+        return;
+    };
+    let stop = daemon.stopper();
+    let thread = std::thread::spawn(move || daemon.serve());
+    if let Ok(dev) = Device::open_at(&path) {
+        measure(&dev, r);
+    }
+    stop.store(true, Ordering::Release);
+    let _ = thread.join();
+}
+
+fn measure(dev: &Device, r: &mut Report) {
+    let (Ok(vm), Ok(bo), Ok(big)) = (
+        Vm::create(dev, VmCreateFlags::empty()),
+        Bo::create(dev, PAGE, Placement::SYSTEM, BoCreateFlags::empty()),
+        Bo::create(dev, 1000 * PAGE, Placement::SYSTEM, BoCreateFlags::empty()),
+    ) else {
+        return;
+    };
+    let null = sample(5000, || {
+        std::hint::black_box(dev.query().is_ok());
+    });
+    let pair = sample(2000, || {
+        let _ = vm.bind().map(&bo, 0, 0x10_0000, PAGE).submit();
+        let _ = vm.bind().unmap(0x10_0000, PAGE).submit();
+    });
+    let mut array = Vec::new();
+    for _ in 0..10 {
+        let mut b = vm.bind();
+        for i in 0..1000 {
+            b = b.map(&big, i * PAGE, 0x1000_0000 + i * 2 * PAGE, PAGE);
+        }
+        let t = Instant::now();
+        let ok = b.submit().is_ok();
+        array.push(t.elapsed().as_nanos() as u64);
+        let _ = vm.bind().unmap(0x1000_0000, 2000 * PAGE).submit();
+        if !ok {
+            return;
+        }
+    }
+    let array_ns = median_ns(&mut array).max(1);
+    r.push("null_call_rtt_us", null as f64 / 1000.0);
+    r.push("bind_map_unmap_rtt_us", pair as f64 / 1000.0);
+    r.push("overhead_ratio", pair as f64 / (2.0 * null.max(1) as f64));
+    r.push("array_bind_1000_ops_per_s", 1000.0 * 1e9 / array_ns as f64);
+}

@@ -1,0 +1,619 @@
+//! gpud's implementation of the scheme's `GpuDriver` trait on top of [`Device`].
+//!
+//! Owns: [`Driver`] (resolved scheme calls → device calls, typed device errors → the
+//! `DriverError` classes of `docs/uapi.md`), the per-client accounting behind
+//! `client_usage` / `client_stop`, the `stats` lines, and the host `bo_memory` seam (system
+//! BOs live in the shared-memory pool, so a client maps `fd + offset`).
+//! Must not: decode wire input or know client ids' namespaces (the scheme resolves them), nor
+//! implement binds, scheduling or memory placement (`bind`, `exec`, `mem` do).
+
+use crate::bind::{BindError, BindFlags, BindOp, BindQueue, BindSync, OpKind, Vm, VmFlags};
+use crate::device::Device;
+use crate::exec::{ExecQueue, Job, OutSync};
+use crate::hw::Engine;
+use crate::mem::bo::{Bo, Placement};
+use crate::mem::shm::SharedMemory;
+use crate::sync::{Fence, Syncobj};
+use crate::types::{GpuVa, PAGE_SIZE};
+use crate::vm::{GpuBo, MappingFlags, VaRange};
+use gpu_scheme::driver::{
+    ClientId, ClientUsage, DeviceInfo, DriverError, GpuDriver, PointState, ResolvedBindOp,
+    ResolvedSync,
+};
+use gpu_scheme::uapi::flags::{EngineClass, Placement as WirePlacement, VmCreateFlags};
+use gpu_scheme::uapi::request::{BindOpKind, BoCreateRequest};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+use syscall::flag::MapFlags;
+
+/// Dwords a batch may run before BATCH_END (the batch normally ends earlier at BATCH_END).
+pub const BATCH_MAX_DWORDS: u32 = 1 << 16;
+/// How long `client_stop` waits for a dead client's in-flight work before giving up on it.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+/// Mapping-table lines per VM in the device-wide stats (`gpuctl vm`); more are summarized.
+pub const VM_TABLE_LINES: usize = 32;
+/// Bits of GPU VA the device translates.
+const VA_BITS: u32 = 48;
+
+/// An exec queue or an extra bind queue, as the scheme holds it.
+#[derive(Clone)]
+pub enum DriverQueue {
+    /// A copy or compute exec queue of a VM.
+    Exec {
+        /// The queue.
+        queue: Arc<ExecQueue>,
+        /// Its VM.
+        vm: Arc<Vm>,
+    },
+    /// An in-order bind queue of a VM.
+    Bind(BindQueue),
+}
+
+/// What the driver tracks per client.
+#[derive(Default)]
+struct ClientState {
+    vms: Vec<Weak<Vm>>,
+    in_flight: Vec<Arc<Fence>>,
+    bos_created: u64,
+    binds: u64,
+    execs: u64,
+}
+
+impl ClientState {
+    fn prune(&mut self) {
+        self.in_flight.retain(|f| !f.is_signalled());
+        self.vms.retain(|w| w.strong_count() > 0);
+    }
+}
+
+/// The driver the scheme serves.
+pub struct Driver {
+    device: Arc<Device>,
+    /// Where system BOs live for client mappings (`None`: no host mmap).
+    shared: Option<Arc<dyn SharedMemory + Send + Sync>>,
+    clients: Mutex<HashMap<ClientId, ClientState>>,
+    start: Instant,
+    sys_size: u64,
+}
+
+/// The scheme's error for a device error.
+pub fn driver_error(e: &BindError) -> DriverError {
+    DriverError::from(e)
+}
+
+impl Driver {
+    /// A driver over `device` with `sys_size` bytes of system memory; `shared` exports that
+    /// memory to client processes.
+    pub fn new(
+        device: Arc<Device>,
+        sys_size: u64,
+        shared: Option<Arc<dyn SharedMemory + Send + Sync>>,
+    ) -> Self {
+        Self {
+            sys_size,
+            device,
+            shared,
+            clients: Mutex::new(HashMap::new()),
+            start: Instant::now(),
+        }
+    }
+
+    /// The device.
+    pub fn device(&self) -> &Arc<Device> {
+        &self.device
+    }
+
+    fn with_client<R>(&self, client: ClientId, f: impl FnOnce(&mut ClientState) -> R) -> R {
+        let mut map = self.clients.lock();
+        let st = map.entry(client).or_default();
+        st.prune();
+        f(st)
+    }
+
+    /// Per live VM (by gpud's VM id): its client, mapping count and the first
+    /// [`VM_TABLE_LINES`] lines of its mapping table, keyed `vm-<id>-…` (what `gpuctl vm` shows).
+    fn vm_tables(&self, out: &mut Vec<(String, String)>) {
+        let vms: Vec<(ClientId, Arc<Vm>)> = {
+            let map = self.clients.lock();
+            map.iter()
+                .flat_map(|(c, st)| st.vms.iter().filter_map(Weak::upgrade).map(|v| (*c, v)))
+                .collect()
+        };
+        for (client, vm) in vms {
+            let id = vm.id().0;
+            let table = Self::vm_mapping_lines(&vm);
+            out.push((format!("vm-{id}-client"), client.0.to_string()));
+            out.push((format!("vm-{id}-mappings"), table.len().to_string()));
+            for line in table.into_iter().take(VM_TABLE_LINES) {
+                out.push((format!("vm-{id}-map"), line));
+            }
+        }
+    }
+
+    /// The mapping table of `vm`: one `start end bo=<id> offset=<o> [ro]` line per mapping.
+    pub fn vm_mapping_lines(vm: &Vm) -> Vec<String> {
+        vm.with_state(|st| {
+            st.gpuvm
+                .tree()
+                .iter()
+                .map(|m| {
+                    let r = m.range();
+                    let bo = m.bo_id().map_or("-".to_string(), |b| b.0.to_string());
+                    let ro = m.flags().contains(MappingFlags::READ_ONLY);
+                    format!(
+                        "{:#014x} {:#014x} bo={} offset={:#x}{}",
+                        r.start().get(),
+                        r.start().get() + r.len(),
+                        bo,
+                        m.offset(),
+                        if ro { " ro" } else { "" }
+                    )
+                })
+                .collect()
+        })
+    }
+}
+
+fn bind_err(e: BindError) -> DriverError {
+    driver_error(&e)
+}
+
+fn placement(p: WirePlacement) -> Result<Placement, DriverError> {
+    let sys = p.contains(WirePlacement::SYSTEM);
+    let vram = p.contains(WirePlacement::VRAM);
+    match (sys, vram) {
+        (true, true) => Ok(Placement::Migratable),
+        (true, false) => Ok(Placement::System),
+        (false, true) => Ok(Placement::Vram),
+        (false, false) => Err(DriverError::Invalid("empty placement")),
+    }
+}
+
+fn vm_flags(f: VmCreateFlags) -> VmFlags {
+    VmFlags::from_bits_truncate(f.bits())
+}
+
+/// A scheme bind op as the bind engine's op.
+fn bind_op(r: &ResolvedBindOp<Arc<Bo>>) -> BindOp {
+    let op = &r.op;
+    let flags = BindFlags::from_bits_truncate(op.flags.bits());
+    let base = |kind, bo: Option<Arc<Bo>>, offset| BindOp {
+        kind,
+        bo,
+        offset,
+        addr: GpuVa(op.addr),
+        range: op.range,
+        flags,
+    };
+    match op.kind {
+        BindOpKind::Map { bo_offset, .. } => base(OpKind::Map, r.bo.clone(), bo_offset),
+        BindOpKind::MapNull => base(OpKind::Map, None, 0).with_flags(BindFlags::NULL),
+        BindOpKind::MapCpuMirror => {
+            base(OpKind::Map, None, 0).with_flags(BindFlags::CPU_ADDR_MIRROR)
+        }
+        BindOpKind::MapUserptr { userptr } => base(OpKind::MapUserptr, None, userptr),
+        BindOpKind::Unmap => base(OpKind::Unmap, None, 0),
+        BindOpKind::UnmapAll { .. } => base(OpKind::UnmapAll, r.bo.clone(), 0),
+        BindOpKind::Prefetch { .. } => base(OpKind::Prefetch, None, 0),
+    }
+}
+
+/// Scheme point 0 means "binary"; the bind engine says `None`.
+fn point(p: u64) -> Option<u64> {
+    (p != 0).then_some(p)
+}
+
+fn bind_syncs(syncs: Vec<ResolvedSync<Arc<Syncobj>>>) -> Vec<BindSync> {
+    syncs
+        .into_iter()
+        .map(|s| match s {
+            ResolvedSync::Wait(o, p) => BindSync::Wait(o, point(p)),
+            ResolvedSync::Signal(o, p) => BindSync::Signal(o, point(p)),
+            ResolvedSync::UserFence { addr, value } => BindSync::UserFence {
+                va: GpuVa(addr),
+                value,
+            },
+        })
+        .collect()
+}
+
+/// Builds the exec jobs: waits on the first, signals and the user fence on the last.
+fn exec_jobs(
+    batches: &[u64],
+    syncs: Vec<ResolvedSync<Arc<Syncobj>>>,
+    lr: bool,
+) -> Result<Vec<Job>, DriverError> {
+    let mut jobs: Vec<Job> = batches
+        .iter()
+        .map(|&va| Job::batch(GpuVa(va), BATCH_MAX_DWORDS))
+        .collect();
+    if jobs.is_empty() {
+        jobs.push(Job::sync_only());
+    }
+    let mut deps = Vec::new();
+    let mut outs = Vec::new();
+    let mut ufence = None;
+    for s in syncs {
+        match s {
+            ResolvedSync::Wait(o, p) => deps.push(
+                o.find_fence(p)
+                    .map_err(|_| DriverError::NoFence { point: p })?,
+            ),
+            ResolvedSync::Signal(_, _) if lr => {
+                return Err(DriverError::NotSupported(
+                    "syncobj signal on a long-running VM",
+                ))
+            }
+            ResolvedSync::Signal(o, 0) => outs.push(OutSync::Binary(o)),
+            ResolvedSync::Signal(o, p) => outs.push(OutSync::Timeline(o, p)),
+            ResolvedSync::UserFence { addr, .. } if addr % 8 != 0 => {
+                return Err(DriverError::Invalid(
+                    "user fence address not 8-byte aligned",
+                ))
+            }
+            ResolvedSync::UserFence { .. } if ufence.is_some() => {
+                return Err(DriverError::Invalid("more than one user fence"))
+            }
+            ResolvedSync::UserFence { addr, value } => ufence = Some((GpuVa(addr), value)),
+        }
+    }
+    if let Some(first) = jobs.first_mut() {
+        first.deps.extend(deps);
+    }
+    if let Some(last) = jobs.last_mut() {
+        last.out_syncs.extend(outs);
+        if let Some((va, value)) = ufence {
+            *last = std::mem::replace(last, Job::sync_only()).with_user_fence(va, value);
+        }
+    }
+    Ok(jobs)
+}
+
+/// The BO and offset behind `addr` in `vm`.
+fn bo_at(vm: &Vm, addr: u64) -> Result<(Arc<Bo>, u64), DriverError> {
+    let fault = DriverError::Fault { addr };
+    let page = GpuVa(addr & !(PAGE_SIZE - 1));
+    let probe = VaRange::new(page, PAGE_SIZE).map_err(|_| fault.clone())?;
+    vm.with_state(|st| {
+        let m = st
+            .gpuvm
+            .tree()
+            .find_first(probe)
+            .filter(|m| m.range().contains(GpuVa(addr)))
+            .ok_or(fault.clone())?;
+        let bo = m
+            .bo_id()
+            .and_then(|id| st.bos.get(&id))
+            .ok_or(fault.clone())?;
+        Ok((bo.clone(), m.offset() + (addr - m.range().start().get())))
+    })
+}
+
+impl GpuDriver for Driver {
+    type Vm = Arc<Vm>;
+    type Bo = Arc<Bo>;
+    type Queue = DriverQueue;
+    type Syncobj = Arc<Syncobj>;
+
+    fn device_info(&self) -> DeviceInfo {
+        let mem = self.device.mem_stats();
+        let gpu = self.device.gpu();
+        DeviceInfo {
+            va_bits: VA_BITS,
+            engine_mask: (1 << EngineClass::Copy as u32) | (1 << EngineClass::Compute as u32),
+            page_sizes: PAGE_SIZE | (2 << 20) | (1 << 30),
+            sys_size: self.sys_size,
+            sys_free: mem.sys_free,
+            vram_size: gpu.config().vram_size,
+            vram_free: mem.vram_free,
+            reserved_va_start: crate::bind::KERNEL_VA_BASE,
+            reserved_va_len: (1 << VA_BITS) - crate::bind::KERNEL_VA_BASE,
+            pat_entries: 4,
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn client_usage(&self, client: ClientId) -> ClientUsage {
+        // The VM trees are read after the client table is released (see docs/serve.md).
+        let (in_flight, vms) = self.with_client(client, |st| {
+            let vms: Vec<Arc<Vm>> = st.vms.iter().filter_map(Weak::upgrade).collect();
+            (st.in_flight.len() as u64, vms)
+        });
+        ClientUsage {
+            in_flight,
+            gpu_mappings: vms
+                .iter()
+                .map(|vm| vm.with_state(|s| s.gpuvm.tree().len() as u64))
+                .sum(),
+        }
+    }
+
+    fn client_stop(&self, client: ClientId) {
+        let fences = self.with_client(client, |st| std::mem::take(&mut st.in_flight));
+        let deadline = Instant::now() + STOP_WAIT;
+        for f in fences {
+            let _ = f.wait_until(Some(deadline));
+        }
+        self.clients.lock().remove(&client);
+    }
+
+    fn stats(&self, client: Option<ClientId>) -> Vec<(String, String)> {
+        match client {
+            Some(c) => self.with_client(c, |st| {
+                vec![
+                    ("vms".into(), st.vms.len().to_string()),
+                    ("bos_created".into(), st.bos_created.to_string()),
+                    ("binds".into(), st.binds.to_string()),
+                    ("execs".into(), st.execs.to_string()),
+                ]
+            }),
+            None => {
+                let mem = self.device.mem_stats();
+                let clients = self.clients.lock().len();
+                let mut lines = vec![
+                    ("clients".into(), clients.to_string()),
+                    ("vram_free".into(), mem.vram_free.to_string()),
+                    ("sys_free".into(), mem.sys_free.to_string()),
+                    (
+                        "pt_copy_jobs".into(),
+                        self.device.pt_copy_jobs().to_string(),
+                    ),
+                ];
+                self.vm_tables(&mut lines);
+                lines
+            }
+        }
+    }
+
+    fn vm_create(&self, client: ClientId, flags: VmCreateFlags) -> Result<Arc<Vm>, DriverError> {
+        let vm = self.device.vm_create(vm_flags(flags)).map_err(bind_err)?;
+        self.with_client(client, |st| st.vms.push(Arc::downgrade(&vm)));
+        Ok(vm)
+    }
+
+    fn vm_destroy(&self, vm: &Arc<Vm>) -> Result<(), DriverError> {
+        self.device.vm_destroy(vm);
+        Ok(())
+    }
+
+    fn bo_create(
+        &self,
+        client: ClientId,
+        req: &BoCreateRequest,
+        vm: Option<&Arc<Vm>>,
+    ) -> Result<Arc<Bo>, DriverError> {
+        let bo = self
+            .device
+            .bo_create(req.size, placement(req.placement)?, vm)
+            .map_err(bind_err)?;
+        self.with_client(client, |st| st.bos_created += 1);
+        Ok(bo)
+    }
+
+    fn bo_size(&self, bo: &Arc<Bo>) -> u64 {
+        GpuBo::size(bo.as_ref())
+    }
+
+    fn queue_create(
+        &self,
+        _client: ClientId,
+        vm: &Arc<Vm>,
+        class: EngineClass,
+    ) -> Result<DriverQueue, DriverError> {
+        let engine = match class {
+            EngineClass::VmBind => {
+                let q = self.device.bind_queue_create(vm).map_err(bind_err)?;
+                return Ok(DriverQueue::Bind(q));
+            }
+            EngineClass::Copy => Engine::Copy,
+            EngineClass::Compute => Engine::Compute,
+        };
+        let queue = self
+            .device
+            .exec_queue_create(vm, engine)
+            .map_err(bind_err)?;
+        Ok(DriverQueue::Exec {
+            queue: Arc::new(queue),
+            vm: vm.clone(),
+        })
+    }
+
+    fn queue_destroy(&self, _queue: &DriverQueue) -> Result<(), DriverError> {
+        // The queue closes when the scheme drops its last clone.
+        Ok(())
+    }
+
+    fn vm_bind(
+        &self,
+        client: ClientId,
+        vm: &Arc<Vm>,
+        queue: Option<&DriverQueue>,
+        ops: Vec<ResolvedBindOp<Arc<Bo>>>,
+        syncs: Vec<ResolvedSync<Arc<Syncobj>>>,
+    ) -> Result<(), DriverError> {
+        let bq = match queue {
+            None => None,
+            Some(DriverQueue::Bind(q)) => Some(q),
+            Some(DriverQueue::Exec { .. }) => {
+                return Err(DriverError::Invalid("VM_BIND on an exec queue"))
+            }
+        };
+        let ops: Vec<BindOp> = ops.iter().map(bind_op).collect();
+        let syncs = bind_syncs(syncs);
+        let fence = vm.bind(bq, &ops, &syncs).map_err(bind_err)?;
+        self.with_client(client, |st| {
+            st.binds += 1;
+            if !fence.is_signalled() {
+                st.in_flight.push(fence);
+            }
+        });
+        Ok(())
+    }
+
+    fn exec(
+        &self,
+        client: ClientId,
+        queue: &DriverQueue,
+        batches: &[u64],
+        syncs: Vec<ResolvedSync<Arc<Syncobj>>>,
+    ) -> Result<(), DriverError> {
+        let DriverQueue::Exec { queue, vm } = queue else {
+            return Err(DriverError::Invalid("EXEC on a bind queue"));
+        };
+        if batches.iter().any(|&b| b % 8 != 0) {
+            return Err(DriverError::Invalid("batch address not 8-byte aligned"));
+        }
+        let jobs = exec_jobs(batches, syncs, vm.flags().contains(VmFlags::LR_MODE))?;
+        let mut fences = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let fence = queue
+                .submit(job)
+                .map_err(|e| bind_err(BindError::Exec(e)))?;
+            fences.push(fence);
+        }
+        self.with_client(client, |st| {
+            st.execs += 1;
+            st.in_flight.extend(fences);
+        });
+        Ok(())
+    }
+
+    fn user_fence_value(
+        &self,
+        vm: &Arc<Vm>,
+        queue: Option<&DriverQueue>,
+        addr: u64,
+    ) -> Result<u64, DriverError> {
+        if let Some(DriverQueue::Exec { queue, .. }) = queue {
+            if queue.is_banned() {
+                return Err(DriverError::DeviceError);
+            }
+        }
+        if addr % 8 != 0 {
+            return Err(DriverError::Invalid(
+                "user fence address not 8-byte aligned",
+            ));
+        }
+        let (bo, offset) = bo_at(vm, addr)?;
+        let mut buf = [0u8; 8];
+        bo.read(offset, &mut buf)
+            .map_err(|_| DriverError::Fault { addr })?;
+        Ok(u64::from_le_bytes(buf))
+    }
+
+    fn syncobj_create(&self, signaled: bool) -> Result<Arc<Syncobj>, DriverError> {
+        Ok(if signaled {
+            Syncobj::new_signalled()
+        } else {
+            Syncobj::new()
+        })
+    }
+
+    fn syncobj_state(&self, s: &Arc<Syncobj>, point: u64) -> PointState {
+        let fence = if point == 0 {
+            s.fence()
+        } else {
+            s.find_fence(point).ok()
+        };
+        match fence {
+            Some(f) if f.is_signalled() => PointState::Signaled,
+            Some(_) => PointState::Pending,
+            None => PointState::NoFence,
+        }
+    }
+
+    fn syncobj_signal(&self, s: &Arc<Syncobj>, point: u64) -> Result<(), DriverError> {
+        let fence = Fence::signalled_stub();
+        if point == 0 {
+            s.replace_fence(Some(fence));
+        } else {
+            s.add_point(point, fence);
+        }
+        Ok(())
+    }
+
+    fn syncobj_query(&self, s: &Arc<Syncobj>) -> u64 {
+        if s.last_submitted_point() == 0 {
+            u64::from(s.is_signalled())
+        } else {
+            s.last_signalled_point()
+        }
+    }
+
+    fn syncobj_transfer(
+        &self,
+        src: &Arc<Syncobj>,
+        src_point: u64,
+        dst: &Arc<Syncobj>,
+        dst_point: u64,
+    ) -> Result<(), DriverError> {
+        let fence = if src_point == 0 {
+            src.fence()
+        } else {
+            src.find_fence(src_point).ok()
+        };
+        let fence = fence.ok_or(DriverError::NoFence { point: src_point })?;
+        if dst_point == 0 {
+            dst.replace_fence(Some(fence));
+        } else {
+            dst.add_point(dst_point, fence);
+        }
+        Ok(())
+    }
+
+    fn bo_mmap(
+        &self,
+        bo: &Arc<Bo>,
+        offset: u64,
+        _size: usize,
+        _flags: MapFlags,
+    ) -> Result<usize, DriverError> {
+        // On the host the transport hands the client `bo_memory`'s fd; this is the check it
+        // runs first, and the address is the BO's place in the shared pool. In-process
+        // mappings (the Redox memory scheme) come with the Redox platform issue.
+        if self.shared.is_none() {
+            return Err(DriverError::NotSupported(
+                "BO mapping without a shared pool",
+            ));
+        }
+        let region = bo.system_region().ok_or(DriverError::NotSupported(
+            "CPU mapping of a BO not in system memory",
+        ))?;
+        let addr = region.addr.get().saturating_add(offset);
+        usize::try_from(addr).map_err(|_| DriverError::Fault { addr })
+    }
+
+    fn bo_munmap(&self, _bo: &Arc<Bo>, _offset: u64, _size: usize) -> Result<(), DriverError> {
+        Ok(())
+    }
+}
+
+impl gpu_scheme::host::HostMemory for Driver {
+    fn bo_memory(&self, bo: &Arc<Bo>) -> Result<(OwnedFd, u64), DriverError> {
+        let shared = self
+            .shared
+            .as_ref()
+            .ok_or(DriverError::NotSupported("no shared memory pool"))?;
+        let region = bo.system_region().ok_or(DriverError::NotSupported(
+            "CPU mapping of a BO not in system memory",
+        ))?;
+        let (fd, offset) =
+            shared
+                .export(region.addr.get(), region.len)
+                .ok_or(DriverError::Fault {
+                    addr: region.addr.get(),
+                })?;
+        let fd = fd.try_clone_to_owned().map_err(|_| DriverError::NoMemory)?;
+        Ok((fd, offset))
+    }
+}
+
+#[cfg(test)]
+#[path = "driver_tests.rs"]
+mod tests;

@@ -1,0 +1,368 @@
+//! Tests of the driver: error mapping, each call on a real simulated device, GPU writes
+//! checked by CPU reads, per-client accounting, and calls through `GpuScheme<Driver>`.
+
+use super::*;
+use crate::device::DeviceConfig;
+use crate::hw::cmd::CommandStream;
+use crate::mem::manager::MemError;
+use crate::types::VmId;
+use gpu_scheme::uapi::flags::{BindFlags as WireFlags, BoCreateFlags};
+use gpu_scheme::uapi::request::BindOp as WireOp;
+use gpu_scheme::uapi::BoId as WireBoId;
+
+fn driver() -> Driver {
+    let cfg = DeviceConfig {
+        vram_size: 8 << 20,
+        sys_size: 16 << 20,
+        contexts: 8,
+        ..DeviceConfig::default()
+    };
+    let dev = Device::new(cfg).expect("device");
+    Driver::new(Arc::new(dev), 16 << 20, None)
+}
+
+const C: ClientId = ClientId(1);
+
+fn bo(d: &Driver, size: u64, placement: WirePlacement) -> Arc<Bo> {
+    let req = BoCreateRequest {
+        size,
+        placement,
+        flags: BoCreateFlags::empty(),
+        vm: None,
+    };
+    d.bo_create(C, &req, None).expect("bo")
+}
+
+fn map(bo: &Arc<Bo>, addr: u64, range: u64) -> ResolvedBindOp<Arc<Bo>> {
+    ResolvedBindOp {
+        op: WireOp {
+            kind: BindOpKind::Map {
+                bo: WireBoId(1),
+                bo_offset: 0,
+            },
+            addr,
+            range,
+            flags: WireFlags::empty(),
+            pat_index: 0,
+        },
+        bo: Some(bo.clone()),
+    }
+}
+
+fn unmap(addr: u64, range: u64) -> ResolvedBindOp<Arc<Bo>> {
+    ResolvedBindOp {
+        op: WireOp {
+            kind: BindOpKind::Unmap,
+            addr,
+            range,
+            flags: WireFlags::empty(),
+            pat_index: 0,
+        },
+        bo: None,
+    }
+}
+
+fn wait_signaled(d: &Driver, s: &Arc<Syncobj>, point: u64) {
+    let f = if point == 0 {
+        s.fence()
+    } else {
+        s.find_fence(point).ok()
+    };
+    let f = f.expect("fence attached");
+    let _ = f.wait(Some(Duration::from_secs(10))).expect("waits");
+    assert_eq!(d.syncobj_state(s, point), PointState::Signaled);
+}
+
+#[test]
+fn bind_errors_map_to_the_documented_classes() {
+    let vm = VmId(3);
+    let cases: Vec<(BindError, DriverError)> = vec![
+        (
+            BindError::InvalidOp {
+                index: 0,
+                reason: "zero range",
+            },
+            DriverError::Invalid("zero range"),
+        ),
+        (BindError::VmGone { vm }, DriverError::VmGone),
+        (
+            BindError::Fault { va: GpuVa(0x1000) },
+            DriverError::Fault { addr: 0x1000 },
+        ),
+        (
+            BindError::NotSupported { what: "userptr" },
+            DriverError::NotSupported("userptr"),
+        ),
+        (
+            BindError::Mem(MemError::NoSpace {
+                requested: 1 << 30,
+                free: 0,
+            }),
+            DriverError::NoSpace { needed: 1 << 30 },
+        ),
+    ];
+    for (e, want) in cases {
+        assert_eq!(driver_error(&e), want, "{e}");
+    }
+}
+
+#[test]
+fn gpu_store_through_a_bound_bo_is_read_back() {
+    let d = driver();
+    let vm = d.vm_create(C, VmCreateFlags::empty()).expect("vm");
+    let b = bo(&d, 0x2000, WirePlacement::SYSTEM);
+    d.vm_bind(C, &vm, None, vec![map(&b, 0x10_0000, 0x2000)], vec![])
+        .expect("bind");
+    let mut cs = CommandStream::new();
+    cs.store_dword(GpuVa(0x10_1000), 0xC0FFEE).batch_end();
+    b.write(0, &cs.to_bytes()).expect("batch");
+    let q = d
+        .queue_create(C, &vm, EngineClass::Copy)
+        .expect("exec queue");
+    let done = d.syncobj_create(false).expect("syncobj");
+    d.exec(
+        C,
+        &q,
+        &[0x10_0000],
+        vec![ResolvedSync::Signal(done.clone(), 0)],
+    )
+    .expect("exec");
+    wait_signaled(&d, &done, 0);
+    let mut word = [0u8; 4];
+    b.read(0x1000, &mut word).expect("read");
+    assert_eq!(u32::from_le_bytes(word), 0xC0FFEE);
+    assert_eq!(
+        d.user_fence_value(&vm, Some(&q), 0x10_1000)
+            .expect("readable")
+            & 0xffff_ffff,
+        0xC0FFEE
+    );
+    assert_eq!(
+        d.user_fence_value(&vm, None, 0x20_0000),
+        Err(DriverError::Fault { addr: 0x20_0000 })
+    );
+}
+
+#[test]
+fn async_bind_signals_timeline_point_and_counts_in_flight_until_done() {
+    let d = driver();
+    let vm = d.vm_create(C, VmCreateFlags::empty()).expect("vm");
+    let b = bo(&d, 0x1000, WirePlacement::SYSTEM);
+    let tl = d.syncobj_create(false).expect("syncobj");
+    assert_eq!(d.syncobj_state(&tl, 5), PointState::NoFence);
+    d.vm_bind(
+        C,
+        &vm,
+        None,
+        vec![map(&b, 0x4000, 0x1000)],
+        vec![ResolvedSync::Signal(tl.clone(), 5)],
+    )
+    .expect("bind");
+    wait_signaled(&d, &tl, 5);
+    assert_eq!(d.syncobj_query(&tl), 5);
+    let usage = d.client_usage(C);
+    assert_eq!(usage.in_flight, 0, "signalled fences are pruned");
+    assert_eq!(usage.gpu_mappings, 1);
+    d.vm_bind(C, &vm, None, vec![unmap(0x4000, 0x1000)], vec![])
+        .expect("unbind");
+    assert_eq!(d.client_usage(C).gpu_mappings, 0);
+    assert!(Driver::vm_mapping_lines(&vm).is_empty());
+}
+
+#[test]
+fn invalid_binds_are_einval_class_and_change_nothing() {
+    let d = driver();
+    let vm = d.vm_create(C, VmCreateFlags::empty()).expect("vm");
+    let b = bo(&d, 0x1000, WirePlacement::SYSTEM);
+    let before = d.device().mem_stats();
+    let too_long = map(&b, 0x4000, 0x2000);
+    assert!(matches!(
+        d.vm_bind(C, &vm, None, vec![too_long], vec![]),
+        Err(DriverError::Invalid(_))
+    ));
+    let reserved = map(&b, crate::bind::KERNEL_VA_BASE, 0x1000);
+    assert!(matches!(
+        d.vm_bind(C, &vm, None, vec![reserved], vec![]),
+        Err(DriverError::Invalid(_))
+    ));
+    assert_eq!(d.device().mem_stats(), before);
+    assert_eq!(d.client_usage(C).gpu_mappings, 0);
+    d.vm_destroy(&vm).expect("destroy");
+    assert_eq!(
+        d.vm_bind(C, &vm, None, vec![map(&b, 0, 0x1000)], vec![]),
+        Err(DriverError::VmGone)
+    );
+}
+
+#[test]
+fn exec_and_bind_queue_kinds_are_checked() {
+    let d = driver();
+    let vm = d.vm_create(C, VmCreateFlags::empty()).expect("vm");
+    let bq = d.queue_create(C, &vm, EngineClass::VmBind).expect("bq");
+    let eq = d.queue_create(C, &vm, EngineClass::Compute).expect("eq");
+    assert!(matches!(
+        d.exec(C, &bq, &[0x1000], vec![]),
+        Err(DriverError::Invalid(_))
+    ));
+    assert!(matches!(
+        d.vm_bind(C, &vm, Some(&eq), vec![], vec![]),
+        Err(DriverError::Invalid(_))
+    ));
+    assert!(matches!(
+        d.exec(C, &eq, &[0x1004], vec![]),
+        Err(DriverError::Invalid(_))
+    ));
+    let lr = d.vm_create(C, VmCreateFlags::LR_MODE).expect("lr vm");
+    let lq = d.queue_create(C, &lr, EngineClass::Copy).expect("lr queue");
+    let s = d.syncobj_create(false).expect("s");
+    assert!(matches!(
+        d.exec(C, &lq, &[], vec![ResolvedSync::Signal(s, 0)]),
+        Err(DriverError::NotSupported(_))
+    ));
+}
+
+#[test]
+fn syncobj_signal_query_transfer() {
+    let d = driver();
+    let a = d.syncobj_create(false).expect("a");
+    let b = d.syncobj_create(true).expect("b");
+    assert_eq!(d.syncobj_query(&a), 0);
+    assert_eq!(d.syncobj_query(&b), 1);
+    assert_eq!(d.syncobj_state(&a, 0), PointState::NoFence);
+    d.syncobj_signal(&a, 3).expect("signal point");
+    assert_eq!(d.syncobj_query(&a), 3);
+    assert_eq!(d.syncobj_state(&a, 3), PointState::Signaled);
+    assert_eq!(
+        d.syncobj_transfer(&a, 9, &b, 0),
+        Err(DriverError::NoFence { point: 9 })
+    );
+    let c = d.syncobj_create(false).expect("c");
+    d.syncobj_transfer(&a, 3, &c, 0).expect("transfer");
+    assert_eq!(d.syncobj_state(&c, 0), PointState::Signaled);
+}
+
+#[test]
+fn client_stop_waits_and_forgets_the_client() {
+    let d = driver();
+    let vm = d.vm_create(C, VmCreateFlags::empty()).expect("vm");
+    let b = bo(&d, 0x1000, WirePlacement::SYSTEM);
+    let s = d.syncobj_create(false).expect("s");
+    d.vm_bind(
+        C,
+        &vm,
+        None,
+        vec![map(&b, 0x1000, 0x1000)],
+        vec![ResolvedSync::Signal(s.clone(), 0)],
+    )
+    .expect("bind");
+    d.client_stop(C);
+    assert_eq!(d.syncobj_state(&s, 0), PointState::Signaled);
+    let lines = d.stats(None);
+    assert!(lines.contains(&("clients".to_string(), "0".to_string())));
+    assert_eq!(d.stats(Some(ClientId(2)))[0].1, "0");
+}
+
+#[test]
+fn bo_memory_needs_the_shared_pool() {
+    use gpu_scheme::host::HostMemory;
+    let d = driver();
+    let b = bo(&d, 0x1000, WirePlacement::SYSTEM);
+    assert!(matches!(d.bo_memory(&b), Err(DriverError::NotSupported(_))));
+    let pool = Arc::new(crate::mem::shm::ShmPool::new("gpud-test", 16 << 20).expect("pool"));
+    let dev = Device::with_memory(DeviceConfig::default(), pool.clone()).expect("device");
+    let d = Driver::new(Arc::new(dev), 16 << 20, Some(pool));
+    let b = bo(&d, 0x1000, WirePlacement::SYSTEM);
+    let (_fd, offset) = d.bo_memory(&b).expect("exported");
+    let region = b.system_region().expect("system BO");
+    assert_eq!(offset, region.addr.get());
+    let v = bo(&d, 0x1000, WirePlacement::VRAM);
+    assert!(matches!(d.bo_memory(&v), Err(DriverError::NotSupported(_))));
+}
+
+#[test]
+fn through_the_scheme_device_query_reports_the_device() {
+    use gpu_scheme::testing::caller;
+    use gpu_scheme::uapi::wire::DeviceQueryArgs;
+    use gpu_scheme::uapi::{encode, read_args, Request};
+    use gpu_scheme::{GpuScheme, Limits};
+    use redox_scheme::scheme::SchemeSync;
+    use redox_scheme::OpenResult;
+    let mut s = GpuScheme::new(driver(), Limits::default());
+    let root = s.scheme_root().expect("root");
+    let dev = match s.openat(root, "card0", 0, 0, &caller()) {
+        Ok(OpenResult::ThisScheme { number, .. }) => number,
+        _ => panic!("open card0"),
+    };
+    let (op, mut bytes) = encode(&Request::DeviceQuery);
+    s.call(dev, &mut bytes, &[op, 0, 0], &caller())
+        .expect("query");
+    let info = read_args::<DeviceQueryArgs>(&bytes).expect("args");
+    assert_eq!(info.va_bits, 48);
+    assert_eq!(info.vram_size, 8 << 20);
+    assert_eq!(info.sys_size, 16 << 20);
+    let (op, mut bytes) = encode(&Request::VmCreate(VmCreateFlags::FAULT_MODE));
+    let e = s
+        .call(dev, &mut bytes, &[op, 0, 0], &caller())
+        .expect_err("FAULT without LR");
+    assert_eq!(e.errno, syscall::error::EINVAL);
+}
+
+#[test]
+fn through_the_scheme_bind_and_error_classes_reach_errno() {
+    use gpu_scheme::testing::caller;
+    use gpu_scheme::uapi::wire::{BoCreateArgs, VmCreateArgs};
+    use gpu_scheme::uapi::{encode, read_args, Request, VmBindRequest, VmId as WireVmId};
+    use gpu_scheme::{GpuScheme, Limits};
+    use redox_scheme::scheme::SchemeSync;
+    use redox_scheme::OpenResult;
+    let mut s = GpuScheme::new(driver(), Limits::default());
+    let root = s.scheme_root().expect("root");
+    let dev = match s.openat(root, "card0", 0, 0, &caller()) {
+        Ok(OpenResult::ThisScheme { number, .. }) => number,
+        _ => panic!("open card0"),
+    };
+    let call = |s: &mut GpuScheme<Driver>, req: &Request| {
+        let (op, mut bytes) = encode(req);
+        s.call(dev, &mut bytes, &[op, 0, 0], &caller())
+            .map(|_| bytes)
+            .map_err(|e| e.errno)
+    };
+    let p = call(&mut s, &Request::VmCreate(VmCreateFlags::empty())).expect("vm");
+    let vm = WireVmId(read_args::<VmCreateArgs>(&p).expect("args").vm_id);
+    let bo_req = |size, placement| {
+        Request::BoCreate(BoCreateRequest {
+            size,
+            placement,
+            flags: BoCreateFlags::empty(),
+            vm: None,
+        })
+    };
+    let p = call(&mut s, &bo_req(0x1000, WirePlacement::SYSTEM)).expect("bo");
+    let bo = WireBoId(read_args::<BoCreateArgs>(&p).expect("args").bo_id);
+    let bind = |addr, range| {
+        Request::VmBind(VmBindRequest {
+            vm,
+            queue: None,
+            ops: vec![WireOp {
+                kind: BindOpKind::Map { bo, bo_offset: 0 },
+                addr,
+                range,
+                flags: WireFlags::empty(),
+                pat_index: 0,
+            }],
+            syncs: vec![],
+        })
+    };
+    call(&mut s, &bind(0x10_0000, 0x1000)).expect("bind");
+    assert_eq!(s.driver().client_usage(ClientId(1)).gpu_mappings, 1);
+    assert_eq!(
+        call(&mut s, &bind(0x20_0000, 0x2000)),
+        Err(syscall::error::EINVAL),
+        "window past the BO"
+    );
+    let e = call(&mut s, &bo_req(1 << 30, WirePlacement::VRAM)).expect_err("too big");
+    assert!(
+        e == syscall::error::ENOSPC || e == syscall::error::ENOMEM,
+        "errno {e}"
+    );
+}

@@ -1,0 +1,239 @@
+//! The host platform of `gpud serve`: the device on simgpu (thread mode) with its system
+//! memory in the shared-memory pool, served as the `gpu` scheme on a Unix socket.
+//!
+//! Owns: [`HostConfig`], [`HostDaemon`] (bring-up, socket claiming, the serve loop) and the
+//! command-line parsing of `serve`. Must not: contain scheme or driver logic (the scheme's
+//! `HostServer` and [`crate::driver::Driver`] do that).
+//!
+//! Stopping: the daemon serves until its stop flag is set ([`HostDaemon::stopper`]); `gpud
+//! serve` sets it when stdin reaches end of file if `--until-stdin-eof` is given (for
+//! supervisors and tests), and otherwise runs until SIGTERM/SIGINT end the process (their
+//! default action). A socket path left behind by a killed daemon is reclaimed at the next
+//! start when nothing answers on it.
+
+use crate::device::{Device, DeviceConfig};
+use crate::driver::Driver;
+use crate::mem::shm::{ShmError, ShmPool};
+use gpu_scheme::host::HostServer;
+use gpu_scheme::{GpuScheme, Limits};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+
+/// How often the serve loop looks at its stop flag when idle.
+const TICK: Duration = Duration::from_millis(20);
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, Error)]
+pub enum HostError {
+    /// The shared-memory pool could not be created.
+    #[error("system memory pool: {0}")]
+    Pool(#[from] ShmError),
+    /// The device did not come up.
+    #[error("device bring-up: {0}")]
+    Device(#[from] crate::bind::BindError),
+    /// Another daemon answers on the socket path.
+    #[error("{path}: another gpud is listening there")]
+    InUse {
+        /// The socket path.
+        path: PathBuf,
+    },
+    /// A socket call failed.
+    #[error("socket {path}: {source}")]
+    Socket {
+        /// The socket path.
+        path: PathBuf,
+        /// The error.
+        source: rustix::io::Errno,
+    },
+    /// A bad command line.
+    #[error("usage: gpud serve [--socket PATH] [--until-stdin-eof] ({0})")]
+    Usage(String),
+}
+
+/// What `gpud serve` brings up.
+#[derive(Clone)]
+pub struct HostConfig {
+    /// Where to listen.
+    pub socket: PathBuf,
+    /// The simulated device (its `sys_size` is the shared pool's size).
+    pub device: DeviceConfig,
+    /// Per-client limits of the scheme.
+    pub limits: Limits,
+}
+
+impl HostConfig {
+    /// Defaults: `gpu_scheme::host::default_socket_path()`, the default device and limits.
+    pub fn new(socket: Option<PathBuf>) -> Self {
+        Self {
+            socket: socket.unwrap_or_else(gpu_scheme::host::default_socket_path),
+            device: DeviceConfig::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// A running daemon: the device, the scheme server and the stop flag.
+pub struct HostDaemon {
+    server: HostServer<Driver>,
+    socket: PathBuf,
+    stop: Arc<AtomicBool>,
+}
+
+/// Removes a socket file nobody answers on (a killed daemon's); refuses a live one.
+fn claim_socket(path: &Path) -> Result<(), HostError> {
+    if !path.exists() {
+        return Ok(());
+    }
+    if UnixStream::connect(path).is_ok() {
+        return Err(HostError::InUse {
+            path: path.to_path_buf(),
+        });
+    }
+    // A SEQPACKET listener refuses a STREAM connect too; remove only what is not listening.
+    let probe = rustix::net::socket(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::SEQPACKET,
+        None,
+    );
+    let live = probe.ok().is_some_and(|s| {
+        rustix::net::SocketAddrUnix::new(path)
+            .and_then(|a| rustix::net::connect(&s, &a))
+            .is_ok()
+    });
+    if live {
+        return Err(HostError::InUse {
+            path: path.to_path_buf(),
+        });
+    }
+    let _ = std::fs::remove_file(path);
+    Ok(())
+}
+
+impl HostDaemon {
+    /// Brings up the device on the shared pool and listens on `cfg.socket`.
+    pub fn start(cfg: HostConfig) -> Result<Self, HostError> {
+        let pool = Arc::new(ShmPool::new("gpud-system-memory", cfg.device.sys_size)?);
+        let sys_size = cfg.device.sys_size;
+        let device = Device::with_memory(cfg.device, pool.clone())?;
+        let driver = Driver::new(Arc::new(device), sys_size, Some(pool));
+        claim_socket(&cfg.socket)?;
+        let scheme = GpuScheme::new(driver, cfg.limits);
+        let server = HostServer::bind(&cfg.socket, scheme).map_err(|source| HostError::Socket {
+            path: cfg.socket.clone(),
+            source,
+        })?;
+        Ok(Self {
+            server,
+            socket: cfg.socket,
+            stop: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// The flag that ends [`HostDaemon::serve`] (checked every few milliseconds).
+    pub fn stopper(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// The socket path.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The driver (stats for tests and the demo).
+    pub fn driver(&self) -> &Driver {
+        self.server.scheme().driver()
+    }
+
+    /// Serves until the stop flag is set; removes the socket file on return.
+    pub fn serve(&mut self) -> Result<(), HostError> {
+        let stop = self.stop.clone();
+        let res = self
+            .server
+            .serve(TICK, |_| stop.load(Ordering::Acquire))
+            .map_err(|source| HostError::Socket {
+                path: self.socket.clone(),
+                source,
+            });
+        let _ = std::fs::remove_file(&self.socket);
+        res
+    }
+}
+
+/// `gpud serve [--socket PATH] [--until-stdin-eof]`.
+pub fn serve_main(args: &[String]) -> Result<(), HostError> {
+    let mut socket = None;
+    let mut until_eof = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--socket" => {
+                let p = it
+                    .next()
+                    .ok_or_else(|| HostError::Usage("--socket needs a path".into()))?;
+                socket = Some(PathBuf::from(p));
+            }
+            "--until-stdin-eof" => until_eof = true,
+            other => return Err(HostError::Usage(format!("unknown argument {other:?}"))),
+        }
+    }
+    let mut daemon = HostDaemon::start(HostConfig::new(socket))?;
+    eprintln!(
+        "gpud: serving the gpu scheme on {}",
+        daemon.socket().display()
+    );
+    if until_eof {
+        let stop = daemon.stopper();
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+            stop.store(true, Ordering::Release);
+        });
+    }
+    daemon.serve()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small(socket: PathBuf) -> HostConfig {
+        let mut cfg = HostConfig::new(Some(socket));
+        cfg.device.sys_size = 8 << 20;
+        cfg.device.vram_size = 4 << 20;
+        cfg
+    }
+
+    #[test]
+    fn serves_a_client_and_reclaims_a_stale_socket() {
+        let dir = std::env::temp_dir().join(format!("gpud-host-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("gpud.sock");
+        // A stale socket file (bound, never listened on) is reclaimed.
+        let _ = std::fs::remove_file(&path);
+        drop(std::os::unix::net::UnixDatagram::bind(&path).expect("stale file"));
+        let mut d = HostDaemon::start(small(path.clone())).expect("start");
+        assert!(matches!(
+            HostDaemon::start(small(path.clone())),
+            Err(HostError::InUse { .. })
+        ));
+        let stop = d.stopper();
+        let t = std::thread::spawn(move || d.serve());
+        let h = gpu_scheme::host::HostHandle::connect(&path).expect("connect");
+        let dev = h.open("card0").expect("open card0");
+        let (op, mut bytes) = gpu_scheme::uapi::encode(&gpu_scheme::uapi::Request::DeviceQuery);
+        dev.call(&mut bytes, [op, 0, 0]).expect("query");
+        let info: gpu_scheme::uapi::wire::DeviceQueryArgs =
+            gpu_scheme::uapi::read_args(&bytes).expect("args");
+        assert_eq!(info.sys_size, 8 << 20);
+        stop.store(true, Ordering::Release);
+        t.join().expect("thread").expect("served");
+        assert!(!path.exists(), "socket removed on stop");
+        assert!(matches!(
+            serve_main(&["--bogus".to_string()]),
+            Err(HostError::Usage(_))
+        ));
+    }
+}

@@ -1,0 +1,456 @@
+//! The xe_vm conformance scenarios (`../shared/reference/conformance-scenarios.md`), each run
+//! through the scheme from a separate client process and verified by GPU stores read back
+//! through BO mmap. A store to an unmapped VA of a SCRATCH_PAGE VM lands in the scratch page,
+//! so "unmapped" is checked as "the BO did not change".
+
+use gpu_tests::{client_process, read_u32, stat, sys_bo, Gpu};
+use libgpu::errno::*;
+use libgpu::flags::{BoCreateFlags, EngineClass, Placement, VmCreateFlags, WaitOp};
+use libgpu::{Bo, Device, ExecQueue, Syncobj, Timeout, Vm};
+
+const PAGE: u64 = 0x1000;
+const BASE: u64 = 0x10_0000;
+
+macro_rules! scenario {
+    ($name:ident, $body:expr) => {
+        #[test]
+        fn $name() {
+            client_process(stringify!($name), $body);
+        }
+    };
+}
+
+fn scratch_vm(dev: &Device) -> Gpu {
+    Gpu::new(dev, VmCreateFlags::SCRATCH_PAGE)
+}
+
+fn gpu_mappings(dev: &Device) -> u64 {
+    stat(&dev.stats().expect("stats"), "client-gpu-mappings").unwrap_or(u64::MAX)
+}
+
+/// Maps `bo` page by page at `va`, stores `tag + page` in each page through the GPU, checks.
+fn store_pages(g: &Gpu, bo: &Bo, va: u64, pages: u64, tag: u32) {
+    let writes: Vec<(u64, u32)> = (0..pages)
+        .map(|p| (va + p * PAGE, tag + p as u32))
+        .collect();
+    g.store(&writes);
+    for p in 0..pages {
+        assert_eq!(
+            read_u32(bo, (p * PAGE) as usize),
+            tag + p as u32,
+            "page {p}"
+        );
+    }
+}
+
+scenario!(bind_once, |dev| {
+    let g = scratch_vm(dev);
+    let bo = sys_bo(dev, PAGE);
+    g.vm.bind().map(&bo, 0, BASE, PAGE).submit().expect("bind");
+    store_pages(&g, &bo, BASE, 1, 0xA0);
+    g.vm.bind().unmap(BASE, PAGE).submit().expect("unbind");
+    g.store(&[(BASE, 0xDEAD)]);
+    assert_eq!(
+        read_u32(&bo, 0),
+        0xA0,
+        "unmapped store hit the scratch page"
+    );
+});
+
+scenario!(bind_one_bo_many_times, |dev| {
+    let g = scratch_vm(dev);
+    let bo = sys_bo(dev, PAGE);
+    for i in 0..16u64 {
+        g.vm.bind()
+            .map(&bo, 0, BASE + i * 0x10_0000, PAGE)
+            .submit()
+            .expect("bind");
+    }
+    let writes: Vec<(u64, u32)> = (0..16u64)
+        .map(|i| (BASE + i * 0x10_0000 + i * 4, i as u32 + 1))
+        .collect();
+    g.store(&writes);
+    for i in 0..16u64 {
+        assert_eq!(read_u32(&bo, (i * 4) as usize), i as u32 + 1);
+    }
+});
+
+scenario!(partial_unbinds, |dev| {
+    let g = scratch_vm(dev);
+    let bo = sys_bo(dev, 4 * PAGE);
+    g.vm.bind()
+        .map(&bo, 0, BASE, 4 * PAGE)
+        .submit()
+        .expect("bind");
+    g.vm.bind()
+        .unmap(BASE + PAGE, PAGE)
+        .submit()
+        .expect("unbind middle");
+    g.store(&[(BASE, 1), (BASE + PAGE, 2), (BASE + 2 * PAGE, 3)]);
+    assert_eq!(read_u32(&bo, 0), 1);
+    assert_eq!(read_u32(&bo, PAGE as usize), 0, "hole");
+    assert_eq!(read_u32(&bo, 2 * PAGE as usize), 3);
+});
+
+scenario!(unbind_all_2_vmas, |dev| {
+    let g = scratch_vm(dev);
+    let bo = sys_bo(dev, PAGE);
+    g.vm.bind()
+        .map(&bo, 0, BASE, PAGE)
+        .map(&bo, 0, 2 * BASE, PAGE)
+        .submit()
+        .expect("bind");
+    let before = gpu_mappings(dev);
+    g.vm.bind().unmap_all(&bo).submit().expect("unbind all");
+    assert_eq!(gpu_mappings(dev) + 2, before);
+    g.store(&[(BASE, 7), (2 * BASE + 4, 8)]);
+    assert_eq!((read_u32(&bo, 0), read_u32(&bo, 4)), (0, 0));
+});
+
+scenario!(shared_pte_page, |dev| {
+    let g = scratch_vm(dev);
+    let a = sys_bo(dev, PAGE);
+    let b = sys_bo(dev, PAGE);
+    g.vm.bind()
+        .map(&a, 0, BASE, PAGE)
+        .map(&b, 0, BASE + PAGE, PAGE)
+        .submit()
+        .expect("bind");
+    g.vm.bind().unmap(BASE, PAGE).submit().expect("unbind a");
+    g.store(&[(BASE, 1), (BASE + PAGE, 2)]);
+    assert_eq!(read_u32(&a, 0), 0);
+    assert_eq!(
+        read_u32(&b, 0),
+        2,
+        "the neighbour in the same table page survives"
+    );
+});
+
+scenario!(bind_execqueues_independent, |dev| {
+    let g = scratch_vm(dev);
+    let q1 = ExecQueue::create(&g.vm, EngineClass::VmBind).expect("bind queue 1");
+    let q2 = ExecQueue::create(&g.vm, EngineClass::VmBind).expect("bind queue 2");
+    let gate = Syncobj::create(dev, false).expect("gate");
+    let (d1, d2) = (
+        Syncobj::create(dev, false).expect("d1"),
+        Syncobj::create(dev, false).expect("d2"),
+    );
+    let (a, b) = (sys_bo(dev, PAGE), sys_bo(dev, PAGE));
+    gate.signal_point(1).expect("point 1");
+    g.vm.bind()
+        .queue(&q1)
+        .map(&a, 0, BASE, PAGE)
+        .wait_point(&gate, 1)
+        .signal(&d1)
+        .submit()
+        .expect("q1 bind");
+    g.vm.bind()
+        .queue(&q2)
+        .map(&b, 0, 2 * BASE, PAGE)
+        .signal(&d2)
+        .submit()
+        .expect("q2 bind");
+    assert!(d2.wait(Timeout::Forever).expect("d2"));
+    assert!(d1.wait(Timeout::Forever).expect("d1"));
+    g.store(&[(BASE, 1), (2 * BASE, 2)]);
+    assert_eq!((read_u32(&a, 0), read_u32(&b, 0)), (1, 2));
+});
+
+fn array_bind(dev: &Device, n: u64, rounds: u32) {
+    let g = scratch_vm(dev);
+    let bo = sys_bo(dev, n * PAGE);
+    for round in 0..rounds {
+        let mut bind = g.vm.bind();
+        for i in 0..n {
+            bind = bind.map(&bo, i * PAGE, BASE + i * 2 * PAGE, PAGE);
+        }
+        bind.submit().expect("array bind");
+        let writes: Vec<(u64, u32)> = (0..n)
+            .map(|i| (BASE + i * 2 * PAGE, round * 1000 + i as u32))
+            .collect();
+        g.store(&writes);
+        for i in 0..n {
+            assert_eq!(read_u32(&bo, (i * PAGE) as usize), round * 1000 + i as u32);
+        }
+        let mut unbind = g.vm.bind();
+        for i in 0..n {
+            unbind = unbind.unmap(BASE + i * 2 * PAGE, PAGE);
+        }
+        unbind.submit().expect("array unbind");
+    }
+}
+
+scenario!(bind_array_twice, |dev| array_bind(dev, 16, 2));
+scenario!(bind_array_many, |dev| array_bind(dev, 128, 3));
+
+fn large(dev: &Device, size: u64, split: bool) {
+    let g = scratch_vm(dev);
+    let bo = sys_bo(dev, size);
+    let va = 0x4000_0000;
+    g.vm.bind()
+        .map(&bo, 0, va, size)
+        .submit()
+        .expect("large bind");
+    let last = size - PAGE;
+    g.store(&[(va, 1), (va + size / 2, 2), (va + last, 3)]);
+    assert_eq!(read_u32(&bo, 0), 1);
+    assert_eq!(read_u32(&bo, (size / 2) as usize), 2);
+    assert_eq!(read_u32(&bo, last as usize), 3);
+    if split {
+        g.vm.bind()
+            .unmap(va, size / 2)
+            .submit()
+            .expect("split unbind");
+        g.store(&[(va + 4, 9), (va + last + 4, 10)]);
+        assert_eq!(read_u32(&bo, 4), 0, "front half unmapped");
+        assert_eq!(read_u32(&bo, (last + 4) as usize), 10);
+    }
+    g.vm.bind().unmap(va, size).submit().expect("unbind");
+}
+
+scenario!(large_binds_2m, |dev| large(dev, 2 << 20, false));
+scenario!(large_binds_4m, |dev| large(dev, 4 << 20, false));
+scenario!(large_binds_8m, |dev| large(dev, 8 << 20, false));
+scenario!(large_split_binds_2m, |dev| large(dev, 2 << 20, true));
+scenario!(large_split_binds_4m, |dev| large(dev, 4 << 20, true));
+
+/// Maps 4 pages, unmaps `[first, first + count)` pages, checks which pages still map.
+fn munmap_style(dev: &Device, first: u64, count: u64) {
+    let g = scratch_vm(dev);
+    let bo = sys_bo(dev, 4 * PAGE);
+    g.vm.bind()
+        .map(&bo, 0, BASE, 4 * PAGE)
+        .submit()
+        .expect("bind");
+    g.vm.bind()
+        .unmap(BASE + first * PAGE, count * PAGE)
+        .submit()
+        .expect("unbind");
+    let writes: Vec<(u64, u32)> = (0..4)
+        .map(|p| (BASE + p * PAGE, 0x100 + p as u32))
+        .collect();
+    g.store(&writes);
+    for p in 0..4u64 {
+        let unmapped = p >= first && p < first + count;
+        let want = if unmapped { 0 } else { 0x100 + p as u32 };
+        assert_eq!(read_u32(&bo, (p * PAGE) as usize), want, "page {p}");
+    }
+}
+
+scenario!(munmap_style_unbind_one_partial, |dev| munmap_style(
+    dev, 1, 1
+));
+scenario!(munmap_style_unbind_front, |dev| munmap_style(dev, 0, 2));
+scenario!(munmap_style_unbind_end, |dev| munmap_style(dev, 2, 2));
+scenario!(munmap_style_unbind_all, |dev| munmap_style(dev, 0, 4));
+
+/// Maps A over 4 pages, then B over `[first, first + count)`: stores land in B there.
+fn mmap_style(dev: &Device, first: u64, count: u64) {
+    let g = scratch_vm(dev);
+    let a = sys_bo(dev, 4 * PAGE);
+    let b = sys_bo(dev, 4 * PAGE);
+    g.vm.bind()
+        .map(&a, 0, BASE, 4 * PAGE)
+        .submit()
+        .expect("bind a");
+    g.vm.bind()
+        .map(&b, first * PAGE, BASE + first * PAGE, count * PAGE)
+        .submit()
+        .expect("bind b over a");
+    let writes: Vec<(u64, u32)> = (0..4)
+        .map(|p| (BASE + p * PAGE, 0x200 + p as u32))
+        .collect();
+    g.store(&writes);
+    for p in 0..4u64 {
+        let in_b = p >= first && p < first + count;
+        let (hit, miss) = if in_b { (&b, &a) } else { (&a, &b) };
+        assert_eq!(
+            read_u32(hit, (p * PAGE) as usize),
+            0x200 + p as u32,
+            "page {p}"
+        );
+        assert_eq!(read_u32(miss, (p * PAGE) as usize), 0, "page {p}");
+    }
+}
+
+scenario!(mmap_style_bind_one_partial, |dev| mmap_style(dev, 1, 1));
+scenario!(mmap_style_bind_front, |dev| mmap_style(dev, 0, 2));
+scenario!(mmap_style_bind_end, |dev| mmap_style(dev, 2, 2));
+scenario!(mmap_style_bind_all, |dev| mmap_style(dev, 0, 4));
+
+scenario!(invalid_flag_fault_mode_without_lr, |dev| {
+    let e = Vm::create(dev, VmCreateFlags::FAULT_MODE).expect_err("FAULT without LR");
+    assert_eq!(e.errno(), EINVAL);
+    let both = VmCreateFlags::FAULT_MODE | VmCreateFlags::LR_MODE | VmCreateFlags::SCRATCH_PAGE;
+    assert_eq!(
+        Vm::create(dev, both).expect_err("scratch+fault").errno(),
+        EINVAL
+    );
+});
+
+scenario!(invalid_flag_null_with_bo_and_misaligned, |dev| {
+    let g = scratch_vm(dev);
+    let bo = sys_bo(dev, 2 * PAGE);
+    let e = g.vm.bind().map(&bo, 0, BASE + 8, PAGE).submit();
+    assert_eq!(e.expect_err("misaligned").errno(), EINVAL);
+    let e = g.vm.bind().map(&bo, 0, BASE, 3 * PAGE).submit();
+    assert_eq!(e.expect_err("past the BO").errno(), EINVAL);
+    let e = g.vm.bind().unmap(BASE, 0).submit();
+    assert_eq!(e.expect_err("zero range").errno(), EINVAL);
+    g.vm.bind()
+        .map(&bo, 0, BASE, PAGE)
+        .submit()
+        .expect("still serving");
+    store_pages(&g, &bo, BASE, 1, 5);
+});
+
+scenario!(invalid_vm_id, |dev| {
+    let g = scratch_vm(dev);
+    let queue_vm = Vm::create(dev, VmCreateFlags::empty()).expect("vm");
+    let other = ExecQueue::create(&queue_vm, EngineClass::VmBind).expect("bind queue");
+    let bo = sys_bo(dev, PAGE);
+    // A bind queue of another VM does not belong to this VM.
+    let e = g.vm.bind().queue(&other).map(&bo, 0, BASE, PAGE).submit();
+    assert!(e.is_err());
+});
+
+scenario!(scratch, |dev| {
+    let g = scratch_vm(dev);
+    // Stores to nothing mapped complete (the scratch page takes them) and the VM lives on.
+    g.store(&[(0x1234_0000, 1), (0x5678_0000, 2)]);
+    let bo = sys_bo(dev, PAGE);
+    g.vm.bind()
+        .map(&bo, 0, BASE, PAGE)
+        .submit()
+        .expect("bind after scratch");
+    store_pages(&g, &bo, BASE, 1, 77);
+});
+
+scenario!(out_of_memory, |dev| {
+    let e = Bo::create(dev, 1 << 30, Placement::VRAM, BoCreateFlags::empty());
+    let errno = e.expect_err("1 GiB of 16 MiB VRAM").errno();
+    assert!(errno == ENOSPC || errno == ENOMEM, "errno {errno}");
+    let g = scratch_vm(dev);
+    let bo = sys_bo(dev, PAGE);
+    g.vm.bind()
+        .map(&bo, 0, BASE, PAGE)
+        .submit()
+        .expect("still serving");
+    store_pages(&g, &bo, BASE, 1, 3);
+});
+
+scenario!(null_binding, |dev| {
+    let g = scratch_vm(dev);
+    g.vm.bind()
+        .map_null(BASE, 4 * PAGE)
+        .submit()
+        .expect("null bind");
+    g.store(&[(BASE, 1)]);
+    let bo = sys_bo(dev, PAGE);
+    g.vm.bind()
+        .map(&bo, 0, BASE, PAGE)
+        .submit()
+        .expect("bo over null");
+    store_pages(&g, &bo, BASE, 1, 11);
+});
+
+scenario!(bind_user_fence_async, |dev| {
+    let g = scratch_vm(dev);
+    let fence_bo = sys_bo(dev, PAGE);
+    let bo = sys_bo(dev, PAGE);
+    g.vm.bind()
+        .map(&fence_bo, 0, 0x200_0000, PAGE)
+        .submit()
+        .expect("fence bind");
+    g.vm.bind()
+        .map(&bo, 0, BASE, PAGE)
+        .user_fence(0x200_0000, 0xF00D)
+        .submit()
+        .expect("bind with user fence");
+    let ok =
+        g.vm.wait_user_fence(0x200_0000, WaitOp::Eq, 0xF00D, u64::MAX, Timeout::Forever)
+            .expect("wait user fence");
+    assert!(ok);
+    assert_eq!(read_u32(&fence_bo, 0), 0xF00D);
+    store_pages(&g, &bo, BASE, 1, 21);
+});
+
+scenario!(readonly_binding_is_not_writable_by_user_fence, |dev| {
+    let g = scratch_vm(dev);
+    let bo = sys_bo(dev, PAGE);
+    g.vm.bind()
+        .map(&bo, 0, BASE, PAGE)
+        .readonly()
+        .submit()
+        .expect("ro bind");
+    let other = sys_bo(dev, PAGE);
+    let e =
+        g.vm.bind()
+            .map(&other, 0, 2 * BASE, PAGE)
+            .user_fence(BASE, 1)
+            .submit();
+    assert_eq!(e.expect_err("user fence on RO").errno(), EFAULT);
+});
+
+scenario!(timeline_binds_in_order, |dev| {
+    let g = scratch_vm(dev);
+    let tl = Syncobj::create(dev, false).expect("timeline");
+    let bos: Vec<Bo> = (0..4).map(|_| sys_bo(dev, PAGE)).collect();
+    for (i, bo) in bos.iter().enumerate() {
+        g.vm.bind()
+            .map(bo, 0, BASE + i as u64 * PAGE, PAGE)
+            .signal_point(&tl, i as u64 + 1)
+            .submit()
+            .expect("async bind");
+    }
+    assert!(tl.wait_point(4, Timeout::Forever).expect("point 4"));
+    assert!(tl.query().expect("query") >= 4);
+    let writes: Vec<(u64, u32)> = (0..4).map(|i| (BASE + i * PAGE, 40 + i as u32)).collect();
+    g.store(&writes);
+    for (i, bo) in bos.iter().enumerate() {
+        assert_eq!(read_u32(bo, 0), 40 + i as u32);
+    }
+});
+
+scenario!(large_binds_16m, |dev| large(dev, 16 << 20, false));
+scenario!(large_split_binds_8m, |dev| large(dev, 8 << 20, true));
+
+scenario!(unbind_all_many_vmas, |dev| {
+    let g = scratch_vm(dev);
+    let bo = sys_bo(dev, PAGE);
+    let mut bind = g.vm.bind();
+    for i in 0..8 {
+        bind = bind.map(&bo, 0, BASE + i * 0x10_0000, PAGE);
+    }
+    bind.submit().expect("bind");
+    let before = gpu_mappings(dev);
+    g.vm.bind().unmap_all(&bo).submit().expect("unbind all");
+    assert_eq!(gpu_mappings(dev) + 8, before);
+    g.store(&[(BASE, 7), (BASE + 0x70_0000 + 4, 8)]);
+    assert_eq!((read_u32(&bo, 0), read_u32(&bo, 4)), (0, 0));
+});
+
+scenario!(rebind_same_range_switches_bo, |dev| {
+    let g = scratch_vm(dev);
+    let (a, b) = (sys_bo(dev, PAGE), sys_bo(dev, PAGE));
+    g.vm.bind().map(&a, 0, BASE, PAGE).submit().expect("bind a");
+    store_pages(&g, &a, BASE, 1, 1);
+    g.vm.bind().map(&b, 0, BASE, PAGE).submit().expect("bind b");
+    store_pages(&g, &b, BASE, 1, 2);
+    assert_eq!(read_u32(&a, 0), 1, "a no longer mapped");
+});
+
+scenario!(vm_destroy_frees_its_memory, |dev| {
+    let before = dev.query().expect("query").sys_free;
+    {
+        let g = scratch_vm(dev);
+        let bo = sys_bo(dev, 64 * PAGE);
+        g.vm.bind()
+            .map(&bo, 0, BASE, 64 * PAGE)
+            .submit()
+            .expect("bind");
+        store_pages(&g, &bo, BASE, 2, 9);
+        assert!(dev.query().expect("query").sys_free < before);
+    }
+    assert_eq!(dev.query().expect("query").sys_free, before);
+});
