@@ -15,7 +15,8 @@
 //! - [`mem`]: buffer objects, VRAM buddy allocator, system-memory pool, LRU eviction and
 //!   validation through the copy engine, the kernel linear map.
 //! - [`bind`]: the VM object and the VM_BIND engine; [`device`]: the driver core object.
-//! - [`platform`]: launch as a Redox pcid driver (startup, event loop, syscall seams).
+//! - [`platform`]: the host daemon (`gpud serve`) and the Redox pcid launch (startup, event
+//!   loop, syscall seams).
 
 // `unsafe` is allowed only in the modules meant for it (platform syscalls, shared-memory
 // mapping, test transmutes), each with `#[allow(unsafe_code)]` at its declaration.
