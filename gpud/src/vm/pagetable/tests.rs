@@ -463,7 +463,9 @@ fn skipped_invalidation_is_caught_and_the_batch_invalidates_once() {
             }],
         },
     };
-    let _ = run(&mut pt, &[sys(a, 0x10_0000), sys(f, 0x20_0000)]);
+    // Filling invalid entries needs no invalidation: the device never cached these VAs.
+    let first = run(&mut pt, &[sys(a, 0x10_0000), sys(f, 0x20_0000)]);
+    assert_eq!(first.invalidate, None);
     let ctx = HwCtx(1);
     h.hw.bind_context(ctx, pt.root(), FaultMode::Fatal).unwrap();
     let mut q = h.hw.create_queue(Engine::Copy, 0, ctx, 4096).unwrap();
@@ -521,4 +523,33 @@ fn emptied_tables_are_freed_only_after_invalidation_and_fences() {
     assert_eq!(pt.reclaim(&h.hw), 3);
     assert_eq!(h.dma.free_bytes(), free + 3 * PAGE_SIZE);
     assert_eq!(pt.retired_pages(), 0);
+}
+
+#[test]
+fn only_changing_a_valid_entry_asks_for_an_invalidation() {
+    let r = Rig::new();
+    let mut pt = r.pt(false);
+    let fresh = run(&mut pt, &[map(0x40_0000, 0x10_0000, 4 * PAGE_SIZE, RW)]);
+    assert_eq!(
+        fresh.invalidate, None,
+        "previously invalid entries cannot be cached"
+    );
+    let over = run(&mut pt, &[map(0x40_1000, 0x20_0000, PAGE_SIZE, RW)]);
+    assert_eq!(over.invalidate, Some((GpuVa(0x40_1000), PAGE_SIZE)));
+    let gone = run(&mut pt, &[unmap(0x40_0000, 4 * PAGE_SIZE)]);
+    assert_eq!(gone.invalidate, Some((GpuVa(0x40_0000), 4 * PAGE_SIZE)));
+    let nothing = run(&mut pt, &[unmap(0x40_0000, 4 * PAGE_SIZE)]);
+    assert_eq!(
+        nothing.invalidate, None,
+        "unmapping an empty range changes nothing"
+    );
+}
+
+#[test]
+fn replacing_scratch_entries_asks_for_an_invalidation() {
+    // Scratch translations are valid and may be cached, so a bind over them must flush.
+    let r = Rig::new();
+    let mut pt = r.pt(true);
+    let c = run(&mut pt, &[map(0x40_0000, 0x10_0000, PAGE_SIZE, RW)]);
+    assert_eq!(c.invalidate, Some((GpuVa(0x40_0000), PAGE_SIZE)));
 }

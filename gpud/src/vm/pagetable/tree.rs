@@ -27,6 +27,10 @@ struct Cx<'p> {
     freed: Vec<PhysAddr>,
     /// Tables whose use count reached zero, by level (swept at the end).
     emptied: [Vec<u64>; 4],
+    /// Whether a walker-visible entry that was valid changed. Only then can the TLB hold a
+    /// stale translation: it never caches a lookup that faulted, so filling entries that
+    /// were invalid needs no invalidation (scratch and null entries are valid, so they count).
+    replaced_valid: bool,
 }
 
 impl PageTable {
@@ -57,6 +61,7 @@ impl PageTable {
             pool,
             freed: Vec::new(),
             emptied: Default::default(),
+            replaced_valid: false,
         };
         let (mut lo, mut hi) = (u64::MAX, 0);
         for op in ops {
@@ -66,7 +71,7 @@ impl PageTable {
         }
         self.sweep(&mut cx);
         PtCommit {
-            invalidate: (lo < hi).then(|| (GpuVa(lo), hi - lo)),
+            invalidate: (lo < hi && cx.replaced_valid).then(|| (GpuVa(lo), hi - lo)),
             freed: cx.freed,
         }
     }
@@ -227,6 +232,7 @@ impl PageTable {
         if node.stale {
             return;
         }
+        cx.replaced_valid |= Pte(old).valid();
         let addr = PhysAddr(node.addr.get() + i * 8);
         let e = Pte(new);
         if new != empty && (key.0 == 0 || e.leaf() || e.null()) {
