@@ -144,6 +144,10 @@ impl Bo {
     }
 
     /// Export: a new derived handle and its token, for another client or process to import.
+    ///
+    /// Keep the returned [`Exported`] alive until the importer has imported: dropping it
+    /// closes the derived handle and revokes its token, so `bo.export()?.token()` yields a
+    /// token that is already dead.
     pub fn export(&self) -> Result<Exported> {
         Exported::from_handle(self.dev.dup(&format!("bo/{}", self.id.0))?)
     }
