@@ -27,10 +27,9 @@ use crate::mem::copy::{CopyEngine, CopyError, KernelMap, GPU_PT_UPDATE_THRESHOLD
 use crate::mem::manager::{EvictReport, MemoryManager};
 use crate::mem::vram::VramAllocator;
 use crate::sync::{Exec, ExecFlags, Fence};
-use crate::types::{BoId, GpuVa, PhysAddr, VmId, PAGE_SIZE};
+use crate::types::{GpuVa, PhysAddr, VmId, PAGE_SIZE};
 use crate::vm::pagetable::memory::{PtAllocError, PtMemory, SysPtMemory};
 use crate::vm::pagetable::{MapTarget, PhysSeg, PtOp};
-use crate::vm::VmBo;
 use parking_lot::Mutex;
 use simgpu::{HeapMemory, PhysMemory, SimGpu};
 use std::collections::HashMap;
@@ -123,9 +122,6 @@ pub struct Core {
     pub(crate) dma: Arc<dyn DmaMemory>,
     ctxs: Mutex<Vec<bool>>,
     vms: Mutex<HashMap<VmId, Weak<Vm>>>,
-    /// Every VM's vm_bo of each BO: a move back to VRAM by one VM invalidates the others'
-    /// PTEs, so they are flagged evicted (the memory manager clears the flags instead).
-    vm_bos: Mutex<HashMap<BoId, Vec<Weak<VmBo>>>>,
     /// The kernel copy queue, for large page-table updates.
     copy: Arc<dyn CopyEngine>,
     pt_copy_threshold: u64,
@@ -154,26 +150,6 @@ impl Core {
             job.copy = Some((self.copy.clone(), self.pt_copy_jobs.clone()));
         }
         job
-    }
-
-    /// Records a new vm_bo (see `moved`).
-    pub(crate) fn register_vm_bo(&self, vm_bo: &Arc<VmBo>) {
-        let mut map = self.vm_bos.lock();
-        let list = map.entry(vm_bo.bo_id()).or_default();
-        list.retain(|w| w.strong_count() > 0);
-        list.push(Arc::downgrade(vm_bo));
-    }
-
-    /// `bo` moved while `by` (one VM's vm_bo) validated it: every other VM must rebind.
-    pub(crate) fn moved(&self, bo: BoId, by: &Arc<VmBo>) {
-        let mut map = self.vm_bos.lock();
-        let Some(list) = map.get_mut(&bo) else { return };
-        list.retain(|w| w.strong_count() > 0);
-        for vb in list.iter().filter_map(Weak::upgrade) {
-            if !Arc::ptr_eq(&vb, by) && vb.is_external() {
-                vb.set_evicted(true);
-            }
-        }
     }
 
     pub(crate) fn release_ctx(&self, ctx: HwCtx) {
@@ -315,7 +291,6 @@ impl Device {
             dma,
             ctxs: Mutex::new(ctxs),
             vms: Mutex::new(HashMap::new()),
-            vm_bos: Mutex::new(HashMap::new()),
         });
         let faults = start_faults(&core, &hw, &irq)?;
         Ok(Self {

@@ -176,7 +176,6 @@ impl Vm {
         created.push(id);
         if new {
             bo.register_vm_bo(&vm_bo);
-            self.core.register_vm_bo(&vm_bo);
             st.bos.insert(id, bo.clone());
             let _ = self.lists.lock().extobj_add(&vm_bo);
         }

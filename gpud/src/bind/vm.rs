@@ -345,11 +345,9 @@ impl Vm {
             }
             for (vb, bo) in todo {
                 let mut report = EvictReport::default();
-                let moved = self.core.mm.validate(&bo, &mut report);
+                let moved = self.core.mm.validate(&bo, Some(&vb), &mut report);
                 self.core.route_evictions(report, Some(self));
-                if moved.map_err(|e| no_mem(e.to_string()))? {
-                    self.core.moved(vb.bo_id(), &vb);
-                }
+                moved.map_err(|e| no_mem(e.to_string()))?;
                 self.rebind_bo(st, &bo).map_err(|e| no_mem(e.to_string()))?;
                 if vb.is_external() {
                     vb.set_evicted(false);

@@ -119,7 +119,7 @@ proptest! {
                 Act::Validate(i) => if let Some(i) = pick(i) {
                     let before = candidates(&models, Some(i));
                     let mut report = EvictReport::default();
-                    let res = m.validate(&models[i].bo, &mut report);
+                    let res = m.validate(&models[i].bo, None, &mut report);
                     let after = candidates(&models, Some(i));
                     let no_space = matches!(res, Err(MemError::NoSpace { .. }));
                     prop_assert!(res.is_ok() || no_space, "{res:?}");
@@ -160,7 +160,7 @@ fn stress_concurrent_eviction_and_validation() {
                     mine.push((bo, seed));
                     let (v, _) = &mine[(i as usize * 7) % mine.len()];
                     let mut report = EvictReport::default();
-                    match m.validate(v, &mut report) {
+                    match m.validate(v, None, &mut report) {
                         Ok(_) | Err(MemError::NoSpace { .. }) => {}
                         Err(e) => panic!("validate: {e}"),
                     }

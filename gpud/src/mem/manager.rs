@@ -257,10 +257,18 @@ impl MemoryManager {
         Ok(())
     }
 
-    /// Moves an evicted migratable BO back to VRAM (evicting others if needed) and clears
-    /// the evicted flag of its external vm_bos; the caller rebinds its mappings with
-    /// [`Bo::map_op`] and un-evicts VM-private vm_bos. Returns whether it moved.
-    pub fn validate(&self, bo: &Arc<Bo>, report: &mut EvictReport) -> Result<bool, MemError> {
+    /// Moves an evicted migratable BO back to VRAM (evicting others if needed). `by` is the
+    /// vm_bo of the VM validating it, which rebinds its mappings with [`Bo::map_op`] right
+    /// after: after a move its external evicted flag is cleared, while every *other* VM's
+    /// external vm_bo is flagged evicted, because their PTEs still point at the old pages and
+    /// must be rebound before their next job. VM-private vm_bos are the caller's to
+    /// un-evict. Returns whether it moved.
+    pub fn validate(
+        &self,
+        bo: &Arc<Bo>,
+        by: Option<&Arc<VmBo>>,
+        report: &mut EvictReport,
+    ) -> Result<bool, MemError> {
         let _moving = bo.move_lock.lock();
         if bo.placement() != Placement::Migratable || bo.location() == Some(MemLocation::Vram) {
             self.touch(bo);
@@ -282,10 +290,9 @@ impl MemoryManager {
             .iter()
             .filter_map(Weak::upgrade)
             .collect();
-        vm_bos
-            .iter()
-            .filter(|v| v.is_external())
-            .for_each(|v| v.set_evicted(false));
+        for v in vm_bos.iter().filter(|v| v.is_external()) {
+            v.set_evicted(by.is_none_or(|by| !Arc::ptr_eq(by, v)));
+        }
         self.touch(bo);
         Ok(true)
     }

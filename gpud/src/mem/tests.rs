@@ -289,9 +289,9 @@ fn eviction_and_validation_round_trip_preserves_contents_and_rebinds() {
     assert_eq!(contents(&a), pattern(half as usize, 1));
     // Validation moves it back (evicting B now) and the rebind points at the new pages.
     let mut report = EvictReport::default();
-    assert!(m.validate(&a, &mut report).unwrap());
+    assert!(m.validate(&a, Some(&vm_bo), &mut report).unwrap());
     assert_eq!(report.evicted, vec![b.id()]);
-    assert!(!vm_bo.is_evicted());
+    assert!(!vm_bo.is_evicted(), "the validating VM rebinds at once");
     assert_eq!(a.location(), Some(MemLocation::Vram));
     assert_eq!(contents(&a), pattern(half as usize, 1));
     assert_eq!(contents(&b), pattern(half as usize, 2));
@@ -303,6 +303,37 @@ fn eviction_and_validation_round_trip_preserves_contents_and_rebinds() {
     assert_eq!(r.walk(&pt, va), Some((first, Location::Vram)));
     // Every move went through the copy engine.
     assert!(r.engine.calls.lock().len() >= 2);
+}
+
+/// Regression: validation once cleared every VM's evicted flag, leaving other VMs with PTEs
+/// pointing at the freed pages (found by the bind engine's concurrency stress test).
+#[test]
+fn validation_by_one_vm_leaves_the_other_vms_flagged_for_rebind() {
+    let r = rig();
+    let m = r.manager();
+    let (a, _) = m.create_bo(VRAM / 2, Placement::Migratable, None).unwrap();
+    let vm_bo = |vm: u64| {
+        let v = Arc::new(VmBo::new(
+            crate::types::VmId(vm),
+            crate::sync::ResvId(900 + vm),
+            a.clone(),
+        ));
+        a.register_vm_bo(&v);
+        v
+    };
+    let (mine, theirs) = (vm_bo(1), vm_bo(2));
+    let mut report = EvictReport::default();
+    m.evict(&a, &mut report).unwrap();
+    assert!(mine.is_evicted() && theirs.is_evicted());
+    assert!(m.validate(&a, Some(&mine), &mut report).unwrap());
+    assert!(!mine.is_evicted(), "the validating VM rebinds at once");
+    assert!(
+        theirs.is_evicted(),
+        "the other VM's PTEs still point at the old pages"
+    );
+    // Validating again without a move changes no flag.
+    assert!(!m.validate(&a, Some(&theirs), &mut report).unwrap());
+    assert!(theirs.is_evicted());
 }
 
 #[test]
@@ -494,7 +525,7 @@ fn gpu_writes_survive_eviction_validation_and_rebind() {
     // matters (a stale mapping would write into the filler).
     let (filler, _) = m.create_bo(half, Placement::Vram, None).unwrap();
     let mut report = EvictReport::default();
-    assert!(m.validate(&a, &mut report).unwrap());
+    assert!(m.validate(&a, None, &mut report).unwrap());
     assert_ne!(a.segments()[0].addr, filler.segments()[0].addr);
     let _ = old;
     let c = pt
