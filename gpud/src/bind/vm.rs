@@ -29,6 +29,7 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Size of the VA space (48 bits).
 pub const VA_SPACE: u64 = 1 << 48;
@@ -81,8 +82,11 @@ impl std::fmt::Debug for Vm {
     }
 }
 
+/// How long VM creation waits for the full TLB invalidation of its context.
+const CTX_FLUSH_LIMIT: Duration = Duration::from_secs(5);
+
 impl Vm {
-    /// Creates the VM's tables and binds its context.
+    /// Creates the VM's tables and binds its context (with an empty TLB).
     pub(crate) fn new(
         core: Arc<Core>,
         id: VmId,
@@ -104,6 +108,10 @@ impl Vm {
             FaultMode::Fatal
         };
         core.mmu.bind_context(ctx, pt.root(), mode)?;
+        // The context may have served a destroyed VM: its TLB can still hold that VM's
+        // translations (to memory since freed and reused), so start from an empty one.
+        let inv = core.mmu.invalidate(ctx, None)?;
+        core.mmu.wait_invalidation(inv, CTX_FLUSH_LIMIT)?;
         let default_queue = BindQueue::new().map_err(|_| BindError::Timeout {
             what: "bind queue thread creation",
         })?;

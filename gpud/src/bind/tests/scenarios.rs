@@ -456,3 +456,33 @@ fn errors_map_to_driver_error_classes() {
     let e = t.bind(&[BindOp::unmap(VA, K4)]).unwrap_err();
     assert_eq!(D::from(&e), D::VmGone);
 }
+
+/// A context freed by one VM and handed to the next must not carry the old VM's cached
+/// translations: the new VM never mapped `VA`, so reading it faults instead of reaching the
+/// old VM's (freed) BO.
+#[test]
+fn reused_context_starts_with_an_empty_tlb() {
+    let r = rig();
+    let a = r.vm(VmFlags::empty());
+    let ctx = a.vm.ctx();
+    let secret = r.bo(K4);
+    write(&secret, 0, 0x5ec2_e7ed);
+    let out = r.bo(K4);
+    a.bind(&[
+        BindOp::map(&secret, 0, VA, K4),
+        BindOp::map(&out, 0, VA + 0x10_0000, K4),
+    ])
+    .unwrap();
+    // The copy walks VA and leaves its translation in the TLB.
+    a.copy8(VA, VA + 0x10_0000).unwrap();
+    assert_eq!(read(&out, 0), 0x5ec2_e7ed);
+    r.dev.vm_destroy(&a.vm);
+    drop(a);
+    let b = r.vm(VmFlags::empty());
+    assert_eq!(b.vm.ctx(), ctx, "the freed context is reused");
+    let out_b = r.bo(K4);
+    b.bind(&[BindOp::map(&out_b, 0, VA + 0x10_0000, K4)])
+        .unwrap();
+    assert!(b.copy8(VA, VA + 0x10_0000).is_err(), "unmapped VA translated");
+    assert_ne!(read(&out_b, 0), 0x5ec2_e7ed, "read through a stale translation");
+}
