@@ -96,6 +96,9 @@ impl PtMemory for FailablePtMemory {
     fn location(&self) -> MemLocation {
         self.inner.location()
     }
+    fn zeroed_pages(&self) -> bool {
+        self.inner.zeroed_pages()
+    }
     fn alloc_page(&self) -> Result<PhysAddr, PtAllocError> {
         self.fail
             .check(FailPoint::PtAlloc)

@@ -32,8 +32,13 @@ pub enum PtAllocError {
 pub trait PtMemory: Send + Sync {
     /// Where the pages are (the location bit of entries pointing at them).
     fn location(&self) -> MemLocation;
-    /// A 4 KiB-aligned page; its content is undefined (the manager writes all entries).
+    /// A 4 KiB-aligned page; its content is undefined unless [`PtMemory::zeroed_pages`].
     fn alloc_page(&self) -> Result<PhysAddr, PtAllocError>;
+    /// Whether `alloc_page` returns zero-filled pages. The manager then writes only the
+    /// non-zero entries of a new table instead of all 512.
+    fn zeroed_pages(&self) -> bool {
+        false
+    }
     /// Returns a page. The caller guarantees no walker can reach it any more.
     fn free_page(&self, page: PhysAddr);
     /// Writes one entry. Returns false if the address is outside the memory (a bug).
@@ -57,6 +62,11 @@ impl SysPtMemory {
 impl PtMemory for SysPtMemory {
     fn location(&self) -> MemLocation {
         MemLocation::System
+    }
+
+    fn zeroed_pages(&self) -> bool {
+        // `DmaMemory::alloc` hands out zeroed memory.
+        true
     }
 
     fn alloc_page(&self) -> Result<PhysAddr, PtAllocError> {
@@ -171,6 +181,10 @@ impl FailingPtMemory {
 impl PtMemory for FailingPtMemory {
     fn location(&self) -> MemLocation {
         self.inner.location()
+    }
+
+    fn zeroed_pages(&self) -> bool {
+        self.inner.zeroed_pages()
     }
 
     fn alloc_page(&self) -> Result<PhysAddr, PtAllocError> {

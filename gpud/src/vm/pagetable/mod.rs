@@ -88,6 +88,8 @@ struct Node {
     /// The memory copy is out of date because no walker can reach this table (its parent
     /// slot holds a large leaf, or it is new). Flushed before a pointer to it is written.
     stale: bool,
+    /// The page is still all zeros as allocated: a flush skips zero entries.
+    zeroed: bool,
 }
 
 /// Options of an address space.
@@ -127,6 +129,8 @@ pub struct PtStats {
     pub write_errors: u64,
     /// Tables a commit needed beyond what prepare reserved (a bug if ever non-zero).
     pub pool_misses: u64,
+    /// Entries of new, zero-filled table pages not written because they are zero.
+    pub zero_skips: u64,
 }
 
 /// Pages waiting for an invalidation and fences before they are freed.

@@ -389,9 +389,40 @@ fn invalid_requests_are_typed_errors() {
     );
 }
 
+/// New tables on zero-filled memory get only their non-zero entries written, and that is
+/// correct even when the pages were dirty before: the DMA allocator zeroes what it hands out.
+#[test]
+fn new_tables_on_zeroed_pages_write_only_their_entries() {
+    let r = Rig::new();
+    let dirty: Vec<_> = (0..32).map(|_| r.dma.alloc(PAGE_SIZE).unwrap()).collect();
+    for d in &dirty {
+        r.sys.write(d.addr.get(), &[0xA5; PAGE_SIZE as usize]).unwrap();
+    }
+    for d in dirty {
+        r.dma.free(d).unwrap();
+    }
+    let mut pt = r.pt(false);
+    let before = pt.stats();
+    let _ = run(&mut pt, &[map(0x40_0000_7000, 0x9000, PAGE_SIZE, RW)]);
+    let after = pt.stats();
+    // Three new tables: one pointer each from the level above, plus the leaf.
+    assert_eq!(after.cpu_writes - before.cpu_writes, 4);
+    assert_eq!(after.zero_skips - before.zero_skips, 3 * 512 - 3);
+    assert_eq!(phys(&r, &pt, 0x40_0000_7008), Some(0x9008));
+    for va in [0x40_0000_6000, 0x40_0000_8000, 0x40_0020_0000, 0x40_4000_0000] {
+        let (res, _) = r.walk(&pt, va, Access::Read);
+        assert!(
+            matches!(res, Err(f) if f.reason == FaultReason::NotPresent),
+            "{va:#x}: {res:?}"
+        );
+    }
+}
+
 #[test]
 fn vram_tables_are_walked_from_vram() {
     let r = Rig::new();
+    // VRAM pages come back with old content: every entry of a VRAM table must be written.
+    r.vram.write(0, &vec![0xA5; 64 * PAGE_SIZE as usize]).unwrap();
     let alloc = Arc::new(Mutex::new(VramAllocator::new(r.vram.size())));
     let aperture: Arc<dyn PhysMemory> = r.vram.clone();
     let mem = super::memory::for_device(r.vram.size(), alloc.clone(), aperture, r.dma.clone());
@@ -403,6 +434,8 @@ fn vram_tables_are_walked_from_vram() {
     assert_eq!(pt.root().location, MemLocation::Vram);
     let _ = run(&mut pt, &[map(0x7000, 0x9000, PAGE_SIZE, RW)]);
     assert_eq!(phys(&r, &pt, 0x7008), Some(0x9008));
+    assert_eq!(phys(&r, &pt, 0x8008), None, "a dirty VRAM table entry was left unwritten");
+    assert_eq!(pt.stats().zero_skips, 0);
     assert_eq!(alloc.lock().free_bytes(), r.vram.size() - 4 * PAGE_SIZE);
 }
 

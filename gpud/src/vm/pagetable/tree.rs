@@ -40,6 +40,7 @@ impl PageTable {
             entries: Box::new([self.empty[level as usize]; 512]),
             used: 0,
             stale: true,
+            zeroed: self.mem.zeroed_pages(),
         }
     }
 
@@ -304,9 +305,14 @@ impl PageTable {
             return;
         };
         node.stale = false;
+        let zeroed = std::mem::replace(&mut node.zeroed, false);
         let (addr, entries) = (node.addr, *node.entries);
         let empty = self.empty[key.0 as usize];
         for (i, &e) in entries.iter().enumerate() {
+            if zeroed && e == 0 {
+                self.stats.zero_skips += 1;
+                continue;
+            }
             self.write(PhysAddr(addr.get() + i as u64 * 8), e);
             let pte = Pte(e);
             if e == empty {
