@@ -225,6 +225,7 @@ impl Vm {
             invalidate: commit.invalidate,
             mmu: self.core.mmu.clone(),
             ctx: self.ctx,
+            ctx_used: self.ctx_used.clone(),
             user_fence,
             fence: fence.clone(),
             banned: self.banned.clone(),

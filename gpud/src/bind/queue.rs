@@ -44,6 +44,9 @@ pub struct BindJob {
     pub mmu: Arc<dyn Mmu>,
     /// The VM's hardware context.
     pub ctx: HwCtx,
+    /// Whether a job of the VM was ever submitted. Until then the context has nothing cached
+    /// (VM creation flushed its TLB), so changed entries need no invalidation.
+    pub ctx_used: Arc<AtomicBool>,
     /// The user fence: BO, byte offset, value.
     pub user_fence: Option<(Arc<Bo>, u64, u64)>,
     /// The job fence.
@@ -99,7 +102,12 @@ fn perform(job: &BindJob) -> Result<(), FenceFault> {
             }
         }
     }
-    if let Some(range) = job.invalidate {
+    // The entry writes above happen-before this load; an exec submission stores `ctx_used`
+    // before its job reaches a ring. Seeing `false` therefore means every job of the context
+    // starts after the writes, with no translation cached from before them.
+    std::sync::atomic::fence(Ordering::SeqCst);
+    let cached = job.ctx_used.load(Ordering::SeqCst);
+    if let Some(range) = job.invalidate.filter(|_| cached) {
         let inv = job
             .mmu
             .invalidate(job.ctx, Some(range))

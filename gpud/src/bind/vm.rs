@@ -65,6 +65,9 @@ pub struct Vm {
     pub(crate) banned: Arc<AtomicBool>,
     /// Set by destroy; queued bind jobs see it and cancel.
     pub(crate) closed: Arc<AtomicBool>,
+    /// Set once a job of the VM is submitted: from then on its context may cache
+    /// translations, and changing a valid entry needs a TLB invalidation.
+    pub(crate) ctx_used: Arc<AtomicBool>,
     /// Extra bind queues (destroy waits for them).
     pub(crate) queues: Mutex<Vec<BindQueue>>,
     pub(crate) default_queue: BindQueue,
@@ -135,6 +138,7 @@ impl Vm {
             foreign_evictions: Mutex::new(Vec::new()),
             banned: Arc::new(AtomicBool::new(false)),
             closed: Arc::new(AtomicBool::new(false)),
+            ctx_used: Arc::new(AtomicBool::new(false)),
             queues: Mutex::new(Vec::new()),
             default_queue,
             page_fences: Mutex::new(HashMap::new()),
@@ -282,6 +286,7 @@ impl Vm {
             invalidate: commit.invalidate,
             mmu: self.core.mmu.clone(),
             ctx: self.ctx,
+            ctx_used: self.ctx_used.clone(),
             user_fence: None,
             fence,
             banned: self.banned.clone(),
@@ -401,6 +406,8 @@ impl JobVm for Vm {
         if self.is_banned() || self.is_closed() {
             return Err(JobVmError::Banned);
         }
+        // Before the job can reach a ring: bind jobs from now on invalidate (see BindJob).
+        self.ctx_used.store(true, Ordering::SeqCst);
         let mut st = self.lock.write();
         let ext: Vec<Arc<Resv>> = st
             .bos

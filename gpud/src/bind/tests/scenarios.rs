@@ -486,3 +486,27 @@ fn reused_context_starts_with_an_empty_tlb() {
     assert!(b.copy8(VA, VA + 0x10_0000).is_err(), "unmapped VA translated");
     assert_ne!(read(&out_b, 0), 0x5ec2_e7ed, "read through a stale translation");
 }
+
+/// A VM whose context never ran a job has nothing cached: binds and unbinds change entries
+/// without a TLB invalidation. Once a job was submitted, every changed valid entry is
+/// invalidated again (and the GPU sees the new mapping).
+#[test]
+fn invalidations_start_with_the_first_job_of_the_vm() {
+    use crate::hw::regs;
+    let r = rig();
+    let requests = || r.dev.gpu().mmio_read32(regs::TLB_INV_REQ_SEQNO);
+    let t = r.vm(VmFlags::empty());
+    let (a, b) = (r.bo(K4), r.bo(K4));
+    let before = requests();
+    for _ in 0..4 {
+        t.bind(&[BindOp::map(&a, 0, VA, K4)]).unwrap();
+        t.bind(&[BindOp::unmap(VA, K4)]).unwrap();
+    }
+    assert_eq!(requests(), before, "an unused context was invalidated");
+    t.bind(&[BindOp::map(&a, 0, VA, K4)]).unwrap();
+    t.store(VA, 1).unwrap();
+    t.bind(&[BindOp::map(&b, 0, VA, K4)]).unwrap();
+    assert_eq!(requests(), before + 1, "a remap after a job must invalidate");
+    t.store(VA, 2).unwrap();
+    assert_eq!((read(&a, 0), read(&b, 0)), (1, 2));
+}
