@@ -37,6 +37,9 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 /// Bytes one entry at `level` maps.
+/// Emptied table pages a VM keeps for reuse (64 KiB).
+const ZERO_CACHE_PAGES: usize = 16;
+
 const fn slot_size(level: u32) -> u64 {
     1 << (12 + 9 * level)
 }
@@ -152,6 +155,12 @@ pub struct PageTable {
     config: PtConfig,
     stats: PtStats,
     retired: Vec<Retired>,
+    /// Retired pages of tables that were emptied (every entry zero in memory): reclaimed into
+    /// `zero_cache` instead of freed when the batch that emptied them succeeded.
+    zero_retired: HashSet<PhysAddr>,
+    /// All-zero table pages kept for the next tables (a VM that is emptied and refilled, or
+    /// maps and unmaps one range in a loop, does not allocate, zero and free every time).
+    zero_cache: Vec<PhysAddr>,
     /// While set, entry writes are recorded here instead of performed (copy-engine path).
     capture: Option<Vec<(PhysAddr, u64)>>,
 }
@@ -201,6 +210,8 @@ impl PageTable {
             config,
             stats: PtStats::default(),
             retired: Vec::new(),
+            zero_retired: HashSet::new(),
+            zero_cache: Vec::new(),
             capture: None,
         };
         if config.scratch {
@@ -283,14 +294,22 @@ impl PageTable {
             mem: self.mem.clone(),
             pages: Vec::new(),
         };
+        let mut cache = std::mem::take(&mut self.zero_cache);
         // Pages are taken while counting, so a huge request fails at the first page the
         // memory refuses instead of after enumerating every table it would need.
-        self.needed_tables(&ops, &mut |count| {
-            pool.mem
+        let needed = self.needed_tables(&ops, &mut |count| match cache.pop() {
+            Some(p) => {
+                pool.pages.push(p);
+                Ok(())
+            }
+            None => pool
+                .mem
                 .alloc_page()
                 .map(|p| pool.pages.push(p))
-                .map_err(|e| PtError::from_alloc(e, count))
-        })?;
+                .map_err(|e| PtError::from_alloc(e, count)),
+        });
+        self.zero_cache = cache;
+        needed?;
         Ok(PtUpdate {
             pool,
             pt: self,
@@ -351,19 +370,35 @@ impl PageTable {
     pub fn reclaim(&mut self, mmu: &dyn Mmu) -> usize {
         let mut freed = 0;
         let mem = self.mem.clone();
+        let (zero_retired, cache) = (&mut self.zero_retired, &mut self.zero_cache);
         self.retired.retain(|r| {
             let inv_done = r.inv.is_none_or(|inv| mmu.invalidation_done(inv));
             if !inv_done || !r.fences.iter().all(|f| f.is_signalled()) {
                 return true;
             }
+            // A failed batch may not have written the zeros: those pages are freed.
+            let written = r
+                .fences
+                .iter()
+                .all(|f| f.status() == crate::sync::FenceStatus::Signalled);
             for &p in &r.pages {
-                mem.free_page(p);
+                let zero = zero_retired.remove(&p) && written;
+                if zero && cache.len() < ZERO_CACHE_PAGES {
+                    cache.push(p);
+                } else {
+                    mem.free_page(p);
+                }
             }
             freed += r.pages.len();
             false
         });
         self.stats.tables -= freed as u64;
         freed
+    }
+
+    /// Emptied table pages kept (all zero) for the next tables.
+    pub fn cached_pages(&self) -> usize {
+        self.zero_cache.len()
     }
 
     /// Pages retired but not yet freed.
@@ -439,7 +474,11 @@ impl Drop for PageTable {
                 mem.free_page(p);
             }
         }
-        for p in self.scratch_pages.drain(..) {
+        for p in self
+            .scratch_pages
+            .drain(..)
+            .chain(self.zero_cache.drain(..))
+        {
             mem.free_page(p);
         }
     }

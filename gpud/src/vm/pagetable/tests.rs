@@ -396,7 +396,9 @@ fn new_tables_on_zeroed_pages_write_only_their_entries() {
     let r = Rig::new();
     let dirty: Vec<_> = (0..32).map(|_| r.dma.alloc(PAGE_SIZE).unwrap()).collect();
     for d in &dirty {
-        r.sys.write(d.addr.get(), &[0xA5; PAGE_SIZE as usize]).unwrap();
+        r.sys
+            .write(d.addr.get(), &[0xA5; PAGE_SIZE as usize])
+            .unwrap();
     }
     for d in dirty {
         r.dma.free(d).unwrap();
@@ -409,7 +411,12 @@ fn new_tables_on_zeroed_pages_write_only_their_entries() {
     assert_eq!(after.cpu_writes - before.cpu_writes, 4);
     assert_eq!(after.zero_skips - before.zero_skips, 3 * 512 - 3);
     assert_eq!(phys(&r, &pt, 0x40_0000_7008), Some(0x9008));
-    for va in [0x40_0000_6000, 0x40_0000_8000, 0x40_0020_0000, 0x40_4000_0000] {
+    for va in [
+        0x40_0000_6000,
+        0x40_0000_8000,
+        0x40_0020_0000,
+        0x40_4000_0000,
+    ] {
         let (res, _) = r.walk(&pt, va, Access::Read);
         assert!(
             matches!(res, Err(f) if f.reason == FaultReason::NotPresent),
@@ -422,7 +429,9 @@ fn new_tables_on_zeroed_pages_write_only_their_entries() {
 fn vram_tables_are_walked_from_vram() {
     let r = Rig::new();
     // VRAM pages come back with old content: every entry of a VRAM table must be written.
-    r.vram.write(0, &vec![0xA5; 64 * PAGE_SIZE as usize]).unwrap();
+    r.vram
+        .write(0, &vec![0xA5; 64 * PAGE_SIZE as usize])
+        .unwrap();
     let alloc = Arc::new(Mutex::new(VramAllocator::new(r.vram.size())));
     let aperture: Arc<dyn PhysMemory> = r.vram.clone();
     let mem = super::memory::for_device(r.vram.size(), alloc.clone(), aperture, r.dma.clone());
@@ -434,7 +443,11 @@ fn vram_tables_are_walked_from_vram() {
     assert_eq!(pt.root().location, MemLocation::Vram);
     let _ = run(&mut pt, &[map(0x7000, 0x9000, PAGE_SIZE, RW)]);
     assert_eq!(phys(&r, &pt, 0x7008), Some(0x9008));
-    assert_eq!(phys(&r, &pt, 0x8008), None, "a dirty VRAM table entry was left unwritten");
+    assert_eq!(
+        phys(&r, &pt, 0x8008),
+        None,
+        "a dirty VRAM table entry was left unwritten"
+    );
     assert_eq!(pt.stats().zero_skips, 0);
     assert_eq!(alloc.lock().free_bytes(), r.vram.size() - 4 * PAGE_SIZE);
 }
@@ -554,8 +567,47 @@ fn emptied_tables_are_freed_only_after_invalidation_and_fences() {
     assert_eq!(h.dma.free_bytes(), free);
     job.signal().unwrap();
     assert_eq!(pt.reclaim(&h.hw), 3);
-    assert_eq!(h.dma.free_bytes(), free + 3 * PAGE_SIZE);
+    // Emptied tables are all zero: kept for the next tables instead of freed.
+    assert_eq!((pt.cached_pages(), h.dma.free_bytes()), (3, free));
     assert_eq!(pt.retired_pages(), 0);
+}
+
+/// Emptied table pages are reused for new tables (no allocation), whose zero entries are not
+/// rewritten, and still translate exactly; a failed batch's pages are freed, never reused.
+#[test]
+fn emptied_table_pages_are_reused_and_failed_batches_free_theirs() {
+    let r = Rig::new();
+    let mut pt = r.pt(false);
+    let reclaim = |pt: &mut PageTable, c: PtCommit, ok: bool| {
+        let f = crate::sync::Fence::new(crate::sync::FenceContext::alloc(), 1);
+        if !ok {
+            f.set_error(crate::sync::FenceFault::Failed(1)).unwrap();
+        }
+        f.signal().unwrap();
+        pt.retire(c.freed, None, vec![f]);
+        pt.reclaim(&NoMmu)
+    };
+    let _ = run(&mut pt, &[map(0x40_0000_7000, 0x9000, PAGE_SIZE, RW)]);
+    let c = run(&mut pt, &[unmap(0x40_0000_7000, PAGE_SIZE)]);
+    assert_eq!(reclaim(&mut pt, c, true), 3);
+    assert_eq!(pt.cached_pages(), 3);
+    let free = r.dma.free_bytes();
+    // A different place: the cached pages become its tables.
+    let _ = run(&mut pt, &[map(0x80_4020_3000, 0xA000, PAGE_SIZE, RW)]);
+    assert_eq!((pt.cached_pages(), r.dma.free_bytes()), (0, free));
+    assert_eq!(phys(&r, &pt, 0x80_4020_3010), Some(0xA010));
+    for va in [
+        0x40_0000_7000,
+        0x80_4020_2000,
+        0x80_4020_4000,
+        0x80_4040_3000,
+    ] {
+        assert_eq!(phys(&r, &pt, va), None, "{va:#x}");
+    }
+    let c = run(&mut pt, &[unmap(0x80_4020_3000, PAGE_SIZE)]);
+    assert_eq!(reclaim(&mut pt, c, false), 3);
+    assert_eq!(pt.cached_pages(), 0, "a failed batch's pages were cached");
+    assert_eq!(r.dma.free_bytes(), free + 3 * PAGE_SIZE);
 }
 
 #[test]
@@ -585,4 +637,40 @@ fn replacing_scratch_entries_asks_for_an_invalidation() {
     let mut pt = r.pt(true);
     let c = run(&mut pt, &[map(0x40_0000, 0x10_0000, PAGE_SIZE, RW)]);
     assert_eq!(c.invalidate, Some((GpuVa(0x40_0000), PAGE_SIZE)));
+}
+
+/// An MMU for `reclaim` of batches that needed no invalidation (never called).
+struct NoMmu;
+
+impl crate::hw::Mmu for NoMmu {
+    fn bind_context(
+        &self,
+        _: HwCtx,
+        _: crate::hw::PtRoot,
+        _: FaultMode,
+    ) -> Result<(), crate::hw::HwError> {
+        unreachable!("not used by reclaim")
+    }
+    fn unbind_context(&self, _: HwCtx) -> Result<(), crate::hw::HwError> {
+        unreachable!("not used by reclaim")
+    }
+    fn context_status(&self, _: HwCtx) -> Result<crate::hw::regs::CtxStatus, crate::hw::HwError> {
+        unreachable!("not used by reclaim")
+    }
+    fn clear_context_error(&self, _: HwCtx) -> Result<(), crate::hw::HwError> {
+        unreachable!("not used by reclaim")
+    }
+    fn invalidate(
+        &self,
+        _: HwCtx,
+        _: Option<(GpuVa, u64)>,
+    ) -> Result<TlbInvalidation, crate::hw::HwError> {
+        unreachable!("not used by reclaim")
+    }
+    fn invalidation_done(&self, _: TlbInvalidation) -> bool {
+        unreachable!("no invalidation was retired")
+    }
+    fn wait_invalidation(&self, _: TlbInvalidation, _: Duration) -> Result<(), crate::hw::HwError> {
+        unreachable!("not used by reclaim")
+    }
 }

@@ -350,6 +350,13 @@ impl PageTable {
                     continue;
                 }
                 if let Some(node) = self.nodes.remove(&(level, base)) {
+                    // Every entry is the empty one; in memory too unless never flushed
+                    // (then the page is as allocated).
+                    let zero_in_memory = !node.stale || node.zeroed;
+                    if self.empty[level as usize] == 0 && zero_in_memory && self.mem.zeroed_pages()
+                    {
+                        self.zero_retired.insert(node.addr);
+                    }
                     cx.freed.push(node.addr);
                 }
                 let pspan = table_span(level + 1);
