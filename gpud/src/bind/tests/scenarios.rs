@@ -483,8 +483,15 @@ fn reused_context_starts_with_an_empty_tlb() {
     let out_b = r.bo(K4);
     b.bind(&[BindOp::map(&out_b, 0, VA + 0x10_0000, K4)])
         .unwrap();
-    assert!(b.copy8(VA, VA + 0x10_0000).is_err(), "unmapped VA translated");
-    assert_ne!(read(&out_b, 0), 0x5ec2_e7ed, "read through a stale translation");
+    assert!(
+        b.copy8(VA, VA + 0x10_0000).is_err(),
+        "unmapped VA translated"
+    );
+    assert_ne!(
+        read(&out_b, 0),
+        0x5ec2_e7ed,
+        "read through a stale translation"
+    );
 }
 
 /// A VM whose context never ran a job has nothing cached: binds and unbinds change entries
@@ -506,7 +513,11 @@ fn invalidations_start_with_the_first_job_of_the_vm() {
     t.bind(&[BindOp::map(&a, 0, VA, K4)]).unwrap();
     t.store(VA, 1).unwrap();
     t.bind(&[BindOp::map(&b, 0, VA, K4)]).unwrap();
-    assert_eq!(requests(), before + 1, "a remap after a job must invalidate");
+    assert_eq!(
+        requests(),
+        before + 1,
+        "a remap after a job must invalidate"
+    );
     t.store(VA, 2).unwrap();
     assert_eq!((read(&a, 0), read(&b, 0)), (1, 2));
 }
