@@ -13,7 +13,8 @@
 //! Must not: know what signals it (jobs, binds, the interrupt handler) or wait on
 //! user/memory fences.
 
-use super::shim::{self, AtomicBool, Condvar, Mutex, Ordering};
+use super::cond::CountedCondvar;
+use super::shim::{self, AtomicBool, Mutex, Ordering};
 use super::wait_queue::WaitQueue;
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -145,7 +146,7 @@ pub struct Fence {
     /// Mirrors `status != Pending` for lock-free polling.
     done: AtomicBool,
     state: Mutex<State>,
-    cond: Condvar,
+    cond: CountedCondvar,
 }
 
 impl fmt::Debug for Fence {
@@ -178,7 +179,7 @@ impl Fence {
                 next_callback: 0,
                 deadline: None,
             }),
-            cond: Condvar::new(),
+            cond: CountedCondvar::new(),
         })
     }
 
@@ -344,7 +345,7 @@ impl Fence {
                 FenceStatus::Failed(fault) => return Ok(Err(fault)),
                 FenceStatus::Pending => {}
             }
-            let (next, timed_out) = shim::wait_until(&self.cond, state, deadline);
+            let (next, timed_out) = self.cond.wait_until(state, deadline);
             state = next;
             if timed_out && state.status == FenceStatus::Pending {
                 return Err(FenceError::Timeout { pending: 1 });

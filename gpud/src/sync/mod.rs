@@ -7,6 +7,7 @@
 
 pub mod array;
 pub mod chain;
+mod cond;
 pub mod exec;
 pub mod fence;
 pub mod lockdep;

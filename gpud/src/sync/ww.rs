@@ -14,8 +14,9 @@
 //! protect data itself (callers check ownership with [`WwMutex::is_owned_by`]), or be used
 //! without an acquire context.
 
+use super::cond::CountedCondvar;
 use super::lockdep::{self, LockClass};
-use super::shim::{self, Condvar, Mutex};
+use super::shim::{self, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
 use thiserror::Error;
 
@@ -84,7 +85,7 @@ impl Default for AcquireCtx {
 #[derive(Debug, Default)]
 pub struct WwMutex {
     owner: Mutex<Option<Ticket>>,
-    released: Condvar,
+    released: CountedCondvar,
 }
 
 impl WwMutex {
@@ -113,10 +114,7 @@ impl WwMutex {
                     }
                 }
             }
-            owner = self
-                .released
-                .wait(owner)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            owner = self.released.wait(owner);
         }
     }
 
