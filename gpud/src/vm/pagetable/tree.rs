@@ -283,7 +283,7 @@ impl PageTable {
         if !node.stale {
             return;
         }
-        if key.0 > 0 {
+        if key.0 > 0 && node.used > 0 {
             let empty = self.empty[key.0 as usize];
             let children: Vec<u64> = (0..512u64)
                 .filter(|&i| {
@@ -306,13 +306,18 @@ impl PageTable {
         };
         node.stale = false;
         let zeroed = std::mem::replace(&mut node.zeroed, false);
-        let (addr, entries) = (node.addr, *node.entries);
+        let addr = node.addr;
+        // A zero-filled page needs only its non-zero entries (few, in a new table).
+        let writes: Vec<(usize, u64)> = node
+            .entries
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|&(_, e)| !zeroed || e != 0)
+            .collect();
+        self.stats.zero_skips += 512 - writes.len() as u64;
         let empty = self.empty[key.0 as usize];
-        for (i, &e) in entries.iter().enumerate() {
-            if zeroed && e == 0 {
-                self.stats.zero_skips += 1;
-                continue;
-            }
+        for (i, e) in writes {
             self.write(PhysAddr(addr.get() + i as u64 * 8), e);
             let pte = Pte(e);
             if e == empty {
