@@ -499,10 +499,19 @@ impl Device {
     }
 
     /// Writes a BAR0 register (read-only, unknown or misaligned offsets are ignored).
-    pub fn mmio_write32(&mut self, offset: u32, value: u32) {
-        self.kicks = self.kicks.wrapping_add(1);
+    /// Returns whether the write may give the device work (a request, doorbell, reply,
+    /// reset, or queue/context/MSI-X change): only those wake the device thread. The
+    /// parameter registers of a TLB invalidation and the interrupt status/mask start nothing.
+    pub fn mmio_write32(&mut self, offset: u32, value: u32) -> bool {
+        let passive = matches!(
+            offset,
+            regs::INT_STATUS | regs::INT_MASK | regs::TLB_INV_CTX..=regs::TLB_INV_LEN_HI
+        );
+        if !passive {
+            self.kicks = self.kicks.wrapping_add(1);
+        }
         if offset % 4 != 0 {
-            return;
+            return false;
         }
         match offset {
             regs::INT_STATUS => self.int_status &= !value,
@@ -524,6 +533,7 @@ impl Device {
             o if (regs::CTX_BASE..regs::QUEUE_BASE).contains(&o) => self.write_ctx_reg(o, value),
             _ => {}
         }
+        !passive
     }
 
     fn queue_invalidation(&mut self, full: bool) {

@@ -147,14 +147,16 @@ impl SimGpu {
         self.shared.dev.lock().mmio_read32(offset)
     }
 
-    /// Writes a BAR0 register and wakes the device thread.
+    /// Writes a BAR0 register and wakes the device thread if the write may give it work.
     pub fn mmio_write32(&self, offset: u32, value: u32) {
-        let vectors = {
+        let (wake, vectors) = {
             let mut dev = self.shared.dev.lock();
-            dev.mmio_write32(offset, value);
-            dev.take_vectors()
+            let wake = dev.mmio_write32(offset, value);
+            (wake, dev.take_vectors())
         };
-        self.shared.wake.notify_all();
+        if wake {
+            self.shared.wake.notify_all();
+        }
         self.shared.deliver(vectors);
     }
 

@@ -284,3 +284,29 @@ fn null_root_entry_is_sparse_and_cached() {
         (1, 1, 1)
     );
 }
+
+/// Only writes that can give the device work wake its thread: the parameters of an
+/// invalidation and the interrupt registers do not, the request does (and completes).
+#[test]
+fn only_work_starting_register_writes_wake_the_device() {
+    use simgpu::device::Device;
+    use std::sync::Arc;
+    let mem = || -> Arc<dyn PhysMemory> { Arc::new(HeapMemory::new(1 << 20)) };
+    let mut dev = Device::new(simgpu::Config::default(), mem(), mem());
+    for (reg, value) in [
+        (regs::TLB_INV_CTX, 0),
+        (regs::TLB_INV_START_LO, 0x1000),
+        (regs::TLB_INV_LEN_LO, 0x1000),
+        (regs::INT_MASK, u32::MAX),
+        (regs::INT_STATUS, u32::MAX),
+    ] {
+        assert!(
+            !dev.mmio_write32(reg, value),
+            "register {reg:#x} woke the device"
+        );
+    }
+    assert!(dev.mmio_write32(regs::TLB_INV_REQ, 0));
+    let seqno = dev.mmio_read32(regs::TLB_INV_REQ_SEQNO);
+    assert!(dev.step());
+    assert_eq!(dev.mmio_read32(regs::TLB_INV_DONE_SEQNO), seqno);
+}
