@@ -5,11 +5,16 @@
 //! `bind_map_unmap_rtt_us` (a synchronous 4 KiB map + unmap pair), `overhead_ratio` (bind pair
 //! / (2 × null call): what the driver adds beyond IPC) and `array_bind_1000_ops_per_s` (one
 //! VM_BIND of 1000 map ops).
+//!
+//! The pair runs on a VM that has not run a job yet, whose unmaps need no TLB invalidation
+//! (docs/bind.md). `bind_map_unmap_rtt_used_vm_us` and `overhead_ratio_used_vm` are the same
+//! pair on a VM that ran a job: each unmap then waits for the device's invalidation.
 
 use crate::report::{median_ns, Report};
 use gpud::platform::host::{HostConfig, HostDaemon};
-use libgpu::flags::{BoCreateFlags, Placement, VmCreateFlags};
-use libgpu::{Bo, Device, Vm};
+use libgpu::cmd::Batch;
+use libgpu::flags::{BoCreateFlags, EngineClass, Placement, VmCreateFlags};
+use libgpu::{Bo, Device, ExecQueue, Syncobj, Timeout, Vm};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -56,6 +61,12 @@ fn measure(dev: &Device, r: &mut Report) {
         let _ = vm.bind().map(&bo, 0, 0x10_0000, PAGE).submit();
         let _ = vm.bind().unmap(0x10_0000, PAGE).submit();
     });
+    let used_pair = used_vm(dev, &bo).map(|vm| {
+        sample(2000, || {
+            let _ = vm.bind().map(&bo, 0, 0x10_0000, PAGE).submit();
+            let _ = vm.bind().unmap(0x10_0000, PAGE).submit();
+        })
+    });
     let mut array = Vec::new();
     for _ in 0..10 {
         let mut b = vm.bind();
@@ -75,4 +86,26 @@ fn measure(dev: &Device, r: &mut Report) {
     r.push("bind_map_unmap_rtt_us", pair as f64 / 1000.0);
     r.push("overhead_ratio", pair as f64 / (2.0 * null.max(1) as f64));
     r.push("array_bind_1000_ops_per_s", 1000.0 * 1e9 / array_ns as f64);
+    if let Some(used) = used_pair {
+        r.push("bind_map_unmap_rtt_used_vm_us", used as f64 / 1000.0);
+        r.push(
+            "overhead_ratio_used_vm",
+            used as f64 / (2.0 * null.max(1) as f64),
+        );
+    }
+}
+
+/// A VM that has run one job (a batch that only ends), so its context may cache
+/// translations.
+fn used_vm(dev: &Device, batch: &Bo) -> Option<Vm> {
+    const BATCH_VA: u64 = 0x20_0000;
+    let vm = Vm::create(dev, VmCreateFlags::empty()).ok()?;
+    let queue = ExecQueue::create(&vm, EngineClass::Copy).ok()?;
+    let mut b = Batch::new();
+    b.batch_end();
+    batch.mmap().ok()?.write_dwords(0, b.dwords()).ok()?;
+    vm.bind().map(batch, 0, BATCH_VA, PAGE).submit().ok()?;
+    let done = Syncobj::create(dev, false).ok()?;
+    queue.exec(BATCH_VA).signal(&done).submit().ok()?;
+    done.wait(Timeout::Forever).ok()?.then_some(vm)
 }
