@@ -9,6 +9,7 @@ use crate::types::VmId;
 use gpu_scheme::uapi::flags::{BindFlags as WireFlags, BoCreateFlags};
 use gpu_scheme::uapi::request::BindOp as WireOp;
 use gpu_scheme::uapi::BoId as WireBoId;
+use std::time::Duration;
 
 fn driver() -> Driver {
     let cfg = DeviceConfig {
@@ -242,24 +243,44 @@ fn syncobj_signal_query_transfer() {
 }
 
 #[test]
-fn client_stop_waits_and_forgets_the_client() {
+fn client_stop_forgets_the_client_and_destroy_cancels_its_queued_work() {
     let d = driver();
     let vm = d.vm_create(C, VmCreateFlags::empty()).expect("vm");
     let b = bo(&d, 0x1000, WirePlacement::SYSTEM);
-    let s = d.syncobj_create(false).expect("s");
+    let (gate, s) = (
+        d.syncobj_create(false).expect("gate"),
+        d.syncobj_create(false).expect("s"),
+    );
+    let never = crate::sync::Fence::new(crate::sync::FenceContext::alloc(), 1);
+    gate.replace_fence(Some(never));
     d.vm_bind(
         C,
         &vm,
         None,
         vec![map(&b, 0x1000, 0x1000)],
-        vec![ResolvedSync::Signal(s.clone(), 0)],
+        vec![
+            ResolvedSync::Wait(gate, 0),
+            ResolvedSync::Signal(s.clone(), 0),
+        ],
     )
     .expect("bind");
+    // The bind waits for a gate nobody will signal: stopping the client must not wait for it.
     d.client_stop(C);
-    assert_eq!(d.syncobj_state(&s, 0), PointState::Signaled);
+    assert_eq!(d.syncobj_state(&s, 0), PointState::Pending);
     let lines = d.stats(None);
     assert!(lines.contains(&("clients".to_string(), "0".to_string())));
     assert_eq!(d.stats(Some(ClientId(2)))[0].1, "0");
+    // The scheme destroys the VM next, which cancels the queued bind.
+    d.vm_destroy(&vm).expect("destroy");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while d.syncobj_state(&s, 0) == PointState::Pending && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let status = s.fence().map(|f| f.status());
+    assert!(
+        matches!(status, Some(crate::sync::FenceStatus::Failed(_))),
+        "queued bind not cancelled: {status:?}"
+    );
 }
 
 #[test]

@@ -159,8 +159,9 @@ pub trait GpuDriver {
     fn now_ns(&self) -> u64;
     /// Per-client usage the scheme's limits need.
     fn client_usage(&self, client: ClientId) -> ClientUsage;
-    /// Stop all GPU work of a client (its queues are idle or cancelled on return). Called first
-    /// when a client's device handle closes; the scheme then destroys the objects.
+    /// A client's device handle closed: forget its per-client state before the scheme destroys
+    /// its queues and VMs (which cancels its queued work). Runs on the server thread, so it
+    /// must not wait for GPU work: a dying client must not stall the others.
     fn client_stop(&self, client: ClientId);
     /// Extra `key: value` stats lines for a client (`None`: device-wide).
     fn stats(&self, client: Option<ClientId>) -> Vec<(String, String)>;

@@ -188,9 +188,11 @@ impl Vm {
     }
 
     /// Destroys the VM with work in flight: refuses new work, cancels queued bind jobs (their
-    /// fences and out-syncs signal `Canceled`), waits for running ones, unbinds the context
-    /// and drops every mapping (releasing the vm_bos and so the BOs). The page tables are
-    /// freed when the last reference to the VM goes.
+    /// fences and out-syncs signal `Canceled`), waits for running ones and drops every
+    /// mapping (releasing the vm_bos and so the BOs, whose memory waits for their fences).
+    /// The context and the page tables stay until the last reference to the VM goes: exec
+    /// queues hold it until their last job on a ring retired, so a job still running never
+    /// walks freed tables or another VM's context.
     pub(crate) fn destroy(&self) {
         self.closed.store(true, Ordering::Release);
         let mut queues = self.queues.lock().clone();
@@ -201,7 +203,6 @@ impl Vm {
             }
         }
         let mut st = self.lock.write();
-        self.core.release_ctx(self.ctx);
         let all = VaRange::new(GpuVa(0), KERNEL_VA_BASE);
         if let Ok(plan) = all
             .map_err(BindError::from)
@@ -377,15 +378,14 @@ impl Drop for Vm {
     fn drop(&mut self) {
         // No exec queue is left (they hold the VM), and bind jobs hold no reference: cancel
         // the queued ones and wait for them before the tables go.
-        let was_closed = self.closed.swap(true, Ordering::AcqRel);
+        self.closed.store(true, Ordering::Release);
         let mut queues = self.queues.get_mut().clone();
         queues.push(self.default_queue.clone());
         for f in queues.iter().filter_map(BindQueue::last_fence) {
             let _ = f.wait(Some(super::queue::BIND_WAIT_LIMIT));
         }
-        if !was_closed {
-            self.core.release_ctx(self.ctx);
-        }
+        // No job of the VM is on a ring any more (exec queues hold the VM until then).
+        self.core.release_ctx(self.ctx);
         let st = self.lock.get_mut();
         for page in st.fence_pages.drain(..) {
             let _ = self.core.dma.free(page);

@@ -104,6 +104,9 @@ pub(crate) struct QueueState {
     pub ban: Option<Ban>,
     /// The handle was dropped: the queue goes away once `inflight` drains.
     pub closing: bool,
+    /// The VM, held until the queue is gone: its context and page tables must outlive every
+    /// job on the ring, even after the client destroyed the VM and dropped its handles.
+    pub keepalive: Option<Arc<dyn JobVm>>,
 }
 
 impl QueueState {
@@ -122,6 +125,7 @@ impl QueueState {
             mode: cfg.mode,
             ban: None,
             closing: false,
+            keepalive: cfg.vm.clone(),
         }
     }
 

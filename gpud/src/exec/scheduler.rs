@@ -16,6 +16,7 @@ use super::job::{Job, FENCE_TAIL_DWORDS};
 use super::queue::{Ban, ExecQueue, InflightJob, PendingJob, QueueConfig, QueueMode, QueueState};
 use super::recovery;
 use super::ring::ExecHw;
+use super::vm_hook::JobVm;
 use crate::hw::clock::WAIT_SLICE;
 use crate::hw::{Engine, HwError, IrqCauses};
 use crate::sync::{Fence, FenceFault, FenceStatus, WaitQueue};
@@ -91,6 +92,9 @@ fn complete_all(done: Vec<Completion>) -> bool {
 #[derive(Default)]
 pub(crate) struct State {
     pub queues: BTreeMap<QueueId, QueueState>,
+    /// VMs of queues that went away, dropped once the lock is released (dropping a VM
+    /// unbinds its context and waits for its bind jobs).
+    pub graveyard: Vec<Arc<dyn JobVm>>,
     next_id: u32,
     /// Hardware queue slots in use, per engine index.
     slots: [BTreeSet<u32>; 2],
@@ -367,7 +371,7 @@ impl Shared {
     /// The handle went away: waiting jobs are cancelled (in order, through the ring) and the
     /// hardware queue is released once idle.
     pub(crate) fn close_queue(&self, id: QueueId) {
-        {
+        let dead = {
             let mut st = self.lock();
             let Some(q) = st.queues.get_mut(&id) else {
                 return;
@@ -382,7 +386,11 @@ impl Shared {
                     st.free_slot(engine, slot);
                 }
             }
-        }
+            // Nothing queued either: the queue (and its hold on the VM) goes now.
+            reap_closed(&mut st);
+            std::mem::take(&mut st.graveyard)
+        };
+        drop(dead);
         self.wake.notify_all();
     }
 
@@ -452,13 +460,15 @@ impl Shared {
         while !self.stop.load(Ordering::Acquire) {
             let seen = self.wake.generation();
             let mut done = Vec::new();
-            let sleep = {
+            let (sleep, dead) = {
                 let mut st = self.lock();
-                self.tick(&mut st, &mut done)
+                let sleep = self.tick(&mut st, &mut done);
+                (sleep, std::mem::take(&mut st.graveyard))
             };
             if complete_all(done) {
                 self.user_fences.notify_all();
             }
+            drop(dead);
             // Timeouts are measured on the injected clock, so a sleeping scheduler re-reads it
             // at least every slice while a job with a timeout is on a ring.
             let deadline = sleep.map(|d| Instant::now() + d.min(WAIT_SLICE));
@@ -482,6 +492,7 @@ fn reap_closed(st: &mut State) {
                 let _ = ring.destroy();
                 st.free_slot(q.engine, q.slot);
             }
+            st.graveyard.extend(q.keepalive.take());
         }
     }
 }

@@ -343,3 +343,51 @@ fn dropping_a_vm_cancels_blocked_binds() {
     drop(vm);
     assert_eq!(wait(&f), Err(FenceFault::Canceled));
 }
+
+/// A VM destroyed (and every handle dropped) while one of its jobs still runs on the GPU
+/// keeps its context and page tables until that job finished: a new VM must not get the
+/// context (the running job would then walk the new VM's tables), and the job still writes
+/// its own BO. Once it retired, the context is free again.
+#[test]
+fn a_destroyed_vm_keeps_its_context_until_its_running_job_retires() {
+    use crate::hw::cmd::{CommandStream, SemOp, Width};
+    use crate::types::GpuVa;
+    let r = rig();
+    let a = r.vm(VmFlags::empty());
+    let ctx = a.vm.ctx();
+    let (sem, out) = (r.sys_bo(K4), r.bo(K4));
+    a.bind(&[
+        BindOp::map(&sem, 0, VA, K4),
+        BindOp::map(&out, 0, VA + 0x10_0000, K4),
+    ])
+    .unwrap();
+    let mut c = CommandStream::new();
+    c.semaphore_wait(GpuVa(VA), SemOp::Gte, 1, Width::U64)
+        .store_qword(GpuVa(VA + 0x10_0000), 0xa11ce);
+    let job =
+        a.q.submit(crate::exec::Job::commands(c.dwords().to_vec()))
+            .unwrap();
+    // The job is on the ring, waiting for the semaphore in memory.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(!job.is_signalled());
+    r.dev.vm_destroy(&a.vm);
+    drop(a);
+    let b = r.vm(VmFlags::empty());
+    assert_ne!(
+        b.vm.ctx(),
+        ctx,
+        "the running job's context was handed out again"
+    );
+    write(&sem, 0, 1);
+    assert_eq!(wait(&job), Ok(()));
+    assert_eq!(read(&out, 0), 0xa11ce, "the job lost its mappings");
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let c = loop {
+        let c = r.vm(VmFlags::empty());
+        if c.vm.ctx() == ctx || std::time::Instant::now() > deadline {
+            break c;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    };
+    assert_eq!(c.vm.ctx(), ctx, "the context was never released");
+}
