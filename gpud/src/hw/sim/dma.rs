@@ -1,10 +1,11 @@
-//! DMA memory on the host: a page allocator over a physical-memory object shared with the
-//! device model.
+//! DMA memory: a page allocator over a physical-memory object the device also reaches.
 //!
 //! Owns: [`PageAllocator`] (first-fit over free extents, coalescing on free) and
 //! [`HeapDma`], the [`DmaMemory`] implementation that allocates from it and reaches memory
-//! through `simgpu::PhysMemory`'s atomic accessors. Must not: hand out references into
-//! memory the device can write.
+//! through `simgpu::PhysMemory`'s atomic accessors. The memory may sit at a physical base
+//! (a contiguous chunk the platform handed over, e.g. from Redox's memory scheme): regions
+//! then carry real physical addresses, because the device puts those on the bus. Must not:
+//! hand out references into memory the device can write.
 
 use crate::hw::{DmaMemory, DmaRegion, HwError};
 use crate::types::{PhysAddr, PAGE_SIZE};
@@ -86,21 +87,55 @@ impl PageAllocator {
     }
 }
 
-/// Host DMA memory: pages of a shared physical-memory object, page 0 reserved so that a
-/// zero address never names a live allocation.
+/// DMA memory: pages of a physical-memory object mapped at physical address `base`. Physical
+/// page 0 is never handed out, so that a zero address never names a live allocation.
 pub struct HeapDma {
     mem: Arc<dyn PhysMemory>,
+    /// Physical address of `mem`'s first byte (page-aligned).
+    base: u64,
     pages: Mutex<PageAllocator>,
 }
 
 impl HeapDma {
-    /// Manages all of `mem` except its first page.
+    /// Manages all of `mem`, which the device sees at physical 0, except its first page.
     pub fn new(mem: Arc<dyn PhysMemory>) -> Self {
-        let pages = mem.size() / PAGE_SIZE;
+        Self::with_base(mem, PhysAddr(0))
+    }
+
+    /// Manages all of `mem`, which the device sees at physical `base` (rounded up to a page;
+    /// the bytes below the rounded base are not used). Regions carry physical addresses.
+    pub fn with_base(mem: Arc<dyn PhysMemory>, base: PhysAddr) -> Self {
+        let first = base.get().div_ceil(PAGE_SIZE);
+        let skip = first * PAGE_SIZE - base.get();
+        let pages = mem.size().saturating_sub(skip) / PAGE_SIZE;
+        // Physical page 0 stays unused (only possible when `base` is 0).
+        let (first, pages) = if first == 0 {
+            (1, pages.saturating_sub(1))
+        } else {
+            (first, pages)
+        };
         Self {
             mem,
-            pages: Mutex::new(PageAllocator::new(1, pages.saturating_sub(1))),
+            base: base.get(),
+            pages: Mutex::new(PageAllocator::new(first, pages)),
         }
+    }
+
+    /// Physical address of the first byte of the memory.
+    pub fn base(&self) -> PhysAddr {
+        PhysAddr(self.base)
+    }
+
+    /// One past the highest physical address the memory covers.
+    pub fn end(&self) -> PhysAddr {
+        PhysAddr(self.base.saturating_add(self.mem.size()))
+    }
+
+    /// The offset into `mem` of physical `addr`.
+    fn at(&self, addr: PhysAddr, len: usize) -> Result<u64, HwError> {
+        addr.get()
+            .checked_sub(self.base)
+            .ok_or_else(|| Self::range_err(addr, len))
     }
 
     /// Free bytes.
@@ -131,10 +166,10 @@ impl DmaMemory for HeapDma {
         // Zero in page-sized pieces: the device never sees stale data from a previous user.
         let zero = vec![0u8; PAGE_SIZE as usize];
         for p in 0..count {
-            let at = region.addr.get() + p * PAGE_SIZE;
+            let pa = PhysAddr(region.addr.get() + p * PAGE_SIZE);
             self.mem
-                .write(at, &zero)
-                .map_err(|_| Self::range_err(PhysAddr(at), zero.len()))?;
+                .write(self.at(pa, zero.len())?, &zero)
+                .map_err(|_| Self::range_err(pa, zero.len()))?;
         }
         Ok(region)
     }
@@ -157,37 +192,37 @@ impl DmaMemory for HeapDma {
     fn read(&self, addr: PhysAddr, buf: &mut [u8]) -> Result<(), HwError> {
         let len = buf.len();
         self.mem
-            .read(addr.get(), buf)
+            .read(self.at(addr, len)?, buf)
             .map_err(|_| Self::range_err(addr, len))
     }
 
     fn write(&self, addr: PhysAddr, data: &[u8]) -> Result<(), HwError> {
         self.mem
-            .write(addr.get(), data)
+            .write(self.at(addr, data.len())?, data)
             .map_err(|_| Self::range_err(addr, data.len()))
     }
 
     fn read_u32(&self, addr: PhysAddr) -> Result<u32, HwError> {
         self.mem
-            .load_u32(addr.get())
+            .load_u32(self.at(addr, 4)?)
             .map_err(|_| Self::range_err(addr, 4))
     }
 
     fn write_u32(&self, addr: PhysAddr, value: u32) -> Result<(), HwError> {
         self.mem
-            .store_u32(addr.get(), value)
+            .store_u32(self.at(addr, 4)?, value)
             .map_err(|_| Self::range_err(addr, 4))
     }
 
     fn read_u64(&self, addr: PhysAddr) -> Result<u64, HwError> {
         self.mem
-            .load_u64(addr.get())
+            .load_u64(self.at(addr, 8)?)
             .map_err(|_| Self::range_err(addr, 8))
     }
 
     fn write_u64(&self, addr: PhysAddr, value: u64) -> Result<(), HwError> {
         self.mem
-            .store_u64(addr.get(), value)
+            .store_u64(self.at(addr, 8)?, value)
             .map_err(|_| Self::range_err(addr, 8))
     }
 }
@@ -299,5 +334,58 @@ mod tests {
             dma.read_u32(PhysAddr(16 * PAGE_SIZE)),
             Err(HwError::DmaRange { .. })
         ));
+    }
+
+    #[test]
+    fn heap_dma_at_a_physical_base_hands_out_physical_addresses() {
+        let mem = Arc::new(HeapMemory::new(4 * PAGE_SIZE));
+        let base = PhysAddr(0x1234_5000);
+        let dma = HeapDma::with_base(mem.clone(), base);
+        assert_eq!((dma.base(), dma.end()), (base, PhysAddr(0x1234_9000)));
+        assert_eq!(dma.free_bytes(), 4 * PAGE_SIZE, "no page reserved above 0");
+        let r = dma.alloc(2 * PAGE_SIZE).unwrap();
+        assert_eq!(r.addr, base);
+        dma.write_u64(PhysAddr(base.get() + PAGE_SIZE + 8), 0xfeed)
+            .unwrap();
+        assert_eq!(
+            mem.load_u64(PAGE_SIZE + 8).unwrap(),
+            0xfeed,
+            "offset = pa - base"
+        );
+        assert_eq!(
+            dma.read_u64(PhysAddr(base.get() + PAGE_SIZE + 8)),
+            Ok(0xfeed)
+        );
+        // Below the base and past the end are range errors, never offsets that wrap.
+        assert!(matches!(
+            dma.read_u32(PhysAddr(base.get() - 4)),
+            Err(HwError::DmaRange { .. })
+        ));
+        assert!(matches!(
+            dma.write_u32(dma.end(), 1),
+            Err(HwError::DmaRange { .. })
+        ));
+        assert_eq!(
+            dma.free(DmaRegion {
+                addr: PhysAddr(PAGE_SIZE),
+                len: PAGE_SIZE
+            }),
+            Err(HwError::BadFree {
+                addr: PAGE_SIZE,
+                len: PAGE_SIZE
+            })
+        );
+        dma.free(r).unwrap();
+        assert_eq!(dma.alloc(4 * PAGE_SIZE).unwrap().addr, base);
+    }
+
+    #[test]
+    fn heap_dma_rounds_an_unaligned_base_up() {
+        let dma = HeapDma::with_base(
+            Arc::new(HeapMemory::new(4 * PAGE_SIZE)),
+            PhysAddr(PAGE_SIZE + 16),
+        );
+        assert_eq!(dma.free_bytes(), 3 * PAGE_SIZE);
+        assert_eq!(dma.alloc(1).unwrap().addr, PhysAddr(2 * PAGE_SIZE));
     }
 }
