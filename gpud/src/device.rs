@@ -2,6 +2,10 @@
 //! dispatcher, the scheduler, the kernel context with its linear map and copy queue, and
 //! hands out VMs, BOs, exec queues and bind queues.
 //!
+//! Bring-up takes the hardware as seams ([`DeviceHardware`]: registers, DMA memory, VRAM
+//! aperture, interrupt latch): [`Device::with_memory`] builds them over an in-process simgpu,
+//! `platform::pcid_driver` over the BARs and DMA memory pcid handed over.
+//!
 //! Owns: [`Device`] (the driver-level API the scheme calls), [`Core`] (what VMs share:
 //! MMU, memory manager, page-table memory, fail points, hardware-context slots, the VM
 //! registry used to route evictions), and the glue `impl CopyEngine for KernelQueue`.
