@@ -1,6 +1,6 @@
 //! Adapters from the capabilities pcid hands over (the [`sys`](super::sys) traits) to the
 //! hardware layer's seams: BAR0 → [`Mmio`], BAR2 → VRAM [`PhysMemory`], one contiguous DMA
-//! chunk → the DMA page pool, and the one CPU interrupt → the [`IrqLatch`] the dispatcher
+//! chunks → the DMA page pool, and the one CPU interrupt → the [`IrqLatch`] the dispatcher
 //! thread waits on.
 //!
 //! Owns: [`BarMmio`] (bounds-failed accesses are counted and logged, never a panic; a
@@ -278,35 +278,65 @@ fn split_words(addr: u64, len: usize) -> impl Iterator<Item = (u64, usize)> {
     })
 }
 
-/// Allocates the driver's DMA pool: `want` bytes of zeroed, physically contiguous memory,
-/// halving the request down to `min` while the memory scheme refuses. Returns the buffer
-/// (never freed: the pool lives as long as the driver) and the page allocator over it,
-/// whose regions carry the buffer's physical addresses.
+/// The smallest chunk [`alloc_dma_pool`] asks for after halving.
+pub const DMA_MIN_CHUNK: u64 = 64 << 10;
+
+/// Allocates the driver's DMA pool: about `want` bytes of zeroed memory in physically
+/// contiguous chunks of `chunk` bytes (halved while the memory scheme refuses, down to
+/// [`DMA_MIN_CHUNK`]), stopping early when even that is refused; fails, returning what it
+/// got, if less than `min` bytes came together. Returns the buffers (never freed: the pool
+/// lives as long as the driver) and the page allocator over them, whose regions carry the
+/// buffers' physical addresses and never span two buffers.
 pub fn alloc_dma_pool<D: DmaMemory>(
     dma: &mut D,
     want: u64,
     min: u64,
-) -> Result<(DmaBuffer, Arc<HeapDma>), SysError> {
-    let mut len = want.max(min);
-    loop {
-        match dma.alloc_zeroed(len) {
+    chunk: u64,
+) -> Result<(Vec<DmaBuffer>, Arc<HeapDma>), SysError> {
+    let mut size = chunk.min(want).max(DMA_MIN_CHUNK);
+    let mut bufs: Vec<DmaBuffer> = Vec::new();
+    let mut total = 0u64;
+    let mut refused = None;
+    while total < want {
+        match dma.alloc_zeroed(size) {
             Ok(buf) => {
-                let mem = match dma.access(&buf) {
-                    Ok(mem) => mem,
-                    Err(e) => {
-                        let _ = dma.free(buf);
-                        return Err(e);
-                    }
-                };
-                return Ok((buf, Arc::new(HeapDma::with_base(mem, buf.phys))));
+                total = total.saturating_add(buf.len);
+                bufs.push(buf);
             }
-            Err(e) if len / 2 >= min && len / 2 > 0 => {
-                eprintln!("gpud: DMA pool of {len:#x} bytes refused ({e}); trying half");
-                len /= 2;
+            Err(e) => {
+                refused = Some(e);
+                if size / 2 < DMA_MIN_CHUNK {
+                    break;
+                }
+                size /= 2;
             }
-            Err(e) => return Err(e),
         }
     }
+    let pool = if total >= min.max(1) {
+        pool_over(dma, &bufs)
+    } else {
+        Err(refused.unwrap_or(SysError::new(syscall::ENOMEM)))
+    };
+    match pool {
+        Ok(pool) => Ok((bufs, pool)),
+        Err(e) => {
+            for buf in bufs {
+                let _ = dma.free(buf);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The page allocator over `bufs` (CPU access through the memory scheme's mappings).
+fn pool_over<D: DmaMemory>(dma: &D, bufs: &[DmaBuffer]) -> Result<Arc<HeapDma>, SysError> {
+    let mut chunks = Vec::with_capacity(bufs.len());
+    for buf in bufs {
+        chunks.push((dma.access(buf)?, buf.phys));
+    }
+    // Overlapping buffers would be a memory-scheme bug; refuse rather than alias.
+    let pool = HeapDma::with_segments(chunks).ok_or(SysError::new(syscall::EINVAL))?;
+    Ok(Arc::new(pool))
 }
 
 /// Why the MSI-X table could not be programmed.

@@ -119,25 +119,44 @@ fn bar_memory_exposes_no_more_than_the_mapping() {
     assert!(b.store_u64(64, 1).is_err());
 }
 
-/// Refuses allocations above `limit`; hands out chunks at a high physical address.
+/// Refuses allocations above `limit` or beyond `capacity` in total; hands out chunks at
+/// increasing physical addresses above 8 GiB.
 struct LimitedDma {
     limit: u64,
+    capacity: u64,
+    next: u64,
     tried: Vec<u64>,
+    freed: u64,
+}
+
+impl LimitedDma {
+    fn new(limit: u64, capacity: u64) -> Self {
+        Self {
+            limit,
+            capacity,
+            next: 0,
+            tried: Vec::new(),
+            freed: 0,
+        }
+    }
 }
 
 impl SysDma for LimitedDma {
     fn alloc_zeroed(&mut self, len: u64) -> Result<DmaBuffer, SysError> {
         self.tried.push(len);
-        if len > self.limit {
+        if len > self.limit || self.next + len > self.capacity {
             return Err(SysError::new(syscall::ENOMEM));
         }
+        let at = self.next;
+        self.next += len;
         Ok(DmaBuffer {
-            cpu: CpuVa(0x7000_0000),
-            phys: PhysAddr(0x2_0000_0000),
+            cpu: CpuVa(0x7000_0000 + at),
+            phys: PhysAddr(0x2_0000_0000 + at),
             len,
         })
     }
-    fn free(&mut self, _: DmaBuffer) -> Result<(), SysError> {
+    fn free(&mut self, buf: DmaBuffer) -> Result<(), SysError> {
+        self.freed += buf.len;
         Ok(())
     }
     fn access(&self, buf: &DmaBuffer) -> Result<Arc<dyn PhysMemory>, SysError> {
@@ -145,34 +164,40 @@ impl SysDma for LimitedDma {
     }
 }
 
+const MIB: u64 = 1 << 20;
+
 #[test]
-fn the_dma_pool_halves_until_the_memory_scheme_gives_a_chunk() {
-    let mut dma = LimitedDma {
-        limit: 3 * 1024 * 1024,
-        tried: Vec::new(),
-    };
-    let (buf, pool) = alloc_dma_pool(&mut dma, 8 << 20, 1 << 20).unwrap();
-    assert_eq!(dma.tried, vec![8 << 20, 4 << 20, 2 << 20]);
-    assert_eq!(buf.len, 2 << 20);
+fn the_dma_pool_is_built_from_chunks_halved_until_the_memory_scheme_gives_them() {
+    let mut dma = LimitedDma::new(3 * MIB, 64 * MIB);
+    let (bufs, pool) = alloc_dma_pool(&mut dma, 8 * MIB, MIB, 4 * MIB).unwrap();
+    assert_eq!(dma.tried, vec![4 * MIB, 2 * MIB, 2 * MIB, 2 * MIB, 2 * MIB]);
+    assert_eq!(bufs.len(), 4);
     assert_eq!(pool.base(), PhysAddr(0x2_0000_0000));
-    assert_eq!(pool.free_bytes(), 2 << 20);
+    assert_eq!(pool.end(), PhysAddr(0x2_0000_0000 + 8 * MIB));
+    assert_eq!(pool.free_bytes(), 8 * MIB);
     let r = pool.alloc(PAGE_SIZE).unwrap();
     assert_eq!(
         r.addr,
         PhysAddr(0x2_0000_0000),
         "regions carry physical addresses"
     );
+    assert!(
+        pool.alloc(3 * MIB).is_err(),
+        "no region spans two chunks, even adjacent ones"
+    );
+}
 
-    let mut tiny = LimitedDma {
-        limit: 1 << 20,
-        tried: Vec::new(),
-    };
-    let err = alloc_dma_pool(&mut tiny, 8 << 20, 4 << 20).err();
+#[test]
+fn a_dma_pool_below_the_minimum_is_returned_and_refused() {
+    let mut tiny = LimitedDma::new(8 * MIB, 3 * MIB);
+    let err = alloc_dma_pool(&mut tiny, 8 * MIB, 4 * MIB, 2 * MIB).err();
     assert_eq!(err, Some(SysError::new(syscall::ENOMEM)));
+    assert_eq!(tiny.next, 3 * MIB, "it took what it could get...");
+    assert_eq!(tiny.freed, 3 * MIB, "...and gave it all back");
     assert_eq!(
-        tiny.tried,
-        vec![8 << 20, 4 << 20],
-        "never below the minimum"
+        tiny.tried.iter().filter(|&&l| l < DMA_MIN_CHUNK).count(),
+        0,
+        "never below the smallest chunk"
     );
 }
 

@@ -26,11 +26,14 @@ use crate::hw::sim::irq::{IrqLatch, MsixWiring};
 use crate::hw::Mmio;
 
 /// DMA pool requested at startup: system BOs, page tables, rings and fence pages all live
-/// here. One physically contiguous chunk, so the memory scheme may refuse it on a
-/// fragmented machine; [`DMA_POOL_MIN`] is the smallest accepted after halving.
+/// here, in physically contiguous chunks of [`DMA_CHUNK`] bytes.
 pub const DMA_POOL_BYTES: u64 = 64 << 20;
 /// The smallest DMA pool gpud starts with.
 pub const DMA_POOL_MIN: u64 = 8 << 20;
+/// Bytes per physically contiguous chunk: what Redox drivers rely on getting from the memory
+/// scheme (its scatter-gather helper uses 4 MiB chunks). A system BO lives in one chunk, so
+/// this is also the largest system BO.
+pub const DMA_CHUNK: u64 = 4 << 20;
 /// How often the loop retries parked waits (see `SchemeEvents::with_parked_poll`).
 pub const PARKED_POLL: Duration = Duration::from_millis(1);
 
@@ -46,6 +49,8 @@ pub struct PcidConfig {
     pub dma_pool: u64,
     /// Smallest DMA pool accepted.
     pub dma_pool_min: u64,
+    /// Bytes per contiguous chunk.
+    pub dma_chunk: u64,
     /// Retry interval of parked requests.
     pub parked_poll: Duration,
 }
@@ -57,6 +62,7 @@ impl Default for PcidConfig {
             limits: Limits::default(),
             dma_pool: DMA_POOL_BYTES,
             dma_pool_min: DMA_POOL_MIN,
+            dma_chunk: DMA_CHUNK,
             parked_poll: PARKED_POLL,
         }
     }
@@ -76,8 +82,8 @@ pub struct Built {
     pub events: PcidEvents,
     /// The IRQ hook (counters).
     pub irq: Arc<StatusIrq>,
-    /// Physical range of the DMA pool.
-    pub dma_pool: (u64, u64),
+    /// The DMA pool's chunks as `(physical address, bytes)`.
+    pub dma_pool: Vec<(u64, u64)>,
 }
 
 /// [`build_with`] with the default [`PcidConfig`]: the `build` that `platform::redox::run`
@@ -118,8 +124,10 @@ where
     let bar2 = res.vram.ok_or("the function has no VRAM aperture (BAR2)")?;
     let vram = vram_size(&*mmio, bar2.len())?;
     let aperture = Arc::new(BarMemory::new(bar2, vram));
-    let (pool, dma) = alloc_dma_pool(&mut res.dma, cfg.dma_pool, cfg.dma_pool_min)
+    let (chunks, dma) = alloc_dma_pool(&mut res.dma, cfg.dma_pool, cfg.dma_pool_min, cfg.dma_chunk)
         .map_err(|e| format!("allocating the DMA pool: {e}"))?;
+    let pool_bytes: u64 = chunks.iter().map(|c| c.len).sum();
+    let sys_end = dma.end().get();
     let exclusive = match res.interrupt {
         InterruptMode::MsiX { message } => {
             program_msix(&*mmio, message).map_err(|e| e.to_string())?;
@@ -131,7 +139,7 @@ where
     let latch = Arc::new(IrqLatch::default());
     let device_cfg = DeviceConfig {
         vram_size: vram,
-        sys_size: pool.len,
+        sys_size: pool_bytes,
         ..cfg.device
     };
     let parts = DeviceHardware {
@@ -141,11 +149,11 @@ where
         latch: latch.clone(),
         wiring: MsixWiring::Platform,
         sim: None,
-        sys_end: pool.phys.get().saturating_add(pool.len),
+        sys_end,
     };
     let device = Device::with_hardware(device_cfg, parts).map_err(|e| e.to_string())?;
     // No shared pool: clients cannot map BOs through gpud's memory yet (EOPNOTSUPP).
-    let driver = Driver::new(Arc::new(device), pool.len, None);
+    let driver = Driver::new(Arc::new(device), pool_bytes, None);
     let scheme = GpuScheme::new(driver, cfg.limits);
     let irq = Arc::new(StatusIrq::new(mmio, latch, exclusive));
     let hook_irq = irq.clone();
@@ -160,7 +168,7 @@ where
         scheme,
         events: SchemeEvents::new(hook).with_parked_poll(cfg.parked_poll),
         irq,
-        dma_pool: (pool.phys.get(), pool.len),
+        dma_pool: chunks.iter().map(|c| (c.phys.get(), c.len)).collect(),
     })
 }
 

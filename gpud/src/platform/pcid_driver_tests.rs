@@ -34,9 +34,11 @@ use crate::platform::testing::{self as t, FakeChannel, FakePcid, FakeQueue, Fake
 use crate::types::{CpuVa, GpuVa, PhysAddr};
 
 const VRAM: u64 = 8 << 20;
-const POOL: u64 = 16 << 20;
-/// Where the DMA pool sits in the device's physical address space (above 4 GiB).
-const POOL_BASE: u64 = 0x1_4000_0000;
+/// Bytes per DMA chunk the fake memory scheme hands out.
+const CHUNK: u64 = 4 << 20;
+/// Physical bases of the chunks (above 4 GiB; the first two adjacent, then a gap).
+const CHUNK_BASES: [u64; 3] = [0x1_4000_0000, 0x1_4040_0000, 0x1_5000_0000];
+
 const MESSAGE: MsiMessage = MsiMessage {
     addr: 0xfee0_3000,
     data: 0x45,
@@ -44,49 +46,61 @@ const MESSAGE: MsiMessage = MsiMessage {
 /// Loop iterations before a test gives up (each idle one sleeps a millisecond).
 const MAX_WAKES: u32 = 20_000;
 
-/// System memory as the device sees it: `inner` at physical `base`, nothing elsewhere.
+/// System memory as the device sees it: the chunks at their physical bases, nothing else.
 struct OffsetMemory {
-    base: u64,
-    inner: Arc<HeapMemory>,
+    chunks: Vec<(u64, Arc<HeapMemory>)>,
 }
 
 impl OffsetMemory {
-    fn at(&self, addr: u64) -> Result<u64, MemError> {
-        addr.checked_sub(self.base).ok_or(MemError::OutOfRange {
-            addr,
-            len: 1,
-            size: self.inner.size(),
-        })
+    /// Runs `f` on the chunk holding `addr`, with the offset into it.
+    fn on<T>(
+        &self,
+        addr: u64,
+        f: impl FnOnce(&HeapMemory, u64) -> Result<T, MemError>,
+    ) -> Result<T, MemError> {
+        let hit = self
+            .chunks
+            .iter()
+            .find(|(base, m)| (*base..base + m.size()).contains(&addr));
+        match hit {
+            Some((base, m)) => f(m, addr - base),
+            None => Err(MemError::OutOfRange {
+                addr,
+                len: 1,
+                size: self.size(),
+            }),
+        }
     }
 }
 
 impl PhysMemory for OffsetMemory {
     fn size(&self) -> u64 {
-        self.base + self.inner.size()
+        let ends = self.chunks.iter().map(|(b, m)| b + m.size());
+        ends.max().unwrap_or(0)
     }
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
-        self.inner.read(self.at(addr)?, buf)
+        self.on(addr, |m, o| m.read(o, buf))
     }
     fn write(&self, addr: u64, data: &[u8]) -> Result<(), MemError> {
-        self.inner.write(self.at(addr)?, data)
+        self.on(addr, |m, o| m.write(o, data))
     }
     fn load_u32(&self, addr: u64) -> Result<u32, MemError> {
-        self.inner.load_u32(self.at(addr)?)
+        self.on(addr, |m, o| m.load_u32(o))
     }
     fn store_u32(&self, addr: u64, value: u32) -> Result<(), MemError> {
-        self.inner.store_u32(self.at(addr)?, value)
+        self.on(addr, |m, o| m.store_u32(o, value))
     }
     fn load_u64(&self, addr: u64) -> Result<u64, MemError> {
-        self.inner.load_u64(self.at(addr)?)
+        self.on(addr, |m, o| m.load_u64(o))
     }
     fn store_u64(&self, addr: u64, value: u64) -> Result<(), MemError> {
-        self.inner.store_u64(self.at(addr)?, value)
+        self.on(addr, |m, o| m.store_u64(o, value))
     }
     fn fetch_add_u32(&self, addr: u64, value: u32) -> Result<u32, MemError> {
-        self.inner.fetch_add_u32(self.at(addr)?, value)
+        self.on(addr, |m, o| m.fetch_add_u32(o, value))
     }
     fn fetch_add_u64(&self, addr: u64, value: u64) -> Result<u64, MemError> {
-        self.inner.fetch_add_u64(self.at(addr)?, value)
+        self.on(addr, |m, o| m.fetch_add_u64(o, value))
     }
     fn compare_exchange_u32(
         &self,
@@ -94,8 +108,7 @@ impl PhysMemory for OffsetMemory {
         current: u32,
         new: u32,
     ) -> Result<Result<u32, u32>, MemError> {
-        self.inner
-            .compare_exchange_u32(self.at(addr)?, current, new)
+        self.on(addr, |m, o| m.compare_exchange_u32(o, current, new))
     }
     fn compare_exchange_u64(
         &self,
@@ -103,8 +116,7 @@ impl PhysMemory for OffsetMemory {
         current: u64,
         new: u64,
     ) -> Result<Result<u64, u64>, MemError> {
-        self.inner
-            .compare_exchange_u64(self.at(addr)?, current, new)
+        self.on(addr, |m, o| m.compare_exchange_u64(o, current, new))
     }
 }
 
@@ -209,31 +221,30 @@ impl IrqHandle for SimIrq {
     }
 }
 
-/// The memory scheme: one contiguous chunk at `POOL_BASE`.
+/// The memory scheme: hands out the chunks in order, refusing anything but `CHUNK` bytes.
 struct SimDma {
-    mem: Arc<HeapMemory>,
-    given: bool,
+    chunks: Vec<(u64, Arc<HeapMemory>)>,
+    next: usize,
 }
 
 impl DmaMemory for SimDma {
     fn alloc_zeroed(&mut self, len: u64) -> Result<DmaBuffer, SysError> {
-        if self.given || len > self.mem.size() {
-            return Err(SysError::new(syscall::ENOMEM));
-        }
-        self.given = true;
-        Ok(DmaBuffer {
-            cpu: CpuVa(0x7000_0000),
-            phys: PhysAddr(POOL_BASE),
+        let chunk = self.chunks.get(self.next).filter(|_| len == CHUNK);
+        let (base, _) = chunk.ok_or(SysError::new(syscall::ENOMEM))?;
+        let buf = DmaBuffer {
+            cpu: CpuVa(0x7000_0000 + self.next as u64 * CHUNK),
+            phys: PhysAddr(*base),
             len,
-        })
+        };
+        self.next += 1;
+        Ok(buf)
     }
     fn free(&mut self, _: DmaBuffer) -> Result<(), SysError> {
-        self.given = false;
         Ok(())
     }
     fn access(&self, buf: &DmaBuffer) -> Result<Arc<dyn PhysMemory>, SysError> {
-        let ok = buf.phys == PhysAddr(POOL_BASE) && buf.len <= self.mem.size();
-        ok.then(|| self.mem.clone() as Arc<dyn PhysMemory>)
+        let hit = self.chunks.iter().find(|(b, _)| *b == buf.phys.get());
+        hit.map(|(_, m)| m.clone() as Arc<dyn PhysMemory>)
             .ok_or(SysError::new(syscall::EINVAL))
     }
 }
@@ -244,15 +255,17 @@ struct SimPlatform {
     log: Log,
     gpu: Arc<SimGpu>,
     apic: Arc<Apic>,
-    pool: Arc<HeapMemory>,
+    chunks: Vec<(u64, Arc<HeapMemory>)>,
 }
 
 impl SimPlatform {
     fn new(features: Vec<PciFeature>) -> Self {
-        let pool = Arc::new(HeapMemory::new(POOL));
+        let chunks: Vec<(u64, Arc<HeapMemory>)> = CHUNK_BASES
+            .iter()
+            .map(|b| (*b, Arc::new(HeapMemory::new(CHUNK))))
+            .collect();
         let sys = Arc::new(OffsetMemory {
-            base: POOL_BASE,
-            inner: pool.clone(),
+            chunks: chunks.clone(),
         });
         let cfg = simgpu::Config {
             vram_size: VRAM,
@@ -271,7 +284,7 @@ impl SimPlatform {
             log: Rc::new(RefCell::new(Vec::new())),
             gpu,
             apic,
-            pool,
+            chunks,
         }
     }
 }
@@ -360,8 +373,8 @@ impl Platform for SimPlatform {
     }
     fn open_dma(&mut self) -> Result<SimDma, SysError> {
         Ok(SimDma {
-            mem: self.pool.clone(),
-            given: false,
+            chunks: self.chunks.clone(),
+            next: 0,
         })
     }
     fn create_socket(&mut self) -> Result<FakeSocket, SysError> {
@@ -408,15 +421,15 @@ impl BarMapping for Box<dyn BarMapping> {
 }
 
 type Svc = Service<SimPlatform, GpuScheme<Driver>, PcidEvents>;
-/// What the factory reports besides the server: the IRQ hook and the DMA pool range.
-type Made = (Arc<StatusIrq>, (u64, u64));
+/// What the factory reports besides the server: the IRQ hook and the DMA pool's chunks.
+type Made = (Arc<StatusIrq>, Vec<(u64, u64)>);
 
 /// A started `gpud pcid` over the simulated platform, and a client on it.
 struct Rig {
     platform: SimPlatform,
     svc: Option<Svc>,
     irq: Arc<StatusIrq>,
-    pool: (u64, u64),
+    pool: Vec<(u64, u64)>,
     dev: usize,
     tag: u32,
 }
@@ -427,13 +440,15 @@ impl Rig {
         let made: Rc<RefCell<Option<Made>>> = Rc::default();
         let out = made.clone();
         let cfg = PcidConfig {
-            dma_pool: 2 * POOL,
-            dma_pool_min: POOL / 2,
+            // 8 MiB chunks are refused, so the pool is built from halved ones.
+            dma_pool: 3 * CHUNK,
+            dma_pool_min: CHUNK,
+            dma_chunk: 2 * CHUNK,
             ..PcidConfig::default()
         };
         let svc = startup::start(&mut platform, move |res: DeviceResources<SimPlatform>| {
             let built = build_with(res, cfg)?;
-            *out.borrow_mut() = Some((built.irq.clone(), built.dma_pool));
+            *out.borrow_mut() = Some((built.irq.clone(), built.dma_pool.clone()));
             Ok((built.scheme, built.events))
         })
         .expect("gpud pcid starts on the simulated platform");
@@ -485,19 +500,24 @@ impl Rig {
             if let Some(result) = self.answer(tag) {
                 return result;
             }
-            let irq = self.platform.apic.delivered.load(Ordering::SeqCst);
-            let svc = self.svc();
-            let source = if irq != svc.event_loop.irq_mut_for_tests().seen {
-                WakeSource::Irq
-            } else if !svc.event_loop.socket_mut().incoming.is_empty() {
-                WakeSource::Scheme
-            } else {
-                std::thread::sleep(std::time::Duration::from_millis(1));
-                WakeSource::Timer
-            };
-            svc.event_loop.on_wake(source).expect("loop wake");
+            self.pump_once();
         }
         panic!("request {tag} not answered after {MAX_WAKES} wake-ups");
+    }
+
+    /// One wake-up of the loop.
+    fn pump_once(&mut self) {
+        let irq = self.platform.apic.delivered.load(Ordering::SeqCst);
+        let svc = self.svc();
+        let source = if irq != svc.event_loop.irq_mut_for_tests().seen {
+            WakeSource::Irq
+        } else if !svc.event_loop.socket_mut().incoming.is_empty() {
+            WakeSource::Scheme
+        } else {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            WakeSource::Timer
+        };
+        svc.event_loop.on_wake(source).expect("loop wake");
     }
 
     fn call(&mut self, req: &Request) -> (u32, t::Payload) {
@@ -568,7 +588,9 @@ fn store_through_the_loop(rig: &mut Rig) -> u32 {
     let (batch_bo, target_bo) = (rig.bo_object(batch_h), rig.bo_object(target_h));
     let sys = batch_bo.system_region().expect("batch in system memory");
     assert!(
-        (rig.pool.0..rig.pool.0 + rig.pool.1).contains(&sys.addr.get()),
+        rig.pool
+            .iter()
+            .any(|(b, l)| (*b..b + l).contains(&sys.addr.get())),
         "system BOs carry the pool's physical addresses"
     );
     assert!(target_bo.system_region().is_none(), "target in VRAM");
@@ -633,7 +655,9 @@ fn assert_irq_path_used(rig: &mut Rig) {
     let acked = (0..MAX_WAKES).any(|_| {
         let pending = gpu.mmio_read32(crate::hw::regs::INT_STATUS) & copy_user != 0;
         if pending {
-            std::thread::sleep(std::time::Duration::from_millis(1));
+            // A later completion (the kernel copy queue clearing a BO, say) may still be
+            // on its way through the vector: keep the loop running.
+            rig.pump_once();
         }
         !pending
     });
