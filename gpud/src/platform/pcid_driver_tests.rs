@@ -121,12 +121,22 @@ impl PhysMemory for OffsetMemory {
 }
 
 /// BAR0: the device's register file.
-struct SimBar0(Arc<SimGpu>);
+struct SimBar0 {
+    gpu: Arc<SimGpu>,
+    /// Mapped length (normally the whole register file).
+    len: u64,
+    /// Accesses refused because they fell outside the mapping.
+    refused: Arc<AtomicU64>,
+}
 
 impl SimBar0 {
-    fn reg(offset: u64) -> Option<u32> {
-        let fits = offset % 4 == 0 && offset.checked_add(4)? <= simgpu::regs::BAR0_SIZE;
-        fits.then(|| u32::try_from(offset).ok())?
+    fn reg(&self, offset: u64) -> Option<u32> {
+        let fits = offset % 4 == 0 && offset.checked_add(4).is_some_and(|e| e <= self.len);
+        let reg = fits.then(|| u32::try_from(offset).ok()).flatten();
+        if reg.is_none() {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+        }
+        reg
     }
 }
 
@@ -135,15 +145,15 @@ impl BarMapping for SimBar0 {
         CpuVa(0x1000_0000)
     }
     fn len(&self) -> u64 {
-        simgpu::regs::BAR0_SIZE
+        self.len
     }
     fn read32(&self, offset: u64) -> Option<u32> {
-        Some(self.0.mmio_read32(Self::reg(offset)?))
+        Some(self.gpu.mmio_read32(self.reg(offset)?))
     }
     fn write32(&mut self, offset: u64, value: u32) -> bool {
-        match Self::reg(offset) {
+        match self.reg(offset) {
             Some(o) => {
-                self.0.mmio_write32(o, value);
+                self.gpu.mmio_write32(o, value);
                 true
             }
             None => false,
@@ -256,6 +266,9 @@ struct SimPlatform {
     gpu: Arc<SimGpu>,
     apic: Arc<Apic>,
     chunks: Vec<(u64, Arc<HeapMemory>)>,
+    /// How much of BAR0 `map_bar` maps.
+    bar0_len: u64,
+    bar0_refused: Arc<AtomicU64>,
 }
 
 impl SimPlatform {
@@ -285,6 +298,8 @@ impl SimPlatform {
             gpu,
             apic,
             chunks,
+            bar0_len: simgpu::regs::BAR0_SIZE,
+            bar0_refused: Arc::default(),
         }
     }
 }
@@ -352,7 +367,11 @@ impl Platform for SimPlatform {
         _: MemoryType,
     ) -> Result<Box<dyn BarMapping>, SysError> {
         match bir {
-            0 => Ok(Box::new(SimBar0(self.gpu.clone()))),
+            0 => Ok(Box::new(SimBar0 {
+                gpu: self.gpu.clone(),
+                len: self.bar0_len,
+                refused: self.bar0_refused.clone(),
+            })),
             2 => Ok(Box::new(SimBar2(self.gpu.vram()))),
             _ => Err(SysError::new(syscall::EINVAL)),
         }
@@ -740,4 +759,24 @@ fn msi_and_legacy_modes_leave_the_msix_table_alone_and_work_from_int_status() {
         assert_eq!(store_through_the_loop(&mut rig), 0xC0FFEE, "{features:?}");
         assert_irq_path_used(&mut rig);
     }
+}
+
+#[test]
+fn a_truncated_register_bar_is_survived_without_a_panic() {
+    // BAR0 mapped only up to the queue registers: the MSI-X table is outside (MSI-X falls
+    // back to INTx), and every queue register access is refused by the mapping.
+    let mut platform = SimPlatform::new(vec![PciFeature::MsiX]);
+    platform.bar0_len = u64::from(crate::hw::regs::QUEUE_BASE);
+    let refused = platform.bar0_refused.clone();
+    let result = startup::start(&mut platform, |res: DeviceResources<SimPlatform>| {
+        let built = build_with(res, PcidConfig::default())?;
+        Ok((built.scheme, built.events))
+    });
+    let started = result.is_ok();
+    drop(result);
+    platform.gpu.stop();
+    assert!(
+        refused.load(Ordering::SeqCst) > 0,
+        "the refused accesses reached the mapping (started: {started})"
+    );
 }
