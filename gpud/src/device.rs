@@ -2,6 +2,10 @@
 //! dispatcher, the scheduler, the kernel context with its linear map and copy queue, and
 //! hands out VMs, BOs, exec queues and bind queues.
 //!
+//! Bring-up takes the hardware as seams ([`DeviceHardware`]: registers, DMA memory, VRAM
+//! aperture, interrupt latch): [`Device::with_memory`] builds them over an in-process simgpu,
+//! `platform::pcid_driver` over the BARs and DMA memory pcid handed over.
+//!
 //! Owns: [`Device`] (the driver-level API the scheme calls), [`Core`] (what VMs share:
 //! MMU, memory manager, page-table memory, fail points, hardware-context slots, the VM
 //! registry used to route evictions), and the glue `impl CopyEngine for KernelQueue`.
@@ -18,7 +22,7 @@ use crate::exec::{
 use crate::hw::pte::{LeafFlags, MemLocation};
 use crate::hw::regs::IrqCauses;
 use crate::hw::sim::dma::HeapDma;
-use crate::hw::sim::irq::IrqLatch;
+use crate::hw::sim::irq::{IrqLatch, MsixWiring};
 use crate::hw::sim::platform::SimMmio;
 use crate::hw::sim::SimHw;
 use crate::hw::{Clock, DmaMemory, Engine, FaultMode, HwCtx, Mmio, Mmu, SystemClock};
@@ -179,8 +183,9 @@ pub struct Device {
     sched: Scheduler,
     _irq: IrqDispatcher,
     hw: Arc<SimHw>,
-    gpu: Arc<SimGpu>,
+    gpu: Option<Arc<SimGpu>>,
     heap: Arc<HeapDma>,
+    vram_size: u64,
     pools: Arc<Pools>,
     _kmap: KernelMap,
     next_vm: AtomicU64,
@@ -189,28 +194,53 @@ pub struct Device {
 
 impl Drop for Device {
     fn drop(&mut self) {
-        self.gpu.stop();
+        if let Some(gpu) = &self.gpu {
+            gpu.stop();
+        }
     }
 }
 
-/// The simulated device, its DMA memory and the brought-up hardware layer.
-type Hardware = (Arc<SimGpu>, Arc<HeapDma>, Arc<SimHw>);
+/// The hardware parts a device is brought up on, as seams: an in-process simgpu provides
+/// them in [`Device::with_memory`]; on Redox `platform::pcid_driver` builds them from the
+/// BARs, DMA memory and interrupt pcid handed over.
+pub struct DeviceHardware {
+    /// BAR0 registers.
+    pub mmio: Arc<dyn Mmio>,
+    /// System memory the device reaches (regions carry physical addresses).
+    pub dma: Arc<HeapDma>,
+    /// CPU access to VRAM (BAR2), addressed by VRAM offset.
+    pub vram: Arc<dyn PhysMemory>,
+    /// Where interrupt causes are recorded (the simgpu sink, or the platform's IRQ hook).
+    pub latch: Arc<IrqLatch>,
+    /// Who owns the MSI-X table.
+    pub wiring: MsixWiring,
+    /// The in-process device, when there is one (stopped when the `Device` drops).
+    pub sim: Option<Arc<SimGpu>>,
+    /// Bytes of the kernel's linear map of system memory: physical `[0, sys_end)` must
+    /// cover every DMA region.
+    pub sys_end: u64,
+}
 
-/// Brings up the simulated device in thread mode on system memory `sys`.
-fn bring_up(cfg: &DeviceConfig, sys: Arc<dyn PhysMemory>) -> Result<Hardware, BindError> {
+/// The simulated device and the seams over it, on system memory `sys` (not yet started).
+fn sim_hardware(cfg: &DeviceConfig, sys: Arc<dyn PhysMemory>) -> DeviceHardware {
     let sim_cfg = simgpu::Config {
         vram_size: cfg.vram_size,
         contexts: cfg.contexts,
         ..simgpu::Config::default()
     };
+    let sys_end = sys.size();
     let gpu = Arc::new(SimGpu::new(sim_cfg, sys.clone()));
     let latch = Arc::new(IrqLatch::default());
     gpu.set_interrupt_sink(latch.clone());
-    let heap = Arc::new(HeapDma::new(sys));
-    let mmio: Arc<dyn Mmio> = Arc::new(SimMmio(gpu.clone()));
-    let hw = Arc::new(SimHw::init(mmio, heap.clone(), latch, cfg.clock.clone())?);
-    gpu.start();
-    Ok((gpu, heap, hw))
+    DeviceHardware {
+        mmio: Arc::new(SimMmio(gpu.clone())),
+        dma: Arc::new(HeapDma::new(sys)),
+        vram: gpu.vram(),
+        latch,
+        wiring: MsixWiring::PerCauseVectors,
+        sim: Some(gpu),
+        sys_end,
+    }
 }
 
 /// The fault worker, woken by the FAULT interrupt, finding VMs by context.
@@ -246,13 +276,38 @@ impl Device {
     /// Brings up a simulated device in thread mode whose system memory is `sys` (the host's
     /// shared-memory pool, so clients can map system BOs); `cfg.sys_size` is ignored.
     pub fn with_memory(cfg: DeviceConfig, sys: Arc<dyn PhysMemory>) -> Result<Self, BindError> {
-        let sys_size = sys.size();
-        let (gpu, heap, hw) = bring_up(&cfg, sys)?;
+        let parts = sim_hardware(&cfg, sys);
+        Self::with_hardware(cfg, parts)
+    }
+
+    /// Brings up the device behind `parts` (registers, DMA memory, VRAM aperture, interrupt
+    /// latch); `cfg.vram_size` must not exceed the aperture, `cfg.sys_size` is ignored. An
+    /// in-process simgpu in `parts.sim` is started once the hardware layer programmed it.
+    pub fn with_hardware(cfg: DeviceConfig, parts: DeviceHardware) -> Result<Self, BindError> {
+        let DeviceHardware {
+            mmio,
+            dma: heap,
+            vram: aperture,
+            latch,
+            wiring,
+            sim: gpu,
+            sys_end,
+        } = parts;
+        let hw = Arc::new(SimHw::init_wired(
+            mmio,
+            heap.clone(),
+            latch,
+            cfg.clock.clone(),
+            wiring,
+        )?);
+        if let Some(gpu) = &gpu {
+            gpu.start();
+        }
         let dma: Arc<dyn DmaMemory> = heap.clone();
         let kmap = KernelMap::new(
             Arc::new(SysPtMemory::new(dma.clone())),
             cfg.vram_size,
-            sys_size,
+            sys_end,
         )?;
         hw.bind_context(KERNEL_CTX, kmap.page_table().root(), FaultMode::Fatal)?;
         let irq = IrqDispatcher::start(hw.interrupts()).map_err(|_| BindError::Timeout {
@@ -273,13 +328,14 @@ impl Device {
             },
         )?);
         let vram = Arc::new(Mutex::new(VramAllocator::new(cfg.vram_size)));
-        let pools = Pools::new(vram, gpu.vram(), dma.clone());
+        let pools = Pools::new(vram, aperture, dma.clone());
         let fail = Arc::new(FailPoints::default());
         let pt_mem: Arc<dyn PtMemory> = Arc::new(FailablePtMemory {
             inner: SysPtMemory::new(dma.clone()),
             fail: fail.clone(),
         });
-        let mut ctxs = vec![false; cfg.contexts as usize];
+        // Never more slots than the device has contexts.
+        let mut ctxs = vec![false; cfg.contexts.min(hw.info().contexts) as usize];
         if let Some(k) = ctxs.first_mut() {
             *k = true;
         }
@@ -304,6 +360,7 @@ impl Device {
             hw,
             gpu,
             heap,
+            vram_size: cfg.vram_size,
             pools,
             _kmap: kmap,
             next_vm: AtomicU64::new(1),
@@ -321,9 +378,14 @@ impl Device {
         &self.sched
     }
 
-    /// The simulated device.
-    pub fn gpu(&self) -> &Arc<SimGpu> {
-        &self.gpu
+    /// The in-process simulated device (`None` when brought up on platform resources).
+    pub fn gpu(&self) -> Option<&Arc<SimGpu>> {
+        self.gpu.as_ref()
+    }
+
+    /// VRAM bytes the driver manages.
+    pub fn vram_size(&self) -> u64 {
+        self.vram_size
     }
 
     /// The hardware layer.

@@ -298,14 +298,13 @@ impl GpuDriver for Driver {
 
     fn device_info(&self) -> DeviceInfo {
         let mem = self.device.mem_stats();
-        let gpu = self.device.gpu();
         DeviceInfo {
             va_bits: VA_BITS,
             engine_mask: (1 << EngineClass::Copy as u32) | (1 << EngineClass::Compute as u32),
             page_sizes: PAGE_SIZE | (2 << 20) | (1 << 30),
             sys_size: self.sys_size,
             sys_free: mem.sys_free,
-            vram_size: gpu.config().vram_size,
+            vram_size: self.device.vram_size(),
             vram_free: mem.vram_free,
             reserved_va_start: crate::bind::KERNEL_VA_BASE,
             reserved_va_len: (1 << VA_BITS) - crate::bind::KERNEL_VA_BASE,

@@ -1,7 +1,8 @@
 //! The gpud binary: pick a platform, build the device, run.
 //!
 //! `gpud demo` runs the driver on the simulated GPU and shows it doing real work;
-//! `gpud serve` runs the daemon (see README).
+//! `gpud serve` runs the daemon (see README); `gpud pcid` is the Redox PCI driver that
+//! pcid-spawner starts (only in builds with feature `redox`).
 
 use std::process::ExitCode;
 
@@ -35,9 +36,34 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some("pcid") => pcid(),
         _ => {
-            eprintln!("usage: gpud demo | gpud serve [--socket PATH] [--until-stdin-eof]");
+            eprintln!(
+                "usage: gpud demo | gpud serve [--socket PATH] [--until-stdin-eof] | gpud pcid"
+            );
             ExitCode::from(2)
         }
     }
+}
+
+/// Serves the PCI function pcid-spawner handed over, until the scheme is unmounted.
+#[cfg(feature = "redox")]
+fn pcid() -> ExitCode {
+    match gpud::platform::redox::run_pcid() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gpud pcid: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Without the Redox syscall layer there is no pcid to talk to.
+#[cfg(not(feature = "redox"))]
+fn pcid() -> ExitCode {
+    eprintln!(
+        "gpud pcid: this gpud was built without Redox support (feature `redox`); \
+         on other hosts run `gpud serve`"
+    );
+    ExitCode::FAILURE
 }

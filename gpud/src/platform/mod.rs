@@ -6,6 +6,9 @@
 //! - [`pcid_client`]: typed requests on the pcid channel.
 //! - [`interrupts`]: MSI-X → MSI → INTx setup.
 //! - [`startup`]: the startup sequence, generic over [`sys::Platform`].
+//! - [`device_hw`]: adapters from BARs, DMA memory and the interrupt to the hardware layer.
+//! - [`pcid_driver`]: the factory that turns pcid's resources into the device, driver and
+//!   `gpu` scheme server (`gpud pcid`).
 //! - [`scheme_events`]: the loop hooks of the `gpu` scheme server (`GpuScheme`).
 //! - [`event_loop`]: the request/IRQ/fevent loop, generic over the socket, the IRQ handle,
 //!   any `redox_scheme::SchemeSync` server and the driver's [`event_loop::DeviceEvents`].
@@ -16,10 +19,12 @@
 //!
 //! Everything but `redox` builds and is tested on any host with recording fakes.
 
+pub mod device_hw;
 pub mod event_loop;
 pub mod host;
 pub mod interrupts;
 pub mod pcid_client;
+pub mod pcid_driver;
 pub mod scheme_events;
 pub mod startup;
 pub mod sys;

@@ -17,12 +17,24 @@ use super::event_loop::{DeviceEvents, IrqOutcome};
 /// The event-loop hooks of a `GpuScheme<D>`; `irq` services the device on an interrupt.
 pub struct SchemeEvents<F> {
     irq: F,
+    parked_poll: Option<Duration>,
 }
 
 impl<F> SchemeEvents<F> {
     /// Hooks whose IRQ handler is `irq`.
     pub fn new(irq: F) -> Self {
-        Self { irq }
+        Self {
+            irq,
+            parked_poll: None,
+        }
+    }
+
+    /// While requests are parked, wakes the loop at least every `every` to retry them.
+    /// gpud's fences are signalled by its own threads (the scheduler after the IRQ thread,
+    /// bind queues), which cannot wake the event queue; the host server polls the same way.
+    pub fn with_parked_poll(mut self, every: Duration) -> Self {
+        self.parked_poll = Some(every);
+        self
     }
 }
 
@@ -44,9 +56,14 @@ where
     }
 
     fn next_deadline(&mut self, scheme: &mut GpuScheme<D>) -> Option<Duration> {
-        let deadline = scheme.next_deadline_ns()?;
-        let now = scheme.driver().now_ns();
-        Some(Duration::from_nanos(deadline.saturating_sub(now)))
+        let deadline = scheme.next_deadline_ns().map(|deadline| {
+            let now = scheme.driver().now_ns();
+            Duration::from_nanos(deadline.saturating_sub(now))
+        });
+        match (deadline, self.parked_poll) {
+            (Some(d), Some(poll)) => Some(d.min(poll)),
+            (d, poll) => d.or(poll),
+        }
     }
 }
 

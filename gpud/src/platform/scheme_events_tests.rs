@@ -179,3 +179,37 @@ fn run_arms_the_queue_timer_before_each_wait() {
     assert_eq!(queue.armed.first(), Some(&Some(Duration::from_millis(1))));
     assert!(queue.arm_timer(None).is_ok());
 }
+
+#[test]
+fn a_parked_poll_bounds_the_timer_while_requests_wait() {
+    let driver = FakeDriver::new();
+    let mut scheme = GpuScheme::new(driver.clone(), Limits::default());
+    let root = scheme.scheme_root().expect("root");
+    let poll = Duration::from_millis(3);
+    let events: Events =
+        SchemeEvents::new(handled as fn(&FakeDriver) -> IrqOutcome).with_parked_poll(poll);
+    let l = EventLoop::new(FakeSocket::default(), FakeIrq::default(), scheme, events);
+    let mut h = Harness {
+        l,
+        driver,
+        dev: 0,
+        tag: 100,
+    };
+    h.l.socket_mut()
+        .incoming
+        .push_back(t::openat(1, root, "card0", 0));
+    h.wake(WakeSource::Scheme);
+    h.dev = h.answer(1).expect("card0 opens");
+    assert_eq!(h.l.next_deadline(), None, "nothing parked: no timer");
+    let s = h.syncobj();
+    h.wait(s, Timeout::Forever);
+    h.wake(WakeSource::Scheme);
+    assert_eq!(h.l.next_deadline(), Some(poll), "no deadline: the poll");
+    h.wait(s, Timeout::Relative(1_000_000));
+    h.wake(WakeSource::Scheme);
+    assert_eq!(
+        h.l.next_deadline(),
+        Some(Duration::from_millis(1)),
+        "an earlier deadline wins"
+    );
+}

@@ -12,6 +12,10 @@ use redox_scheme::scheme::SchemeSync;
 use redox_scheme::{Request, Response};
 use thiserror::Error;
 
+use std::sync::Arc;
+
+use simgpu::PhysMemory;
+
 use crate::types::{CpuVa, PhysAddr};
 
 /// A failed platform call, as an errno.
@@ -66,8 +70,9 @@ pub trait ChannelIo {
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, SysError>;
 }
 
-/// A BAR mapped into gpud's address space. Accesses are bounds-checked 32-bit MMIO.
-pub trait BarMapping {
+/// A BAR mapped into gpud's address space. Accesses are bounds-checked 32-bit MMIO (64-bit
+/// where the platform can do one access). `Send`: the driver's threads share it.
+pub trait BarMapping: Send {
     /// Where the mapping starts in gpud's address space.
     fn base(&self) -> CpuVa;
     /// Mapped length in bytes.
@@ -80,6 +85,28 @@ pub trait BarMapping {
     fn read32(&self, offset: u64) -> Option<u32>;
     /// Writes the dword at `offset`; `false` when outside the mapping or misaligned.
     fn write32(&mut self, offset: u64, value: u32) -> bool;
+    /// Reads the qword at `offset` (8-aligned); `None` when outside or misaligned. The
+    /// default is two dword reads (low first), which is not one access: mappings that can
+    /// do a single 64-bit access override it.
+    fn read64(&self, offset: u64) -> Option<u64> {
+        if offset % 8 != 0 {
+            return None;
+        }
+        let lo = self.read32(offset)?;
+        let hi = self.read32(offset.checked_add(4)?)?;
+        Some(u64::from(lo) | (u64::from(hi) << 32))
+    }
+    /// Writes the qword at `offset` (8-aligned); `false` when outside or misaligned. The
+    /// default is two dword writes (low first) after checking both are in bounds.
+    fn write64(&mut self, offset: u64, value: u64) -> bool {
+        let Some(hi_at) = offset.checked_add(4) else {
+            return false;
+        };
+        if offset % 8 != 0 || hi_at.checked_add(4).is_none_or(|end| end > self.len()) {
+            return false;
+        }
+        self.write32(offset, value as u32) && self.write32(hi_at, (value >> 32) as u32)
+    }
 }
 
 /// An interrupt handle from the irq scheme (`/scheme/irq/...`).
@@ -110,6 +137,9 @@ pub trait DmaMemory {
     fn alloc_zeroed(&mut self, len: u64) -> Result<DmaBuffer, SysError>;
     /// Returns a buffer. The caller guarantees the device no longer accesses it.
     fn free(&mut self, buf: DmaBuffer) -> Result<(), SysError>;
+    /// CPU access to the live buffer `buf` (addresses relative to its start, word-atomic).
+    /// The caller keeps the buffer allocated while the access object is in use.
+    fn access(&self, buf: &DmaBuffer) -> Result<Arc<dyn PhysMemory>, SysError>;
 }
 
 /// An MSI/MSI-X message that raises one CPU vector (x86: address `0xFEE0_0000 | apic << 12`).

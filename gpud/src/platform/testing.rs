@@ -57,6 +57,18 @@ pub fn openat(tag: u32, dirfd: usize, path: &'static str, fcntl_flags: u32) -> R
     request(sqe(Opcode::OpenAt, tag, args))
 }
 
+/// `dup(fd, path)`: a derived handle (`bo/<id>`, `syncobj/<id>`).
+pub fn dup(tag: u32, fd: usize, path: &'static str) -> Request {
+    let args = [fd as u64, path.as_ptr() as u64, path.len() as u64, 0, 0, 0];
+    request(sqe(Opcode::Dup, tag, args))
+}
+
+/// `mmap_prep(fd, offset, len, flags)`: the kernel asking the scheme for a mapping.
+pub fn mmap_prep(tag: u32, fd: usize, offset: u64, len: usize, flags: u64) -> Request {
+    let args = [fd as u64, len as u64, flags, offset, 0, 0];
+    request(sqe(Opcode::MmapPrep, tag, args))
+}
+
 /// `read(fd, len)` into a leaked buffer.
 pub fn read(tag: u32, fd: usize, len: usize, fcntl_flags: u32) -> Request {
     let buf: &'static mut [u8] = Box::leak(vec![0u8; len].into_boxed_slice());
@@ -347,6 +359,10 @@ impl DmaMemory for FakeDma {
     }
     fn free(&mut self, _buf: DmaBuffer) -> Result<(), SysError> {
         Ok(())
+    }
+    fn access(&self, buf: &DmaBuffer) -> Result<std::sync::Arc<dyn simgpu::PhysMemory>, SysError> {
+        // Fresh zeroed backing: the bump allocator's buffers are only addresses.
+        Ok(std::sync::Arc::new(simgpu::HeapMemory::new(buf.len)))
     }
 }
 

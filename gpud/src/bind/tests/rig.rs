@@ -77,7 +77,8 @@ impl Rig {
                 crate::hw::MemLocation::Vram => Location::Vram,
             },
         };
-        let (sys, vram) = (self.dev.gpu().sysmem(), self.dev.gpu().vram());
+        let gpu = self.dev.gpu()?;
+        let (sys, vram) = (gpu.sysmem(), gpu.vram());
         let mems = Memories {
             sys: &*sys,
             vram: &*vram,

@@ -1,10 +1,11 @@
-//! DMA memory on the host: a page allocator over a physical-memory object shared with the
-//! device model.
+//! DMA memory: a page allocator over a physical-memory object the device also reaches.
 //!
 //! Owns: [`PageAllocator`] (first-fit over free extents, coalescing on free) and
 //! [`HeapDma`], the [`DmaMemory`] implementation that allocates from it and reaches memory
-//! through `simgpu::PhysMemory`'s atomic accessors. Must not: hand out references into
-//! memory the device can write.
+//! through `simgpu::PhysMemory`'s atomic accessors. The memory may be several chunks, each at
+//! its own physical base (contiguous chunks the platform handed over, e.g. from Redox's
+//! memory scheme): regions then carry real physical addresses, because the device puts those
+//! on the bus. Must not: hand out references into memory the device can write.
 
 use crate::hw::{DmaMemory, DmaRegion, HwError};
 use crate::types::{PhysAddr, PAGE_SIZE};
@@ -86,26 +87,119 @@ impl PageAllocator {
     }
 }
 
-/// Host DMA memory: pages of a shared physical-memory object, page 0 reserved so that a
-/// zero address never names a live allocation.
-pub struct HeapDma {
+/// One physically contiguous piece of DMA memory.
+struct Segment {
+    /// Physical address of `mem`'s first byte.
+    base: u64,
+    /// One past its last byte.
+    end: u64,
     mem: Arc<dyn PhysMemory>,
-    pages: Mutex<PageAllocator>,
+}
+
+/// DMA memory: pages of one or more physical-memory objects, each seen by the device at its
+/// own physical base. Allocations never span two segments (they may not be contiguous).
+/// Physical page 0 is never handed out, so that a zero address never names a live allocation.
+pub struct HeapDma {
+    /// Sorted by base, non-overlapping.
+    segs: Vec<Segment>,
+    /// One allocator per segment, same order.
+    pages: Mutex<Vec<PageAllocator>>,
 }
 
 impl HeapDma {
-    /// Manages all of `mem` except its first page.
+    /// Manages all of `mem`, which the device sees at physical 0, except its first page.
     pub fn new(mem: Arc<dyn PhysMemory>) -> Self {
-        let pages = mem.size() / PAGE_SIZE;
+        Self::with_base(mem, PhysAddr(0))
+    }
+
+    /// Manages all of `mem`, which the device sees at physical `base` (pages start at the
+    /// first page boundary at or above it). Regions carry physical addresses.
+    pub fn with_base(mem: Arc<dyn PhysMemory>, base: PhysAddr) -> Self {
+        let seg = Self::segment(mem, base);
+        let pages = Self::allocator(&seg);
         Self {
-            mem,
-            pages: Mutex::new(PageAllocator::new(1, pages.saturating_sub(1))),
+            segs: vec![seg],
+            pages: Mutex::new(vec![pages]),
         }
+    }
+
+    /// Manages several chunks, each `(memory, physical base)`; `None` if two overlap.
+    pub fn with_segments(chunks: Vec<(Arc<dyn PhysMemory>, PhysAddr)>) -> Option<Self> {
+        let mut segs: Vec<Segment> = chunks
+            .into_iter()
+            .map(|(mem, base)| Self::segment(mem, base))
+            .collect();
+        segs.sort_by_key(|s| s.base);
+        let overlap = |w: &[Segment]| matches!(w, [a, b] if a.end > b.base);
+        if segs.windows(2).any(overlap) {
+            return None;
+        }
+        let pages = segs.iter().map(Self::allocator).collect();
+        Some(Self {
+            segs,
+            pages: Mutex::new(pages),
+        })
+    }
+
+    fn segment(mem: Arc<dyn PhysMemory>, base: PhysAddr) -> Segment {
+        let end = base.get().saturating_add(mem.size());
+        Segment {
+            base: base.get(),
+            end,
+            mem,
+        }
+    }
+
+    fn allocator(seg: &Segment) -> PageAllocator {
+        let first = seg.base.div_ceil(PAGE_SIZE);
+        let count = (seg.end / PAGE_SIZE).saturating_sub(first);
+        // Physical page 0 stays unused (only possible when a base is 0).
+        if first == 0 {
+            PageAllocator::new(1, count.saturating_sub(1))
+        } else {
+            PageAllocator::new(first, count)
+        }
+    }
+
+    /// Physical address of the lowest byte managed.
+    pub fn base(&self) -> PhysAddr {
+        PhysAddr(self.segs.first().map_or(0, |s| s.base))
+    }
+
+    /// One past the highest physical address managed.
+    pub fn end(&self) -> PhysAddr {
+        PhysAddr(self.segs.iter().map(|s| s.end).max().unwrap_or(0))
+    }
+
+    /// The index of the segment holding `addr`, if any.
+    fn seg_index(&self, addr: u64) -> Option<usize> {
+        let i = self
+            .segs
+            .partition_point(|s| s.base <= addr)
+            .checked_sub(1)?;
+        self.segs.get(i).filter(|s| addr < s.end).map(|_| i)
+    }
+
+    /// The memory and offset of `[addr, addr + len)`, which must lie in one segment.
+    fn at(&self, addr: PhysAddr, len: usize) -> Result<(&dyn PhysMemory, u64), HwError> {
+        let err = || Self::range_err(addr, len);
+        let seg = self.seg_index(addr.get()).and_then(|i| self.segs.get(i));
+        let seg = seg.ok_or_else(err)?;
+        let end = addr.get().checked_add(len as u64).ok_or_else(err)?;
+        if end > seg.end {
+            return Err(err());
+        }
+        Ok((&*seg.mem, addr.get() - seg.base))
     }
 
     /// Free bytes.
     pub fn free_bytes(&self) -> u64 {
-        self.pages.lock().free_pages() * PAGE_SIZE
+        self.pages
+            .lock()
+            .iter()
+            .map(|p| p.free_pages())
+            .sum::<u64>()
+            * PAGE_SIZE
     }
 
     fn range_err(addr: PhysAddr, len: usize) -> HwError {
@@ -122,7 +216,8 @@ impl DmaMemory for HeapDma {
         let first = self
             .pages
             .lock()
-            .alloc(count)
+            .iter_mut()
+            .find_map(|p| p.alloc(count))
             .ok_or(HwError::OutOfDma { bytes })?;
         let region = DmaRegion {
             addr: PhysAddr(first * PAGE_SIZE),
@@ -131,10 +226,10 @@ impl DmaMemory for HeapDma {
         // Zero in page-sized pieces: the device never sees stale data from a previous user.
         let zero = vec![0u8; PAGE_SIZE as usize];
         for p in 0..count {
-            let at = region.addr.get() + p * PAGE_SIZE;
-            self.mem
-                .write(at, &zero)
-                .map_err(|_| Self::range_err(PhysAddr(at), zero.len()))?;
+            let pa = PhysAddr(region.addr.get() + p * PAGE_SIZE);
+            let (mem, off) = self.at(pa, zero.len())?;
+            mem.write(off, &zero)
+                .map_err(|_| Self::range_err(pa, zero.len()))?;
         }
         Ok(region)
     }
@@ -147,47 +242,45 @@ impl DmaMemory for HeapDma {
         if !region.addr.is_aligned(PAGE_SIZE) || region.len % PAGE_SIZE != 0 {
             return Err(bad);
         }
-        let ok = self
-            .pages
-            .lock()
-            .free(region.addr.get() / PAGE_SIZE, region.len / PAGE_SIZE);
+        let seg = self.seg_index(region.addr.get()).ok_or(bad.clone())?;
+        let mut pages = self.pages.lock();
+        let ok = pages
+            .get_mut(seg)
+            .is_some_and(|p| p.free(region.addr.get() / PAGE_SIZE, region.len / PAGE_SIZE));
         ok.then_some(()).ok_or(bad)
     }
 
     fn read(&self, addr: PhysAddr, buf: &mut [u8]) -> Result<(), HwError> {
         let len = buf.len();
-        self.mem
-            .read(addr.get(), buf)
-            .map_err(|_| Self::range_err(addr, len))
+        let (mem, off) = self.at(addr, len)?;
+        mem.read(off, buf).map_err(|_| Self::range_err(addr, len))
     }
 
     fn write(&self, addr: PhysAddr, data: &[u8]) -> Result<(), HwError> {
-        self.mem
-            .write(addr.get(), data)
+        let (mem, off) = self.at(addr, data.len())?;
+        mem.write(off, data)
             .map_err(|_| Self::range_err(addr, data.len()))
     }
 
     fn read_u32(&self, addr: PhysAddr) -> Result<u32, HwError> {
-        self.mem
-            .load_u32(addr.get())
-            .map_err(|_| Self::range_err(addr, 4))
+        let (mem, off) = self.at(addr, 4)?;
+        mem.load_u32(off).map_err(|_| Self::range_err(addr, 4))
     }
 
     fn write_u32(&self, addr: PhysAddr, value: u32) -> Result<(), HwError> {
-        self.mem
-            .store_u32(addr.get(), value)
+        let (mem, off) = self.at(addr, 4)?;
+        mem.store_u32(off, value)
             .map_err(|_| Self::range_err(addr, 4))
     }
 
     fn read_u64(&self, addr: PhysAddr) -> Result<u64, HwError> {
-        self.mem
-            .load_u64(addr.get())
-            .map_err(|_| Self::range_err(addr, 8))
+        let (mem, off) = self.at(addr, 8)?;
+        mem.load_u64(off).map_err(|_| Self::range_err(addr, 8))
     }
 
     fn write_u64(&self, addr: PhysAddr, value: u64) -> Result<(), HwError> {
-        self.mem
-            .store_u64(addr.get(), value)
+        let (mem, off) = self.at(addr, 8)?;
+        mem.store_u64(off, value)
             .map_err(|_| Self::range_err(addr, 8))
     }
 }
@@ -299,5 +392,125 @@ mod tests {
             dma.read_u32(PhysAddr(16 * PAGE_SIZE)),
             Err(HwError::DmaRange { .. })
         ));
+    }
+
+    #[test]
+    fn heap_dma_at_a_physical_base_hands_out_physical_addresses() {
+        let mem = Arc::new(HeapMemory::new(4 * PAGE_SIZE));
+        let base = PhysAddr(0x1234_5000);
+        let dma = HeapDma::with_base(mem.clone(), base);
+        assert_eq!((dma.base(), dma.end()), (base, PhysAddr(0x1234_9000)));
+        assert_eq!(dma.free_bytes(), 4 * PAGE_SIZE, "no page reserved above 0");
+        let r = dma.alloc(2 * PAGE_SIZE).unwrap();
+        assert_eq!(r.addr, base);
+        dma.write_u64(PhysAddr(base.get() + PAGE_SIZE + 8), 0xfeed)
+            .unwrap();
+        assert_eq!(
+            mem.load_u64(PAGE_SIZE + 8).unwrap(),
+            0xfeed,
+            "offset = pa - base"
+        );
+        assert_eq!(
+            dma.read_u64(PhysAddr(base.get() + PAGE_SIZE + 8)),
+            Ok(0xfeed)
+        );
+        // Below the base and past the end are range errors, never offsets that wrap.
+        assert!(matches!(
+            dma.read_u32(PhysAddr(base.get() - 4)),
+            Err(HwError::DmaRange { .. })
+        ));
+        assert!(matches!(
+            dma.write_u32(dma.end(), 1),
+            Err(HwError::DmaRange { .. })
+        ));
+        assert_eq!(
+            dma.free(DmaRegion {
+                addr: PhysAddr(PAGE_SIZE),
+                len: PAGE_SIZE
+            }),
+            Err(HwError::BadFree {
+                addr: PAGE_SIZE,
+                len: PAGE_SIZE
+            })
+        );
+        dma.free(r).unwrap();
+        assert_eq!(dma.alloc(4 * PAGE_SIZE).unwrap().addr, base);
+    }
+
+    #[test]
+    fn heap_dma_rounds_an_unaligned_base_up() {
+        let dma = HeapDma::with_base(
+            Arc::new(HeapMemory::new(4 * PAGE_SIZE)),
+            PhysAddr(PAGE_SIZE + 16),
+        );
+        assert_eq!(dma.free_bytes(), 3 * PAGE_SIZE);
+        assert_eq!(dma.alloc(1).unwrap().addr, PhysAddr(2 * PAGE_SIZE));
+    }
+
+    fn chunk(pages: u64) -> Arc<dyn PhysMemory> {
+        Arc::new(HeapMemory::new(pages * PAGE_SIZE))
+    }
+
+    #[test]
+    fn overlapping_segments_are_refused() {
+        let a = (chunk(4), PhysAddr(0x10_0000));
+        let b = (chunk(4), PhysAddr(0x10_3000));
+        assert!(HeapDma::with_segments(vec![a.clone(), b]).is_none());
+        let adjacent = (chunk(4), PhysAddr(0x10_4000));
+        assert!(HeapDma::with_segments(vec![adjacent, a]).is_some());
+    }
+
+    proptest! {
+        /// Several segments (some physically adjacent, given in any order): every region lies
+        /// inside one segment, live regions never overlap, free space is conserved, and
+        /// every region reaches its own memory (a tag written at its start reads back).
+        #[test]
+        fn segments_never_share_or_split_a_region(
+            sizes in prop::collection::vec(1u64..6, 1..4),
+            gaps in prop::collection::vec(0u64..3, 4),
+            ops in prop::collection::vec(op(), 1..60),
+        ) {
+            let mut chunks = Vec::new();
+            let mut at = 0x4_0000_0000u64;
+            for (i, pages) in sizes.iter().enumerate() {
+                chunks.push((chunk(*pages), PhysAddr(at)));
+                at += (pages + gaps.get(i).copied().unwrap_or(0)) * PAGE_SIZE;
+            }
+            let bounds: Vec<(u64, u64)> =
+                chunks.iter().map(|(m, b)| (b.get(), b.get() + m.size())).collect();
+            let total: u64 = sizes.iter().sum::<u64>() * PAGE_SIZE;
+            chunks.reverse();
+            let dma = HeapDma::with_segments(chunks).unwrap();
+            prop_assert_eq!(dma.free_bytes(), total);
+            let mut live: Vec<(DmaRegion, u64)> = Vec::new();
+            let mut tag = 1u64;
+            for op in ops {
+                match op {
+                    Op::Alloc(n) => {
+                        if let Ok(r) = dma.alloc(n * PAGE_SIZE) {
+                            let end = r.addr.get() + r.len;
+                            prop_assert!(bounds.iter().any(|(b, e)| *b <= r.addr.get() && end <= *e));
+                            for (o, _) in &live {
+                                prop_assert!(end <= o.addr.get() || o.addr.get() + o.len <= r.addr.get());
+                            }
+                            dma.write_u64(r.addr, tag).unwrap();
+                            live.push((r, tag));
+                            tag += 1;
+                        }
+                    }
+                    Op::Free(i) if !live.is_empty() => {
+                        let (r, _) = live.swap_remove(i % live.len());
+                        prop_assert!(dma.free(r).is_ok());
+                        prop_assert!(dma.free(r).is_err(), "double free refused");
+                    }
+                    _ => {}
+                }
+                let used: u64 = live.iter().map(|(r, _)| r.len).sum();
+                prop_assert_eq!(dma.free_bytes(), total - used);
+            }
+            for (r, t) in &live {
+                prop_assert_eq!(dma.read_u64(r.addr).unwrap(), *t);
+            }
+        }
     }
 }

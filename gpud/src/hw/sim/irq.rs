@@ -1,9 +1,14 @@
 //! Interrupts from simgpu: an MSI-X message latch the platform registers as the device's
 //! interrupt sink, and the [`Interrupts`] implementation over it and the status registers.
 //!
-//! Owns: remembering which vectors fired (by epoch, so waiters never miss a wake-up) and
-//! waking waiters. Must not: do interrupt work in the sink; the sink runs on the device's
-//! thread and only records and wakes.
+//! Two wirings ([`MsixWiring`]): in process, every cause has its own MSI-X vector whose
+//! message data is the vector number, and the latch is the device's interrupt sink; on a
+//! platform with one CPU vector (Redox: MSI-X, MSI or INTx), the platform programs the
+//! messages, and its IRQ hook reads INT_STATUS and [`IrqLatch::mark`]s the causes.
+//!
+//! Owns: remembering which causes fired (by epoch, so waiters never miss a wake-up) and
+//! waking waiters. Must not: do interrupt work in the sink or in `mark`; both only record
+//! and wake.
 
 use crate::hw::regs::{self, IrqCauses};
 use crate::hw::{HwError, Interrupts, Mmio};
@@ -44,6 +49,24 @@ impl simgpu::InterruptSink for IrqLatch {
 }
 
 impl IrqLatch {
+    /// Records that `causes` fired (one delivery), as the platform's IRQ hook learned from
+    /// INT_STATUS. Nothing happens for an empty set.
+    pub fn mark(&self, causes: IrqCauses) {
+        if causes.is_empty() {
+            return;
+        }
+        let mut s = self.state.lock();
+        s.epoch += 1;
+        let epoch = s.epoch;
+        for (v, slot) in s.last.iter_mut().enumerate() {
+            if causes.bits() & (1 << v) != 0 {
+                *slot = epoch;
+            }
+        }
+        drop(s);
+        self.wake.notify_all();
+    }
+
     /// Interrupts delivered so far.
     pub fn epoch(&self) -> u64 {
         self.state.lock().epoch
@@ -86,6 +109,19 @@ impl IrqLatch {
     }
 }
 
+/// Who programs the MSI-X table and how causes reach the latch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MsixWiring {
+    /// In process: entry n's data is n, the latch is the interrupt sink.
+    PerCauseVectors,
+    /// The platform owns the table (or uses MSI/INTx) and marks causes from INT_STATUS; the
+    /// hardware layer must not touch the table.
+    Platform,
+}
+
+/// MSI-X vectors the device uses: one per cause bit.
+pub const VECTORS_USED: u32 = IrqCauses::all().bits().count_ones();
+
 /// [`Interrupts`] for simgpu: the latch plus INT_MASK/INT_STATUS over MMIO.
 pub struct SimInterrupts {
     latch: Arc<IrqLatch>,
@@ -95,10 +131,18 @@ pub struct SimInterrupts {
 impl SimInterrupts {
     /// Programs the MSI-X table (data = vector number, unmasked) and enables nothing yet.
     pub fn new(latch: Arc<IrqLatch>, mmio: Arc<dyn Mmio>) -> Self {
-        for v in 0..IrqCauses::all().bits().count_ones() {
-            let entry = regs::MSIX_TABLE + v * regs::MSIX_ENTRY_SIZE;
-            mmio.write32(entry + regs::MSIX_DATA, v);
-            mmio.write32(entry + regs::MSIX_CTRL, 0);
+        Self::wired(latch, mmio, MsixWiring::PerCauseVectors)
+    }
+
+    /// Like [`SimInterrupts::new`], but with [`MsixWiring::Platform`] the MSI-X table is left
+    /// as the platform programmed it.
+    pub fn wired(latch: Arc<IrqLatch>, mmio: Arc<dyn Mmio>, wiring: MsixWiring) -> Self {
+        if wiring == MsixWiring::PerCauseVectors {
+            for v in 0..VECTORS_USED {
+                let entry = regs::MSIX_TABLE + v * regs::MSIX_ENTRY_SIZE;
+                mmio.write32(entry + regs::MSIX_DATA, v);
+                mmio.write32(entry + regs::MSIX_CTRL, 0);
+            }
         }
         Self { latch, mmio }
     }

@@ -20,7 +20,7 @@ use crate::hw::{
 };
 use crate::types::GpuVa;
 use fault::SimFaultQueue;
-use irq::SimInterrupts;
+use irq::{MsixWiring, SimInterrupts};
 use parking_lot::Mutex;
 use queue::SimQueue;
 use std::sync::Arc;
@@ -61,6 +61,18 @@ impl SimHw {
         latch: Arc<irq::IrqLatch>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, HwError> {
+        Self::init_wired(mmio, dma, latch, clock, MsixWiring::PerCauseVectors)
+    }
+
+    /// [`SimHw::init`] with the interrupt wiring chosen by the platform: with
+    /// [`MsixWiring::Platform`] the MSI-X table is the platform's and is not written.
+    pub fn init_wired(
+        mmio: Arc<dyn Mmio>,
+        dma: Arc<dyn DmaMemory>,
+        latch: Arc<irq::IrqLatch>,
+        clock: Arc<dyn Clock>,
+        wiring: MsixWiring,
+    ) -> Result<Self, HwError> {
         let id = mmio.read32(regs::ID);
         if id != regs::ID_SIMGPU {
             return Err(HwError::WrongDevice { found: id });
@@ -73,7 +85,7 @@ impl SimHw {
             vram_size: u64::from(mmio.read32(regs::VRAM_SIZE_LO))
                 | (u64::from(mmio.read32(regs::VRAM_SIZE_LO + 4)) << 32),
         };
-        let irq = Arc::new(SimInterrupts::new(latch, mmio.clone()));
+        let irq = Arc::new(SimInterrupts::wired(latch, mmio.clone(), wiring));
         irq.ack(IrqCauses::all());
         irq.enable(IrqCauses::all());
         Ok(Self {

@@ -1,7 +1,7 @@
 //! gpud as a Redox PCI driver: the entry point that wires the real syscall layer into the
 //! generic startup sequence and event loop.
 //!
-//! Owns: [`run`]. Must not: contain logic worth testing; that lives in `startup` and
+//! Owns: [`run`] and [`run_pcid`] (`gpud pcid`). Must not: contain logic worth testing; that lives in `startup` and
 //! `event_loop`, which the host tests drive with fakes.
 
 pub mod sys;
@@ -42,4 +42,9 @@ where
     }
     service.event_loop.run(&mut service.queue)?;
     Ok(())
+}
+
+/// `gpud pcid`: [`run`] with the driver factory [`super::pcid_driver::build`].
+pub fn run_pcid() -> Result<(), RunError> {
+    run(super::pcid_driver::build::<RedoxPlatform>)
 }
