@@ -22,7 +22,7 @@ use crate::hw::sim::irq::IrqLatch;
 use crate::hw::sim::platform::SimMmio;
 use crate::hw::sim::SimHw;
 use crate::hw::{Clock, DmaMemory, Engine, FaultMode, HwCtx, Mmio, Mmu, SystemClock};
-use crate::mem::bo::{Bo, Placement, Pools};
+use crate::mem::bo::{Bo, Placement, Pools, SharedWindows};
 use crate::mem::copy::{CopyEngine, CopyError, KernelMap, GPU_PT_UPDATE_THRESHOLD};
 use crate::mem::manager::{EvictReport, MemoryManager};
 use crate::mem::vram::VramAllocator;
@@ -193,14 +193,22 @@ impl Drop for Device {
 /// The simulated device, its DMA memory and the brought-up hardware layer.
 type Hardware = (Arc<SimGpu>, Arc<HeapDma>, Arc<SimHw>);
 
-/// Brings up the simulated device in thread mode on system memory `sys`.
-fn bring_up(cfg: &DeviceConfig, sys: Arc<dyn PhysMemory>) -> Result<Hardware, BindError> {
+/// Brings up the simulated device in thread mode on system memory `sys` and VRAM `vram`
+/// (heap memory when `None`).
+fn bring_up(
+    cfg: &DeviceConfig,
+    sys: Arc<dyn PhysMemory>,
+    vram: Option<Arc<dyn PhysMemory>>,
+) -> Result<Hardware, BindError> {
     let sim_cfg = simgpu::Config {
         vram_size: cfg.vram_size,
         contexts: cfg.contexts,
         ..simgpu::Config::default()
     };
-    let gpu = Arc::new(SimGpu::new(sim_cfg, sys.clone()));
+    let gpu = Arc::new(match vram {
+        Some(vram) => SimGpu::with_vram(sim_cfg, sys.clone(), vram),
+        None => SimGpu::new(sim_cfg, sys.clone()),
+    });
     let latch = Arc::new(IrqLatch::default());
     gpu.set_interrupt_sink(latch.clone());
     let heap = Arc::new(HeapDma::new(sys));
@@ -243,8 +251,27 @@ impl Device {
     /// Brings up a simulated device in thread mode whose system memory is `sys` (the host's
     /// shared-memory pool, so clients can map system BOs); `cfg.sys_size` is ignored.
     pub fn with_memory(cfg: DeviceConfig, sys: Arc<dyn PhysMemory>) -> Result<Self, BindError> {
+        Self::on_memories(cfg, sys, None)
+    }
+
+    /// Brings up a simulated device whose system memory and VRAM are the host's shared
+    /// windows: every BO backing gets its own memory object a client can map (`cfg.sys_size`
+    /// and `cfg.vram_size` are the windows' sizes).
+    pub fn with_shared(mut cfg: DeviceConfig, windows: SharedWindows) -> Result<Self, BindError> {
+        cfg.vram_size = windows.vram.size();
+        Self::on_memories(cfg, windows.sys.clone(), Some(windows))
+    }
+
+    fn on_memories(
+        cfg: DeviceConfig,
+        sys: Arc<dyn PhysMemory>,
+        shared: Option<SharedWindows>,
+    ) -> Result<Self, BindError> {
         let sys_size = sys.size();
-        let (gpu, heap, hw) = bring_up(&cfg, sys)?;
+        let vram_window = shared
+            .as_ref()
+            .map(|w| w.vram.clone() as Arc<dyn PhysMemory>);
+        let (gpu, heap, hw) = bring_up(&cfg, sys, vram_window)?;
         let dma: Arc<dyn DmaMemory> = heap.clone();
         let kmap = KernelMap::new(
             Arc::new(SysPtMemory::new(dma.clone())),
@@ -270,7 +297,7 @@ impl Device {
             },
         )?);
         let vram = Arc::new(Mutex::new(VramAllocator::new(cfg.vram_size)));
-        let pools = Pools::new(vram, gpu.vram(), dma.clone());
+        let pools = Pools::with_sharing(vram, gpu.vram(), dma.clone(), shared);
         let fail = Arc::new(FailPoints::default());
         let pt_mem: Arc<dyn PtMemory> = Arc::new(FailablePtMemory {
             inner: SysPtMemory::new(dma.clone()),

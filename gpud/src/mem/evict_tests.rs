@@ -118,6 +118,8 @@ proptest! {
                 Act::Drop(i) => if let Some(i) = pick(i) { models.remove(i); },
                 Act::Validate(i) => if let Some(i) = pick(i) {
                     let before = candidates(&models, Some(i));
+                    let was = models[i].bo.location();
+                    let pinned = models[i].bo.pin_count() > 0;
                     let mut report = EvictReport::default();
                     let res = m.validate(&models[i].bo, None, &mut report);
                     let after = candidates(&models, Some(i));
@@ -127,7 +129,10 @@ proptest! {
                     if res.is_ok() {
                         models[i].last_use = clock;
                         clock += 1;
-                        if models[i].bo.placement() == Placement::Migratable {
+                        if pinned {
+                            // A pinned BO never moves, not even back to VRAM.
+                            prop_assert_eq!(models[i].bo.location(), was);
+                        } else if models[i].bo.placement() == Placement::Migratable {
                             prop_assert_eq!(models[i].bo.location(), Some(MemLocation::Vram));
                         }
                     }
