@@ -140,11 +140,15 @@ impl MemoryManager {
     }
 
     /// Zeroes new VRAM with a copy-engine FILL (system pages come zeroed from the pool), so
-    /// no client sees a previous owner's data.
+    /// no client sees a previous owner's data. A backing with its own fresh shared-memory
+    /// object is zero already: its pages never belonged to anyone else.
     fn clear(&self, backing: &Backing) -> Result<(), MemError> {
         let Backing::Vram(blocks) = backing else {
             return Ok(());
         };
+        if self.pools.fresh_backings_are_zero() {
+            return Ok(());
+        }
         let mut s = CommandStream::new();
         for b in blocks {
             s.fill(

@@ -95,17 +95,27 @@ impl Pools {
         self.shared.is_some()
     }
 
-    /// Allocates a contiguous system-pool backing of `size` bytes (zeroed).
+    /// Allocates a contiguous system-pool backing of `size` bytes (zeroed: by the pool, or,
+    /// with shared windows, by being a fresh object, so the pool need not clear it first).
     pub fn alloc_sys(&self, size: u64) -> Result<Backing, MemError> {
-        let region = self
-            .sys
-            .alloc(size)
-            .map_err(|_| MemError::NoMemory { bytes: size })?;
+        let region = if self.shared.is_some() {
+            self.sys.alloc_uncleared(size)
+        } else {
+            self.sys.alloc(size)
+        };
+        let region = region.map_err(|_| MemError::NoMemory { bytes: size })?;
         self.share(Backing::System(region))
     }
 
+    /// Whether new backings come zeroed (each is a fresh shared-memory object). Otherwise new
+    /// VRAM holds a previous owner's bytes and the manager clears it.
+    pub fn fresh_backings_are_zero(&self) -> bool {
+        self.shared.is_some()
+    }
+
     /// Allocates VRAM for `size` bytes (in blocks of at least 2 MiB when the size allows,
-    /// so large mappings get large pages). Not zeroed: the manager clears it.
+    /// so large mappings get large pages). Zeroed only with shared windows (see
+    /// [`Pools::fresh_backings_are_zero`]).
     pub fn alloc_vram(&self, size: u64) -> Result<Backing, MemError> {
         let min_block = if size >= 2 << 20 { 2 << 20 } else { 4096 };
         let req = AllocRequest {

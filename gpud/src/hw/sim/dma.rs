@@ -118,16 +118,8 @@ impl HeapDma {
 
 impl DmaMemory for HeapDma {
     fn alloc(&self, bytes: u64) -> Result<DmaRegion, HwError> {
-        let count = bytes.div_ceil(PAGE_SIZE).max(1);
-        let first = self
-            .pages
-            .lock()
-            .alloc(count)
-            .ok_or(HwError::OutOfDma { bytes })?;
-        let region = DmaRegion {
-            addr: PhysAddr(first * PAGE_SIZE),
-            len: count * PAGE_SIZE,
-        };
+        let region = self.alloc_uncleared(bytes)?;
+        let count = region.len / PAGE_SIZE;
         // Zero in page-sized pieces: the device never sees stale data from a previous user.
         let zero = vec![0u8; PAGE_SIZE as usize];
         for p in 0..count {
@@ -137,6 +129,19 @@ impl DmaMemory for HeapDma {
                 .map_err(|_| Self::range_err(PhysAddr(at), zero.len()))?;
         }
         Ok(region)
+    }
+
+    fn alloc_uncleared(&self, bytes: u64) -> Result<DmaRegion, HwError> {
+        let count = bytes.div_ceil(PAGE_SIZE).max(1);
+        let first = self
+            .pages
+            .lock()
+            .alloc(count)
+            .ok_or(HwError::OutOfDma { bytes })?;
+        Ok(DmaRegion {
+            addr: PhysAddr(first * PAGE_SIZE),
+            len: count * PAGE_SIZE,
+        })
     }
 
     fn free(&self, region: DmaRegion) -> Result<(), HwError> {
