@@ -294,6 +294,11 @@ mod tests {
             0,
             "reallocated memory is zeroed"
         );
+        // `alloc_uncleared` hands out the same pages without the clearing.
+        dma.write_u64(again.addr, 9).unwrap();
+        dma.free(again).unwrap();
+        let raw = dma.alloc_uncleared(1).unwrap();
+        assert_eq!((raw, dma.read_u64(raw.addr).unwrap()), (again, 9));
         assert_eq!(
             dma.alloc(15 * PAGE_SIZE),
             Err(HwError::OutOfDma {
