@@ -248,8 +248,9 @@ impl Device {
         Self::with_memory(cfg, sys)
     }
 
-    /// Brings up a simulated device in thread mode whose system memory is `sys` (the host's
-    /// shared-memory pool, so clients can map system BOs); `cfg.sys_size` is ignored.
+    /// Brings up a simulated device in thread mode whose system memory is `sys`;
+    /// `cfg.sys_size` is ignored. BOs get no per-BO memory objects: clients cannot map them
+    /// (see [`Device::with_shared`]).
     pub fn with_memory(cfg: DeviceConfig, sys: Arc<dyn PhysMemory>) -> Result<Self, BindError> {
         Self::on_memories(cfg, sys, None)
     }
