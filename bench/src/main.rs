@@ -9,6 +9,7 @@ mod bind;
 mod exec;
 mod gpuvm;
 mod libgpu;
+mod memory;
 mod pagetable;
 mod report;
 mod scheme;
@@ -63,6 +64,10 @@ fn groups() -> Vec<Group> {
         Group {
             name: "pagetable",
             run: pagetable::pagetable,
+        },
+        Group {
+            name: "memory",
+            run: memory::memory,
         },
     ]
 }

@@ -26,7 +26,7 @@ use crate::hw::sim::irq::{IrqLatch, MsixWiring};
 use crate::hw::sim::platform::SimMmio;
 use crate::hw::sim::SimHw;
 use crate::hw::{Clock, DmaMemory, Engine, FaultMode, HwCtx, Mmio, Mmu, SystemClock};
-use crate::mem::bo::{Bo, Placement, Pools};
+use crate::mem::bo::{Bo, Placement, Pools, SharedWindows};
 use crate::mem::copy::{CopyEngine, CopyError, KernelMap, GPU_PT_UPDATE_THRESHOLD};
 use crate::mem::manager::{EvictReport, MemoryManager};
 use crate::mem::vram::VramAllocator;
@@ -221,15 +221,23 @@ pub struct DeviceHardware {
     pub sys_end: u64,
 }
 
-/// The simulated device and the seams over it, on system memory `sys` (not yet started).
-fn sim_hardware(cfg: &DeviceConfig, sys: Arc<dyn PhysMemory>) -> DeviceHardware {
+/// The simulated device and the seams over it, on system memory `sys` and VRAM `vram` (heap
+/// memory when `None`); not yet started.
+fn sim_hardware(
+    cfg: &DeviceConfig,
+    sys: Arc<dyn PhysMemory>,
+    vram: Option<Arc<dyn PhysMemory>>,
+) -> DeviceHardware {
     let sim_cfg = simgpu::Config {
         vram_size: cfg.vram_size,
         contexts: cfg.contexts,
         ..simgpu::Config::default()
     };
     let sys_end = sys.size();
-    let gpu = Arc::new(SimGpu::new(sim_cfg, sys.clone()));
+    let gpu = Arc::new(match vram {
+        Some(vram) => SimGpu::with_vram(sim_cfg, sys.clone(), vram),
+        None => SimGpu::new(sim_cfg, sys.clone()),
+    });
     let latch = Arc::new(IrqLatch::default());
     gpu.set_interrupt_sink(latch.clone());
     DeviceHardware {
@@ -273,17 +281,46 @@ impl Device {
         Self::with_memory(cfg, sys)
     }
 
-    /// Brings up a simulated device in thread mode whose system memory is `sys` (the host's
-    /// shared-memory pool, so clients can map system BOs); `cfg.sys_size` is ignored.
+    /// Brings up a simulated device in thread mode whose system memory is `sys`;
+    /// `cfg.sys_size` is ignored. BOs get no per-BO memory objects: clients cannot map them
+    /// (see [`Device::with_shared`]).
     pub fn with_memory(cfg: DeviceConfig, sys: Arc<dyn PhysMemory>) -> Result<Self, BindError> {
-        let parts = sim_hardware(&cfg, sys);
-        Self::with_hardware(cfg, parts)
+        Self::on_memories(cfg, sys, None)
+    }
+
+    /// Brings up a simulated device whose system memory and VRAM are the host's shared
+    /// windows: every BO backing gets its own memory object a client can map (`cfg.sys_size`
+    /// and `cfg.vram_size` are the windows' sizes).
+    pub fn with_shared(mut cfg: DeviceConfig, windows: SharedWindows) -> Result<Self, BindError> {
+        cfg.vram_size = windows.vram.size();
+        Self::on_memories(cfg, windows.sys.clone(), Some(windows))
+    }
+
+    fn on_memories(
+        cfg: DeviceConfig,
+        sys: Arc<dyn PhysMemory>,
+        shared: Option<SharedWindows>,
+    ) -> Result<Self, BindError> {
+        let vram_window = shared
+            .as_ref()
+            .map(|w| w.vram.clone() as Arc<dyn PhysMemory>);
+        let parts = sim_hardware(&cfg, sys, vram_window);
+        Self::bring_up(cfg, parts, shared)
     }
 
     /// Brings up the device behind `parts` (registers, DMA memory, VRAM aperture, interrupt
     /// latch); `cfg.vram_size` must not exceed the aperture, `cfg.sys_size` is ignored. An
     /// in-process simgpu in `parts.sim` is started once the hardware layer programmed it.
+    /// BOs get no per-BO memory objects (no host mmap).
     pub fn with_hardware(cfg: DeviceConfig, parts: DeviceHardware) -> Result<Self, BindError> {
+        Self::bring_up(cfg, parts, None)
+    }
+
+    fn bring_up(
+        cfg: DeviceConfig,
+        parts: DeviceHardware,
+        shared: Option<SharedWindows>,
+    ) -> Result<Self, BindError> {
         let DeviceHardware {
             mmio,
             dma: heap,
@@ -328,7 +365,7 @@ impl Device {
             },
         )?);
         let vram = Arc::new(Mutex::new(VramAllocator::new(cfg.vram_size)));
-        let pools = Pools::new(vram, aperture, dma.clone());
+        let pools = Pools::with_sharing(vram, aperture, dma.clone(), shared);
         let fail = Arc::new(FailPoints::default());
         let pt_mem: Arc<dyn PtMemory> = Arc::new(FailablePtMemory {
             inner: SysPtMemory::new(dma.clone()),

@@ -2,8 +2,8 @@
 //!
 //! Owns: [`Driver`] (resolved scheme calls → device calls, typed device errors → the
 //! `DriverError` classes of `docs/uapi.md`), the per-client accounting behind
-//! `client_usage` / `client_stop`, the `stats` lines, and the host `bo_memory` seam (system
-//! BOs live in the shared-memory pool, so a client maps `fd + offset`).
+//! `client_usage` / `client_stop`, the `stats` lines, and the host `bo_memory` seam (every
+//! BO backing has its own memory object, so a client maps exactly its BO: `fd + 0`).
 //! Must not: decode wire input or know client ids' namespaces (the scheme resolves them), nor
 //! implement binds, scheduling or memory placement (`bind`, `exec`, `mem` do).
 
@@ -11,8 +11,8 @@ use crate::bind::{BindError, BindFlags, BindOp, BindQueue, BindSync, OpKind, Vm,
 use crate::device::Device;
 use crate::exec::{ExecQueue, Job, OutSync};
 use crate::hw::Engine;
+use crate::mem::bo::BoError;
 use crate::mem::bo::{Bo, Placement};
-use crate::mem::shm::SharedMemory;
 use crate::sync::{Fence, Syncobj};
 use crate::types::{GpuVa, PAGE_SIZE};
 use crate::vm::{GpuBo, MappingFlags, VaRange};
@@ -70,8 +70,6 @@ impl ClientState {
 /// The driver the scheme serves.
 pub struct Driver {
     device: Arc<Device>,
-    /// Where system BOs live for client mappings (`None`: no host mmap).
-    shared: Option<Arc<dyn SharedMemory + Send + Sync>>,
     clients: Mutex<HashMap<ClientId, ClientState>>,
     start: Instant,
     sys_size: u64,
@@ -83,17 +81,13 @@ pub fn driver_error(e: &BindError) -> DriverError {
 }
 
 impl Driver {
-    /// A driver over `device` with `sys_size` bytes of system memory; `shared` exports that
-    /// memory to client processes.
-    pub fn new(
-        device: Arc<Device>,
-        sys_size: u64,
-        shared: Option<Arc<dyn SharedMemory + Send + Sync>>,
-    ) -> Self {
+    /// A driver over `device` with `sys_size` bytes of system memory. BOs can be mapped by
+    /// client processes when the device's memories are shared windows
+    /// ([`Device::with_shared`]).
+    pub fn new(device: Arc<Device>, sys_size: u64) -> Self {
         Self {
             sys_size,
             device,
-            shared,
             clients: Mutex::new(HashMap::new()),
             start: Instant::now(),
         }
@@ -569,43 +563,32 @@ impl GpuDriver for Driver {
         _size: usize,
         _flags: MapFlags,
     ) -> Result<usize, DriverError> {
-        // On the host the transport hands the client `bo_memory`'s fd; this is the check it
-        // runs first, and the address is the BO's place in the shared pool. In-process
-        // mappings (the Redox memory scheme) come with the Redox platform issue.
-        if self.shared.is_none() {
-            return Err(DriverError::NotSupported(
-                "BO mapping without a shared pool",
-            ));
-        }
-        let region = bo.system_region().ok_or(DriverError::NotSupported(
-            "CPU mapping of a BO not in system memory",
-        ))?;
-        let addr = region.addr.get().saturating_add(offset);
-        usize::try_from(addr).map_err(|_| DriverError::Fault { addr })
+        // The BO's memory object is handed out (on the host the transport then passes
+        // `bo_memory`'s fd): from here on the BO does not move (see `mem::bo`). The address is
+        // the offset in that object, whose first byte is the BO's. In-process mappings (the
+        // Redox memory scheme) come with the Redox platform issue.
+        drop(bo.cpu_memory().map_err(mapping_error)?);
+        usize::try_from(offset).map_err(|_| DriverError::Fault { addr: offset })
     }
 
     fn bo_munmap(&self, _bo: &Arc<Bo>, _offset: u64, _size: usize) -> Result<(), DriverError> {
+        // The BO stays put: the client may still hold its memory object (see `bo_mmap`).
         Ok(())
+    }
+}
+
+/// The scheme's error for a BO that cannot be mapped.
+fn mapping_error(e: BoError) -> DriverError {
+    match e {
+        BoError::NotShared => DriverError::NotSupported("BO mapping without shared memory"),
+        _ => DriverError::NoMemory,
     }
 }
 
 impl gpu_scheme::host::HostMemory for Driver {
     fn bo_memory(&self, bo: &Arc<Bo>) -> Result<(OwnedFd, u64), DriverError> {
-        let shared = self
-            .shared
-            .as_ref()
-            .ok_or(DriverError::NotSupported("no shared memory pool"))?;
-        let region = bo.system_region().ok_or(DriverError::NotSupported(
-            "CPU mapping of a BO not in system memory",
-        ))?;
-        let (fd, offset) =
-            shared
-                .export(region.addr.get(), region.len)
-                .ok_or(DriverError::Fault {
-                    addr: region.addr.get(),
-                })?;
-        let fd = fd.try_clone_to_owned().map_err(|_| DriverError::NoMemory)?;
-        Ok((fd, offset))
+        // The BO's own memfd: exactly its size, offset 0 is its first byte.
+        Ok((bo.cpu_memory().map_err(mapping_error)?, 0))
     }
 }
 

@@ -19,7 +19,7 @@ fn driver() -> Driver {
         ..DeviceConfig::default()
     };
     let dev = Device::new(cfg).expect("device");
-    Driver::new(Arc::new(dev), 16 << 20, None)
+    Driver::new(Arc::new(dev), 16 << 20)
 }
 
 const C: ClientId = ClientId(1);
@@ -284,20 +284,32 @@ fn client_stop_forgets_the_client_and_destroy_cancels_its_queued_work() {
 }
 
 #[test]
-fn bo_memory_needs_the_shared_pool() {
+fn bo_memory_needs_shared_windows_and_gives_each_bo_its_own_object() {
+    use crate::mem::bo::SharedWindows;
+    use crate::mem::shm::{MapBudget, ShmPool};
     use gpu_scheme::host::HostMemory;
     let d = driver();
     let b = bo(&d, 0x1000, WirePlacement::SYSTEM);
     assert!(matches!(d.bo_memory(&b), Err(DriverError::NotSupported(_))));
-    let pool = Arc::new(crate::mem::shm::ShmPool::new("gpud-test", 16 << 20).expect("pool"));
-    let dev = Device::with_memory(DeviceConfig::default(), pool.clone()).expect("device");
-    let d = Driver::new(Arc::new(dev), 16 << 20, Some(pool));
-    let b = bo(&d, 0x1000, WirePlacement::SYSTEM);
-    let (_fd, offset) = d.bo_memory(&b).expect("exported");
-    let region = b.system_region().expect("system BO");
-    assert_eq!(offset, region.addr.get());
-    let v = bo(&d, 0x1000, WirePlacement::VRAM);
-    assert!(matches!(d.bo_memory(&v), Err(DriverError::NotSupported(_))));
+    let budget = MapBudget::new(64);
+    let windows = SharedWindows {
+        sys: Arc::new(ShmPool::with_budget("gpud-test", 16 << 20, budget.clone()).expect("sys")),
+        vram: Arc::new(ShmPool::with_budget("gpud-test", 8 << 20, budget).expect("vram")),
+    };
+    let dev = Device::with_shared(DeviceConfig::default(), windows).expect("device");
+    let d = Driver::new(Arc::new(dev), 16 << 20);
+    for placement in [WirePlacement::SYSTEM, WirePlacement::VRAM] {
+        let b = bo(&d, 0x3000, placement);
+        let (fd, offset) = d.bo_memory(&b).expect("exported");
+        assert_eq!(offset, 0, "the object starts at the BO's first byte");
+        let st = rustix::fs::fstat(&fd).expect("fstat");
+        assert_eq!(st.st_size, 0x3000, "exactly the BO, nothing else");
+        b.write(0x2ff0, b"last bytes").expect("write");
+        let mut buf = [0u8; 10];
+        rustix::io::pread(&fd, &mut buf, 0x2ff0).expect("pread");
+        assert_eq!(&buf, b"last bytes");
+        assert!(b.is_cpu_mapped());
+    }
 }
 
 #[test]

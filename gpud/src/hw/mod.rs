@@ -108,6 +108,12 @@ pub struct DmaRegion {
 pub trait DmaMemory: Send + Sync {
     /// Allocates zeroed, page-aligned memory.
     fn alloc(&self, bytes: u64) -> Result<DmaRegion, HwError>;
+    /// Allocates page-aligned memory that may hold a previous user's bytes, for a caller that
+    /// covers the whole range with fresh zeroed memory before anyone can read it (a BO
+    /// backing's own shared-memory object, `mem::pools`). Defaults to [`DmaMemory::alloc`].
+    fn alloc_uncleared(&self, bytes: u64) -> Result<DmaRegion, HwError> {
+        self.alloc(bytes)
+    }
     /// Frees a region returned by `alloc`. The caller guarantees the device no longer uses it
     /// (its fences signalled and TLB invalidated).
     fn free(&self, region: DmaRegion) -> Result<(), HwError>;

@@ -2,24 +2,31 @@
 //! rule that backing outlives every GPU use.
 //!
 //! Owns: [`Bo`] (implements [`GpuBo`]), its [`Backing`] (VRAM blocks or a contiguous
-//! system-pool region), and [`Pools`], the memories backings come from, with the list of
-//! backings whose BO is gone but whose fences have not signalled. Must not: evict or move
-//! BOs (the [`super::manager`] does, under the BO's reservation) or write page tables.
+//! system-pool region), pinning, and the CPU-mapping rule below. The memories backings come
+//! from are [`Pools`] (`pools.rs`). Must not: evict or move BOs (the [`super::manager`] does,
+//! under the BO's reservation) or write page tables.
 //!
 //! INVARIANT: a backing is returned to its pool only when no GPU mapping can reach it (the
 //! BO is dropped only after its last vm_bo, and so its last mapping, is gone) and every
 //! fence in the BO's reservation has signalled; otherwise it waits in [`Pools`] until
 //! [`Pools::reclaim`] sees the fences signalled.
+//!
+//! INVARIANT (CPU mappings): once a BO's memory has been handed out for a CPU mapping
+//! ([`Bo::cpu_memory`]) the BO never moves again (neither eviction nor validation) until it
+//! is destroyed. A client holding the memory object can map it at any time, and the daemon
+//! cannot see a host `munmap`, so "mapped" lasts for the BO's life; a client mapping thus
+//! always shows the pages the GPU uses, and after destruction only that BO's stale pages.
 
-use super::vram::{AllocRequest, VramAllocator, VramBlock, VramError};
+pub use super::pools::{Pools, SharedWindows};
+use super::vram::VramBlock;
 use crate::hw::pte::{LeafFlags, MemLocation};
-use crate::hw::{DmaMemory, DmaRegion};
+use crate::hw::DmaRegion;
 use crate::sync::{Fence, Resv, ResvId, Usage};
 use crate::types::{BoId, GpuVa, PhysAddr};
 use crate::vm::pagetable::{MapTarget, PhysSeg, PtOp};
 use crate::vm::vm_bo::{GpuBo, VmBo};
 use parking_lot::Mutex;
-use simgpu::PhysMemory;
+use rustix::fd::OwnedFd;
 use std::sync::{Arc, Weak};
 use thiserror::Error;
 
@@ -79,81 +86,9 @@ pub enum BoError {
     /// The memory refused the access (a pool smaller than its allocator: a bug).
     #[error("memory access at {addr:#x} failed")]
     Access { addr: u64 },
-}
-
-/// The memories backings come from, shared by every BO and the manager.
-pub struct Pools {
-    /// VRAM allocator (shared with page-table pages in VRAM).
-    pub vram: Arc<Mutex<VramAllocator>>,
-    /// VRAM as the CPU reaches it (the BAR2 aperture).
-    pub aperture: Arc<dyn PhysMemory>,
-    /// The system-memory pool.
-    pub sys: Arc<dyn DmaMemory>,
-    /// Backings of dropped BOs waiting for fences.
-    zombies: Mutex<Vec<(Backing, Vec<Arc<Fence>>)>>,
-}
-
-impl Pools {
-    /// Pools over the given memories.
-    pub fn new(
-        vram: Arc<Mutex<VramAllocator>>,
-        aperture: Arc<dyn PhysMemory>,
-        sys: Arc<dyn DmaMemory>,
-    ) -> Arc<Self> {
-        Arc::new(Self {
-            vram,
-            aperture,
-            sys,
-            zombies: Mutex::new(Vec::new()),
-        })
-    }
-
-    /// Allocates VRAM for `size` bytes (in blocks of at least 64 KiB when the size allows,
-    /// so large mappings get large pages).
-    pub fn alloc_vram(&self, size: u64) -> Result<Backing, VramError> {
-        let min_block = if size >= 2 << 20 { 2 << 20 } else { 4096 };
-        let req = AllocRequest {
-            min_block,
-            ..AllocRequest::scattered(size)
-        };
-        let mut alloc = self.vram.lock();
-        match alloc.alloc(req) {
-            Ok(b) => Ok(Backing::Vram(b)),
-            Err(_) if min_block > 4096 => alloc
-                .alloc(AllocRequest::scattered(size))
-                .map(Backing::Vram),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Returns a backing whose last user is gone.
-    pub fn free(&self, backing: Backing) {
-        match backing {
-            // A refusal means blocks that are not allocated: nothing to return.
-            Backing::Vram(blocks) => drop(self.vram.lock().free(&blocks)),
-            Backing::System(r) => drop(self.sys.free(r)),
-        }
-    }
-
-    /// Frees zombie backings whose fences all signalled; returns how many.
-    pub fn reclaim(&self) -> usize {
-        let ready: Vec<Backing> = {
-            let mut z = self.zombies.lock();
-            let (ready, wait): (Vec<_>, Vec<_>) = z
-                .drain(..)
-                .partition(|(_, f)| f.iter().all(|f| f.is_signalled()));
-            *z = wait;
-            ready.into_iter().map(|(b, _)| b).collect()
-        };
-        let n = ready.len();
-        ready.into_iter().for_each(|b| self.free(b));
-        n
-    }
-
-    /// Backings waiting for fences.
-    pub fn zombies(&self) -> usize {
-        self.zombies.lock().len()
-    }
+    /// The BO's memory cannot be mapped by another process (no shared windows).
+    #[error("BO memory is not shareable")]
+    NotShared,
 }
 
 /// Mutable state of a BO, under its lock.
@@ -163,6 +98,15 @@ pub(super) struct BoState {
     pub pins: u32,
     pub last_use: u64,
     pub vm_bos: Vec<Weak<VmBo>>,
+    /// Its memory was handed out for a CPU mapping: it stays where it is until destroyed.
+    pub cpu_mapped: bool,
+}
+
+impl BoState {
+    /// Whether a move (eviction or validation) may take the BO's backing.
+    pub fn movable(&self) -> bool {
+        self.pins == 0 && !self.cpu_mapped
+    }
 }
 
 /// A buffer object.
@@ -226,6 +170,7 @@ impl Bo {
                 pins: 0,
                 last_use: now,
                 vm_bos: Vec::new(),
+                cpu_mapped: false,
             }),
             move_lock: Mutex::new(()),
         }
@@ -285,6 +230,26 @@ impl Bo {
     /// Pins held.
     pub fn pin_count(&self) -> u32 {
         self.state.lock().pins
+    }
+
+    /// Whether the BO's memory was handed out for a CPU mapping (it no longer moves).
+    pub fn is_cpu_mapped(&self) -> bool {
+        self.state.lock().cpu_mapped
+    }
+
+    /// Marks the BO CPU-mapped for the rest of its life (it will not move: see the module
+    /// docs) and returns a new descriptor of its backing's own memory object, offset 0 = the
+    /// BO's first byte, exactly the BO's size. Waits for a move in progress to finish.
+    pub fn cpu_memory(&self) -> Result<OwnedFd, BoError> {
+        if !self.pools.is_shared() {
+            return Err(BoError::NotShared);
+        }
+        let _no_move = self.move_lock.lock();
+        let mut s = self.state.lock();
+        let backing = s.backing.as_ref().ok_or(BoError::NotShared)?;
+        let fd = self.pools.memory_fd(backing).ok_or(BoError::NotShared)?;
+        s.cpu_mapped = true;
+        Ok(fd)
     }
 
     /// Registers a vm_bo of this BO (the VM does so when `bo_obtain` created it), so
@@ -425,7 +390,7 @@ impl Drop for Bo {
         if fences.is_empty() {
             self.pools.free(backing);
         } else {
-            self.pools.zombies.lock().push((backing, fences));
+            self.pools.bury(backing, fences);
         }
     }
 }

@@ -2,10 +2,12 @@
 
 use super::bo::{Bo, Placement};
 use super::manager::{EvictReport, MemError};
-use super::tests::{contents, pattern, rig, VRAM};
+use super::shm::MapBudget;
+use super::tests::{contents, pattern, rig, shared_rig, Rig, VRAM};
 use crate::hw::pte::MemLocation;
 use crate::vm::vm_bo::GpuBo;
 use proptest::prelude::*;
+use rustix::fd::OwnedFd;
 use std::sync::Arc;
 
 const UNIT: u64 = 64 << 10;
@@ -118,6 +120,8 @@ proptest! {
                 Act::Drop(i) => if let Some(i) = pick(i) { models.remove(i); },
                 Act::Validate(i) => if let Some(i) = pick(i) {
                     let before = candidates(&models, Some(i));
+                    let was = models[i].bo.location();
+                    let pinned = models[i].bo.pin_count() > 0;
                     let mut report = EvictReport::default();
                     let res = m.validate(&models[i].bo, None, &mut report);
                     let after = candidates(&models, Some(i));
@@ -127,7 +131,10 @@ proptest! {
                     if res.is_ok() {
                         models[i].last_use = clock;
                         clock += 1;
-                        if models[i].bo.placement() == Placement::Migratable {
+                        if pinned {
+                            // A pinned BO never moves, not even back to VRAM.
+                            prop_assert_eq!(models[i].bo.location(), was);
+                        } else if models[i].bo.placement() == Placement::Migratable {
                             prop_assert_eq!(models[i].bo.location(), Some(MemLocation::Vram));
                         }
                     }
@@ -146,30 +153,56 @@ proptest! {
 /// every BO keeps its contents, nothing deadlocks, and VRAM accounting adds up at the end.
 #[test]
 fn stress_concurrent_eviction_and_validation() {
-    let r = rig();
+    stress(rig(), None);
+}
+
+/// The same on shared windows, where every third BO is also handed out for a CPU mapping:
+/// mapped BOs never move and their memory objects always show their contents, and every
+/// live backing has exactly one object at the end.
+#[test]
+fn stress_concurrent_eviction_and_validation_with_cpu_mappings() {
+    let budget = MapBudget::new(1 << 12);
+    stress(shared_rig(budget.clone()), Some(&budget));
+    assert_eq!(budget.used(), 0, "every object went with its backing");
+}
+
+/// With `budget` (a shared rig) every third BO is also CPU-mapped.
+fn stress(r: Rig, budget: Option<&Arc<MapBudget>>) {
+    let map_some = budget.is_some();
     let m = Arc::new(r.manager());
     let threads: Vec<_> = (0..4u8)
         .map(|t| {
             let m = m.clone();
             std::thread::spawn(move || {
-                let mut mine: Vec<(Arc<Bo>, u8)> = Vec::new();
+                let mut mine: Vec<(Arc<Bo>, u8, Option<OwnedFd>)> = Vec::new();
                 for i in 0..12u8 {
                     let seed = t * 50 + i;
                     let (bo, _) = m.create_bo(512 << 10, Placement::Migratable, None).unwrap();
                     bo.write(0, &pattern(512 << 10, seed)).unwrap();
-                    mine.push((bo, seed));
-                    let (v, _) = &mine[(i as usize * 7) % mine.len()];
+                    let fd = (map_some && i % 3 == 0).then(|| bo.cpu_memory().unwrap());
+                    let at = fd.as_ref().map(|_| (bo.location(), bo.segments()));
+                    mine.push((bo, seed, fd));
+                    let (v, _, _) = &mine[(i as usize * 7) % mine.len()];
                     let mut report = EvictReport::default();
                     match m.validate(v, None, &mut report) {
                         Ok(_) | Err(MemError::NoSpace { .. }) => {}
                         Err(e) => panic!("validate: {e}"),
                     }
+                    if let (Some(at), Some((bo, _, _))) = (at, mine.last()) {
+                        assert_eq!((bo.location(), bo.segments()), at, "a mapped BO moved");
+                    }
                     if mine.len() > 6 {
                         mine.remove(0);
                     }
                 }
-                for (bo, seed) in &mine {
-                    assert_eq!(contents(bo), pattern(512 << 10, *seed));
+                for (bo, seed, fd) in &mine {
+                    let want = pattern(512 << 10, *seed);
+                    assert_eq!(contents(bo), want);
+                    if let Some(fd) = fd {
+                        let mut got = vec![0u8; want.len()];
+                        assert_eq!(rustix::io::pread(fd, &mut got, 0).unwrap(), want.len());
+                        assert_eq!(got, want, "the mapping shows the BO");
+                    }
                 }
                 mine
             })
@@ -181,8 +214,16 @@ fn stress_concurrent_eviction_and_validation() {
         .collect();
     let in_vram: u64 = live
         .iter()
-        .filter(|(bo, _)| bo.location() == Some(MemLocation::Vram))
-        .map(|(bo, _)| bo.size())
+        .filter(|(bo, _, _)| bo.location() == Some(MemLocation::Vram))
+        .map(|(bo, _, _)| bo.size())
         .sum();
     assert_eq!(r.pools.vram.lock().free_bytes() + in_vram, VRAM);
+    if let Some(budget) = budget {
+        assert_eq!(r.pools.shared_objects(), live.len());
+        assert_eq!(
+            budget.used(),
+            live.len() as u64,
+            "one piece per 512 KiB backing"
+        );
+    }
 }

@@ -14,7 +14,7 @@
 
 use super::bo::{Backing, Bo, Placement, Pools};
 use super::copy::{copy_commands, CopyEngine, CopyError, KernelMap};
-use super::vram::VramError;
+use super::shm::ShareError;
 use crate::hw::cmd::CommandStream;
 use crate::hw::pte::MemLocation;
 use crate::sync::{Fence, FenceStatus, Resv, Usage};
@@ -44,6 +44,13 @@ pub enum MemError {
     /// The move's copy job failed.
     #[error(transparent)]
     Copy(#[from] CopyError),
+    /// The backing's shared-memory object could not be made (e.g. the mapping budget of
+    /// `docs/memory.md` is spent).
+    #[error("shared memory for the backing: {0}")]
+    Share(#[from] ShareError),
+    /// The BO is pinned or CPU-mapped: it does not move.
+    #[error("BO {bo} is pinned or CPU-mapped and does not move")]
+    Pinned { bo: u64 },
 }
 
 /// What an eviction pass did.
@@ -133,11 +140,15 @@ impl MemoryManager {
     }
 
     /// Zeroes new VRAM with a copy-engine FILL (system pages come zeroed from the pool), so
-    /// no client sees a previous owner's data.
+    /// no client sees a previous owner's data. A backing with its own fresh shared-memory
+    /// object is zero already: its pages never belonged to anyone else.
     fn clear(&self, backing: &Backing) -> Result<(), MemError> {
         let Backing::Vram(blocks) = backing else {
             return Ok(());
         };
+        if self.pools.fresh_backings_are_zero() {
+            return Ok(());
+        }
         let mut s = CommandStream::new();
         for b in blocks {
             s.fill(
@@ -156,11 +167,7 @@ impl MemoryManager {
     }
 
     fn alloc_sys(&self, size: u64) -> Result<Backing, MemError> {
-        self.pools
-            .sys
-            .alloc(size)
-            .map(Backing::System)
-            .map_err(|_| MemError::NoMemory { bytes: size })
+        self.pools.alloc_sys(size)
     }
 
     /// Allocates VRAM, evicting LRU BOs (never `keep`) until it fits or nothing is left.
@@ -173,8 +180,8 @@ impl MemoryManager {
         loop {
             let free = match self.pools.alloc_vram(size) {
                 Ok(b) => return Ok(b),
-                Err(VramError::NoSpace { free, .. }) => free,
-                Err(_) => return Err(MemError::InvalidSize { size }),
+                Err(MemError::NoSpace { free, .. }) => free,
+                Err(e) => return Err(e),
             };
             if !self.evict_one(keep, report)? {
                 return Err(MemError::NoSpace {
@@ -219,11 +226,15 @@ impl MemoryManager {
     }
 
     /// Moves `bo` to the system pool and marks its vm_bos evicted (no-op if it is not in
-    /// VRAM). The caller holds the BO's reservation.
+    /// VRAM). The caller holds the BO's reservation. A pinned or CPU-mapped BO does not move:
+    /// `MemError::Pinned`.
     pub fn evict(&self, bo: &Arc<Bo>, report: &mut EvictReport) -> Result<(), MemError> {
         let _moving = bo.move_lock.lock();
         if bo.location() != Some(MemLocation::Vram) {
             return Ok(());
+        }
+        if !bo.state.lock().movable() {
+            return Err(MemError::Pinned { bo: bo.id().0 });
         }
         self.evict_locked(bo, report)
     }
@@ -262,7 +273,8 @@ impl MemoryManager {
     /// after: after a move its external evicted flag is cleared, while every *other* VM's
     /// external vm_bo is flagged evicted, because their PTEs still point at the old pages and
     /// must be rebound before their next job. VM-private vm_bos are the caller's to
-    /// un-evict. Returns whether it moved.
+    /// un-evict. A pinned or CPU-mapped BO stays where it is (the GPU keeps using it in
+    /// system memory, where the CPU mapping points). Returns whether it moved.
     pub fn validate(
         &self,
         bo: &Arc<Bo>,
@@ -270,7 +282,10 @@ impl MemoryManager {
         report: &mut EvictReport,
     ) -> Result<bool, MemError> {
         let _moving = bo.move_lock.lock();
-        if bo.placement() != Placement::Migratable || bo.location() == Some(MemLocation::Vram) {
+        if bo.placement() != Placement::Migratable
+            || bo.location() == Some(MemLocation::Vram)
+            || !bo.state.lock().movable()
+        {
             self.touch(bo);
             return Ok(false);
         }
@@ -339,11 +354,11 @@ fn wait_copy(fence: &Fence) -> Result<(), MemError> {
     Ok(())
 }
 
-/// An unpinned migratable BO in VRAM.
+/// An unpinned, never CPU-mapped migratable BO in VRAM.
 fn is_candidate(bo: &Bo) -> bool {
     let s = bo.state.lock();
     bo.placement() == Placement::Migratable
-        && s.pins == 0
+        && s.movable()
         && matches!(s.backing, Some(Backing::Vram(_)))
 }
 

@@ -2,17 +2,21 @@
 //!
 //! Files: [`vram`] (the buddy allocator), [`copy`] (the copy-engine seam and the kernel
 //! context's linear map), [`bo`] (buffer objects: placement, backing, pinning, CPU access),
+//! [`pools`] (the memories backings come from, each backing's own shared-memory object),
 //! [`manager`] (allocation with eviction, validation), [`shm`] (the host's shared-memory
-//! system pool). See `docs/memory.md`.
+//! windows and per-backing memfds). See `docs/memory.md`.
 
 pub mod bo;
 pub mod copy;
 pub mod manager;
-#[allow(unsafe_code)] // mmap of the shared-memory pool and word-atomic access to it
+pub mod pools;
+#[allow(unsafe_code)] // mmap of the shared-memory windows and word-atomic access to them
 pub mod shm;
 pub mod vram;
 
 #[cfg(test)]
 mod evict_tests;
+#[cfg(test)]
+mod share_tests;
 #[cfg(test)]
 mod tests;

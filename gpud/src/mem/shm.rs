@@ -1,23 +1,42 @@
-//! The host's system-memory pool: one shared-memory object (memfd) mapped into the daemon,
-//! which the simulated device reaches by DMA and client processes can map later.
+//! The host's shared-memory windows: one address window per memory (system memory, VRAM)
+//! mapped into the daemon, which the simulated device reaches by DMA, and the per-object
+//! memfds that BO backings are made of, so a client that maps a BO reaches that BO only.
 //!
-//! Owns: creating, mapping and unmapping the memfd, and word-atomic access to it as
-//! simgpu's [`PhysMemory`] (allocation on top is [`crate::hw::sim::dma::HeapDma`], whose
-//! regions are contiguous, so one client mmap of `fd + offset` covers a system BO). This is
-//! the one module of `mem` with `unsafe`: the mapping and the atomic views of its words.
-//! Must not: hand out Rust references or slices to the mapped bytes; the device and clients
-//! write them concurrently, so every access is an atomic load or store.
+//! Owns: [`ShmPool`] (the window: the pool's own memfd mapped shared, word-atomic access to it
+//! as simgpu's [`PhysMemory`]), [`ShmObject`] (one backing's own memfd, sized exactly to the
+//! backing, mapped `MAP_FIXED|MAP_SHARED` over its place(s) in the window) and [`MapBudget`]
+//! (how many such places the process may have). This is the one module of `mem` with
+//! `unsafe`: the mappings and the atomic views of their words.
+//! Must not: hand out Rust references or slices to the mapped bytes (the device and clients
+//! write them concurrently, so every access is an atomic load or store), or hand out the pool's
+//! own memfd: it holds page tables and every other driver-internal allocation.
 //!
-//! Redox gets its system memory from the memory scheme instead; that backend implements the
-//! same [`PhysMemory`] + [`SharedMemory`] seam in a later issue.
+//! INVARIANT (isolation): every byte of a window is backed either by the pool's memfd (never
+//! exported) or by exactly one live [`ShmObject`]'s memfd, at file offset = offset within the
+//! object. Unbinding re-covers the range with the pool's memfd *before* the range can be
+//! allocated again, so a client still holding an old object's mapping keeps that object's
+//! (stale, private) pages and never sees memory reused for someone else.
+//!
+//! Redox gets its memory from the memory scheme instead; that backend implements the same
+//! [`PhysMemory`] seam and its own per-BO grants.
 
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
-use rustix::fs::{ftruncate, memfd_create, MemfdFlags};
+use rustix::fs::{
+    fallocate, fcntl_add_seals, ftruncate, memfd_create, FallocateFlags, MemfdFlags, SealFlags,
+};
 use rustix::mm::{mmap, munmap, MapFlags, ProtFlags};
 use simgpu::{MemError, PhysMemory};
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
 use thiserror::Error;
+
+/// Page granularity of windows and objects (the host page size the daemon requires).
+pub const SHM_PAGE: u64 = 4096;
+/// Linux's default `vm.max_map_count`, used when the system value cannot be read.
+const DEFAULT_MAX_MAP_COUNT: u64 = 65530;
+/// Mappings left for everything else in the daemon (threads' stacks, libraries, heap).
+const MAP_COUNT_RESERVE: u64 = 8192;
 
 /// The pool could not be created.
 #[derive(Debug, Error)]
@@ -33,17 +52,116 @@ pub enum ShmError {
     },
 }
 
-/// Memory that clients can map: where a physical range lives in a shareable object.
-pub trait SharedMemory {
-    /// The object (`fd`) and offset of `[addr, addr + len)`, or `None` if out of range.
-    fn export(&self, addr: u64, len: u64) -> Option<(BorrowedFd<'_>, u64)>;
+/// An object could not be bound into a window (an ENOMEM-class failure for the client).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ShareError {
+    /// Binding `pieces` more places would pass the process's mapping budget.
+    #[error("{used} window pieces bound, {pieces} more would pass the limit of {limit}")]
+    Limit { used: u64, pieces: u64, limit: u64 },
+    /// A piece outside the window, unaligned, or no piece at all.
+    #[error("piece {addr:#x}+{len:#x} is empty, unaligned or outside the window of {size:#x}")]
+    Range { addr: u64, len: u64, size: u64 },
+    /// The system refused a call (memfd_create, ftruncate, fcntl, mmap).
+    #[error("{what} failed: {errno}")]
+    Os {
+        what: &'static str,
+        errno: rustix::io::Errno,
+    },
 }
 
-/// A memfd-backed physical-memory pool.
+/// A failed bind. `range_lost` is set when even restoring the pool's memory over the pieces
+/// failed: the range is then in an unknown state and must never be allocated again.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{error}{}", if *.range_lost { " (range lost)" } else { "" })]
+pub struct BindFailure {
+    /// Why.
+    pub error: ShareError,
+    /// Whether the pieces could not be restored.
+    pub range_lost: bool,
+}
+
+fn os(what: &'static str) -> impl Fn(rustix::io::Errno) -> ShareError {
+    move |errno| ShareError::Os { what, errno }
+}
+
+/// One place of an object in a window: `[addr, addr + len)` of the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Piece {
+    /// Window offset (page aligned).
+    pub addr: u64,
+    /// Bytes (page multiple, non-zero).
+    pub len: u64,
+}
+
+/// How many object pieces the process may have bound at once, over all its windows.
+///
+/// Each piece costs the daemon at most two kernel mappings (the piece, and the split of the
+/// pool mapping it sits in), so the default is `(vm.max_map_count - 8192) / 2`: 28,669
+/// pieces with Linux's default of 65,530.
+#[derive(Debug)]
+pub struct MapBudget {
+    used: AtomicU64,
+    limit: u64,
+}
+
+impl MapBudget {
+    /// A budget of `limit` pieces.
+    pub fn new(limit: u64) -> Arc<Self> {
+        Arc::new(Self {
+            used: AtomicU64::new(0),
+            limit,
+        })
+    }
+
+    /// The budget the system's `vm.max_map_count` allows (see the type's docs).
+    pub fn from_system() -> Arc<Self> {
+        let max = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(DEFAULT_MAX_MAP_COUNT);
+        Self::new(max.saturating_sub(MAP_COUNT_RESERVE) / 2)
+    }
+
+    /// Pieces bound now.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// The limit.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    fn take(&self, pieces: u64) -> Result<(), ShareError> {
+        let limit = self.limit;
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(pieces).filter(|n| *n <= limit)
+            })
+            .map(drop)
+            .map_err(|used| ShareError::Limit {
+                used,
+                pieces,
+                limit,
+            })
+    }
+
+    fn give(&self, pieces: u64) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                Some(u.saturating_sub(pieces))
+            });
+    }
+}
+
+/// A memfd-backed physical-memory window.
 pub struct ShmPool {
+    /// The pool's own memory: covers every page no object is bound over. Never exported.
     fd: OwnedFd,
     base: *mut c_void,
     size: u64,
+    budget: Arc<MapBudget>,
 }
 
 // SAFETY: the mapping is shared memory reached only through atomics; the raw pointer is
@@ -53,10 +171,17 @@ unsafe impl Send for ShmPool {}
 unsafe impl Sync for ShmPool {}
 
 impl ShmPool {
-    /// A zero-filled pool of `size` bytes (a multiple of 4 KiB).
+    /// A zero-filled window of `size` bytes (a multiple of 4 KiB) with the system's mapping
+    /// budget.
     pub fn new(name: &str, size: u64) -> Result<Self, ShmError> {
+        Self::with_budget(name, size, MapBudget::from_system())
+    }
+
+    /// As [`ShmPool::new`], drawing object pieces from `budget` (shared by a process's
+    /// windows).
+    pub fn with_budget(name: &str, size: u64, budget: Arc<MapBudget>) -> Result<Self, ShmError> {
         let len = usize::try_from(size).map_err(|_| ShmError::Size { size })?;
-        if size == 0 || size % 4096 != 0 {
+        if size == 0 || size % SHM_PAGE != 0 {
             return Err(ShmError::Size { size });
         }
         let os = |what| move |source| ShmError::Os { what, source };
@@ -67,12 +192,116 @@ impl ShmPool {
         // it aliases no Rust object, and is unmapped exactly once in Drop.
         let base = unsafe { mmap(std::ptr::null_mut(), len, prot, MapFlags::SHARED, &fd, 0) }
             .map_err(os("mmap"))?;
-        Ok(Self { fd, base, size })
+        Ok(Self {
+            fd,
+            base,
+            size,
+            budget,
+        })
     }
 
-    /// The memfd, for passing to clients.
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+    /// The mapping budget the window draws from.
+    pub fn budget(&self) -> &Arc<MapBudget> {
+        &self.budget
+    }
+
+    /// Binds a new object over `pieces`: one memfd of their total size (zero-filled, sealed
+    /// against resizing so no holder can make the daemon's accesses fault), mapped piecewise
+    /// at file offset = offset within the object. The caller owns the pieces (freshly
+    /// allocated, no user yet) and must unbind before allocating them again.
+    pub fn bind(self: &Arc<Self>, pieces: &[Piece]) -> Result<ShmObject, BindFailure> {
+        let clean = |error| BindFailure {
+            error,
+            range_lost: false,
+        };
+        let size = self.check_pieces(pieces).map_err(clean)?;
+        self.budget.take(pieces.len() as u64).map_err(clean)?;
+        let fd = match new_object_fd(size) {
+            Ok(fd) => fd,
+            Err(e) => {
+                self.budget.give(pieces.len() as u64);
+                return Err(clean(e));
+            }
+        };
+        let mut offset = 0;
+        for (i, p) in pieces.iter().enumerate() {
+            if let Err(error) = self.map_over(p, &fd, offset) {
+                let range_lost = self.cover(pieces.get(..i).unwrap_or_default()).is_err();
+                if !range_lost {
+                    self.budget.give(pieces.len() as u64);
+                }
+                return Err(BindFailure { error, range_lost });
+            }
+            offset += p.len;
+        }
+        for p in pieces {
+            // The pool's pages under the object are unused until unbind: give them back
+            // (they read as zero when the pool covers the range again). Only a saving.
+            let punch = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
+            let _ = fallocate(&self.fd, punch, p.addr, p.len);
+        }
+        Ok(ShmObject {
+            fd,
+            size,
+            pieces: pieces.to_vec(),
+            pool: self.clone(),
+            bound: true,
+        })
+    }
+
+    /// Total size of `pieces` after checking each lies page-aligned inside the window.
+    fn check_pieces(&self, pieces: &[Piece]) -> Result<u64, ShareError> {
+        let mut total = 0u64;
+        let bad = |p: &Piece| ShareError::Range {
+            addr: p.addr,
+            len: p.len,
+            size: self.size,
+        };
+        for p in pieces {
+            let end = p.addr.checked_add(p.len).ok_or_else(|| bad(p))?;
+            if p.len == 0 || p.addr % SHM_PAGE != 0 || p.len % SHM_PAGE != 0 || end > self.size {
+                return Err(bad(p));
+            }
+            total = total.checked_add(p.len).ok_or_else(|| bad(p))?;
+        }
+        if total == 0 {
+            return Err(ShareError::Range {
+                addr: 0,
+                len: 0,
+                size: self.size,
+            });
+        }
+        Ok(total)
+    }
+
+    /// Maps `fd` at file offset `offset` over piece `p` of the window.
+    fn map_over(&self, p: &Piece, fd: &OwnedFd, offset: u64) -> Result<(), ShareError> {
+        // PANIC-free: the piece was checked inside the window, whose size fits in usize.
+        let (at, len) = (p.addr as usize, p.len as usize);
+        let prot = ProtFlags::READ | ProtFlags::WRITE;
+        let flags = MapFlags::SHARED | MapFlags::FIXED;
+        // SAFETY: the target lies inside our own window mapping (checked by `check_pieces`),
+        // which no Rust reference points into: every access is atomic through raw pointers.
+        // MAP_FIXED swaps the pages atomically, so the window is never unmapped; the caller
+        // guarantees the piece has no user, so nobody observes the swap.
+        unsafe {
+            let addr = self.base.cast::<u8>().add(at).cast::<c_void>();
+            mmap(addr, len, prot, flags, fd, offset)
+        }
+        .map(drop)
+        .map_err(os("mmap"))
+    }
+
+    /// Restores the pool's own memory over `pieces`; tries every piece, reports the first
+    /// failure.
+    fn cover(&self, pieces: &[Piece]) -> Result<(), ShareError> {
+        let mut first = Ok(());
+        for p in pieces {
+            if let Err(e) = self.map_over(p, &self.fd, p.addr) {
+                first = first.and(Err(e));
+            }
+        }
+        first
     }
 
     fn check(&self, addr: u64, len: u64, align: u64) -> Result<usize, MemError> {
@@ -109,9 +338,74 @@ impl ShmPool {
     }
 }
 
-impl SharedMemory for ShmPool {
-    fn export(&self, addr: u64, len: u64) -> Option<(BorrowedFd<'_>, u64)> {
-        self.check(addr, len, 1).ok().map(|_| (self.fd(), addr))
+/// A zero-filled memfd of `size` bytes, sealed so nobody can resize it: a holder that
+/// shrank it would make the daemon's window accesses fault (SIGBUS).
+fn new_object_fd(size: u64) -> Result<OwnedFd, ShareError> {
+    let fd = memfd_create("gpud-bo", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
+        .map_err(os("memfd_create"))?;
+    ftruncate(&fd, size).map_err(os("ftruncate"))?;
+    let seals = SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL;
+    fcntl_add_seals(&fd, seals).map_err(os("fcntl(F_ADD_SEALS)"))?;
+    Ok(fd)
+}
+
+/// One backing's own memory: a memfd mapped over its pieces of a window. Dropping it (or
+/// [`ShmObject::unbind`]) restores the pool's memory over the pieces; mappings that clients
+/// made of the memfd keep its pages.
+pub struct ShmObject {
+    fd: OwnedFd,
+    size: u64,
+    pieces: Vec<Piece>,
+    pool: Arc<ShmPool>,
+    bound: bool,
+}
+
+impl std::fmt::Debug for ShmObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShmObject")
+            .field("size", &self.size)
+            .field("pieces", &self.pieces)
+            .finish()
+    }
+}
+
+impl ShmObject {
+    /// The memfd (offset 0 is the object's first byte; its size is exactly the object's).
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The window pieces, in object order.
+    pub fn pieces(&self) -> &[Piece] {
+        &self.pieces
+    }
+
+    /// Restores the pool's memory over the pieces. On failure the pieces are in an unknown
+    /// state: the caller must never allocate them again.
+    pub fn unbind(mut self) -> Result<(), ShareError> {
+        self.bound = false;
+        self.release()
+    }
+
+    fn release(&mut self) -> Result<(), ShareError> {
+        let res = self.pool.cover(&self.pieces);
+        if res.is_ok() {
+            self.pool.budget.give(self.pieces.len() as u64);
+        }
+        res
+    }
+}
+
+impl Drop for ShmObject {
+    fn drop(&mut self) {
+        if self.bound {
+            let _ = self.release();
+        }
     }
 }
 
@@ -220,101 +514,12 @@ impl Drop for ShmPool {
     fn drop(&mut self) {
         // PANIC-free: the size fitted in usize when the mapping was created.
         let len = self.size as usize;
-        // SAFETY: the mapping created in `new`, unmapped once; no reference into it exists
-        // (accessors return views tied to `&self`, which ends here).
+        // SAFETY: the window created in `new`, unmapped once (objects' pieces inside it go
+        // with it; every object holds the pool, so none is left); no reference into it exists.
         let _ = unsafe { munmap(self.base, len) };
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::hw::sim::dma::HeapDma;
-    use crate::hw::DmaMemory;
-    use crate::types::PhysAddr;
-    use std::sync::Arc;
-
-    #[test]
-    fn bytes_and_atomics_round_trip_and_bounds_are_typed_errors() {
-        let p = ShmPool::new("gpud-test", 1 << 16).unwrap();
-        p.write(3, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]).unwrap();
-        let mut b = [0u8; 13];
-        p.read(2, &mut b).unwrap();
-        assert_eq!(b, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 0]);
-        p.store_u64(8, 0x1122_3344_5566_7788).unwrap();
-        assert_eq!(p.load_u32(12).unwrap(), 0x1122_3344);
-        assert_eq!(p.fetch_add_u32(16, 5).unwrap(), 0);
-        assert_eq!(p.compare_exchange_u64(16, 5, 9).unwrap(), Ok(5));
-        assert_eq!(p.compare_exchange_u64(16, 5, 1).unwrap(), Err(9));
-        assert_eq!(
-            p.load_u64(3),
-            Err(MemError::Misaligned { addr: 3, align: 8 })
-        );
-        assert!(matches!(
-            p.read(1 << 16, &mut b),
-            Err(MemError::OutOfRange { .. })
-        ));
-        assert!(matches!(
-            ShmPool::new("x", 100),
-            Err(ShmError::Size { size: 100 })
-        ));
-    }
-
-    /// Another mapping of the same object (what a client does with `fd + offset`) sees the
-    /// bytes the daemon wrote, and writes from it are seen back.
-    #[test]
-    fn exported_fd_and_offset_reach_the_same_bytes() {
-        let pool = Arc::new(ShmPool::new("gpud-test", 1 << 20).unwrap());
-        let dma = HeapDma::new(pool.clone());
-        let region = dma.alloc(3 * 4096).unwrap();
-        dma.write(region.addr, b"hello, client").unwrap();
-        let (fd, off) = pool.export(region.addr.get(), region.len).unwrap();
-        let mut buf = [0u8; 13];
-        rustix::io::pread(fd, &mut buf, off).unwrap();
-        assert_eq!(&buf, b"hello, client");
-        rustix::io::pwrite(fd, b"HELLO", off).unwrap();
-        let mut back = [0u8; 5];
-        dma.read(PhysAddr(region.addr.get()), &mut back).unwrap();
-        assert_eq!(&back, b"HELLO");
-        assert!(pool.export(1 << 20, 1).is_none());
-    }
-
-    /// The device walks page tables kept in the pool and reaches pages in it.
-    #[test]
-    fn page_tables_in_the_pool_are_walked_by_the_device() {
-        use crate::vm::pagetable::memory::SysPtMemory;
-        use crate::vm::pagetable::{MapTarget, PageTable, PhysSeg, PtConfig, PtOp};
-        let pool = Arc::new(ShmPool::new("gpud-test", 4 << 20).unwrap());
-        let dma: Arc<dyn DmaMemory> = Arc::new(HeapDma::new(pool.clone()));
-        let mut pt =
-            PageTable::new(Arc::new(SysPtMemory::new(dma.clone())), PtConfig::default()).unwrap();
-        let page = dma.alloc(4096).unwrap();
-        let target = MapTarget::Pages {
-            location: crate::hw::MemLocation::System,
-            flags: crate::hw::pte::LeafFlags::default(),
-            segments: vec![PhysSeg {
-                addr: page.addr,
-                len: 4096,
-            }],
-        };
-        let op = PtOp::Map {
-            va: crate::types::GpuVa(0x5000),
-            len: 4096,
-            target,
-        };
-        let _ = pt.prepare(&[op]).unwrap().commit();
-        let vram = simgpu::HeapMemory::new(4096);
-        let mems = simgpu::mmu::Memories {
-            sys: &*pool,
-            vram: &vram,
-        };
-        let root = simgpu::mmu::PtRoot {
-            addr: pt.root().addr.get(),
-            location: simgpu::Location::System,
-        };
-        let t = simgpu::mmu::Mmu::new(4)
-            .translate(mems, 0, root, 0x5010, simgpu::mmu::Access::Read)
-            .unwrap();
-        assert_eq!(t.phys, page.addr.get() + 0x10);
-    }
-}
+#[path = "shm_tests.rs"]
+mod tests;

@@ -2,12 +2,13 @@
 //! context (whose linear map the page-table manager built), BOs are evicted and validated
 //! through it, and page-table updates go through both the CPU and the copy engine.
 
-use super::bo::{Backing, Bo, Placement, Pools};
+use super::bo::{Backing, Bo, Placement, Pools, SharedWindows};
 use super::copy::{
     commit_update, CopyEngine, CopyError, KernelMap, PtUpdatePath, KERNEL_SYS_BASE,
     KERNEL_VRAM_BASE,
 };
 use super::manager::{EvictReport, MemError, MemoryManager};
+use super::shm::{MapBudget, ShmPool};
 use super::vram::VramAllocator;
 use crate::hw::cmd::CommandStream;
 use crate::hw::pte::{LeafFlags, MemLocation};
@@ -24,7 +25,7 @@ use crate::vm::pagetable::{PageTable, PtConfig, PtOp};
 use crate::vm::vm_bo::{GpuBo, VmBo};
 use parking_lot::Mutex;
 use simgpu::mmu::{Access, Memories, Mmu as Walker, PtRoot as DevRoot};
-use simgpu::{HeapMemory, Location, SimGpu};
+use simgpu::{HeapMemory, Location, PhysMemory, SimGpu};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -97,22 +98,45 @@ impl CopyEngine for StepCopyEngine {
 }
 
 pub(super) struct Rig {
-    gpu: Arc<SimGpu>,
+    pub(super) gpu: Arc<SimGpu>,
     hw: SimHw,
-    sys: Arc<HeapMemory>,
-    dma: Arc<HeapDma>,
-    engine: Arc<StepCopyEngine>,
+    sys: Arc<dyn PhysMemory>,
+    pub(super) dma: Arc<HeapDma>,
+    pub(super) engine: Arc<StepCopyEngine>,
     _kmap: KernelMap,
     pub(super) pools: Arc<Pools>,
 }
 
 pub(super) fn rig() -> Rig {
-    let sys = Arc::new(HeapMemory::new(SYS));
+    rig_on(None)
+}
+
+/// A rig whose system memory and VRAM are shared windows drawing on `budget`: every BO
+/// backing gets its own memory object.
+pub(super) fn shared_rig(budget: Arc<MapBudget>) -> Rig {
+    let windows = SharedWindows {
+        sys: Arc::new(ShmPool::with_budget("gpud-test", SYS, budget.clone()).unwrap()),
+        vram: Arc::new(ShmPool::with_budget("gpud-test", VRAM, budget).unwrap()),
+    };
+    rig_on(Some(windows))
+}
+
+fn rig_on(shared: Option<SharedWindows>) -> Rig {
     let cfg = simgpu::Config {
         vram_size: VRAM,
         ..simgpu::Config::default()
     };
-    let gpu = Arc::new(SimGpu::new(cfg, sys.clone()));
+    let (sys, gpu): (Arc<dyn PhysMemory>, _) = match &shared {
+        Some(w) => (
+            w.sys.clone(),
+            SimGpu::with_vram(cfg, w.sys.clone(), w.vram.clone()),
+        ),
+        None => {
+            let sys = Arc::new(HeapMemory::new(SYS));
+            (sys.clone(), SimGpu::new(cfg, sys))
+        }
+    };
+    let gpu = Arc::new(gpu);
     let latch = Arc::new(IrqLatch::default());
     gpu.set_interrupt_sink(latch.clone());
     let dma = Arc::new(HeapDma::new(sys.clone()));
@@ -133,7 +157,7 @@ pub(super) fn rig() -> Rig {
         calls: Mutex::new(Vec::new()),
     });
     let vram = Arc::new(Mutex::new(VramAllocator::new(VRAM)));
-    let pools = Pools::new(vram, gpu.vram(), dma.clone());
+    let pools = Pools::with_sharing(vram, gpu.vram(), dma.clone(), shared);
     Rig {
         gpu,
         hw,

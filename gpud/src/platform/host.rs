@@ -1,5 +1,6 @@
 //! The host platform of `gpud serve`: the device on simgpu (thread mode) with its system
-//! memory in the shared-memory pool, served as the `gpu` scheme on a Unix socket.
+//! memory and VRAM in shared-memory windows (every BO backing its own memfd, see
+//! `docs/memory.md`), served as the `gpu` scheme on a Unix socket.
 //!
 //! Owns: [`HostConfig`], [`HostDaemon`] (bring-up, socket claiming, the serve loop) and the
 //! command-line parsing of `serve`. Must not: contain scheme or driver logic (the scheme's
@@ -13,7 +14,8 @@
 
 use crate::device::{Device, DeviceConfig};
 use crate::driver::Driver;
-use crate::mem::shm::{ShmError, ShmPool};
+use crate::mem::bo::SharedWindows;
+use crate::mem::shm::{MapBudget, ShmError, ShmPool};
 use gpu_scheme::host::HostServer;
 use gpu_scheme::{GpuScheme, Limits};
 use std::os::unix::net::UnixStream;
@@ -114,12 +116,25 @@ fn claim_socket(path: &Path) -> Result<(), HostError> {
 }
 
 impl HostDaemon {
-    /// Brings up the device on the shared pool and listens on `cfg.socket`.
+    /// Brings up the device on shared windows and listens on `cfg.socket`.
     pub fn start(cfg: HostConfig) -> Result<Self, HostError> {
-        let pool = Arc::new(ShmPool::new("gpud-system-memory", cfg.device.sys_size)?);
+        raise_fd_limit();
+        let budget = MapBudget::from_system();
+        let windows = SharedWindows {
+            sys: Arc::new(ShmPool::with_budget(
+                "gpud-system-memory",
+                cfg.device.sys_size,
+                budget.clone(),
+            )?),
+            vram: Arc::new(ShmPool::with_budget(
+                "gpud-vram",
+                cfg.device.vram_size,
+                budget,
+            )?),
+        };
         let sys_size = cfg.device.sys_size;
-        let device = Device::with_memory(cfg.device, pool.clone())?;
-        let driver = Driver::new(Arc::new(device), sys_size, Some(pool));
+        let device = Device::with_shared(cfg.device, windows)?;
+        let driver = Driver::new(Arc::new(device), sys_size);
         claim_socket(&cfg.socket)?;
         let scheme = GpuScheme::new(driver, cfg.limits);
         let server = HostServer::bind(&cfg.socket, scheme).map_err(|source| HostError::Socket {
@@ -160,6 +175,18 @@ impl HostDaemon {
             });
         let _ = std::fs::remove_file(&self.socket);
         res
+    }
+}
+
+/// Every BO holds one memfd open in the daemon: lift the soft descriptor limit to the hard
+/// one (often 1024 -> 524288), so the mapping budget, not the descriptor limit, bounds the
+/// BO count. Failing to raise it only lowers that bound (creation then fails with ENOMEM).
+fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut lim = getrlimit(Resource::Nofile);
+    if lim.current != lim.maximum {
+        lim.current = lim.maximum;
+        let _ = setrlimit(Resource::Nofile, lim);
     }
 }
 

@@ -153,7 +153,7 @@ where
     };
     let device = Device::with_hardware(device_cfg, parts).map_err(|e| e.to_string())?;
     // No shared pool: clients cannot map BOs through gpud's memory yet (EOPNOTSUPP).
-    let driver = Driver::new(Arc::new(device), pool_bytes, None);
+    let driver = Driver::new(Arc::new(device), pool_bytes);
     let scheme = GpuScheme::new(driver, cfg.limits);
     let irq = Arc::new(StatusIrq::new(mmio, latch, exclusive));
     let hook_irq = irq.clone();

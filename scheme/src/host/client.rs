@@ -213,11 +213,19 @@ impl HostHandle {
         })
     }
 
-    fn map_memory(&self, offset: u64, len: usize) -> Result<SharedMapping, HostError> {
+    /// The raw `mmap` exchange: the memory object the server passes for `len` bytes at
+    /// `offset` of a BO handle, and the file offset of `offset` in it. gpud passes the BO's
+    /// own memfd (exactly the BO's size, file offset = BO offset). The server counts this as
+    /// a mapping, as `mmap` does; nothing reports it unmapped.
+    pub fn mmap_fd(&self, offset: u64, len: usize) -> Result<(OwnedFd, u64), HostError> {
         let args = [offset, len as u64, 0, 0];
         let (file_offset, _, fd) = self.transact(kind::MMAP, args, &[], 0)?;
-        let fd = fd.ok_or(HostError::BadReply)?;
-        Ok(SharedMapping::map(&fd, file_offset as u64, len)?)
+        Ok((fd.ok_or(HostError::BadReply)?, file_offset as u64))
+    }
+
+    fn map_memory(&self, offset: u64, len: usize) -> Result<SharedMapping, HostError> {
+        let (fd, file_offset) = self.mmap_fd(offset, len)?;
+        Ok(SharedMapping::map(&fd, file_offset, len)?)
     }
 
     fn transact(

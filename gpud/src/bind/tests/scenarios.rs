@@ -501,7 +501,12 @@ fn reused_context_starts_with_an_empty_tlb() {
 fn invalidations_start_with_the_first_job_of_the_vm() {
     use crate::hw::regs;
     let r = rig();
-    let requests = || r.dev.gpu().mmio_read32(regs::TLB_INV_REQ_SEQNO);
+    let requests = || {
+        r.dev
+            .gpu()
+            .expect("simgpu")
+            .mmio_read32(regs::TLB_INV_REQ_SEQNO)
+    };
     let t = r.vm(VmFlags::empty());
     let (a, b) = (r.bo(K4), r.bo(K4));
     let before = requests();

@@ -212,17 +212,8 @@ impl HeapDma {
 
 impl DmaMemory for HeapDma {
     fn alloc(&self, bytes: u64) -> Result<DmaRegion, HwError> {
-        let count = bytes.div_ceil(PAGE_SIZE).max(1);
-        let first = self
-            .pages
-            .lock()
-            .iter_mut()
-            .find_map(|p| p.alloc(count))
-            .ok_or(HwError::OutOfDma { bytes })?;
-        let region = DmaRegion {
-            addr: PhysAddr(first * PAGE_SIZE),
-            len: count * PAGE_SIZE,
-        };
+        let region = self.alloc_uncleared(bytes)?;
+        let count = region.len / PAGE_SIZE;
         // Zero in page-sized pieces: the device never sees stale data from a previous user.
         let zero = vec![0u8; PAGE_SIZE as usize];
         for p in 0..count {
@@ -232,6 +223,20 @@ impl DmaMemory for HeapDma {
                 .map_err(|_| Self::range_err(pa, zero.len()))?;
         }
         Ok(region)
+    }
+
+    fn alloc_uncleared(&self, bytes: u64) -> Result<DmaRegion, HwError> {
+        let count = bytes.div_ceil(PAGE_SIZE).max(1);
+        let first = self
+            .pages
+            .lock()
+            .iter_mut()
+            .find_map(|p| p.alloc(count))
+            .ok_or(HwError::OutOfDma { bytes })?;
+        Ok(DmaRegion {
+            addr: PhysAddr(first * PAGE_SIZE),
+            len: count * PAGE_SIZE,
+        })
     }
 
     fn free(&self, region: DmaRegion) -> Result<(), HwError> {
@@ -382,6 +387,11 @@ mod tests {
             0,
             "reallocated memory is zeroed"
         );
+        // `alloc_uncleared` hands out the same pages without the clearing.
+        dma.write_u64(again.addr, 9).unwrap();
+        dma.free(again).unwrap();
+        let raw = dma.alloc_uncleared(1).unwrap();
+        assert_eq!((raw, dma.read_u64(raw.addr).unwrap()), (again, 9));
         assert_eq!(
             dma.alloc(15 * PAGE_SIZE),
             Err(HwError::OutOfDma {

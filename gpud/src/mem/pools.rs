@@ -1,0 +1,241 @@
+//! The memories BO backings come from, and the rule that ties a backing to its own shared
+//! memory object on the host.
+//!
+//! Owns: [`Pools`] (the VRAM allocator, the CPU's VRAM aperture, the system DMA pool, the
+//! backings of dropped BOs still waiting for fences) and, when the memories are shared
+//! windows ([`SharedWindows`]), the [`ShmObject`] of every live backing: allocation binds one
+//! over the backing's place(s), [`Pools::free`] unbinds it *before* returning the range to its
+//! allocator. Must not: move or evict BOs (the manager does) or export anything but a
+//! backing's own object (page tables and other driver allocations stay on the pool memfd).
+//!
+//! INVARIANT: while a range is allocated to a BO backing on shared windows, exactly that
+//! backing's object covers it; once freed, the pool's memory does, so an object handed to a
+//! client never aliases memory owned by anything else. A range whose pool memory could not
+//! be restored is never allocated again (it is counted in [`Pools::lost_ranges`]).
+
+use super::bo::Backing;
+use super::manager::MemError;
+use super::shm::{BindFailure, Piece, ShmObject, ShmPool};
+use super::vram::{AllocRequest, VramAllocator, VramError};
+use crate::hw::pte::MemLocation;
+use crate::hw::DmaMemory;
+use crate::sync::Fence;
+use parking_lot::Mutex;
+use rustix::fd::OwnedFd;
+use simgpu::PhysMemory;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// The shared windows behind system memory and VRAM (the host's `gpud serve`): the same
+/// memories the device and `Pools` use, as [`ShmPool`]s that can bind per-backing objects.
+#[derive(Clone)]
+pub struct SharedWindows {
+    /// The system-memory window (the DMA pool's memory).
+    pub sys: Arc<ShmPool>,
+    /// The VRAM window (simgpu's VRAM and the CPU aperture).
+    pub vram: Arc<ShmPool>,
+}
+
+/// A live backing's key: its memory and first address (backings never overlap).
+type Key = (MemLocation, u64);
+
+fn key(backing: &Backing) -> Option<Key> {
+    let first = backing.segments().first()?.addr.get();
+    Some((backing.location(), first))
+}
+
+/// The memories backings come from, shared by every BO and the manager.
+pub struct Pools {
+    /// VRAM allocator (shared with page-table pages in VRAM).
+    pub vram: Arc<Mutex<VramAllocator>>,
+    /// VRAM as the CPU reaches it (the BAR2 aperture).
+    pub aperture: Arc<dyn PhysMemory>,
+    /// The system-memory pool.
+    pub sys: Arc<dyn DmaMemory>,
+    /// Backings of dropped BOs waiting for fences.
+    zombies: Mutex<Vec<(Backing, Vec<Arc<Fence>>)>>,
+    shared: Option<SharedWindows>,
+    /// The object of every live backing (with `shared`).
+    objects: Mutex<HashMap<Key, ShmObject>>,
+    lost: AtomicU64,
+}
+
+impl Pools {
+    /// Pools over the given memories (no CPU sharing with other processes).
+    pub fn new(
+        vram: Arc<Mutex<VramAllocator>>,
+        aperture: Arc<dyn PhysMemory>,
+        sys: Arc<dyn DmaMemory>,
+    ) -> Arc<Self> {
+        Self::with_sharing(vram, aperture, sys, None)
+    }
+
+    /// Pools whose system memory and VRAM are `shared`'s windows: every BO backing gets its
+    /// own memory object, which [`Pools::memory_fd`] hands out.
+    pub fn with_sharing(
+        vram: Arc<Mutex<VramAllocator>>,
+        aperture: Arc<dyn PhysMemory>,
+        sys: Arc<dyn DmaMemory>,
+        shared: Option<SharedWindows>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            vram,
+            aperture,
+            sys,
+            zombies: Mutex::new(Vec::new()),
+            shared,
+            objects: Mutex::new(HashMap::new()),
+            lost: AtomicU64::new(0),
+        })
+    }
+
+    /// Whether backings have memory objects clients can map.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Allocates a contiguous system-pool backing of `size` bytes (zeroed: by the pool, or,
+    /// with shared windows, by being a fresh object, so the pool need not clear it first).
+    pub fn alloc_sys(&self, size: u64) -> Result<Backing, MemError> {
+        let region = if self.shared.is_some() {
+            self.sys.alloc_uncleared(size)
+        } else {
+            self.sys.alloc(size)
+        };
+        let region = region.map_err(|_| MemError::NoMemory { bytes: size })?;
+        self.share(Backing::System(region))
+    }
+
+    /// Whether new backings come zeroed (each is a fresh shared-memory object). Otherwise new
+    /// VRAM holds a previous owner's bytes and the manager clears it.
+    pub fn fresh_backings_are_zero(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Allocates VRAM for `size` bytes (in blocks of at least 2 MiB when the size allows,
+    /// so large mappings get large pages). Zeroed only with shared windows (see
+    /// [`Pools::fresh_backings_are_zero`]).
+    pub fn alloc_vram(&self, size: u64) -> Result<Backing, MemError> {
+        let min_block = if size >= 2 << 20 { 2 << 20 } else { 4096 };
+        let req = AllocRequest {
+            min_block,
+            ..AllocRequest::scattered(size)
+        };
+        let blocks = {
+            let mut alloc = self.vram.lock();
+            match alloc.alloc(req) {
+                Ok(b) => Ok(b),
+                Err(_) if min_block > 4096 => alloc.alloc(AllocRequest::scattered(size)),
+                Err(e) => Err(e),
+            }
+        };
+        match blocks {
+            Ok(b) => self.share(Backing::Vram(b)),
+            Err(VramError::NoSpace { free, .. }) => Err(MemError::NoSpace {
+                requested: size,
+                free,
+            }),
+            Err(_) => Err(MemError::InvalidSize { size }),
+        }
+    }
+
+    /// Binds a fresh backing's own object over it (with shared windows). On failure the
+    /// range goes back to its allocator, or is kept out of use if it could not be restored.
+    fn share(&self, backing: Backing) -> Result<Backing, MemError> {
+        let (Some(shared), Some(k)) = (&self.shared, key(&backing)) else {
+            return Ok(backing);
+        };
+        let window = match backing.location() {
+            MemLocation::System => &shared.sys,
+            MemLocation::Vram => &shared.vram,
+        };
+        let pieces: Vec<Piece> = backing
+            .segments()
+            .iter()
+            .map(|s| Piece {
+                addr: s.addr.get(),
+                len: s.len,
+            })
+            .collect();
+        match window.bind(&pieces) {
+            Ok(obj) => {
+                self.objects.lock().insert(k, obj);
+                Ok(backing)
+            }
+            Err(BindFailure { error, range_lost }) => {
+                if range_lost {
+                    self.lost.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    self.release(backing);
+                }
+                Err(MemError::Share(error))
+            }
+        }
+    }
+
+    /// A new descriptor of `backing`'s own memory object (offset 0 is the backing's first
+    /// byte, its size is the backing's), or `None` without shared windows.
+    pub fn memory_fd(&self, backing: &Backing) -> Option<OwnedFd> {
+        let k = key(backing)?;
+        let objects = self.objects.lock();
+        objects.get(&k)?.fd().try_clone_to_owned().ok()
+    }
+
+    /// Returns a backing whose last user is gone: first its object is unbound (the pool's
+    /// memory covers the range again), then the range goes back to its allocator.
+    pub fn free(&self, backing: Backing) {
+        let obj = key(&backing).and_then(|k| self.objects.lock().remove(&k));
+        if let Some(obj) = obj {
+            if obj.unbind().is_err() {
+                // The range may still show the object's pages: never hand it out again.
+                self.lost.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        self.release(backing);
+    }
+
+    fn release(&self, backing: Backing) {
+        match backing {
+            // A refusal means blocks that are not allocated: nothing to return.
+            Backing::Vram(blocks) => drop(self.vram.lock().free(&blocks)),
+            Backing::System(r) => drop(self.sys.free(r)),
+        }
+    }
+
+    /// Parks the backing of a dropped BO until `fences` signal.
+    pub(super) fn bury(&self, backing: Backing, fences: Vec<Arc<Fence>>) {
+        self.zombies.lock().push((backing, fences));
+    }
+
+    /// Frees zombie backings whose fences all signalled; returns how many.
+    pub fn reclaim(&self) -> usize {
+        let ready: Vec<Backing> = {
+            let mut z = self.zombies.lock();
+            let (ready, wait): (Vec<_>, Vec<_>) = z
+                .drain(..)
+                .partition(|(_, f)| f.iter().all(|f| f.is_signalled()));
+            *z = wait;
+            ready.into_iter().map(|(b, _)| b).collect()
+        };
+        let n = ready.len();
+        ready.into_iter().for_each(|b| self.free(b));
+        n
+    }
+
+    /// Backings waiting for fences.
+    pub fn zombies(&self) -> usize {
+        self.zombies.lock().len()
+    }
+
+    /// Live backings with their own memory object.
+    pub fn shared_objects(&self) -> usize {
+        self.objects.lock().len()
+    }
+
+    /// Ranges kept out of use because the pool's memory could not be restored over them.
+    pub fn lost_ranges(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
+    }
+}
