@@ -163,4 +163,33 @@ mod tests {
             assert!(parse_derived(bad).is_err(), "{bad:?}");
         }
     }
+
+    proptest::proptest! {
+        /// Every id has exactly one spelling, which parses back to it; arbitrary bytes never
+        /// panic and parse only if they are such a spelling.
+        #[test]
+        fn paths_round_trip_and_arbitrary_bytes_are_safe(
+            id in proptest::prelude::any::<u64>(),
+            client in proptest::prelude::any::<u64>(),
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+        ) {
+            let vm = format!("vm/{id}");
+            let parsed = parse_derived(vm.as_bytes()).ok();
+            proptest::prop_assert_eq!(parsed, (id != 0).then_some(DerivedPath::Vm(id)));
+            let small = id as u32;
+            let cv = format!("client/{client}/vm/{small}");
+            let ok = client != 0 && small != 0;
+            let want = ok.then_some(DerivedPath::ClientVm { client, vm: small });
+            proptest::prop_assert_eq!(parse_derived(cv.as_bytes()).ok(), want);
+            if let Ok(p) = parse_derived(&bytes) {
+                let again = match p {
+                    DerivedPath::Object { kind: ObjectKind::Bo, id } => format!("bo/{id}"),
+                    DerivedPath::Object { kind: ObjectKind::Syncobj, id } => format!("syncobj/{id}"),
+                    DerivedPath::Vm(id) => format!("vm/{id}"),
+                    DerivedPath::ClientVm { client, vm } => format!("client/{client}/vm/{vm}"),
+                };
+                proptest::prop_assert_eq!(again.as_bytes(), &bytes[..]);
+            }
+        }
+    }
 }
