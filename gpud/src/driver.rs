@@ -17,8 +17,8 @@ use crate::sync::{Fence, Syncobj};
 use crate::types::{GpuVa, PAGE_SIZE};
 use crate::vm::{GpuBo, MappingFlags, VaRange};
 use gpu_scheme::driver::{
-    ClientId, ClientUsage, DeviceInfo, DriverError, GpuDriver, PointState, ResolvedBindOp,
-    ResolvedSync,
+    ClientId, ClientUsage, DeviceInfo, DriverError, GpuDriver, MappingBacking, PointState,
+    ResolvedBindOp, ResolvedSync, VmMapping,
 };
 use gpu_scheme::uapi::flags::{EngineClass, Placement as WirePlacement, VmCreateFlags};
 use gpu_scheme::uapi::request::{BindOpKind, BoCreateRequest};
@@ -31,8 +31,6 @@ use syscall::flag::MapFlags;
 
 /// Dwords a batch may run before BATCH_END (the batch normally ends earlier at BATCH_END).
 pub const BATCH_MAX_DWORDS: u32 = 1 << 16;
-/// Mapping-table lines per VM in the device-wide stats (`gpuctl vm`); more are summarized.
-pub const VM_TABLE_LINES: usize = 32;
 /// Bits of GPU VA the device translates.
 const VA_BITS: u32 = 48;
 
@@ -105,44 +103,50 @@ impl Driver {
         f(st)
     }
 
-    /// Per live VM (by gpud's VM id): its client, mapping count and the first
-    /// [`VM_TABLE_LINES`] lines of its mapping table, keyed `vm-<id>-…` (what `gpuctl vm` shows).
-    fn vm_tables(&self, out: &mut Vec<(String, String)>) {
+    /// Per live VM (by gpud's VM id): its client and mapping count, keyed `vm-<id>-…`. The
+    /// table itself is read through a VM view (`dup(root, "vm/<id>")`, `gpuctl vm`).
+    fn vm_summaries(&self, out: &mut Vec<(String, String)>) {
         let vms: Vec<(ClientId, Arc<Vm>)> = {
             let map = self.clients.lock();
             map.iter()
                 .flat_map(|(c, st)| st.vms.iter().filter_map(Weak::upgrade).map(|v| (*c, v)))
                 .collect()
         };
+        // The VM trees are read after the client table is released (see docs/serve.md).
         for (client, vm) in vms {
             let id = vm.id().0;
-            let table = Self::vm_mapping_lines(&vm);
+            let mappings = vm.with_state(|s| s.gpuvm.tree().len());
             out.push((format!("vm-{id}-client"), client.0.to_string()));
-            out.push((format!("vm-{id}-mappings"), table.len().to_string()));
-            for line in table.into_iter().take(VM_TABLE_LINES) {
-                out.push((format!("vm-{id}-map"), line));
-            }
+            out.push((format!("vm-{id}-mappings"), mappings.to_string()));
         }
     }
 
-    /// The mapping table of `vm`: one `start end bo=<id> offset=<o> [ro]` line per mapping.
-    pub fn vm_mapping_lines(vm: &Vm) -> Vec<String> {
+    /// The mapping table of `vm` in VA order, as the scheme's VM view reports it.
+    pub fn vm_mappings(vm: &Vm) -> Vec<VmMapping> {
         vm.with_state(|st| {
             st.gpuvm
                 .tree()
                 .iter()
                 .map(|m| {
                     let r = m.range();
-                    let bo = m.bo_id().map_or("-".to_string(), |b| b.0.to_string());
-                    let ro = m.flags().contains(MappingFlags::READ_ONLY);
-                    format!(
-                        "{:#014x} {:#014x} bo={} offset={:#x}{}",
-                        r.start().get(),
-                        r.start().get() + r.len(),
-                        bo,
-                        m.offset(),
-                        if ro { " ro" } else { "" }
-                    )
+                    let f = m.flags();
+                    let backing = match m.bo_id() {
+                        Some(bo) => MappingBacking::Bo {
+                            key: bo.0,
+                            offset: m.offset(),
+                        },
+                        None if f.contains(MappingFlags::USERPTR) => {
+                            MappingBacking::Userptr { addr: m.offset() }
+                        }
+                        None if f.contains(MappingFlags::CPU_MIRROR) => MappingBacking::Mirror,
+                        None => MappingBacking::Null,
+                    };
+                    VmMapping {
+                        start: r.start().get(),
+                        end: r.start().get().saturating_add(r.len()),
+                        backing,
+                        read_only: f.contains(MappingFlags::READ_ONLY),
+                    }
                 })
                 .collect()
         })
@@ -354,7 +358,7 @@ impl GpuDriver for Driver {
                         self.device.pt_copy_jobs().to_string(),
                     ),
                 ];
-                self.vm_tables(&mut lines);
+                self.vm_summaries(&mut lines);
                 lines
             }
         }
@@ -369,6 +373,23 @@ impl GpuDriver for Driver {
     fn vm_destroy(&self, vm: &Arc<Vm>) -> Result<(), DriverError> {
         self.device.vm_destroy(vm);
         Ok(())
+    }
+
+    fn vm_key(&self, vm: &Arc<Vm>) -> u64 {
+        vm.id().0
+    }
+
+    fn bo_key(&self, bo: &Arc<Bo>) -> u64 {
+        GpuBo::id(bo.as_ref()).0
+    }
+
+    fn vm_table(&self, vm: &Arc<Vm>) -> Result<Vec<VmMapping>, DriverError> {
+        // A destroyed VM's tree may still hold mappings until its teardown finishes; a view
+        // must not show them as live.
+        if vm.is_closed() {
+            return Err(DriverError::VmGone);
+        }
+        Ok(Self::vm_mappings(vm))
     }
 
     fn bo_create(

@@ -167,7 +167,7 @@ fn async_bind_signals_timeline_point_and_counts_in_flight_until_done() {
     d.vm_bind(C, &vm, None, vec![unmap(0x4000, 0x1000)], vec![])
         .expect("unbind");
     assert_eq!(d.client_usage(C).gpu_mappings, 0);
-    assert!(Driver::vm_mapping_lines(&vm).is_empty());
+    assert!(Driver::vm_mappings(&vm).is_empty());
 }
 
 #[test]
@@ -398,4 +398,47 @@ fn through_the_scheme_bind_and_error_classes_reach_errno() {
         e == syscall::error::ENOSPC || e == syscall::error::ENOMEM,
         "errno {e}"
     );
+}
+
+#[test]
+fn vm_table_reports_every_mapping_with_daemon_keys_until_destroyed() {
+    let d = driver();
+    let vm = d.vm_create(C, VmCreateFlags::empty()).expect("vm");
+    let b = bo(&d, 0x2000, WirePlacement::SYSTEM);
+    let mut ro = map(&b, 0x8000, 0x1000);
+    ro.op.flags = WireFlags::READONLY;
+    let null = ResolvedBindOp {
+        op: WireOp {
+            kind: BindOpKind::MapNull,
+            ..unmap(0x20_0000, 0x1000).op
+        },
+        bo: None,
+    };
+    let ops = vec![null, map(&b, 0x4000, 0x2000), ro];
+    d.vm_bind(C, &vm, None, ops, vec![]).expect("bind");
+    assert_eq!(d.vm_key(&vm), vm.id().0);
+    let key = d.bo_key(&b);
+    let row = |start: u64, end: u64, backing, read_only| VmMapping {
+        start,
+        end,
+        backing,
+        read_only,
+    };
+    let bo_at = |offset| MappingBacking::Bo { key, offset };
+    assert_eq!(
+        d.vm_table(&vm).expect("table"),
+        vec![
+            row(0x4000, 0x6000, bo_at(0), false),
+            row(0x8000, 0x9000, bo_at(0), true),
+            row(0x20_0000, 0x20_1000, MappingBacking::Null, false),
+        ]
+    );
+    // The device-wide stats keep a per-VM summary, not the table.
+    let stats = d.stats(None);
+    let id = vm.id().0;
+    let has = |k: &str, v: &str| stats.iter().any(|(a, b)| a == k && b == v);
+    assert!(has(&format!("vm-{id}-mappings"), "3"), "{stats:?}");
+    assert!(!stats.iter().any(|(k, _)| k.ends_with("-map")));
+    d.vm_destroy(&vm).expect("destroy");
+    assert_eq!(d.vm_table(&vm), Err(DriverError::VmGone));
 }

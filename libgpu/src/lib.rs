@@ -43,6 +43,7 @@ mod syncobj;
 mod syncs;
 pub mod transport;
 mod vm;
+mod vm_table;
 
 pub use bind::BindBuilder;
 pub use bo::{Bo, BoMap, OutOfBounds};
@@ -52,6 +53,7 @@ pub use export::{token_from_bytes, token_to_bytes, Exported};
 pub use queue::{ExecBuilder, ExecQueue};
 pub use syncobj::{wait_many, Syncobj, WaitMode, EVENT_READ};
 pub use vm::{wait_user_fence, Vm};
+pub use vm_table::{read_table, read_view, MappingKind, TableParseError, VmMapping, VmTable};
 
 /// Ids, tokens, timeouts and requests of the uAPI, as the scheme defines them.
 pub use gpu_scheme::uapi::{

@@ -1,6 +1,7 @@
 //! `Vm`: a GPU virtual address space of one device, and waits on user fences in it.
 //!
-//! Owns: VM_CREATE / VM_DESTROY and WAIT_USER_FENCE. Queues and VM-private BOs keep the VM
+//! Owns: VM_CREATE / VM_DESTROY, WAIT_USER_FENCE, and reading the VM's mapping table through
+//! a VM view (`dup(device, "vm/<id>")`; the text format is `vm_table.rs`). Queues and VM-private BOs keep the VM
 //! alive (they hold its `VmRef`), so dropping the `Vm` before them never leaves them on a
 //! destroyed VM; the VM is destroyed when the last of them goes. Must not: build bind requests
 //! (that is `bind.rs`).
@@ -15,6 +16,7 @@ use gpu_scheme::uapi::{QueueId, Request, Timeout, VmId, WaitUserFenceRequest};
 use crate::bind::BindBuilder;
 use crate::device::Device;
 use crate::error::{Result, ETIME};
+use crate::vm_table::{read_table, VmMapping, VmTable};
 
 /// The VM itself, shared by the `Vm` and every queue and private BO on it.
 pub(crate) struct VmRef {
@@ -93,6 +95,19 @@ impl Vm {
         timeout: Timeout,
     ) -> Result<bool> {
         wait_user_fence_on(&self.inner, None, va, op, value, mask, timeout)
+    }
+
+    /// The whole mapping table, in VA order, read through a VM view of this VM. BOs are named
+    /// by this client's ids (`None` for a BO it no longer names, and for null, userptr and
+    /// mirror mappings).
+    pub fn mapping_table(&self) -> Result<Vec<VmMapping>> {
+        Ok(self.table()?.mappings)
+    }
+
+    /// The VM view: header (ids, owner, flags) and every mapping.
+    pub fn table(&self) -> Result<VmTable> {
+        let view = self.inner.dev.dup(&format!("vm/{}", self.inner.id.0))?;
+        read_table(view.as_ref())
     }
 
     /// VM_DESTROY now, reporting errors (`EBUSY` while queues exist). On error the VM stays

@@ -88,6 +88,40 @@ pub enum PointState {
     NoFence,
 }
 
+/// What backs one mapping of a VM's table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MappingBacking {
+    /// A BO (`key` as `GpuDriver::bo_key` gives it) from byte `offset`.
+    Bo {
+        /// The driver's daemon-wide key of the BO.
+        key: u64,
+        /// Offset in the BO of the first mapped byte.
+        offset: u64,
+    },
+    /// A NULL (sparse) mapping: reads zero, writes dropped.
+    Null,
+    /// Client CPU memory from CPU address `addr`.
+    Userptr {
+        /// CPU address of the first page.
+        addr: u64,
+    },
+    /// A CPU_ADDR_MIRROR (SVM) range.
+    Mirror,
+}
+
+/// One GPU VA mapping of a VM, `[start, end)`, as `GpuDriver::vm_table` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VmMapping {
+    /// First byte.
+    pub start: u64,
+    /// One past the last byte.
+    pub end: u64,
+    /// What backs it.
+    pub backing: MappingBacking,
+    /// PTEs are read-only.
+    pub read_only: bool,
+}
+
 /// Errors the driver reports; only the scheme turns them into errno.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum DriverError {
@@ -170,6 +204,13 @@ pub trait GpuDriver {
     fn vm_create(&self, client: ClientId, flags: VmCreateFlags) -> Result<Self::Vm, DriverError>;
     /// VM_DESTROY (also called on teardown).
     fn vm_destroy(&self, vm: &Self::Vm) -> Result<(), DriverError>;
+    /// The VM's daemon-wide id (the one device-wide stats and `gpuctl vm` name); unique among
+    /// live VMs.
+    fn vm_key(&self, vm: &Self::Vm) -> u64;
+    /// The BO's daemon-wide id, to match `MappingBacking::Bo::key`.
+    fn bo_key(&self, bo: &Self::Bo) -> u64;
+    /// The whole mapping table of `vm`, in VA order. `VmGone` once the VM is destroyed.
+    fn vm_table(&self, vm: &Self::Vm) -> Result<Vec<VmMapping>, DriverError>;
     /// BO_CREATE; `vm` is set for VM-private BOs.
     fn bo_create(
         &self,

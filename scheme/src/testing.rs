@@ -3,7 +3,9 @@
 //!
 //! Owns: `FakeDriver`. Work submitted by VM_BIND / EXEC stays pending until the test calls
 //! `complete_all` (so parking and in-flight limits can be observed); the clock moves only with
-//! `advance`; `fail_next` injects one driver error. Must not: be used by gpud itself.
+//! `advance`; `fail_next` injects one driver error. Each VM keeps a mapping table that binds
+//! change at submission (maps replace what they overlap, unmaps split), which `vm_table`
+//! reports. Must not: be used by gpud itself.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -90,6 +92,10 @@ struct State {
     queue_vms: BTreeMap<u64, u64>,
     pending: Vec<Pending>,
     gpu_mappings: BTreeMap<ClientId, u64>,
+    /// VM → its mapping table by start address (what `vm_table` reports).
+    tables: BTreeMap<u64, BTreeMap<u64, VmMapping>>,
+    /// VMs `vm_destroy` was called on.
+    destroyed: std::collections::BTreeSet<u64>,
     fail_next: Option<DriverError>,
     #[cfg(target_os = "linux")]
     memfds: BTreeMap<u64, std::os::fd::OwnedFd>,
@@ -198,6 +204,74 @@ impl FakeDriver {
     }
 }
 
+/// Remove `[start, end)` from a fake mapping table, keeping the pieces of partly covered
+/// mappings (their backing offsets moved as a real VM's remap would).
+fn unmap_range(table: &mut BTreeMap<u64, VmMapping>, start: u64, end: u64) {
+    let hit: Vec<u64> = table
+        .values()
+        .filter(|m| m.start < end && start < m.end)
+        .map(|m| m.start)
+        .collect();
+    for key in hit {
+        let Some(m) = table.remove(&key) else {
+            continue;
+        };
+        if m.start < start {
+            table.insert(m.start, VmMapping { end: start, ..m });
+        }
+        if end < m.end {
+            let skip = end - m.start;
+            let backing = match m.backing {
+                MappingBacking::Bo { key, offset } => MappingBacking::Bo {
+                    key,
+                    offset: offset + skip,
+                },
+                MappingBacking::Userptr { addr } => MappingBacking::Userptr { addr: addr + skip },
+                other => other,
+            };
+            let right = VmMapping {
+                start: end,
+                backing,
+                ..m
+            };
+            table.insert(end, right);
+        }
+    }
+}
+
+/// Apply one bind op to a fake mapping table.
+fn apply_op(table: &mut BTreeMap<u64, VmMapping>, r: &ResolvedBindOp<FakeBo>) {
+    use crate::uapi::flags::BindFlags;
+    use crate::uapi::request::BindOpKind;
+    let (start, end) = (r.op.addr, r.op.addr.saturating_add(r.op.range));
+    let backing = match (r.op.kind, &r.bo) {
+        (BindOpKind::Map { bo_offset, .. }, Some(bo)) => MappingBacking::Bo {
+            key: bo.0,
+            offset: bo_offset,
+        },
+        (BindOpKind::MapNull, _) => MappingBacking::Null,
+        (BindOpKind::MapCpuMirror, _) => MappingBacking::Mirror,
+        (BindOpKind::MapUserptr { userptr }, _) => MappingBacking::Userptr { addr: userptr },
+        (BindOpKind::Unmap, _) => return unmap_range(table, start, end),
+        (BindOpKind::UnmapAll { .. }, Some(bo)) => {
+            let key = bo.0;
+            table
+                .retain(|_, m| !matches!(m.backing, MappingBacking::Bo { key: k, .. } if k == key));
+            return;
+        }
+        _ => return,
+    };
+    unmap_range(table, start, end);
+    let read_only = r.op.flags.contains(BindFlags::READONLY);
+    let m = VmMapping {
+        start,
+        end,
+        backing,
+        read_only,
+    };
+    table.insert(start, m);
+}
+
 fn signal(s: &mut State, obj: u64, point: u64) {
     let st = s.syncobjs.entry(obj).or_default();
     if point == 0 {
@@ -261,7 +335,31 @@ impl GpuDriver for FakeDriver {
     }
 
     fn vm_destroy(&self, vm: &FakeVm) -> Result<(), DriverError> {
-        self.fallible(|s| s.calls.push(Call::VmDestroy(vm.0)))
+        self.fallible(|s| {
+            s.calls.push(Call::VmDestroy(vm.0));
+            s.destroyed.insert(vm.0);
+            s.tables.remove(&vm.0);
+        })
+    }
+
+    fn vm_key(&self, vm: &FakeVm) -> u64 {
+        vm.0
+    }
+
+    fn bo_key(&self, bo: &FakeBo) -> u64 {
+        bo.0
+    }
+
+    fn vm_table(&self, vm: &FakeVm) -> Result<Vec<VmMapping>, DriverError> {
+        self.with(|s| {
+            if s.destroyed.contains(&vm.0) {
+                return Err(DriverError::VmGone);
+            }
+            let table = s.tables.get(&vm.0);
+            Ok(table
+                .map(|t| t.values().copied().collect())
+                .unwrap_or_default())
+        })
     }
 
     fn bo_create(
@@ -309,7 +407,14 @@ impl GpuDriver for FakeDriver {
         let maps = ops.iter().filter(|o| o.bo.is_some()).count() as u64;
         let call = Call::VmBind(vm.0, ops.len(), syncs.len());
         self.submit(client, vm.0, call, syncs)?;
-        self.with(|s| *s.gpu_mappings.entry(client).or_default() += maps);
+        self.with(|s| {
+            *s.gpu_mappings.entry(client).or_default() += maps;
+            // The table changes at submission: the fake has no page tables to wait for.
+            let table = s.tables.entry(vm.0).or_default();
+            for op in &ops {
+                apply_op(table, op);
+            }
+        });
         Ok(())
     }
 

@@ -47,8 +47,18 @@ enum Action {
     },
     Dup {
         client: usize,
-        bo: bool,
+        /// 0: `bo/`, 1: `syncobj/`, 2: `vm/`.
+        kind: u8,
         id: u32,
+    },
+    /// `dup` of a random path on a device handle (`client`) or the root (`None`).
+    DupPath {
+        client: Option<usize>,
+        path: String,
+    },
+    Read {
+        handle: usize,
+        offset: u64,
     },
     OnDerived {
         handle: usize,
@@ -174,7 +184,11 @@ fn action() -> impl Strategy<Value = Action> {
         1 => Just(Action::Open),
         12 => (0usize..3, request(), prop::option::weighted(0.2, (0usize..200, any::<u8>())))
             .prop_map(|(client, req, corrupt)| Action::Call { client, req, corrupt }),
-        3 => (0usize..3, any::<bool>(), small_id()).prop_map(|(client, bo, id)| Action::Dup { client, bo, id }),
+        3 => (0usize..3, 0u8..3, small_id()).prop_map(|(client, kind, id)| Action::Dup { client, kind, id }),
+        1 => (prop::option::of(0usize..3), "(vm|bo|syncobj|client|card0|)(/[0-9]{0,22}){0,2}(/vm/[0-9]{0,11})?")
+            .prop_map(|(client, path)| Action::DupPath { client, path }),
+        1 => (0usize..8, prop::sample::select(vec![0u64, 1, 40, 1 << 40]))
+            .prop_map(|(handle, offset)| Action::Read { handle, offset }),
         2 => (0usize..8, any::<bool>()).prop_map(|(handle, export)| Action::OnDerived { handle, export }),
         2 => (0usize..3, 0usize..8).prop_map(|(client, handle)| Action::Import { client, handle }),
         2 => (0usize..8, 0u64..4, 1usize..3, any::<bool>()).prop_map(|(handle, o, s, unmap)| {
@@ -289,17 +303,44 @@ impl World {
                 req,
                 corrupt,
             } => self.call(client, &req, corrupt)?,
-            Action::Dup { client, bo, id } => {
+            Action::Dup { client, kind, id } => {
                 let Some(&dev) = self.devices.get(client) else {
                     return Ok(());
                 };
-                let path = format!("{}/{id}", if bo { "bo" } else { "syncobj" });
+                let path = format!("{}/{id}", ["bo", "syncobj", "vm"][usize::from(kind % 3)]);
                 match self.h.dup(dev, &path) {
                     Ok(d) => {
                         prop_assert!(self.oracle.entry(dev).or_default().ids.contains(&id));
                         self.derived.push(d);
                     }
                     Err(e) => documented(e)?,
+                }
+            }
+            Action::DupPath { client, path } => {
+                let on = match client {
+                    Some(c) => self.devices.get(c).copied(),
+                    None => Some(self.h.root),
+                };
+                let Some(on) = on else { return Ok(()) };
+                match self.h.dup(on, &path) {
+                    Ok(d) => {
+                        // On a device handle only the client's own ids open anything.
+                        if client.is_some() {
+                            let id = path.rsplit('/').next().and_then(|i| i.parse::<u32>().ok());
+                            let known = self.oracle.entry(on).or_default().ids.clone();
+                            prop_assert!(id.is_some_and(|i| known.contains(&i)), "{}", path);
+                        }
+                        self.derived.push(d);
+                    }
+                    Err(e) => documented(e)?,
+                }
+            }
+            Action::Read { handle, offset } => {
+                if let Some(d) = pick(&self.derived, handle) {
+                    let mut buf = [0u8; 64];
+                    if let Err(e) = self.h.s.read(d, &mut buf, offset, 0, &caller()) {
+                        documented(e.errno)?;
+                    }
                 }
             }
             Action::OnDerived { handle, export } => {

@@ -1,20 +1,21 @@
 //! gpuctl: inspect a running gpud over the gpu scheme.
 //!
-//! `gpuctl info|clients|vm <id>|stats [--socket PATH]`: `info` prints the device (engines,
-//! memory regions, VA layout), `clients` the per-client usage blocks of the root stats, `vm`
-//! the mapping table of the VM with that daemon-wide id (the `vm-<id>-…` stats lines),
-//! `stats` the device-wide stats. The socket defaults to gpud's default path. Owns only
+//! `gpuctl info|clients|vm <id>|vm <client>:<vm>|stats [--socket PATH]`: `info` prints the
+//! device (engines, memory regions, VA layout), `clients` the per-client usage blocks of the
+//! root stats, `vm` the whole mapping table of one VM read through a VM view on the root
+//! (`<id>`: gpud's daemon-wide VM id, as the `vm-<id>-…` stats lines name it; `<client>:<vm>`:
+//! a client id from `gpuctl clients` and that client's VM id), `stats` the device-wide stats. The socket defaults to gpud's default path. Owns only
 //! argument parsing and printing; everything it shows comes from the scheme.
 
 #![forbid(unsafe_code)]
 
-use gpu_scheme::host::{default_socket_path, HostHandle};
+use gpu_scheme::host::{default_socket_path, HostError, HostHandle};
 use libgpu::flags::EngineClass;
 use libgpu::Device;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: gpuctl info|clients|vm <id>|stats [--socket PATH]";
+const USAGE: &str = "usage: gpuctl info|clients|vm <id>|vm <client>:<vm>|stats [--socket PATH]";
 
 fn root_stats(socket: &Path) -> Result<String, String> {
     let root = HostHandle::connect(socket).map_err(|e| format!("{}: {e}", socket.display()))?;
@@ -72,19 +73,32 @@ fn device_stats(text: &str) -> String {
     text[..end].to_string()
 }
 
-/// The `vm-<id>-…` lines of the device-wide stats, without the prefix.
-fn vm_table(text: &str, id: u64) -> Result<String, String> {
-    let prefix = format!("vm-{id}-");
-    let device = device_stats(text);
-    let lines: Vec<&str> = device
-        .lines()
-        .filter_map(|l| l.strip_prefix(prefix.as_str()))
-        .map(|l| l.strip_prefix("map: ").unwrap_or(l))
-        .collect::<Vec<_>>();
-    if lines.is_empty() {
-        return Err(format!("no VM {id}"));
+/// The root `dup` path of a VM view for `gpuctl vm <arg>`: `vm/<id>` or
+/// `client/<client>/vm/<vm>` (ids re-printed, so the scheme sees canonical decimals).
+fn view_path(arg: &str) -> Option<String> {
+    match arg.split_once(':') {
+        None => arg.parse::<u64>().ok().map(|id| format!("vm/{id}")),
+        Some((c, v)) => {
+            let (c, v) = (c.parse::<u64>().ok()?, v.parse::<u32>().ok()?);
+            Some(format!("client/{c}/vm/{v}"))
+        }
     }
-    Ok(lines.iter().map(|l| format!("{l}\n")).collect())
+}
+
+/// The whole text of the VM view `arg` names.
+fn vm_table(socket: &Path, arg: &str) -> Result<String, String> {
+    let path = view_path(arg).ok_or(USAGE)?;
+    let root = HostHandle::connect(socket).map_err(|e| format!("{}: {e}", socket.display()))?;
+    let view = match root.dup(&path) {
+        Ok(v) => v,
+        Err(HostError::Scheme(libgpu::errno::ENOENT)) => return Err(format!("no VM {arg}")),
+        Err(e) => return Err(format!("open VM {arg}: {e}")),
+    };
+    let handle = libgpu::transport::host::from_fd(view.into_fd());
+    let text = libgpu::read_view(handle.as_ref()).map_err(|e| format!("VM {arg}: {e}"))?;
+    // A text that does not parse is a broken server or a torn read: say so, print nothing.
+    libgpu::VmTable::parse(&text).map_err(|e| format!("VM {arg}: {e}"))?;
+    Ok(text)
 }
 
 fn run(args: &[String]) -> Result<String, String> {
@@ -106,10 +120,7 @@ fn run(args: &[String]) -> Result<String, String> {
         ["info"] => info(&socket),
         ["clients"] => root_stats(&socket).map(|t| clients(&t)),
         ["stats"] => root_stats(&socket).map(|t| device_stats(&t)),
-        ["vm", id] => {
-            let id: u64 = id.parse().map_err(|_| USAGE.to_string())?;
-            root_stats(&socket).and_then(|t| vm_table(&t, id))
-        }
+        ["vm", arg] => vm_table(&socket, arg),
         _ => Err(USAGE.into()),
     }
 }
@@ -141,12 +152,15 @@ mod tests {
         assert!(c.contains("\n\nclient-id: 2\n"));
         assert_eq!(clients("device-clients: 0\n"), "no clients\n");
         assert!(run(&["bogus".into()]).is_err());
-        let t = "vm-3-client: 1\nvm-3-mappings: 1\nvm-3-map: 0x1000 0x2000 bo=1 offset=0x0\n";
-        let table = vm_table(t, 3).expect("vm 3");
-        assert_eq!(
-            table,
-            "client: 1\nmappings: 1\n0x1000 0x2000 bo=1 offset=0x0\n"
-        );
-        assert!(vm_table(t, 4).is_err());
+    }
+
+    #[test]
+    fn vm_arguments_name_canonical_view_paths() {
+        assert_eq!(view_path("17").as_deref(), Some("vm/17"));
+        assert_eq!(view_path("3:2").as_deref(), Some("client/3/vm/2"));
+        for bad in ["", "x", "-1", "1:", ":1", "1:2:3", "1:4294967296", "0x10"] {
+            assert_eq!(view_path(bad), None, "{bad}");
+        }
+        assert_eq!(run(&["vm".into(), "x".into()]), Err(USAGE.to_string()));
     }
 }

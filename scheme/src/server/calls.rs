@@ -37,7 +37,7 @@ impl<D: GpuDriver> GpuScheme<D> {
             Handle::Bo(_) | Handle::Syncobj(_) => {
                 export || crate::uapi::Opcode::from_raw(opcode).is_none()
             }
-            Handle::Root => false,
+            Handle::Root | Handle::Vm(_) => false,
         };
         let kind = handle.kind_name();
         if !allowed {

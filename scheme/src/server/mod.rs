@@ -3,7 +3,7 @@
 //!
 //! Owns: the handle table, the clients, the export tokens, parked waits, and the `SchemeSync`
 //! entry points (this file routes; `calls.rs` serves device calls, `wait.rs` blocking calls,
-//! `export.rs` sharing, `stats.rs` the text stats). Must not: block (waits are parked with
+//! `export.rs` sharing, `stats.rs` the text stats, `vm_view.rs` VM views). Must not: block (waits are parked with
 //! EWOULDBLOCK), panic on client input, or produce errno other than through `SchemeError`.
 //!
 //! Invariants: a client's objects are reachable only through its device handle (ids) or through
@@ -15,6 +15,7 @@ mod client;
 mod export;
 mod handles;
 mod stats;
+mod vm_view;
 mod wait;
 
 use std::collections::{BTreeMap, HashMap};
@@ -50,6 +51,8 @@ pub struct GpuScheme<D: GpuDriver> {
     parked: HashMap<(usize, Id), Option<u64>>,
     /// Device handles open per caller pid.
     devices_per_pid: HashMap<usize, u64>,
+    /// VM views opened through the root (bounded by `Limits::handles`).
+    root_views: u64,
 }
 
 impl<D: GpuDriver> GpuScheme<D> {
@@ -67,6 +70,7 @@ impl<D: GpuDriver> GpuScheme<D> {
             token_seq: 0,
             parked: HashMap::new(),
             devices_per_pid: HashMap::new(),
+            root_views: 0,
         }
     }
 
@@ -151,22 +155,32 @@ impl<D: GpuDriver> GpuScheme<D> {
         Ok(self.insert_handle(Handle::Device { client, pid }))
     }
 
-    /// `dup(device, "bo/<id>" | "syncobj/<id>")`.
+    /// `dup(device, "bo/<id>" | "syncobj/<id>" | "vm/<id>")`, or a VM view on the root.
     fn derive(&mut self, old: usize, buf: &[u8]) -> std::result::Result<usize, SchemeError> {
+        if let Handle::Root = self.handle(old)? {
+            let path = handles::parse_derived(buf)?;
+            return self.open_root_view(old, path);
+        }
         let client_id = self.device_client(old)?;
-        let path = handles::parse_derived(buf)?;
+        let (kind, id) = match handles::parse_derived(buf)? {
+            handles::DerivedPath::Object { kind, id } => (kind, id),
+            handles::DerivedPath::Vm(id) => return self.open_vm_view(client_id, id),
+            handles::DerivedPath::ClientVm { .. } => {
+                return Err(SchemeError::BadPath(String::from_utf8_lossy(buf).into()))
+            }
+        };
         let limits = self.limits;
         let token = self.fresh_token();
         let client = self.client_mut(client_id)?;
         client.check_handle_limit(&limits)?;
-        let handle = match path.kind {
+        let handle = match kind {
             ObjectKind::Bo => {
-                let entry = client.bo(crate::uapi::BoId(path.id))?;
+                let entry = client.bo(crate::uapi::BoId(id))?;
                 let (object, size, charge) = (entry.bo.clone(), entry.size, entry.charge);
                 Handle::Bo(Derived::new(object, client_id, charge, token, size))
             }
             ObjectKind::Syncobj => {
-                let object = client.syncobj(crate::uapi::SyncobjId(path.id))?.clone();
+                let object = client.syncobj(crate::uapi::SyncobjId(id))?.clone();
                 Handle::Syncobj(Derived::new(object, client_id, None, token, 0))
             }
         };
@@ -227,6 +241,7 @@ impl<D: GpuDriver> GpuScheme<D> {
             }
             Handle::Bo(d) => self.close_derived(d.client, d.charge, d.token, d.mappings),
             Handle::Syncobj(d) => self.close_derived(d.client, d.charge, d.token, d.mappings),
+            Handle::Vm(view) => self.close_vm_view(view),
         }
     }
 
@@ -414,6 +429,9 @@ impl<D: GpuDriver> SchemeSync for GpuScheme<D> {
         _fcntl: u32,
         _ctx: &CallerCtx,
     ) -> Result<usize> {
+        if let Handle::Vm(_) = self.handle(id)? {
+            return Ok(self.read_vm_view(id, buf, offset)?);
+        }
         let text = self.stats_text(id)?;
         let start = usize::try_from(offset)
             .unwrap_or(usize::MAX)
@@ -435,6 +453,7 @@ impl<D: GpuDriver> SchemeSync for GpuScheme<D> {
             Handle::Device { .. } => format!("/scheme/gpu/{DEVICE_PATH}"),
             Handle::Bo(_) => format!("/scheme/gpu/{DEVICE_PATH}/bo"),
             Handle::Syncobj(_) => format!("/scheme/gpu/{DEVICE_PATH}/syncobj"),
+            Handle::Vm(view) => Self::view_path(view),
         };
         let n = path.len().min(buf.len());
         // PANIC: n is at most both lengths.

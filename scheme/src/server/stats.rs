@@ -3,7 +3,7 @@
 //! Owns: the text read from a handle. A device handle gives its client's stats followed by the
 //! device-wide stats; the root handle gives device-wide stats and then every client's block
 //! (for `gpuctl clients`); a BO handle its size and
-//! mappings; a syncobj handle its last signalled point. Must not: change any state.
+//! mappings; a syncobj handle its last signalled point. (A VM view's table is `vm_view.rs`.) Must not: change any state.
 
 use std::fmt::Write;
 
@@ -37,6 +37,13 @@ impl<D: GpuDriver> GpuScheme<D> {
                 "syncobj-point",
                 self.driver.syncobj_query(&d.object),
             ),
+            // A VM view reads its table (`vm_view.rs`), not stats.
+            Handle::Vm(_) => {
+                return Err(SchemeError::WrongHandleKind {
+                    id,
+                    kind: "VM view",
+                })
+            }
         }
         Ok(out)
     }

@@ -72,7 +72,9 @@ impl<D: GpuDriver> GpuScheme<D> {
                     EventFlags::empty()
                 })
             }
-            Some(Handle::Device { .. } | Handle::Root | Handle::Bo(_)) => Ok(EventFlags::empty()),
+            Some(Handle::Device { .. } | Handle::Root | Handle::Bo(_) | Handle::Vm(_)) => {
+                Ok(EventFlags::empty())
+            }
             None => Err(SchemeError::BadHandle(id)),
         }
     }
