@@ -55,8 +55,10 @@ fn sharing_works_through_an_exported_handle() {
     let a = d.device();
     let b = d.device();
     let bo = sys_bo(&a, 0x1000);
-    let token = bo.export().expect("export").token();
-    let imported = Bo::import(&b, token).expect("import");
+    // The token is valid while the exported handle is open: keep it until B imported.
+    let exported = bo.export().expect("export");
+    let imported = Bo::import(&b, exported.token()).expect("import");
+    drop(exported);
     let g = Gpu::new(&b, VmCreateFlags::empty());
     g.vm.bind()
         .map(&imported, 0, 0x10_0000, 0x1000)
@@ -268,7 +270,9 @@ fn timeline_syncobj_orders_work_across_clients() {
     let a = d.device();
     let b = d.device();
     let tl = Syncobj::create(&a, false).expect("timeline");
-    let shared = Syncobj::import(&b, tl.export().expect("export").token()).expect("import");
+    let exported = tl.export().expect("export");
+    let shared = Syncobj::import(&b, exported.token()).expect("import");
+    drop(exported);
     shared.signal_point(3).expect("B signals point 3");
     assert!(tl.wait_point(3, Timeout::Forever).expect("A waits"));
     assert!(tl.query().expect("query") >= 3);
