@@ -457,8 +457,13 @@ impl Shared {
     }
 
     fn run(&self) {
-        while !self.stop.load(Ordering::Acquire) {
+        loop {
+            // The generation is read before the stop flag: `Drop` sets the flag and then
+            // notifies, so a stop that lands after this read also ends the wait below.
             let seen = self.wake.generation();
+            if self.stop.load(Ordering::Acquire) {
+                break;
+            }
             let mut done = Vec::new();
             let (sleep, dead) = {
                 let mut st = self.lock();
