@@ -22,13 +22,16 @@ fn stress_gpu_atomics_and_cpu_atomics_on_the_same_words() {
     let cpu = {
         let (sys, stop) = (sys.clone(), stop.clone());
         std::thread::spawn(move || {
+            // At least one round even if the device finishes before this thread is scheduled.
             let mut n = 0u64;
-            while !stop.load(Ordering::Acquire) {
+            loop {
                 sys.fetch_add_u32(pa, 1).unwrap(); // same word as the 32-bit GPU adds
                 sys.write(pa + 6, &[0xEE]).unwrap(); // a neighbouring byte in the same u64
                 n += 1;
+                if stop.load(Ordering::Acquire) {
+                    break n;
+                }
             }
-            n
         })
     };
     let rounds = 50u32;
