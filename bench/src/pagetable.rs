@@ -3,8 +3,8 @@
 //! `map_2m_ns`: CPU time of prepare + commit of one aligned, contiguous 2 MiB bind (upper
 //! tables already present); `entries_written_2m`: leaf entries that bind wrote (1);
 //! `map_1g_4k_pages_ms`: one bind of 1 GiB backed by 262,144 non-contiguous 4 KiB pages;
-//! `invalidations_per_batch`: TLB invalidations issued for a batch of three commits on a
-//! running simgpu; `vram_alloc_free_ns`: one 64 KiB VRAM allocation plus its free.
+//! `invalidations_per_batch`: TLB invalidations issued for a batch of three commits that each
+//! remap a valid entry, on a running simgpu (1); `vram_alloc_free_ns`: one 64 KiB VRAM allocation plus its free.
 
 use crate::report::{mean_ns, median_ns, Report};
 use gpud::hw::pte::{LeafFlags, MemLocation};
@@ -112,13 +112,19 @@ fn invalidations(report: &mut Report) {
         Err(e) => panic!("page table: {e}"),
     };
     let ctx = HwCtx(1);
+    let segs = |page: u64| {
+        vec![PhysSeg {
+            addr: PhysAddr(page << 12),
+            len: 4096,
+        }]
+    };
+    // Filling empty slots needs no invalidation; the batch remaps three valid entries.
+    for i in 0..3u64 {
+        let _ = run(&mut pt, &[map(i << 21, segs(i), 4096)]);
+    }
     let mut batch = TlbBatch::new();
     for i in 0..3u64 {
-        let segs = vec![PhysSeg {
-            addr: PhysAddr(i << 12),
-            len: 4096,
-        }];
-        batch.add(ctx, run(&mut pt, &[map(i << 21, segs, 4096)]));
+        batch.add(ctx, run(&mut pt, &[map(i << 21, segs(i + 8), 4096)]));
     }
     if let Err(e) = batch.flush(&h.hw, ctx, &mut pt) {
         panic!("invalidate: {e}");
