@@ -521,8 +521,13 @@ fn push_ready_queue(
         }
         return Ok(());
     };
+    // A destroyed (or banned) VM's waiting jobs never run: its mappings are gone and the
+    // memory behind its remaining page-table entries may already belong to someone else.
+    let vm_gone = q.keepalive.as_ref().is_some_and(|vm| vm.is_banned());
     while let Some(job) = q.pending.front() {
-        let cancelled = job.fault.or(q.closing.then_some(FenceFault::Canceled));
+        let cancelled = job
+            .fault
+            .or((q.closing || vm_gone).then_some(FenceFault::Canceled));
         // Even a job that will not run waits for every dependency: a fence that signalled
         // promises that everything it depends on has signalled too.
         if cancelled.is_none() && !job.deps.iter().all(|d| d.is_signalled()) {

@@ -391,3 +391,26 @@ fn a_destroyed_vm_keeps_its_context_until_its_running_job_retires() {
     };
     assert_eq!(c.vm.ctx(), ctx, "the context was never released");
 }
+
+/// Exec jobs still waiting for a dependency when their VM is destroyed never run: the VM's
+/// mappings are gone (the BO they would write may be freed and reused), so they are cancelled
+/// once their dependencies signal, in queue order.
+#[test]
+fn waiting_exec_jobs_of_a_destroyed_vm_are_cancelled() {
+    use crate::hw::cmd::CommandStream;
+    let r = rig();
+    let t = r.vm(VmFlags::empty());
+    let out = r.bo(K4);
+    t.bind(&[BindOp::map(&out, 0, VA, K4)]).unwrap();
+    let gate = Fence::new(FenceContext::alloc(), 1);
+    let mut c = CommandStream::new();
+    c.store_qword(GpuVa(VA), 0xdead);
+    let job = t
+        .q
+        .submit(crate::exec::Job::commands(c.dwords().to_vec()).with_deps([gate.clone()]))
+        .unwrap();
+    r.dev.vm_destroy(&t.vm);
+    gate.signal().unwrap();
+    assert_eq!(wait(&job), Err(FenceFault::Canceled));
+    assert_eq!(read(&out, 0), 0, "a destroyed VM's job ran");
+}
