@@ -316,4 +316,12 @@ fn device_stats_summarize_each_vm_and_leave_the_table_to_the_vm_view() {
         !text.contains("-map: "),
         "no mapping lines in the stats: {text}"
     );
+    // Another client sees the device's totals but nothing about A's VMs.
+    let b = d.device();
+    let other = b.stats().expect("stats");
+    assert!(other.contains("device-clients: "), "{other}");
+    assert!(
+        !other.contains(&format!("vm-{daemon_id}-")),
+        "B sees A's VM: {other}"
+    );
 }

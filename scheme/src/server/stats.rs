@@ -1,7 +1,8 @@
 //! Text stats, in the style of DRM fdinfo / client usage stats: `key: value` lines.
 //!
 //! Owns: the text read from a handle. A device handle gives its client's stats followed by the
-//! device-wide stats; the root handle gives device-wide stats and then every client's block
+//! device-wide stats (per-VM lines only for its own VMs: one client learns nothing about
+//! another's address spaces); the root handle gives device-wide stats and then every client's block
 //! (for `gpuctl clients`); a BO handle its size and
 //! mappings; a syncobj handle its last signalled point. (A VM view's table is `vm_view.rs`.) Must not: change any state.
 
@@ -17,7 +18,7 @@ impl<D: GpuDriver> GpuScheme<D> {
         let mut out = String::new();
         match self.handle(id)? {
             Handle::Root => {
-                self.device_stats(&mut out);
+                self.device_stats(None, &mut out);
                 // Then every client's block, each starting with its `client-id` line.
                 let clients: Vec<ClientId> = self.clients.keys().copied().collect();
                 for c in clients {
@@ -26,7 +27,7 @@ impl<D: GpuDriver> GpuScheme<D> {
             }
             Handle::Device { client, .. } => {
                 self.client_stats(*client, &mut out);
-                self.device_stats(&mut out);
+                self.device_stats(Some(*client), &mut out);
             }
             Handle::Bo(d) => {
                 line(&mut out, "bo-size", d.size);
@@ -80,7 +81,9 @@ impl<D: GpuDriver> GpuScheme<D> {
         }
     }
 
-    fn device_stats(&self, out: &mut String) {
+    /// Device-wide lines. A client (`viewer`) sees the per-VM lines (`vm-<daemon id>-…`) of
+    /// its own VMs only; the root sees every VM's.
+    fn device_stats(&self, viewer: Option<ClientId>, out: &mut String) {
         let info = self.driver.device_info();
         line(out, "device-clients", self.clients.len());
         line(out, "device-handles", self.handles.len());
@@ -105,10 +108,25 @@ impl<D: GpuDriver> GpuScheme<D> {
             "device-memory-system-free",
             format_args!("{} bytes", info.sys_free),
         );
+        let own: Option<Vec<u64>> = viewer.map(|c| {
+            self.clients.get(&c).map_or_else(Vec::new, |c| {
+                c.vms.values().map(|e| self.driver.vm_key(&e.vm)).collect()
+            })
+        });
         for (k, v) in self.driver.stats(None) {
+            if let (Some(own), Some(id)) = (&own, vm_line_id(&k)) {
+                if !own.contains(&id) {
+                    continue;
+                }
+            }
             line(out, &k, v);
         }
     }
+}
+
+/// The daemon-wide VM id of a `vm-<id>-…` stats key.
+fn vm_line_id(key: &str) -> Option<u64> {
+    key.strip_prefix("vm-")?.split('-').next()?.parse().ok()
 }
 
 fn line(out: &mut String, key: &str, value: impl std::fmt::Display) {

@@ -405,10 +405,9 @@ fn waiting_exec_jobs_of_a_destroyed_vm_are_cancelled() {
     let gate = Fence::new(FenceContext::alloc(), 1);
     let mut c = CommandStream::new();
     c.store_qword(GpuVa(VA), 0xdead);
-    let job = t
-        .q
-        .submit(crate::exec::Job::commands(c.dwords().to_vec()).with_deps([gate.clone()]))
-        .unwrap();
+    let job =
+        t.q.submit(crate::exec::Job::commands(c.dwords().to_vec()).with_deps([gate.clone()]))
+            .unwrap();
     r.dev.vm_destroy(&t.vm);
     gate.signal().unwrap();
     assert_eq!(wait(&job), Err(FenceFault::Canceled));
