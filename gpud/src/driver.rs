@@ -604,8 +604,11 @@ impl GpuDriver for Driver {
                 .cpu_maps
                 .map(window, bo, offset, size as u64)
                 .map_err(cpu_map_error)?;
-            return usize::try_from(addr.get())
-                .map_err(|_| DriverError::Fault { addr: addr.get() });
+            return usize::try_from(addr.get()).map_err(|_| {
+                // Not representable: undo the mapping, the scheme will not count it.
+                self.cpu_maps.unmap(GpuBo::id(bo.as_ref()));
+                DriverError::Fault { addr: addr.get() }
+            });
         }
         // The BO's memory object is handed out (on the host the transport then passes
         // `bo_memory`'s fd): from here on the BO does not move (see `mem::bo`). The address is
