@@ -30,6 +30,7 @@ use crate::mem::bo::{Bo, Placement, Pools, SharedWindows};
 use crate::mem::copy::{CopyEngine, CopyError, KernelMap, GPU_PT_UPDATE_THRESHOLD};
 use crate::mem::manager::{EvictReport, MemoryManager};
 use crate::mem::vram::VramAllocator;
+use crate::mem::window::CpuWindow;
 use crate::sync::{Exec, ExecFlags, Fence};
 use crate::types::{GpuVa, PhysAddr, VmId, PAGE_SIZE};
 use crate::vm::pagetable::memory::{PtAllocError, PtMemory, SysPtMemory};
@@ -190,6 +191,7 @@ pub struct Device {
     _kmap: KernelMap,
     next_vm: AtomicU64,
     job_timeout: Duration,
+    cpu_window: Option<CpuWindow>,
 }
 
 impl Drop for Device {
@@ -219,6 +221,10 @@ pub struct DeviceHardware {
     /// Bytes of the kernel's linear map of system memory: physical `[0, sys_end)` must
     /// cover every DMA region.
     pub sys_end: u64,
+    /// Where gpud's own address space shows the DMA chunks and VRAM (the platform's
+    /// mappings), so BOs can be mapped into clients by address (Redox `mmap_prep`). `None`
+    /// for an in-process simgpu: host clients map the per-BO memory objects instead.
+    pub cpu_window: Option<CpuWindow>,
 }
 
 /// The simulated device and the seams over it, on system memory `sys` and VRAM `vram` (heap
@@ -248,6 +254,7 @@ fn sim_hardware(
         wiring: MsixWiring::PerCauseVectors,
         sim: Some(gpu),
         sys_end,
+        cpu_window: None,
     }
 }
 
@@ -329,6 +336,7 @@ impl Device {
             wiring,
             sim: gpu,
             sys_end,
+            cpu_window,
         } = parts;
         let hw = Arc::new(SimHw::init_wired(
             mmio,
@@ -402,6 +410,7 @@ impl Device {
             _kmap: kmap,
             next_vm: AtomicU64::new(1),
             job_timeout: cfg.job_timeout,
+            cpu_window,
         })
     }
 
@@ -418,6 +427,12 @@ impl Device {
     /// The in-process simulated device (`None` when brought up on platform resources).
     pub fn gpu(&self) -> Option<&Arc<SimGpu>> {
         self.gpu.as_ref()
+    }
+
+    /// Where gpud sees system memory and VRAM, when the platform mapped them for clients
+    /// (see [`DeviceHardware::cpu_window`]).
+    pub fn cpu_window(&self) -> Option<&CpuWindow> {
+        self.cpu_window.as_ref()
     }
 
     /// VRAM bytes the driver manages.
@@ -478,10 +493,23 @@ impl Device {
         placement: Placement,
         vm: Option<&Arc<Vm>>,
     ) -> Result<Arc<Bo>, BindError> {
+        self.bo_create_with(size, placement, vm, false)
+    }
+
+    /// [`Device::bo_create`]; with `contiguous` its VRAM backings are one physically
+    /// contiguous range (`NEEDS_VISIBLE_VRAM`: CPU-mappable by address).
+    pub fn bo_create_with(
+        &self,
+        size: u64,
+        placement: Placement,
+        vm: Option<&Arc<Vm>>,
+        contiguous: bool,
+    ) -> Result<Arc<Bo>, BindError> {
+        let resv = vm.map(|v| v.resv().clone());
         let (bo, report) = self
             .core
             .mm
-            .create_bo(size, placement, vm.map(|v| v.resv().clone()))?;
+            .create_bo_with(size, placement, resv, contiguous)?;
         self.core.route_evictions(report, None);
         Ok(bo)
     }

@@ -2,8 +2,10 @@
 //!
 //! Owns: [`Driver`] (resolved scheme calls → device calls, typed device errors → the
 //! `DriverError` classes of `docs/uapi.md`), the per-client accounting behind
-//! `client_usage` / `client_stop`, the `stats` lines, and the host `bo_memory` seam (every
-//! BO backing has its own memory object, so a client maps exactly its BO: `fd + 0`).
+//! `client_usage` / `client_stop`, the `stats` lines, the host `bo_memory` seam (every
+//! BO backing has its own memory object, so a client maps exactly its BO: `fd + 0`), and,
+//! when the device has a CPU window (Redox), `bo_mmap` / `bo_munmap` by address through
+//! [`CpuMaps`] (a pin and a BO reference per live mapping).
 //! Must not: decode wire input or know client ids' namespaces (the scheme resolves them), nor
 //! implement binds, scheduling or memory placement (`bind`, `exec`, `mem` do).
 
@@ -13,6 +15,7 @@ use crate::exec::{ExecQueue, Job, OutSync};
 use crate::hw::Engine;
 use crate::mem::bo::BoError;
 use crate::mem::bo::{Bo, Placement};
+use crate::mem::cpu_map::{CpuMapError, CpuMaps};
 use crate::sync::{Fence, Syncobj};
 use crate::types::{GpuVa, PAGE_SIZE};
 use crate::vm::{GpuBo, MappingFlags, VaRange};
@@ -20,7 +23,9 @@ use gpu_scheme::driver::{
     ClientId, ClientUsage, DeviceInfo, DriverError, GpuDriver, MappingBacking, PointState,
     ResolvedBindOp, ResolvedSync, VmMapping,
 };
-use gpu_scheme::uapi::flags::{EngineClass, Placement as WirePlacement, VmCreateFlags};
+use gpu_scheme::uapi::flags::{
+    BoCreateFlags, EngineClass, Placement as WirePlacement, VmCreateFlags,
+};
 use gpu_scheme::uapi::request::{BindOpKind, BoCreateRequest};
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -71,6 +76,8 @@ pub struct Driver {
     clients: Mutex<HashMap<ClientId, ClientState>>,
     start: Instant,
     sys_size: u64,
+    /// Live in-process CPU mappings (only with a CPU window).
+    cpu_maps: CpuMaps,
 }
 
 /// The scheme's error for a device error.
@@ -88,7 +95,13 @@ impl Driver {
             device,
             clients: Mutex::new(HashMap::new()),
             start: Instant::now(),
+            cpu_maps: CpuMaps::new(),
         }
+    }
+
+    /// The live in-process CPU mappings (Redox `mmap_prep` through the CPU window).
+    pub fn cpu_maps(&self) -> &CpuMaps {
+        &self.cpu_maps
     }
 
     /// The device.
@@ -398,9 +411,10 @@ impl GpuDriver for Driver {
         req: &BoCreateRequest,
         vm: Option<&Arc<Vm>>,
     ) -> Result<Arc<Bo>, DriverError> {
+        let visible = req.flags.contains(BoCreateFlags::NEEDS_VISIBLE_VRAM);
         let bo = self
             .device
-            .bo_create(req.size, placement(req.placement)?, vm)
+            .bo_create_with(req.size, placement(req.placement)?, vm, visible)
             .map_err(bind_err)?;
         self.with_client(client, |st| st.bos_created += 1);
         Ok(bo)
@@ -581,20 +595,46 @@ impl GpuDriver for Driver {
         &self,
         bo: &Arc<Bo>,
         offset: u64,
-        _size: usize,
+        size: usize,
         _flags: MapFlags,
     ) -> Result<usize, DriverError> {
+        if let Some(window) = self.device.cpu_window() {
+            // In-process: an address in gpud's own mappings, pinned until `bo_munmap`.
+            let addr = self
+                .cpu_maps
+                .map(window, bo, offset, size as u64)
+                .map_err(cpu_map_error)?;
+            return usize::try_from(addr.get()).map_err(|_| {
+                // Not representable: undo the mapping, the scheme will not count it.
+                self.cpu_maps.unmap(GpuBo::id(bo.as_ref()));
+                DriverError::Fault { addr: addr.get() }
+            });
+        }
         // The BO's memory object is handed out (on the host the transport then passes
         // `bo_memory`'s fd): from here on the BO does not move (see `mem::bo`). The address is
-        // the offset in that object, whose first byte is the BO's. In-process mappings (the
-        // Redox memory scheme) come with the Redox platform issue.
+        // the offset in that object, whose first byte is the BO's.
         drop(bo.cpu_memory().map_err(mapping_error)?);
         usize::try_from(offset).map_err(|_| DriverError::Fault { addr: offset })
     }
 
-    fn bo_munmap(&self, _bo: &Arc<Bo>, _offset: u64, _size: usize) -> Result<(), DriverError> {
-        // The BO stays put: the client may still hold its memory object (see `bo_mmap`).
+    fn bo_munmap(&self, bo: &Arc<Bo>, _offset: u64, _size: usize) -> Result<(), DriverError> {
+        // With a window: one counted mapping ends (the scheme calls this once per mapping it
+        // counted). Without: the BO stays put, the client may still hold its memory object.
+        if self.device.cpu_window().is_some() {
+            self.cpu_maps.unmap(GpuBo::id(bo.as_ref()));
+        }
         Ok(())
+    }
+}
+
+/// The scheme's error for a BO range that cannot be mapped by address.
+fn cpu_map_error(e: CpuMapError) -> DriverError {
+    match e {
+        CpuMapError::Range { .. } => DriverError::Invalid("mmap range unaligned or outside the BO"),
+        CpuMapError::NotMappable(_) => DriverError::Invalid(
+            "BO range not CPU-mappable as one range (create it with NEEDS_VISIBLE_VRAM)",
+        ),
+        CpuMapError::Bo(_) => DriverError::NoMemory,
     }
 }
 

@@ -116,6 +116,9 @@ pub struct Bo {
     placement: Placement,
     resv: Arc<Resv>,
     private: bool,
+    /// VRAM backings are one contiguous range (`NEEDS_VISIBLE_VRAM`: CPU-mappable as one
+    /// address on Redox).
+    contiguous: bool,
     pools: Arc<Pools>,
     pub(super) state: Mutex<BoState>,
     /// Held for the whole of a move (eviction or validation), so two moves of one BO never
@@ -152,7 +155,7 @@ impl Bo {
     pub(super) fn new(
         id: BoId,
         size: u64,
-        placement: Placement,
+        placement: (Placement, bool),
         resv: (Arc<Resv>, bool),
         pools: Arc<Pools>,
         backing: Backing,
@@ -161,7 +164,8 @@ impl Bo {
         Self {
             id,
             size,
-            placement,
+            placement: placement.0,
+            contiguous: placement.1,
             resv: resv.0,
             private: resv.1,
             pools,
@@ -179,6 +183,12 @@ impl Bo {
     /// Where the BO may live.
     pub fn placement(&self) -> Placement {
         self.placement
+    }
+
+    /// Whether VRAM backings of this BO are one contiguous range (every allocation, including
+    /// validation back into VRAM, asks for one).
+    pub fn is_contiguous(&self) -> bool {
+        self.contiguous
     }
 
     /// The reservation (the VM's for a VM-private BO).
@@ -219,6 +229,23 @@ impl Bo {
     pub fn pin(&self) {
         let mut s = self.state.lock();
         s.pins = s.pins.saturating_add(1);
+    }
+
+    /// Pins the BO where it is now and returns that place: its location and physical
+    /// segments. Waits for a move in progress to finish, so the answer stays true until the
+    /// matching [`Bo::unpin`] (pinned BOs are neither evicted nor validated). An in-process
+    /// CPU mapping (Redox `mmap_prep`) takes one such pin per live mapping.
+    pub fn pin_in_place(&self) -> Result<(MemLocation, Vec<PhysSeg>), BoError> {
+        let _no_move = self.move_lock.lock();
+        let mut s = self.state.lock();
+        let backing = s.backing.as_ref().ok_or(BoError::Range {
+            offset: 0,
+            len: self.size,
+            size: 0,
+        })?;
+        let place = (backing.location(), backing.segments());
+        s.pins = s.pins.saturating_add(1);
+        Ok(place)
     }
 
     /// Drops one pin.

@@ -101,6 +101,18 @@ impl MemoryManager {
         placement: Placement,
         vm_resv: Option<Arc<Resv>>,
     ) -> Result<(Arc<Bo>, EvictReport), MemError> {
+        self.create_bo_with(size, placement, vm_resv, false)
+    }
+
+    /// [`MemoryManager::create_bo`]; with `contiguous` every VRAM backing the BO ever gets
+    /// is one physically contiguous range (a CPU-visible BO: one address maps all of it).
+    pub fn create_bo_with(
+        &self,
+        size: u64,
+        placement: Placement,
+        vm_resv: Option<Arc<Resv>>,
+        contiguous: bool,
+    ) -> Result<(Arc<Bo>, EvictReport), MemError> {
         if size == 0 || size % PAGE_SIZE != 0 {
             return Err(MemError::InvalidSize { size });
         }
@@ -108,7 +120,7 @@ impl MemoryManager {
         let backing = match placement {
             Placement::System => self.alloc_sys(size)?,
             Placement::Vram | Placement::Migratable => {
-                match self.alloc_vram_evicting(size, None, &mut report) {
+                match self.alloc_vram_evicting(size, contiguous, None, &mut report) {
                     Ok(b) => b,
                     Err(MemError::NoSpace { .. }) if placement == Placement::Migratable => {
                         self.alloc_sys(size)?
@@ -129,7 +141,7 @@ impl MemoryManager {
         let bo = Arc::new(Bo::new(
             id,
             size,
-            placement,
+            (placement, contiguous),
             resv,
             self.pools.clone(),
             backing,
@@ -174,11 +186,12 @@ impl MemoryManager {
     fn alloc_vram_evicting(
         &self,
         size: u64,
+        contiguous: bool,
         keep: Option<BoId>,
         report: &mut EvictReport,
     ) -> Result<Backing, MemError> {
         loop {
-            let free = match self.pools.alloc_vram(size) {
+            let free = match self.pools.alloc_vram(size, contiguous) {
                 Ok(b) => return Ok(b),
                 Err(MemError::NoSpace { free, .. }) => free,
                 Err(e) => return Err(e),
@@ -289,7 +302,8 @@ impl MemoryManager {
             self.touch(bo);
             return Ok(false);
         }
-        let target = self.alloc_vram_evicting(bo.size(), Some(bo.id()), report)?;
+        let target =
+            self.alloc_vram_evicting(bo.size(), bo.is_contiguous(), Some(bo.id()), report)?;
         let deps = bo.reservation().fences(Usage::Bookkeep);
         match self.move_backing(bo, target.clone(), &deps) {
             Ok(old) => self.pools.free(old),

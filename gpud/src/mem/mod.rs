@@ -4,16 +4,22 @@
 //! context's linear map), [`bo`] (buffer objects: placement, backing, pinning, CPU access),
 //! [`pools`] (the memories backings come from, each backing's own shared-memory object),
 //! [`manager`] (allocation with eviction, validation), [`shm`] (the host's shared-memory
-//! windows and per-backing memfds). See `docs/memory.md`.
+//! windows and per-backing memfds), [`window`] (where gpud's own address space shows system
+//! memory and VRAM), [`cpu_map`] (in-process CPU mappings of BOs through that window, each
+//! pinning its BO until unmapped: Redox `mmap_prep` / `munmap`). See `docs/memory.md`.
 
 pub mod bo;
 pub mod copy;
+pub mod cpu_map;
 pub mod manager;
 pub mod pools;
 #[allow(unsafe_code)] // mmap of the shared-memory windows and word-atomic access to them
 pub mod shm;
 pub mod vram;
+pub mod window;
 
+#[cfg(test)]
+mod cpu_map_tests;
 #[cfg(test)]
 mod evict_tests;
 #[cfg(test)]

@@ -114,19 +114,24 @@ impl Pools {
     }
 
     /// Allocates VRAM for `size` bytes (in blocks of at least 2 MiB when the size allows,
-    /// so large mappings get large pages). Zeroed only with shared windows (see
-    /// [`Pools::fresh_backings_are_zero`]).
-    pub fn alloc_vram(&self, size: u64) -> Result<Backing, MemError> {
+    /// so large mappings get large pages; `contiguous`: physically adjacent blocks, one
+    /// range). Zeroed only with shared windows (see [`Pools::fresh_backings_are_zero`]).
+    pub fn alloc_vram(&self, size: u64, contiguous: bool) -> Result<Backing, MemError> {
         let min_block = if size >= 2 << 20 { 2 << 20 } else { 4096 };
-        let req = AllocRequest {
-            min_block,
-            ..AllocRequest::scattered(size)
+        let base = if contiguous {
+            AllocRequest::contiguous(size)
+        } else {
+            AllocRequest::scattered(size)
         };
+        let req = AllocRequest { min_block, ..base };
         let blocks = {
             let mut alloc = self.vram.lock();
             match alloc.alloc(req) {
                 Ok(b) => Ok(b),
-                Err(_) if min_block > 4096 => alloc.alloc(AllocRequest::scattered(size)),
+                Err(_) if min_block > 4096 => alloc.alloc(AllocRequest {
+                    min_block: 4096,
+                    ..base
+                }),
                 Err(e) => Err(e),
             }
         };

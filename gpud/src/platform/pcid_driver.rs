@@ -3,8 +3,9 @@
 //!
 //! Owns: [`build`] / [`build_with`] — BAR0 → registers, BAR2 → VRAM aperture, one contiguous
 //! DMA chunk → the DMA pool, the interrupt mode → MSI-X table programming and the IRQ hook —
-//! then `Device::with_hardware`, the `Driver` (no shared pool: BO mmap answers
-//! `EOPNOTSUPP`), the `GpuScheme` and the `SchemeEvents`. [`PcidConfig`] holds the knobs.
+//! the CPU window over the chunks' and BAR2's mappings (BO `mmap_prep` answers addresses in
+//! them) — then `Device::with_hardware`, the `Driver`, the `GpuScheme` and the
+//! `SchemeEvents`. [`PcidConfig`] holds the knobs.
 //! Must not: make syscalls (everything arrives in [`DeviceResources`]), so the whole path
 //! runs on the host against fakes and an in-process simgpu.
 
@@ -18,12 +19,14 @@ use super::event_loop::IrqOutcome;
 use super::interrupts::InterruptMode;
 use super::scheme_events::SchemeEvents;
 use super::startup::DeviceResources;
-use super::sys::{BarMapping, Platform};
+use super::sys::{BarMapping, DmaBuffer, Platform};
 use crate::device::{Device, DeviceConfig, DeviceHardware};
 use crate::driver::Driver;
 use crate::hw::regs;
 use crate::hw::sim::irq::{IrqLatch, MsixWiring};
 use crate::hw::Mmio;
+use crate::mem::window::{CpuWindow, WindowChunk};
+use crate::types::{CpuVa, PAGE_SIZE};
 
 /// DMA pool requested at startup: system BOs, page tables, rings and fence pages all live
 /// here, in physically contiguous chunks of [`DMA_CHUNK`] bytes.
@@ -112,6 +115,29 @@ fn vram_size(mmio: &dyn Mmio, aperture: u64) -> Result<u64, String> {
     }
 }
 
+/// Where gpud sees the DMA chunks and the first `vram` bytes of BAR2 (`bar2`: its base and
+/// mapped length), for BO `mmap_prep`. A window the mappings cannot form (unaligned, or
+/// overlapping: a platform bug) leaves BO mmap refused rather than unsafe.
+fn cpu_window(chunks: &[DmaBuffer], bar2: (CpuVa, u64), vram: u64) -> Option<CpuWindow> {
+    let sys = chunks
+        .iter()
+        .map(|c| WindowChunk {
+            cpu: c.cpu,
+            phys: c.phys,
+            len: c.len,
+        })
+        .collect();
+    // The aperture must show every byte it maps: never more VRAM than the BAR's mapping.
+    let shown = vram.min(bar2.1) / PAGE_SIZE * PAGE_SIZE;
+    match CpuWindow::new(sys, (shown > 0).then_some((bar2.0, shown))) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            eprintln!("gpud: no CPU window for BO mmap ({e}): mmap_prep answers EOPNOTSUPP");
+            None
+        }
+    }
+}
+
 /// Brings the device up on `res` and returns the scheme server and its loop hooks.
 pub fn build_with<P>(mut res: DeviceResources<P>, cfg: PcidConfig) -> Result<Built, String>
 where
@@ -123,11 +149,13 @@ where
     let mmio: Arc<dyn Mmio> = Arc::new(BarMmio::new(res.registers));
     let bar2 = res.vram.ok_or("the function has no VRAM aperture (BAR2)")?;
     let vram = vram_size(&*mmio, bar2.len())?;
+    let bar2_view = (bar2.base(), bar2.len());
     let aperture = Arc::new(BarMemory::new(bar2, vram));
     let (chunks, dma) = alloc_dma_pool(&mut res.dma, cfg.dma_pool, cfg.dma_pool_min, cfg.dma_chunk)
         .map_err(|e| format!("allocating the DMA pool: {e}"))?;
     let pool_bytes: u64 = chunks.iter().map(|c| c.len).sum();
     let sys_end = dma.end().get();
+    let window = cpu_window(&chunks, bar2_view, vram);
     let exclusive = match res.interrupt {
         InterruptMode::MsiX { message } => {
             program_msix(&*mmio, message).map_err(|e| e.to_string())?;
@@ -150,9 +178,9 @@ where
         wiring: MsixWiring::Platform,
         sim: None,
         sys_end,
+        cpu_window: window,
     };
     let device = Device::with_hardware(device_cfg, parts).map_err(|e| e.to_string())?;
-    // No shared pool: clients cannot map BOs through gpud's memory yet (EOPNOTSUPP).
     let driver = Driver::new(Arc::new(device), pool_bytes);
     let scheme = GpuScheme::new(driver, cfg.limits);
     let irq = Arc::new(StatusIrq::new(mmio, latch, exclusive));

@@ -439,6 +439,10 @@ impl BarMapping for Box<dyn BarMapping> {
     }
 }
 
+/// BO `mmap_prep` / `munmap` through the loop (the CPU window).
+#[path = "pcid_mmap_tests.rs"]
+mod mmap;
+
 type Svc = Service<SimPlatform, GpuScheme<Driver>, PcidEvents>;
 /// What the factory reports besides the server: the IRQ hook and the DMA pool's chunks.
 type Made = (Arc<StatusIrq>, Vec<(u64, u64)>);
@@ -734,17 +738,6 @@ fn after_bring_up_every_used_msix_entry_carries_the_platform_message() {
         0,
         "causes enabled by the hardware layer"
     );
-}
-
-#[test]
-fn bo_mmap_is_refused_cleanly_without_a_shared_pool() {
-    let mut rig = Rig::start(vec![PciFeature::MsiX]);
-    let (_, handle) = rig.bo(0x1000, Placement::SYSTEM);
-    rig.tag += 1;
-    let tag = rig.tag;
-    let flags = syscall::flag::MapFlags::PROT_READ | syscall::flag::MapFlags::MAP_SHARED;
-    rig.push(t::mmap_prep(tag, handle, 0, 0x1000, flags.bits() as u64));
-    assert_eq!(rig.pump_until(tag), Err(syscall::EOPNOTSUPP));
 }
 
 #[test]

@@ -69,6 +69,12 @@ pub fn mmap_prep(tag: u32, fd: usize, offset: u64, len: usize, flags: u64) -> Re
     request(sqe(Opcode::MmapPrep, tag, args))
 }
 
+/// `munmap(fd, offset, len, flags)`: the kernel reporting that a client mapping went away.
+pub fn munmap(tag: u32, fd: usize, offset: u64, len: usize, flags: u64) -> Request {
+    let args = [fd as u64, len as u64, flags, offset, 0, 0];
+    request(sqe(Opcode::Munmap, tag, args))
+}
+
 /// `read(fd, len)` into a leaked buffer.
 pub fn read(tag: u32, fd: usize, len: usize, fcntl_flags: u32) -> Request {
     let buf: &'static mut [u8] = Box::leak(vec![0u8; len].into_boxed_slice());

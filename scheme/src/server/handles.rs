@@ -47,8 +47,10 @@ pub(crate) struct Derived<T> {
     pub token: Token,
     /// Size (BOs), for mmap range checks.
     pub size: u64,
-    /// CPU mappings made through this handle and not yet unmapped.
+    /// CPU mappings made through this handle and not yet unmapped (`cpu_maps.live()`).
     pub mappings: u64,
+    /// Their page ranges, so only counted `munmap`s reach the driver.
+    pub cpu_maps: super::cpu_maps::MapRanges,
     /// Events the client subscribed to (syncobj handles).
     pub subscribed: EventFlags,
     /// Whether readiness was already reported (edge-triggered `post_fevent`).

@@ -12,6 +12,7 @@
 
 mod calls;
 mod client;
+mod cpu_maps;
 mod export;
 mod handles;
 mod stats;
@@ -328,13 +329,24 @@ impl<D: GpuDriver> GpuScheme<D> {
             }
         }
         let addr = self.driver.bo_mmap(&object, offset, size, flags)?;
-        self.bo_handle_mut(id)?.mappings += 1;
+        let d = self.bo_handle_mut(id)?;
+        // The range was checked above (non-empty, no overflow), so this records; if it did
+        // not, the driver mapping is undone rather than left uncounted.
+        if !d.cpu_maps.map(offset, size as u64) {
+            self.driver.bo_munmap(&object, offset, size)?;
+            return Err(SchemeError::Invalid("mmap range overflows"));
+        }
+        d.mappings = d.cpu_maps.live();
         if let Some(client) = self.clients.get_mut(&client_id) {
             client.mappings += 1;
         }
         Ok(addr)
     }
 
+    /// A client mapping (the kernel's `munmap`, or a host client's) ended. Only a mapping
+    /// this handle counted reaches the driver, once, when its last piece goes: an unbalanced
+    /// or repeated `munmap` changes nothing, so it can neither unpin a BO another mapping
+    /// still shows nor underflow a count (see `cpu_maps.rs`).
     fn munmap_bo(
         &mut self,
         id: usize,
@@ -342,15 +354,15 @@ impl<D: GpuDriver> GpuScheme<D> {
         size: usize,
     ) -> std::result::Result<(), SchemeError> {
         let d = self.bo_handle_mut(id)?;
-        let (client_id, object) = (d.client, d.object.clone());
-        self.driver.bo_munmap(&object, offset, size)?;
-        let d = self.bo_handle_mut(id)?;
-        if d.mappings > 0 {
-            d.mappings -= 1;
-            if let Some(client) = self.clients.get_mut(&client_id) {
-                client.mappings = client.mappings.saturating_sub(1);
-            }
+        if d.cpu_maps.unmap(offset, size as u64) != cpu_maps::Unmapped::Released {
+            return Ok(());
         }
+        d.mappings = d.cpu_maps.live();
+        let (client_id, object) = (d.client, d.object.clone());
+        if let Some(client) = self.clients.get_mut(&client_id) {
+            client.mappings = client.mappings.saturating_sub(1);
+        }
+        self.driver.bo_munmap(&object, offset, size)?;
         Ok(())
     }
 }
@@ -370,6 +382,7 @@ impl<T> Derived<T> {
             token,
             size,
             mappings: 0,
+            cpu_maps: cpu_maps::MapRanges::default(),
             subscribed: EventFlags::empty(),
             reported: false,
         }
