@@ -63,7 +63,7 @@ impl CountedCondvar {
     }
 
     /// Threads waiting now (tests).
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn waiters(&self) -> usize {
         self.waiters.load(Ordering::SeqCst)
     }
