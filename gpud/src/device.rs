@@ -258,6 +258,86 @@ fn sim_hardware(
     }
 }
 
+/// What runs the device's work: the kernel context's linear map, the IRQ thread, the
+/// scheduler and the kernel copy queue on it.
+struct Engines {
+    kmap: KernelMap,
+    irq: IrqDispatcher,
+    sched: Scheduler,
+    copy: Arc<dyn CopyEngine>,
+}
+
+/// Maps the kernel context and starts the IRQ thread, the scheduler and the kernel queue.
+fn start_engines(
+    cfg: &DeviceConfig,
+    hw: &Arc<SimHw>,
+    dma: &Arc<dyn DmaMemory>,
+    sys_end: u64,
+) -> Result<Engines, BindError> {
+    let kmap = KernelMap::new(
+        Arc::new(SysPtMemory::new(dma.clone())),
+        cfg.vram_size,
+        sys_end,
+    )?;
+    hw.bind_context(KERNEL_CTX, kmap.page_table().root(), FaultMode::Fatal)?;
+    let irq = IrqDispatcher::start(hw.interrupts()).map_err(|_| BindError::Timeout {
+        what: "IRQ thread creation",
+    })?;
+    let sched = Scheduler::new(ExecHw::sim(hw.clone()), cfg.sched, &irq).map_err(|_| {
+        BindError::Timeout {
+            what: "scheduler thread creation",
+        }
+    })?;
+    let kpage = dma.alloc(PAGE_SIZE)?;
+    let copy: Arc<dyn CopyEngine> = Arc::new(KernelQueue::new(
+        &sched,
+        KERNEL_CTX,
+        FencePage {
+            va: KernelMap::va(MemLocation::System, kpage.addr),
+            pa: kpage.addr,
+        },
+    )?);
+    Ok(Engines {
+        kmap,
+        irq,
+        sched,
+        copy,
+    })
+}
+
+/// What every VM shares: the MMU, the memory manager over `pools`, page-table memory, fail
+/// points and the hardware-context slots (slot 0 is the kernel's).
+fn new_core(
+    cfg: &DeviceConfig,
+    hw: &Arc<SimHw>,
+    copy: &Arc<dyn CopyEngine>,
+    pools: &Arc<Pools>,
+    dma: Arc<dyn DmaMemory>,
+) -> Arc<Core> {
+    let fail = Arc::new(FailPoints::default());
+    let pt_mem: Arc<dyn PtMemory> = Arc::new(FailablePtMemory {
+        inner: SysPtMemory::new(dma.clone()),
+        fail: fail.clone(),
+    });
+    // Never more slots than the device has contexts.
+    let mut ctxs = vec![false; cfg.contexts.min(hw.info().contexts) as usize];
+    if let Some(k) = ctxs.first_mut() {
+        *k = true;
+    }
+    Arc::new(Core {
+        mmu: hw.clone(),
+        mm: MemoryManager::new(pools.clone(), copy.clone()),
+        copy: copy.clone(),
+        pt_copy_threshold: cfg.pt_copy_threshold,
+        pt_copy_jobs: Arc::new(AtomicU64::new(0)),
+        pt_mem,
+        fail,
+        dma,
+        ctxs: Mutex::new(ctxs),
+        vms: Mutex::new(HashMap::new()),
+    })
+}
+
 /// The fault worker, woken by the FAULT interrupt, finding VMs by context.
 fn start_faults(
     core: &Arc<Core>,
@@ -349,53 +429,13 @@ impl Device {
             gpu.start();
         }
         let dma: Arc<dyn DmaMemory> = heap.clone();
-        let kmap = KernelMap::new(
-            Arc::new(SysPtMemory::new(dma.clone())),
-            cfg.vram_size,
-            sys_end,
-        )?;
-        hw.bind_context(KERNEL_CTX, kmap.page_table().root(), FaultMode::Fatal)?;
-        let irq = IrqDispatcher::start(hw.interrupts()).map_err(|_| BindError::Timeout {
-            what: "IRQ thread creation",
-        })?;
-        let sched = Scheduler::new(ExecHw::sim(hw.clone()), cfg.sched, &irq).map_err(|_| {
-            BindError::Timeout {
-                what: "scheduler thread creation",
-            }
-        })?;
-        let kpage = dma.alloc(PAGE_SIZE)?;
-        let kq: Arc<dyn CopyEngine> = Arc::new(KernelQueue::new(
-            &sched,
-            KERNEL_CTX,
-            FencePage {
-                va: KernelMap::va(MemLocation::System, kpage.addr),
-                pa: kpage.addr,
-            },
-        )?);
+        let engines = start_engines(&cfg, &hw, &dma, sys_end)?;
         let vram = Arc::new(Mutex::new(VramAllocator::new(cfg.vram_size)));
         let pools = Pools::with_sharing(vram, aperture, dma.clone(), shared);
-        let fail = Arc::new(FailPoints::default());
-        let pt_mem: Arc<dyn PtMemory> = Arc::new(FailablePtMemory {
-            inner: SysPtMemory::new(dma.clone()),
-            fail: fail.clone(),
-        });
-        // Never more slots than the device has contexts.
-        let mut ctxs = vec![false; cfg.contexts.min(hw.info().contexts) as usize];
-        if let Some(k) = ctxs.first_mut() {
-            *k = true;
-        }
-        let core = Arc::new(Core {
-            mmu: hw.clone(),
-            mm: MemoryManager::new(pools.clone(), kq.clone()),
-            copy: kq,
-            pt_copy_threshold: cfg.pt_copy_threshold,
-            pt_copy_jobs: Arc::new(AtomicU64::new(0)),
-            pt_mem,
-            fail,
-            dma,
-            ctxs: Mutex::new(ctxs),
-            vms: Mutex::new(HashMap::new()),
-        });
+        let core = new_core(&cfg, &hw, &engines.copy, &pools, dma);
+        let Engines {
+            kmap, irq, sched, ..
+        } = engines;
         let faults = start_faults(&core, &hw, &irq)?;
         Ok(Self {
             core,
