@@ -46,8 +46,9 @@ pub enum Placement {
 pub enum Backing {
     /// VRAM blocks, in BO order.
     Vram(Vec<VramBlock>),
-    /// One contiguous region of the system pool (one client mmap covers it).
-    System(DmaRegion),
+    /// Regions of the system pool, in BO order: one when the pool had a contiguous range,
+    /// several when it is fragmented or made of separate chunks (Redox's DMA pool).
+    System(Vec<DmaRegion>),
 }
 
 impl Backing {
@@ -69,10 +70,13 @@ impl Backing {
                     len: b.size(),
                 })
                 .collect(),
-            Backing::System(r) => vec![PhysSeg {
-                addr: r.addr,
-                len: r.len,
-            }],
+            Backing::System(regions) => regions
+                .iter()
+                .map(|r| PhysSeg {
+                    addr: r.addr,
+                    len: r.len,
+                })
+                .collect(),
         }
     }
 }
@@ -216,11 +220,10 @@ impl Bo {
             .unwrap_or_default()
     }
 
-    /// For a BO in the system pool: its region, for the platform to export to clients
-    /// (`fd + offset` on the host).
+    /// For a BO in one contiguous region of the system pool: that region.
     pub fn system_region(&self) -> Option<DmaRegion> {
-        match self.state.lock().backing {
-            Some(Backing::System(r)) => Some(r),
+        match &self.state.lock().backing {
+            Some(Backing::System(regions)) if regions.len() == 1 => regions.first().copied(),
             _ => None,
         }
     }

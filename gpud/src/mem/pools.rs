@@ -18,8 +18,9 @@ use super::manager::MemError;
 use super::shm::{BindFailure, Piece, ShmObject, ShmPool};
 use super::vram::{AllocRequest, VramAllocator, VramError};
 use crate::hw::pte::MemLocation;
-use crate::hw::DmaMemory;
+use crate::hw::{DmaMemory, DmaRegion, HwError};
 use crate::sync::Fence;
+use crate::types::PAGE_SIZE;
 use parking_lot::Mutex;
 use rustix::fd::OwnedFd;
 use simgpu::PhysMemory;
@@ -95,16 +96,48 @@ impl Pools {
         self.shared.is_some()
     }
 
-    /// Allocates a contiguous system-pool backing of `size` bytes (zeroed: by the pool, or,
-    /// with shared windows, by being a fresh object, so the pool need not clear it first).
+    /// Allocates a system-pool backing of `size` bytes (zeroed: by the pool, or, with shared
+    /// windows, by being a fresh object, so the pool need not clear it first): one contiguous
+    /// region when the pool has one, else several, largest first.
     pub fn alloc_sys(&self, size: u64) -> Result<Backing, MemError> {
-        let region = if self.shared.is_some() {
-            self.sys.alloc_uncleared(size)
-        } else {
-            self.sys.alloc(size)
+        let regions = match self.sys_region(size) {
+            Ok(region) => vec![region],
+            Err(_) => self.sys_scattered(size)?,
         };
-        let region = region.map_err(|_| MemError::NoMemory { bytes: size })?;
-        self.share(Backing::System(region))
+        self.share(Backing::System(regions))
+    }
+
+    fn sys_region(&self, bytes: u64) -> Result<DmaRegion, HwError> {
+        if self.shared.is_some() {
+            self.sys.alloc_uncleared(bytes)
+        } else {
+            self.sys.alloc(bytes)
+        }
+    }
+
+    /// `size` bytes in pieces: each the largest power-of-two size (at most the remainder,
+    /// at least a page) the pool can still give. All or nothing.
+    fn sys_scattered(&self, size: u64) -> Result<Vec<DmaRegion>, MemError> {
+        let mut regions: Vec<DmaRegion> = Vec::new();
+        let mut left = size.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        let mut piece = prev_power_of_two(left);
+        while left > 0 {
+            match self.sys_region(piece.min(left)) {
+                Ok(r) => {
+                    left = left.saturating_sub(r.len);
+                    regions.push(r);
+                }
+                Err(_) if piece > PAGE_SIZE => piece /= 2,
+                Err(_) => {
+                    for r in regions {
+                        // Just allocated by us: a refusal cannot happen.
+                        let _ = self.sys.free(r);
+                    }
+                    return Err(MemError::NoMemory { bytes: size });
+                }
+            }
+        }
+        Ok(regions)
     }
 
     /// Whether new backings come zeroed (each is a fresh shared-memory object). Otherwise new
@@ -205,7 +238,11 @@ impl Pools {
         match backing {
             // A refusal means blocks that are not allocated: nothing to return.
             Backing::Vram(blocks) => drop(self.vram.lock().free(&blocks)),
-            Backing::System(r) => drop(self.sys.free(r)),
+            Backing::System(regions) => {
+                for r in regions {
+                    drop(self.sys.free(r));
+                }
+            }
         }
     }
 
@@ -243,4 +280,9 @@ impl Pools {
     pub fn lost_ranges(&self) -> u64 {
         self.lost.load(Ordering::Relaxed)
     }
+}
+
+/// The largest power of two not above `n` (`n` > 0).
+fn prev_power_of_two(n: u64) -> u64 {
+    1 << (63 - n.max(1).leading_zeros())
 }

@@ -224,3 +224,38 @@ fn mapping_budget_exhaustion_is_a_clean_error() {
         Ok(Backing::System(_))
     ));
 }
+
+/// A system BO in a fragmented pool is several regions and still one object in BO order.
+#[test]
+fn scattered_system_bo_is_one_contiguous_object() {
+    let r = shared_rig(MapBudget::new(1 << 14));
+    let m = r.manager();
+    // Fill the system pool with 64 KiB BOs, then free every other one.
+    let mut all = Vec::new();
+    while let Ok((bo, _)) = m.create_bo(64 << 10, Placement::System, None) {
+        all.push(bo);
+    }
+    assert!(all.len() > 8, "pool too small to fragment");
+    let keep: Vec<_> = all.iter().step_by(2).cloned().collect();
+    drop(all);
+    let (bo, _) = m
+        .create_bo(3 * (64 << 10), Placement::System, None)
+        .unwrap();
+    let segs = bo.segments();
+    assert!(segs.len() >= 2, "{segs:?}");
+    assert_eq!(segs.iter().map(|s| s.len).sum::<u64>(), 3 << 16);
+    assert!(
+        bo.system_region().is_none(),
+        "several regions are not one region"
+    );
+    let fd = bo.cpu_memory().unwrap();
+    assert_eq!(fd_size(&fd), 3 << 16);
+    let data = pattern(3 << 16, 11);
+    pwrite(&fd, &data, 0).unwrap();
+    assert_eq!(
+        contents(&bo),
+        data,
+        "object offset = BO offset across regions"
+    );
+    drop(keep);
+}

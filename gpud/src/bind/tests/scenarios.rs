@@ -526,3 +526,30 @@ fn invalidations_start_with_the_first_job_of_the_vm() {
     t.store(VA, 2).unwrap();
     assert_eq!((read(&a, 0), read(&b, 0)), (1, 2));
 }
+
+/// A system BO made of several pool regions (the pool is fragmented) maps page by page to
+/// the right regions: GPU stores to every page land where the CPU reads them.
+#[test]
+fn scattered_system_bo_binds_and_the_gpu_writes_every_page() {
+    let r = rig_with(16 * MIB, 8 * MIB);
+    let mut all = Vec::new();
+    while let Ok(bo) = r
+        .dev
+        .bo_create(64 << 10, crate::mem::bo::Placement::System, None)
+    {
+        all.push(bo);
+    }
+    let keep: Vec<_> = all.iter().step_by(2).cloned().collect();
+    drop(all);
+    let t = r.vm(VmFlags::empty());
+    let bo = r.sys_bo(4 * (64 << 10));
+    assert!(bo.segments().len() >= 2, "{:?}", bo.segments());
+    t.bind(&[BindOp::map(&bo, 0, VA, 4 * (64 << 10))]).unwrap();
+    for p in 0..64u64 {
+        t.store(VA + p * K4 + 8, 0x5000 + p).unwrap();
+    }
+    for p in 0..64u64 {
+        assert_eq!(read(&bo, p * K4 + 8), 0x5000 + p, "page {p}");
+    }
+    drop(keep);
+}
