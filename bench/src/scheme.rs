@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use gpu_scheme::dispatch::{dispatch, TransportOp};
+use gpu_scheme::dispatch::{dispatch, Peer, TransportOp};
 use gpu_scheme::testing::{caller, FakeDriver};
 use gpu_scheme::uapi::flags::BindFlags;
 use gpu_scheme::uapi::*;
@@ -74,7 +74,7 @@ pub fn scheme() -> Report {
                 payload: &mut p,
                 metadata: [op, 0, 0],
             };
-            std::hint::black_box(dispatch(&mut s, &mut state, call, 1, 0));
+            std::hint::black_box(dispatch(&mut s, &mut state, call, 1, Peer::default()));
         }),
     );
     #[cfg(target_os = "linux")]

@@ -184,14 +184,25 @@ fn to_sqe(op: &mut TransportOp<'_>, tag: u32, pid: usize) -> Sqe {
     }
 }
 
-/// Dispatch `op` (request tag `tag`, caller `pid`) to `scheme` through redox-scheme's decoder.
+/// The process a request comes from, as the transport knows it (the host: the peer
+/// credentials of the connection the handle descends from).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Peer {
+    /// Process id (per-process limits).
+    pub pid: usize,
+    /// User id (who may see other clients through the root).
+    pub uid: u32,
+}
+
+/// Dispatch `op` (request tag `tag`, from `peer`) to `scheme` through redox-scheme's decoder.
 pub fn dispatch<S: SchemeSync>(
     scheme: &mut S,
     state: &mut SchemeState,
     mut op: TransportOp<'_>,
     tag: u32,
-    pid: usize,
+    peer: Peer,
 ) -> SchemeResponse {
+    let Peer { pid, uid } = peer;
     let sqe = to_sqe(&mut op, tag, pid);
     // SAFETY: every pointer in `sqe` comes from a slice or str borrowed by `op` (exclusively for
     // the mutable ones), with its exact length, so each is non-null, aligned for u8 and valid for
@@ -204,7 +215,7 @@ pub fn dispatch<S: SchemeSync>(
     };
     let caller = CallerCtx {
         pid,
-        uid: 0,
+        uid,
         gid: 0,
         id: decoded.req_id(),
     };

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use gpu_scheme::dispatch::{caller_ctx, dispatch, TransportOp};
+use gpu_scheme::dispatch::{caller_ctx, dispatch, Peer, TransportOp};
 use gpu_scheme::uapi::flags::*;
 use gpu_scheme::uapi::wire::*;
 use gpu_scheme::uapi::*;
@@ -41,7 +41,7 @@ fn full_path_through_the_redox_decoder() {
             path: "card0",
         },
         1,
-        7,
+        Peer { pid: 7, uid: 0 },
     ))
     .unwrap();
     assert_eq!(
@@ -53,7 +53,7 @@ fn full_path_through_the_redox_decoder() {
                 path: "card9"
             },
             2,
-            7
+            Peer { pid: 7, uid: 0 }
         )),
         Err(ENOENT)
     );
@@ -69,7 +69,7 @@ fn full_path_through_the_redox_decoder() {
             metadata: [op, 0, 0],
         },
         3,
-        7,
+        Peer { pid: 7, uid: 0 },
     );
     assert_eq!(regular(r), Ok(0));
     let s = read_args::<SyncobjCreateArgs>(&p).unwrap().syncobj_id;
@@ -91,7 +91,7 @@ fn full_path_through_the_redox_decoder() {
             metadata: [op, 0, 0],
         },
         4,
-        7,
+        Peer { pid: 7, uid: 0 },
     ))
     .unwrap();
     let bo = read_args::<BoCreateArgs>(&p).unwrap().bo_id;
@@ -104,7 +104,7 @@ fn full_path_through_the_redox_decoder() {
             buf: path.as_bytes(),
         },
         5,
-        7,
+        Peer { pid: 7, uid: 0 },
     ))
     .unwrap();
     let f = MapFlags::PROT_READ | MapFlags::MAP_SHARED;
@@ -118,7 +118,7 @@ fn full_path_through_the_redox_decoder() {
             flags: f,
         },
         6,
-        7,
+        Peer { pid: 7, uid: 0 },
     ))
     .unwrap();
     assert_eq!(addr % 4096, 0);
@@ -132,7 +132,7 @@ fn full_path_through_the_redox_decoder() {
             flags: MunmapFlags::empty(),
         },
         7,
-        7,
+        Peer { pid: 7, uid: 0 },
     ))
     .unwrap();
 
@@ -145,7 +145,7 @@ fn full_path_through_the_redox_decoder() {
             path: "card0",
         },
         8,
-        9,
+        Peer { pid: 9, uid: 0 },
     ))
     .unwrap();
     let (op, mut p) = encode(&Request::Import {
@@ -162,7 +162,7 @@ fn full_path_through_the_redox_decoder() {
             metadata: [op, 0, 0],
         },
         9,
-        9,
+        Peer { pid: 9, uid: 0 },
     ))
     .unwrap();
     assert_ne!(read_args::<ImportArgs>(&p).unwrap().id, 0);
@@ -177,7 +177,7 @@ fn full_path_through_the_redox_decoder() {
             offset: 0,
         },
         10,
-        7,
+        Peer { pid: 7, uid: 0 },
     ))
     .unwrap();
     assert!(std::str::from_utf8(&buf[..n])
@@ -191,7 +191,7 @@ fn full_path_through_the_redox_decoder() {
             flags: EventFlags::EVENT_READ,
         },
         11,
-        7,
+        Peer { pid: 7, uid: 0 },
     ));
     assert_eq!(ev, Ok(0));
     let (op, mut p) = encode(&Request::DeviceQuery);
@@ -205,7 +205,7 @@ fn full_path_through_the_redox_decoder() {
             metadata: [op, 0, 0],
         },
         12,
-        7,
+        Peer { pid: 7, uid: 0 },
     );
     assert_eq!(regular(r), Err(EBADF));
 }
@@ -231,7 +231,7 @@ fn parked_requests_are_told_apart_by_request_id() {
                 metadata: [op, 0, 0],
             },
             tag,
-            1,
+            Peer { pid: 1, uid: 0 },
         ))
     };
     assert_eq!(run(&mut h, 100, Timeout::Relative(10)), Err(EWOULDBLOCK));

@@ -315,3 +315,46 @@ fn a_view_is_not_exportable_mappable_or_callable() {
     // The VM is still usable and its view still reads.
     assert!(view(&mut h, v).is_ok());
 }
+
+/// Only uid 0 and the administrator's uid see other clients through the root: an ordinary
+/// user's root gets the device-wide totals, no client blocks or per-VM lines, and no views.
+#[test]
+fn the_root_shows_other_clients_only_to_privileged_callers() {
+    let mut h = Harness::new();
+    let a = h.open();
+    let vm = h.vm(a, VmCreateFlags::empty());
+    let own = h.dup(a, &format!("vm/{}", vm.0)).unwrap();
+    let daemon = header(&view(&mut h, own).unwrap(), "vm-daemon-id");
+    let root = h.root;
+    let as_user = |uid: u32| {
+        let mut c = caller();
+        c.uid = uid;
+        c
+    };
+    let read_root = |h: &mut Harness, uid: u32| {
+        let mut buf = vec![0u8; 1 << 16];
+        let n =
+            h.s.read(root, &mut buf, 0, 0, &as_user(uid))
+                .expect("root read");
+        String::from_utf8(buf[..n].to_vec()).expect("utf8")
+    };
+    let path = format!("vm/{daemon}");
+    let user = read_root(&mut h, 1000);
+    assert!(user.contains("device-clients: "), "{user}");
+    assert!(!user.contains("client-id:"), "{user}");
+    assert!(!user.contains(&format!("vm-{daemon}-")), "{user}");
+    let refused =
+        h.s.dup(root, path.as_bytes(), &as_user(1000))
+            .map(|_| ())
+            .map_err(|e| e.errno);
+    assert_eq!(refused, Err(EACCES));
+    let admin = read_root(&mut h, 0);
+    // (The fake driver prints no per-VM lines; gpud's are filtered by the same rule,
+    // tested end to end in gpu-tests' `clients.rs`.)
+    assert!(admin.contains("client-id:"), "{admin}");
+    assert!(h.s.dup(root, path.as_bytes(), &as_user(0)).is_ok());
+    // The daemon's own user is an administrator too once named.
+    h.s.set_admin_uid(1000);
+    assert!(read_root(&mut h, 1000).contains("client-id:"));
+    assert!(h.s.dup(root, path.as_bytes(), &as_user(1000)).is_ok());
+}

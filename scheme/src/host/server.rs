@@ -23,7 +23,7 @@ use zerocopy::{FromBytes, IntoBytes};
 use super::client::{recv, send};
 use super::frame::{kind, ReplyFrame, RequestFrame, EVENT_TAG, MAX_FRAME_PAYLOAD, REQUEST_SIZE};
 use super::HostMemory;
-use crate::dispatch::{dispatch, TransportOp};
+use crate::dispatch::{dispatch, Peer, TransportOp};
 use crate::GpuScheme;
 
 /// Connections served at once; further ones are accepted and closed at once, so a flood of
@@ -36,8 +36,9 @@ struct Conn {
     handle: usize,
     /// Connections accepted on the listener name the root, which is never closed.
     is_root: bool,
-    /// The peer process of the root connection it descends from (per-process limits).
-    pid: usize,
+    /// The peer process of the root connection it descends from (per-process limits, and
+    /// its user for the root's cross-client views).
+    peer: Peer,
 }
 
 /// A request that answered EWOULDBLOCK, kept to retry.
@@ -77,6 +78,8 @@ impl<D: HostMemory> HostServer<D> {
         rustix::net::bind(&listener, &SocketAddrUnix::new(path)?)?;
         rustix::net::listen(&listener, 64)?;
         let root = scheme.scheme_root().map_err(|_| rustix::io::Errno::IO)?;
+        // The daemon's own user administers it (as root does on Redox).
+        scheme.set_admin_uid(rustix::process::getuid().as_raw());
         Ok(HostServer {
             scheme,
             state: SchemeState::new(),
@@ -182,16 +185,25 @@ impl<D: HostMemory> HostServer<D> {
                 drop(fd);
                 continue;
             }
-            let cred = rustix::net::sockopt::socket_peercred(&fd);
-            let pid = cred.map_or(0, |c| rustix::process::Pid::as_raw(Some(c.pid)) as usize);
-            let id = self.add_conn(fd, self.root, pid);
+            // Without credentials the peer gets an unprivileged uid, never root's.
+            let peer = rustix::net::sockopt::socket_peercred(&fd).map_or(
+                Peer {
+                    pid: 0,
+                    uid: u32::MAX,
+                },
+                |c| Peer {
+                    pid: rustix::process::Pid::as_raw(Some(c.pid)) as usize,
+                    uid: c.uid.as_raw(),
+                },
+            );
+            let id = self.add_conn(fd, self.root, peer);
             if let Some(c) = self.conns.get_mut(&id) {
                 c.is_root = true;
             }
         }
     }
 
-    fn add_conn(&mut self, fd: OwnedFd, handle: usize, pid: usize) -> u64 {
+    fn add_conn(&mut self, fd: OwnedFd, handle: usize, peer: Peer) -> u64 {
         let id = self.next_conn;
         self.next_conn += 1;
         self.conns.insert(
@@ -200,7 +212,7 @@ impl<D: HostMemory> HostServer<D> {
                 fd,
                 handle,
                 is_root: false,
-                pid,
+                peer,
             },
         );
         id
@@ -282,14 +294,14 @@ impl<D: HostMemory> HostServer<D> {
     }
 
     fn handle(&mut self, conn: u64, frame: &RequestFrame, payload: &mut Vec<u8>) -> Outcome {
-        let Some((handle, pid)) = self.conns.get(&conn).map(|c| (c.handle, c.pid)) else {
+        let Some((handle, peer)) = self.conns.get(&conn).map(|c| (c.handle, c.peer)) else {
             return err(EIO);
         };
         let (tag, a) = (frame.tag, frame.args);
         let op = match frame.kind {
-            kind::OPEN | kind::DUP => return self.open_or_dup(handle, pid, frame, payload),
-            kind::READ => return self.read(handle, frame),
-            kind::MMAP => return self.mmap(handle, a[0], a[1] as usize, tag),
+            kind::OPEN | kind::DUP => return self.open_or_dup(handle, peer, frame, payload),
+            kind::READ => return self.read(handle, peer, frame),
+            kind::MMAP => return self.mmap(handle, peer, a[0], a[1] as usize, tag),
             kind::CALL => TransportOp::Call {
                 fd: handle,
                 second: None,
@@ -308,7 +320,7 @@ impl<D: HostMemory> HostServer<D> {
             },
             _ => return err(EINVAL),
         };
-        match regular(dispatch(&mut self.scheme, &mut self.state, op, tag, pid)) {
+        match regular(dispatch(&mut self.scheme, &mut self.state, op, tag, peer)) {
             Err(EWOULDBLOCK) => Outcome::Park,
             Ok(n) if frame.kind == kind::CALL => Outcome::Reply(n as i64, payload.clone(), None),
             Ok(n) => Outcome::Reply(n as i64, vec![], None),
@@ -319,7 +331,7 @@ impl<D: HostMemory> HostServer<D> {
     fn open_or_dup(
         &mut self,
         handle: usize,
-        pid: usize,
+        peer: Peer,
         frame: &RequestFrame,
         payload: &[u8],
     ) -> Outcome {
@@ -337,11 +349,11 @@ impl<D: HostMemory> HostServer<D> {
                 buf: path.as_bytes(),
             }
         };
-        let r = dispatch(&mut self.scheme, &mut self.state, op, frame.tag, pid);
-        self.opened(r, pid)
+        let r = dispatch(&mut self.scheme, &mut self.state, op, frame.tag, peer);
+        self.opened(r, peer)
     }
 
-    fn read(&mut self, handle: usize, frame: &RequestFrame) -> Outcome {
+    fn read(&mut self, handle: usize, peer: Peer, frame: &RequestFrame) -> Outcome {
         let mut buf = vec![0u8; (frame.out_len as usize).min(MAX_FRAME_PAYLOAD)];
         let op = TransportOp::Read {
             fd: handle,
@@ -353,7 +365,7 @@ impl<D: HostMemory> HostServer<D> {
             &mut self.state,
             op,
             frame.tag,
-            0,
+            peer,
         )) {
             Ok(n) => Outcome::Reply(n as i64, buf.get(..n).unwrap_or_default().to_vec(), None),
             Err(e) => err(e),
@@ -361,7 +373,7 @@ impl<D: HostMemory> HostServer<D> {
     }
 
     /// A new handle: make a socketpair, keep one end as its connection, pass the other back.
-    fn opened(&mut self, r: SchemeResponse, pid: usize) -> Outcome {
+    fn opened(&mut self, r: SchemeResponse, peer: Peer) -> Outcome {
         let number = match r {
             SchemeResponse::Opened(Ok(OpenResult::ThisScheme { number, .. })) => number,
             SchemeResponse::Opened(Err(e)) => {
@@ -380,7 +392,7 @@ impl<D: HostMemory> HostServer<D> {
             None,
         ) {
             Ok((ours, theirs)) => {
-                self.add_conn(ours, number, pid);
+                self.add_conn(ours, number, peer);
                 Outcome::Reply(0, vec![], Some(theirs))
             }
             Err(_) => {
@@ -391,7 +403,7 @@ impl<D: HostMemory> HostServer<D> {
     }
 
     /// `mmap`: account and check through the scheme, then pass the BO's memory fd.
-    fn mmap(&mut self, handle: usize, offset: u64, len: usize, tag: u32) -> Outcome {
+    fn mmap(&mut self, handle: usize, peer: Peer, offset: u64, len: usize, tag: u32) -> Outcome {
         let flags = MapFlags::PROT_READ | MapFlags::PROT_WRITE | MapFlags::MAP_SHARED;
         let op = TransportOp::MmapPrep {
             fd: handle,
@@ -399,7 +411,7 @@ impl<D: HostMemory> HostServer<D> {
             len,
             flags,
         };
-        if let Err(e) = regular(dispatch(&mut self.scheme, &mut self.state, op, tag, 0)) {
+        if let Err(e) = regular(dispatch(&mut self.scheme, &mut self.state, op, tag, peer)) {
             return Outcome::Reply(-(e as i64), vec![], None);
         }
         let memory = self

@@ -54,6 +54,9 @@ pub struct GpuScheme<D: GpuDriver> {
     devices_per_pid: HashMap<usize, u64>,
     /// VM views opened through the root (bounded by `Limits::handles`).
     root_views: u64,
+    /// Besides uid 0, the user whose callers may see every client through the root (the
+    /// daemon's own user on the host).
+    admin_uid: Option<u32>,
 }
 
 impl<D: GpuDriver> GpuScheme<D> {
@@ -72,7 +75,19 @@ impl<D: GpuDriver> GpuScheme<D> {
             parked: HashMap::new(),
             devices_per_pid: HashMap::new(),
             root_views: 0,
+            admin_uid: None,
         }
+    }
+
+    /// Lets callers of user `uid` (besides uid 0) see every client through the root handle:
+    /// the per-client stats blocks and per-VM lines, and root VM views.
+    pub fn set_admin_uid(&mut self, uid: u32) {
+        self.admin_uid = Some(uid);
+    }
+
+    /// Whether `ctx` may see other clients through the root handle.
+    pub(super) fn privileged(&self, ctx: &CallerCtx) -> bool {
+        ctx.uid == 0 || self.admin_uid == Some(ctx.uid)
     }
 
     /// The driver.
@@ -157,9 +172,18 @@ impl<D: GpuDriver> GpuScheme<D> {
     }
 
     /// `dup(device, "bo/<id>" | "syncobj/<id>" | "vm/<id>")`, or a VM view on the root.
-    fn derive(&mut self, old: usize, buf: &[u8]) -> std::result::Result<usize, SchemeError> {
+    fn derive(
+        &mut self,
+        old: usize,
+        buf: &[u8],
+        privileged: bool,
+    ) -> std::result::Result<usize, SchemeError> {
         if let Handle::Root = self.handle(old)? {
             let path = handles::parse_derived(buf)?;
+            if !privileged {
+                // Other clients' address spaces are for the administrator only.
+                return Err(SchemeError::PermissionDenied);
+            }
             return self.open_root_view(old, path);
         }
         let client_id = self.device_client(old)?;
@@ -430,8 +454,9 @@ impl<D: GpuDriver> SchemeSync for GpuScheme<D> {
         Ok(opened(self.open_device(ctx.pid)?))
     }
 
-    fn dup(&mut self, old_id: usize, buf: &[u8], _ctx: &CallerCtx) -> Result<OpenResult> {
-        Ok(opened(self.derive(old_id, buf)?))
+    fn dup(&mut self, old_id: usize, buf: &[u8], ctx: &CallerCtx) -> Result<OpenResult> {
+        let privileged = self.privileged(ctx);
+        Ok(opened(self.derive(old_id, buf, privileged)?))
     }
 
     fn read(
@@ -440,12 +465,12 @@ impl<D: GpuDriver> SchemeSync for GpuScheme<D> {
         buf: &mut [u8],
         offset: u64,
         _fcntl: u32,
-        _ctx: &CallerCtx,
+        ctx: &CallerCtx,
     ) -> Result<usize> {
         if let Handle::Vm(_) = self.handle(id)? {
             return Ok(self.read_vm_view(id, buf, offset)?);
         }
-        let text = self.stats_text(id)?;
+        let text = self.stats_text(id, self.privileged(ctx))?;
         let start = usize::try_from(offset)
             .unwrap_or(usize::MAX)
             .min(text.len());

@@ -14,20 +14,23 @@ use crate::driver::{ClientId, GpuDriver};
 use crate::errno::SchemeError;
 
 impl<D: GpuDriver> GpuScheme<D> {
-    pub(super) fn stats_text(&self, id: usize) -> Result<String, SchemeError> {
+    /// `privileged`: the caller may see every client through the root (see
+    /// `GpuScheme::set_admin_uid`); others get the root's device-wide totals only.
+    pub(super) fn stats_text(&self, id: usize, privileged: bool) -> Result<String, SchemeError> {
         let mut out = String::new();
         match self.handle(id)? {
-            Handle::Root => {
-                self.device_stats(None, &mut out);
+            Handle::Root if privileged => {
+                self.device_stats(VmLines::All, &mut out);
                 // Then every client's block, each starting with its `client-id` line.
                 let clients: Vec<ClientId> = self.clients.keys().copied().collect();
                 for c in clients {
                     self.client_stats(c, &mut out);
                 }
             }
+            Handle::Root => self.device_stats(VmLines::None, &mut out),
             Handle::Device { client, .. } => {
                 self.client_stats(*client, &mut out);
-                self.device_stats(Some(*client), &mut out);
+                self.device_stats(VmLines::Of(*client), &mut out);
             }
             Handle::Bo(d) => {
                 line(&mut out, "bo-size", d.size);
@@ -81,9 +84,8 @@ impl<D: GpuDriver> GpuScheme<D> {
         }
     }
 
-    /// Device-wide lines. A client (`viewer`) sees the per-VM lines (`vm-<daemon id>-…`) of
-    /// its own VMs only; the root sees every VM's.
-    fn device_stats(&self, viewer: Option<ClientId>, out: &mut String) {
+    /// Device-wide lines, with the per-VM lines (`vm-<daemon id>-…`) `vms` selects.
+    fn device_stats(&self, vms: VmLines, out: &mut String) {
         let info = self.driver.device_info();
         line(out, "device-clients", self.clients.len());
         line(out, "device-handles", self.handles.len());
@@ -108,11 +110,13 @@ impl<D: GpuDriver> GpuScheme<D> {
             "device-memory-system-free",
             format_args!("{} bytes", info.sys_free),
         );
-        let own: Option<Vec<u64>> = viewer.map(|c| {
-            self.clients.get(&c).map_or_else(Vec::new, |c| {
+        let own: Option<Vec<u64>> = match vms {
+            VmLines::All => None,
+            VmLines::None => Some(Vec::new()),
+            VmLines::Of(c) => Some(self.clients.get(&c).map_or_else(Vec::new, |c| {
                 c.vms.values().map(|e| self.driver.vm_key(&e.vm)).collect()
-            })
-        });
+            })),
+        };
         for (k, v) in self.driver.stats(None) {
             if let (Some(own), Some(id)) = (&own, vm_line_id(&k)) {
                 if !own.contains(&id) {
@@ -122,6 +126,17 @@ impl<D: GpuDriver> GpuScheme<D> {
             line(out, &k, v);
         }
     }
+}
+
+/// Which VMs' lines the device-wide stats show.
+#[derive(Debug, Clone, Copy)]
+enum VmLines {
+    /// Every VM's (a privileged root reader).
+    All,
+    /// This client's (its device handle).
+    Of(ClientId),
+    /// None (an unprivileged root reader).
+    None,
 }
 
 /// The daemon-wide VM id of a `vm-<id>-…` stats key.
