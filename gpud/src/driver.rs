@@ -116,24 +116,6 @@ impl Driver {
         f(st)
     }
 
-    /// Per live VM (by gpud's VM id): its client and mapping count, keyed `vm-<id>-…`. The
-    /// table itself is read through a VM view (`dup(root, "vm/<id>")`, `gpuctl vm`).
-    fn vm_summaries(&self, out: &mut Vec<(String, String)>) {
-        let vms: Vec<(ClientId, Arc<Vm>)> = {
-            let map = self.clients.lock();
-            map.iter()
-                .flat_map(|(c, st)| st.vms.iter().filter_map(Weak::upgrade).map(|v| (*c, v)))
-                .collect()
-        };
-        // The VM trees are read after the client table is released (see docs/serve.md).
-        for (client, vm) in vms {
-            let id = vm.id().0;
-            let mappings = vm.with_state(|s| s.gpuvm.tree().len());
-            out.push((format!("vm-{id}-client"), client.0.to_string()));
-            out.push((format!("vm-{id}-mappings"), mappings.to_string()));
-        }
-    }
-
     /// The mapping table of `vm` in VA order, as the scheme's VM view reports it.
     pub fn vm_mappings(vm: &Vm) -> Vec<VmMapping> {
         vm.with_state(|st| {
@@ -362,7 +344,7 @@ impl GpuDriver for Driver {
             None => {
                 let mem = self.device.mem_stats();
                 let clients = self.clients.lock().len();
-                let mut lines = vec![
+                vec![
                     ("clients".into(), clients.to_string()),
                     ("vram_free".into(), mem.vram_free.to_string()),
                     ("sys_free".into(), mem.sys_free.to_string()),
@@ -370,9 +352,7 @@ impl GpuDriver for Driver {
                         "pt_copy_jobs".into(),
                         self.device.pt_copy_jobs().to_string(),
                     ),
-                ];
-                self.vm_summaries(&mut lines);
-                lines
+                ]
             }
         }
     }
@@ -394,6 +374,10 @@ impl GpuDriver for Driver {
 
     fn bo_key(&self, bo: &Arc<Bo>) -> u64 {
         GpuBo::id(bo.as_ref()).0
+    }
+
+    fn vm_mapping_count(&self, vm: &Arc<Vm>) -> u64 {
+        vm.with_state(|s| s.gpuvm.tree().len() as u64)
     }
 
     fn vm_table(&self, vm: &Arc<Vm>) -> Result<Vec<VmMapping>, DriverError> {

@@ -433,12 +433,8 @@ fn vm_table_reports_every_mapping_with_daemon_keys_until_destroyed() {
             row(0x20_0000, 0x20_1000, MappingBacking::Null, false),
         ]
     );
-    // The device-wide stats keep a per-VM summary, not the table.
-    let stats = d.stats(None);
-    let id = vm.id().0;
-    let has = |k: &str, v: &str| stats.iter().any(|(a, b)| a == k && b == v);
-    assert!(has(&format!("vm-{id}-mappings"), "3"), "{stats:?}");
-    assert!(!stats.iter().any(|(k, _)| k.ends_with("-map")));
+    // The stats' per-VM summary (printed by the scheme) counts without building the table.
+    assert_eq!(d.vm_mapping_count(&vm), 3);
     d.vm_destroy(&vm).expect("destroy");
     assert_eq!(d.vm_table(&vm), Err(DriverError::VmGone));
 }

@@ -211,6 +211,11 @@ pub trait GpuDriver {
     fn bo_key(&self, bo: &Self::Bo) -> u64;
     /// The whole mapping table of `vm`, in VA order. `VmGone` once the VM is destroyed.
     fn vm_table(&self, vm: &Self::Vm) -> Result<Vec<VmMapping>, DriverError>;
+    /// How many mappings `vm` has (the stats' per-VM summary). Drivers that can count without
+    /// building the table should.
+    fn vm_mapping_count(&self, vm: &Self::Vm) -> u64 {
+        self.vm_table(vm).map_or(0, |t| t.len() as u64)
+    }
     /// BO_CREATE; `vm` is set for VM-private BOs.
     fn bo_create(
         &self,

@@ -349,9 +349,10 @@ fn the_root_shows_other_clients_only_to_privileged_callers() {
             .map_err(|e| e.errno);
     assert_eq!(refused, Err(EACCES));
     let admin = read_root(&mut h, 0);
-    // (The fake driver prints no per-VM lines; gpud's are filtered by the same rule,
-    // tested end to end in gpu-tests' `clients.rs`.)
-    assert!(admin.contains("client-id:"), "{admin}");
+    assert!(
+        admin.contains("client-id:") && admin.contains(&format!("vm-{daemon}-mappings: 0")),
+        "{admin}"
+    );
     assert!(h.s.dup(root, path.as_bytes(), &as_user(0)).is_ok());
     // The daemon's own user is an administrator too once named.
     h.s.set_admin_uid(1000);

@@ -110,20 +110,25 @@ impl<D: GpuDriver> GpuScheme<D> {
             "device-memory-system-free",
             format_args!("{} bytes", info.sys_free),
         );
-        let own: Option<Vec<u64>> = match vms {
-            VmLines::All => None,
-            VmLines::None => Some(Vec::new()),
-            VmLines::Of(c) => Some(self.clients.get(&c).map_or_else(Vec::new, |c| {
-                c.vms.values().map(|e| self.driver.vm_key(&e.vm)).collect()
-            })),
-        };
         for (k, v) in self.driver.stats(None) {
-            if let (Some(own), Some(id)) = (&own, vm_line_id(&k)) {
-                if !own.contains(&id) {
-                    continue;
-                }
-            }
             line(out, &k, v);
+        }
+        // Per-VM summaries, from the scheme's own record of who owns which VM.
+        let owners: Vec<ClientId> = match vms {
+            VmLines::All => self.clients.keys().copied().collect(),
+            VmLines::Of(c) => vec![c],
+            VmLines::None => Vec::new(),
+        };
+        for c in owners {
+            let Some(client) = self.clients.get(&c) else {
+                continue;
+            };
+            for entry in client.vms.values() {
+                let key = self.driver.vm_key(&entry.vm);
+                line(out, &format!("vm-{key}-client"), c.0);
+                let count = self.driver.vm_mapping_count(&entry.vm);
+                line(out, &format!("vm-{key}-mappings"), count);
+            }
         }
     }
 }
@@ -137,11 +142,6 @@ enum VmLines {
     Of(ClientId),
     /// None (an unprivileged root reader).
     None,
-}
-
-/// The daemon-wide VM id of a `vm-<id>-…` stats key.
-fn vm_line_id(key: &str) -> Option<u64> {
-    key.strip_prefix("vm-")?.split('-').next()?.parse().ok()
 }
 
 fn line(out: &mut String, key: &str, value: impl std::fmt::Display) {
