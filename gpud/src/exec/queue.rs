@@ -187,6 +187,7 @@ impl ExecQueue {
     }
 
     /// The queue's fence page (while the scheduler knows the queue).
+    #[cfg(test)]
     pub(crate) fn fence_page(&self) -> Option<FencePage> {
         self.shared.with_queue(self.id, |q| q.fence_page)
     }
