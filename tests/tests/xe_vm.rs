@@ -157,7 +157,8 @@ scenario!(bind_execqueues_independent, |dev| {
     let sync = || Syncobj::create(dev, false).expect("syncobj");
     let (spun, s0, s1, x1) = (sync(), sync(), sync(), sync());
     let mut spin = Batch::new();
-    spin.semaphore_wait(IGT_ADDR, SemOp::Gte, 1, false).batch_end();
+    spin.semaphore_wait(IGT_ADDR, SemOp::Gte, 1, false)
+        .batch_end();
     let cork = batch_page(dev, &spin);
     g.vm.bind()
         .queue(&b0)
@@ -191,8 +192,14 @@ scenario!(bind_execqueues_independent, |dev| {
         .signal(&x1)
         .submit()
         .expect("exec through bind queue 1");
-    assert!(s1.wait(BOUNDED).expect("s1"), "bind queue 1 waited for queue 0");
-    assert!(x1.wait(BOUNDED).expect("x1"), "the exec through queue 1's bind");
+    assert!(
+        s1.wait(BOUNDED).expect("s1"),
+        "bind queue 1 waited for queue 0"
+    );
+    assert!(
+        x1.wait(BOUNDED).expect("x1"),
+        "the exec through queue 1's bind"
+    );
     // Had queue 1 waited for queue 0, both would only have signalled once the spinner
     // ended (here: killed by the job timeout, failing both binds).
     assert!(
@@ -201,7 +208,10 @@ scenario!(bind_execqueues_independent, |dev| {
     );
     assert!(!s0.wait(Timeout::Poll).expect("s0"), "queue 0 still corked");
     assert_eq!(read_u32(&free, 0), 0xc0ffee);
-    cork.mmap().expect("mmap").write_u64(0, 1).expect("end spinner");
+    cork.mmap()
+        .expect("mmap")
+        .write_u64(0, 1)
+        .expect("end spinner");
     assert!(s0.wait(Timeout::Forever).expect("s0"));
     g.store(&[(IGT_ADDR + PAGE, 7)]);
     assert_eq!(read_u32(&blocked, 0), 7);

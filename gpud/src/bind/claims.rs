@@ -181,7 +181,12 @@ mod tests {
     fn a_page_another_queue_links_orders_any_write_into_it() {
         let mut c = TableClaims::default();
         let (a, b) = (fence(), fence());
-        c.order(BindQueueId(1), &[w(5, 3), w(6, 0)], &[PhysAddr(6 * PAGE_SIZE)], &a);
+        c.order(
+            BindQueueId(1),
+            &[w(5, 3), w(6, 0)],
+            &[PhysAddr(6 * PAGE_SIZE)],
+            &a,
+        );
         let deps = c.order(BindQueueId(2), &[w(6, 200)], &[], &b);
         assert_eq!(deps.len(), 1);
         assert!(Arc::ptr_eq(&deps[0], &a));

@@ -210,7 +210,14 @@ impl Vm {
         // Commit point: nothing below fails.
         let (commit, writes) = update.commit_deferred();
         let (fence, prev) = queue.next_fence();
-        let deps = self.job_deps(syncs, prev, queue, (&writes, &commit.linked), &fence, &resvs);
+        let deps = self.job_deps(
+            syncs,
+            prev,
+            queue,
+            (&writes, &commit.linked),
+            &fence,
+            &resvs,
+        );
         for r in exec.locked() {
             let _ = exec.add_fence(r, fence.clone(), Usage::Bookkeep);
         }

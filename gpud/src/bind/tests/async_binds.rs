@@ -169,10 +169,21 @@ fn bind_queues_independent() {
         .unwrap();
     // A bound that only matters when queue 1 waits for the corked queue 0 (the bug).
     let bounded = |f: &Fence| f.wait(Some(Duration::from_secs(10)));
-    assert_eq!(bounded(&free), Ok(Ok(())), "queue 1's bind waited for queue 0");
-    assert_eq!(bounded(&exec), Ok(Ok(())), "the exec through queue 1's bind");
+    assert_eq!(
+        bounded(&free),
+        Ok(Ok(())),
+        "queue 1's bind waited for queue 0"
+    );
+    assert_eq!(
+        bounded(&exec),
+        Ok(Ok(())),
+        "the exec through queue 1's bind"
+    );
     assert_eq!(read(&b1, 8), 0xc0ffee);
-    assert!(!spin.is_signalled() && !blocked.is_signalled(), "queue 0 still corked");
+    assert!(
+        !spin.is_signalled() && !blocked.is_signalled(),
+        "queue 0 still corked"
+    );
     write(&bo, 0, 1);
     wait(&blocked).unwrap();
     t.store(IGT_ADDR + K4 + 8, 8).unwrap();
@@ -242,7 +253,10 @@ fn bind_queues_serialise_on_a_shared_entry() {
         )
         .unwrap();
     settle();
-    assert!(!second.is_signalled(), "the unmap waits for the pending map");
+    assert!(
+        !second.is_signalled(),
+        "the unmap waits for the pending map"
+    );
     write(&bo, 0, 1);
     wait(&second).unwrap();
     assert!(first.is_signalled());

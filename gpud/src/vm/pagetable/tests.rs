@@ -687,9 +687,17 @@ fn commit_names_the_tables_it_links() {
     let c = run(&mut pt, &[map(0x1a_1000, PAGE_SIZE, PAGE_SIZE, RW)]);
     assert!(c.linked.is_empty(), "an entry of an existing leaf table");
     let c = run(&mut pt, &[map(MIB2, 0, PAGE_SIZE, RW)]);
-    assert_eq!(c.linked.len(), 1, "a new leaf table in an existing directory");
+    assert_eq!(
+        c.linked.len(),
+        1,
+        "a new leaf table in an existing directory"
+    );
     let c = run(&mut pt, &[map(4 * MIB2, 0, MIB2, RW)]);
     assert_eq!(c.linked.len(), 0, "a 2 MiB leaf hides its new table");
     let c = run(&mut pt, &[unmap(4 * MIB2, PAGE_SIZE)]);
-    assert_eq!(c.linked.len(), 1, "demoting the leaf writes out the hidden table");
+    assert_eq!(
+        c.linked.len(),
+        1,
+        "demoting the leaf writes out the hidden table"
+    );
 }
