@@ -31,7 +31,7 @@ enum Command {
     /// Run the daemon on a Linux host: simgpu behind the gpu scheme on a Unix socket.
     Serve {
         #[command(flatten)]
-        settings: Settings,
+        settings: Box<Settings>,
         /// Read settings from this TOML file (keys are the long options: `vram = "32M"`);
         /// options given on the command line win.
         #[arg(long, value_name = "PATH")]
