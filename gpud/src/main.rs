@@ -9,6 +9,8 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
+        // The demo and `serve` run on the Linux host transport.
+        #[cfg(target_os = "linux")]
         Some("demo") => match gpud::demo::run(&mut std::io::stdout())
             .and_then(|()| gpud::demo::clients::run(&mut std::io::stdout()))
         {
@@ -22,6 +24,7 @@ fn main() -> ExitCode {
             }
         },
         // Hidden: the client processes the demo starts.
+        #[cfg(target_os = "linux")]
         Some("demo-client") => match gpud::demo::clients::client_main(&args[1..]) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -29,6 +32,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        #[cfg(target_os = "linux")]
         Some("serve") => match gpud::platform::host::serve_main(&args[1..]) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
