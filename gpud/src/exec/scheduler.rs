@@ -18,7 +18,7 @@ use super::recovery;
 use super::ring::ExecHw;
 use super::vm_hook::JobVm;
 use crate::hw::clock::WAIT_SLICE;
-use crate::hw::{Engine, HwError, IrqCauses};
+use crate::hw::{DmaMemory, Engine, HwError, IrqCauses};
 use crate::sync::{Fence, FenceFault, FenceStatus, WaitQueue};
 use parking_lot::{Mutex, MutexGuard};
 use std::collections::{BTreeMap, BTreeSet};
@@ -387,7 +387,7 @@ impl Shared {
                 }
             }
             // Nothing queued either: the queue (and its hold on the VM) goes now.
-            reap_closed(&mut st);
+            reap_closed(&mut st, &*self.hw.dma);
             std::mem::take(&mut st.graveyard)
         };
         drop(dead);
@@ -419,7 +419,7 @@ impl Shared {
                 q.oldest_started = now;
             }
         }
-        reap_closed(st);
+        reap_closed(st, &*self.hw.dma);
     }
 
     /// Writes every queue's ready jobs to its ring, in order, until one is not ready or the
@@ -482,8 +482,9 @@ impl Shared {
     }
 }
 
-/// Drops queues whose handle is gone and whose in-flight jobs finished.
-fn reap_closed(st: &mut State) {
+/// Drops queues whose handle is gone and whose in-flight jobs finished, freeing the fence
+/// pages they own: their rings are destroyed and empty, so nothing can write them.
+fn reap_closed(st: &mut State, dma: &dyn DmaMemory) {
     let idle: Vec<QueueId> = st
         .queues
         .iter()
@@ -496,6 +497,9 @@ fn reap_closed(st: &mut State) {
                 // The queue is idle; a failure here leaves a disabled ring behind, nothing worse.
                 let _ = ring.destroy();
                 st.free_slot(q.engine, q.slot);
+            }
+            if let Some(page) = q.fence_region.take() {
+                let _ = dma.free(page);
             }
             st.graveyard.extend(q.keepalive.take());
         }
