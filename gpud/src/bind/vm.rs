@@ -18,22 +18,24 @@ use super::op::VmFlags;
 use super::queue::{run_job, BindJob, BindQueue, BindQueueId};
 use crate::device::Core;
 use crate::exec::{publish_job_fence, JobVm, JobVmError};
-use crate::hw::pte::LeafFlags;
+use crate::hw::pte::{CacheMode, LeafFlags, VA_BITS};
 use crate::hw::{DmaRegion, FaultMode, HwCtx};
 use crate::mem::bo::Bo;
 use crate::mem::manager::EvictReport;
 use crate::sync::{Exec, Fence, LockClass, OrderedRwLock, Resv, Usage};
-use crate::types::{BoId, GpuVa, PhysAddr, VmId};
+use crate::types::{BoId, GpuVa, PhysAddr, VmId, PAGE_SIZE};
 use crate::vm::pagetable::{PageTable, PtConfig, PtOp};
-use crate::vm::{GpuBo, GpuVm, MappingFlags, MappingId, VaRange, VaSpace, VmBo, VmBoLists};
+use crate::vm::{
+    GpuBo, GpuVm, Mapping, MappingFlags, MappingId, VaRange, VaSpace, VmBo, VmBoLists,
+};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Size of the VA space (48 bits).
-pub const VA_SPACE: u64 = 1 << 48;
+/// Size of the VA space (`hw::pte::VA_BITS`).
+pub const VA_SPACE: u64 = 1 << VA_BITS;
 /// The reserved kernel region at the top of the VA space (queue fence pages live there).
 pub const KERNEL_VA_BASE: u64 = VA_SPACE - (1 << 32);
 
@@ -49,6 +51,26 @@ pub struct VmState {
     pub ufences: HashMap<MappingId, Arc<Fence>>,
     /// Fence pages of exec queues, mapped in the reserved region.
     pub(crate) fence_pages: Vec<DmaRegion>,
+}
+
+impl VmState {
+    /// The mapping covering `va`, if any.
+    pub fn mapping_at(&self, va: GpuVa) -> Option<&Mapping> {
+        let page = GpuVa(va.get() & !(PAGE_SIZE - 1));
+        let probe = VaRange::new(page, PAGE_SIZE).ok()?;
+        self.gpuvm
+            .tree()
+            .find_first(probe)
+            .filter(|m| m.range().contains(va))
+    }
+
+    /// The BO behind `va` and the byte offset of `va` in it, with the mapping (BO-backed
+    /// mappings only): the one answer to "which BO backs this VA".
+    pub fn backing_at(&self, va: GpuVa) -> Option<(&Arc<Bo>, u64, &Mapping)> {
+        let m = self.mapping_at(va)?;
+        let bo = self.bos.get(&m.bo_id()?)?;
+        Some((bo, m.offset() + (va.get() - m.range().start().get()), m))
+    }
 }
 
 /// A VM.
@@ -219,6 +241,12 @@ impl Vm {
         }
     }
 
+    /// The BO behind `va` and the byte offset of `va` in it (see [`VmState::backing_at`]).
+    pub fn backing_at(&self, va: GpuVa) -> Option<(Arc<Bo>, u64)> {
+        let st = self.lock.read();
+        st.backing_at(va).map(|(bo, off, _)| (bo.clone(), off))
+    }
+
     /// Read access to the tree and tables (tests, diagnostics, the scheme's queries).
     pub fn with_state<R>(&self, f: impl FnOnce(&VmState) -> R) -> R {
         f(&self.lock.read())
@@ -265,21 +293,7 @@ impl Vm {
         let (commit, writes) = update.commit_deferred();
         let fence = Fence::new(crate::sync::FenceContext::alloc(), 1);
         let deps = self.page_deps(BindQueueId(0), &writes, &commit.linked, &fence);
-        let job = BindJob {
-            deps,
-            writes,
-            mem: st.pt.memory().clone(),
-            invalidate: commit.invalidate,
-            mmu: self.core.mmu.clone(),
-            ctx: self.ctx,
-            ctx_used: self.ctx_used.clone(),
-            user_fence: None,
-            fence,
-            banned: self.banned.clone(),
-            cancel: Arc::new(AtomicBool::new(false)),
-            copy: None,
-        };
-        let job = self.core.with_copy_path(job);
+        let job = self.job(st, deps, writes, commit.invalidate, fence, None, false);
         let fence = job.fence.clone();
         st.pt.retire(commit.freed, None, vec![fence.clone()]);
         match run_job(job) {
@@ -291,6 +305,42 @@ impl Vm {
                 what: "page-table rebind",
             }),
         }
+    }
+
+    /// The one place a bind job of this VM is built: `writes` into its tables after `deps`,
+    /// one invalidation of `invalidate`, the user fence, then `fence`. A `cancellable` job
+    /// gives up once the VM is destroyed (queued binds); the others always run (the exec
+    /// path's rebind, fault population: their caller waits for them).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn job(
+        &self,
+        st: &VmState,
+        deps: Vec<Arc<Fence>>,
+        writes: Vec<(PhysAddr, u64)>,
+        invalidate: Option<(GpuVa, u64)>,
+        fence: Arc<Fence>,
+        user_fence: Option<(Arc<Bo>, u64, u64)>,
+        cancellable: bool,
+    ) -> BindJob {
+        let cancel = if cancellable {
+            self.closed.clone()
+        } else {
+            Arc::new(AtomicBool::new(false))
+        };
+        self.core.with_copy_path(BindJob {
+            deps,
+            writes,
+            mem: st.pt.memory().clone(),
+            invalidate,
+            mmu: self.core.mmu.clone(),
+            ctx: self.ctx,
+            ctx_used: self.ctx_used.clone(),
+            user_fence,
+            fence,
+            banned: self.banned.clone(),
+            cancel,
+            copy: None,
+        })
     }
 
     /// Rebinds every mapping of `bo` to its current backing.
@@ -378,11 +428,11 @@ impl Drop for Vm {
     }
 }
 
-/// The leaf flags of a mapping.
+/// The leaf flags of a mapping: writability and the cache mode its PAT index selects.
 pub(crate) fn leaf_flags(flags: MappingFlags) -> LeafFlags {
     LeafFlags {
         writable: !flags.contains(MappingFlags::READ_ONLY),
-        ..LeafFlags::default()
+        cache: CacheMode::from_pat_index(flags.pat_index()).unwrap_or_default(),
     }
 }
 

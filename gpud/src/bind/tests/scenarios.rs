@@ -553,3 +553,23 @@ fn scattered_system_bo_binds_and_the_gpu_writes_every_page() {
     }
     drop(keep);
 }
+
+/// The PAT index of a mapping stays with its pieces: after unmapping the middle of an
+/// uncached mapping, both remaining pieces still carry the uncached mode in their PTEs.
+#[test]
+fn pat_index_survives_a_split() {
+    let r = rig();
+    let t = r.vm(VmFlags::empty());
+    let bo = r.bo(4 * K4);
+    t.bind(&[BindOp::map(&bo, 0, VA, 4 * K4).with_pat_index(3)])
+        .unwrap();
+    t.bind(&[BindOp::unmap(VA + K4, K4)]).unwrap();
+    for p in [0, 2, 3] {
+        let tr = r.translate(&t.vm, VA + p * K4, Access::Read).unwrap();
+        assert_eq!(tr.cache, 1, "page {p}: uncached");
+    }
+    let e = t
+        .bind(&[BindOp::map(&bo, 0, VA + K4, K4).with_pat_index(4)])
+        .unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Invalid);
+}
