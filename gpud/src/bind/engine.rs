@@ -415,6 +415,6 @@ fn install_out_syncs(syncs: &ParsedSyncs, fence: &Arc<Fence>) {
 
 /// A synchronous job failed after the commit: the VM is banned.
 fn sync_failure(vm: &Vm, fault: FenceFault) -> BindError {
-    let _ = fault;
+    tracing::warn!(vm = ?vm.id, ?fault, "synchronous bind failed after its commit: VM banned");
     BindError::VmGone { vm: vm.id }
 }
