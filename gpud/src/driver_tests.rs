@@ -456,7 +456,7 @@ fn pat_index_reaches_the_pte() {
         .collect();
     d.vm_bind(C, &vm, None, ops, vec![]).expect("bind");
     let gpu = d.device().gpu().expect("simgpu").clone();
-    let root = vm.with_state(|st| st.pt.root());
+    let root = vm.with_pt(|pt| pt.root());
     let root = DevRoot {
         addr: root.addr.get(),
         location: simgpu::Location::System,

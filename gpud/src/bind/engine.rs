@@ -209,8 +209,9 @@ impl Vm {
             Some((va, value)) => Some(self.user_fence_target(st, va, value)?),
             None => None,
         };
+        let mut pt = self.pt.lock();
         self.core.fail.check(FailPoint::PtPrepare)?;
-        let update = st.pt.prepare(&ptops)?;
+        let update = pt.prepare(&ptops)?;
         self.core.fail.check(FailPoint::JobCreate)?;
         // Commit point: nothing below fails.
         let (commit, writes) = update.commit_deferred();
@@ -229,9 +230,9 @@ impl Vm {
         if syncs.user_fence.is_some() {
             self.record_ufences(st, applied, &fence);
         }
-        st.pt.retire(commit.freed, None, vec![fence.clone()]);
+        pt.retire(commit.freed, None, vec![fence.clone()]);
+        drop(pt);
         let job = self.job(
-            st,
             deps,
             writes,
             commit.invalidate,
@@ -245,7 +246,7 @@ impl Vm {
         } else if let Some(fault) = run_job(job) {
             return Err(sync_failure(self, fault));
         } else {
-            st.pt.reclaim(&*self.core.mmu);
+            self.pt.lock().reclaim(&*self.core.mmu);
         }
         Ok(fence)
     }

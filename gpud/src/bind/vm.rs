@@ -22,7 +22,7 @@ use crate::hw::pte::{CacheMode, LeafFlags, VA_BITS};
 use crate::hw::{DmaRegion, FaultMode, HwCtx};
 use crate::mem::bo::Bo;
 use crate::mem::manager::EvictReport;
-use crate::sync::{Exec, Fence, LockClass, OrderedRwLock, Resv, Usage};
+use crate::sync::{Exec, Fence, LockClass, OrderedMutex, OrderedRwLock, Resv, Usage};
 use crate::types::{BoId, GpuVa, PhysAddr, VmId, PAGE_SIZE};
 use crate::vm::pagetable::{PageTable, PtConfig, PtOp};
 use crate::vm::{
@@ -44,8 +44,6 @@ pub const KERNEL_VA_BASE: u64 = VA_SPACE - (1 << 32);
 pub struct VmState {
     /// The VA tree and vm_bo registry.
     pub gpuvm: GpuVm,
-    /// The page tables.
-    pub pt: PageTable,
     /// The BOs with a vm_bo in this VM (the tree names BOs by id only).
     pub bos: HashMap<BoId, Arc<Bo>>,
     /// Per mapping, the fence of the bind that carried a user fence (the EBUSY rule).
@@ -82,6 +80,9 @@ pub struct Vm {
     pub(crate) core: Arc<Core>,
     pub(crate) resv: Arc<Resv>,
     pub(crate) lock: OrderedRwLock<VmState>,
+    /// The page tables, under their own lock (class NotifierLock, taken after `vm.lock` and
+    /// the reservations): a zap needs only this one.
+    pub(crate) pt: OrderedMutex<PageTable>,
     pub(crate) lists: Mutex<VmBoLists>,
     /// vm_bos of this VM's private BOs evicted by someone else's allocation: moved onto the
     /// evict list by the next path holding the VM resv.
@@ -151,12 +152,12 @@ impl Vm {
                 LockClass::VmLock,
                 VmState {
                     gpuvm: GpuVm::new(id, resv.id(), space),
-                    pt,
                     bos: HashMap::new(),
                     ufences: HashMap::new(),
                     fence_pages: Vec::new(),
                 },
             ),
+            pt: OrderedMutex::new(LockClass::NotifierLock, pt),
             resv,
             lists: Mutex::new(VmBoLists::new(id)),
             foreign_evictions: Mutex::new(Vec::new()),
@@ -248,7 +249,12 @@ impl Vm {
         st.backing_at(va).map(|(bo, off, _)| (bo.clone(), off))
     }
 
-    /// Read access to the tree and tables (tests, diagnostics, the scheme's queries).
+    /// Read access to the page tables (tests, diagnostics).
+    pub fn with_pt<R>(&self, f: impl FnOnce(&PageTable) -> R) -> R {
+        f(&self.pt.lock())
+    }
+
+    /// Read access to the tree (tests, diagnostics, the scheme's queries).
     pub fn with_state<R>(&self, f: impl FnOnce(&VmState) -> R) -> R {
         f(&self.lock.read())
     }
@@ -286,20 +292,24 @@ impl Vm {
 
     /// Writes `ops` into the tables now (prepare, commit, wait for other queues' pending
     /// writes on the same pages, write, invalidate). Used by the exec path's rebind.
-    pub(crate) fn write_now(&self, st: &mut VmState, ops: &[PtOp]) -> Result<(), BindError> {
+    /// `_st`: the caller holds `vm.lock` for writing.
+    pub(crate) fn write_now(&self, _st: &mut VmState, ops: &[PtOp]) -> Result<(), BindError> {
         if ops.is_empty() {
             return Ok(());
         }
-        let update = st.pt.prepare(ops)?;
+        let mut pt = self.pt.lock();
+        let update = pt.prepare(ops)?;
         let (commit, writes) = update.commit_deferred();
         let fence = Fence::new(crate::sync::FenceContext::alloc(), 1);
         let deps = self.page_deps(BindQueueId(0), &writes, &commit.linked, &fence);
-        let job = self.job(st, deps, writes, commit.invalidate, fence, None, false);
+        let job = self.job(deps, writes, commit.invalidate, fence, None, false);
         let fence = job.fence.clone();
-        st.pt.retire(commit.freed, None, vec![fence.clone()]);
+        pt.retire(commit.freed, None, vec![fence.clone()]);
+        // The job waits for other queues' jobs: not with the page-table lock (a zap).
+        drop(pt);
         match run_job(job) {
             None => {
-                st.pt.reclaim(&*self.core.mmu);
+                self.pt.lock().reclaim(&*self.core.mmu);
                 Ok(())
             }
             Some(_) => Err(BindError::Timeout {
@@ -315,7 +325,6 @@ impl Vm {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn job(
         &self,
-        st: &VmState,
         deps: Vec<Arc<Fence>>,
         writes: Vec<(PhysAddr, u64)>,
         invalidate: Option<(GpuVa, u64)>,
@@ -331,7 +340,7 @@ impl Vm {
         self.core.with_copy_path(BindJob {
             deps,
             writes,
-            mem: st.pt.memory().clone(),
+            mem: self.core.pt_mem.clone(),
             invalidate,
             mmu: self.core.mmu.clone(),
             ctx: self.ctx,

@@ -115,12 +115,12 @@ fn munmap_style_unbind_all_frees_tables() {
     let r = rig();
     let t = r.vm(VmFlags::empty());
     let bo = r.bo(8 * K4);
-    let before = t.vm.with_state(|st| st.pt.stats().tables);
+    let before = t.vm.with_pt(|pt| pt.stats().tables);
     t.bind(&[BindOp::map(&bo, 0, 0x40_0000_0000, 8 * K4)])
         .unwrap();
-    assert!(t.vm.with_state(|st| st.pt.stats().tables) > before);
+    assert!(t.vm.with_pt(|pt| pt.stats().tables) > before);
     t.bind(&[BindOp::unmap(0x40_0000_0000, 8 * K4)]).unwrap();
-    assert_eq!(t.vm.with_state(|st| st.pt.stats().tables), before);
+    assert_eq!(t.vm.with_pt(|pt| pt.stats().tables), before);
 }
 
 /// mmap-style: bind over an existing mapping replaces the middle with another BO.
