@@ -92,6 +92,7 @@ pub(crate) fn on_timeout(
     } else if hung {
         recover(shared, st, engine, culprit, done);
     } else {
+        tracing::warn!(queue = %culprit, "job hang: preempting the queue");
         slots::request_preempt(shared, q, PreemptWhy::Hang, now);
     }
 }
@@ -111,6 +112,7 @@ pub(crate) fn ban_queue(
     if q.ban.is_some() {
         return;
     }
+    tracing::warn!(queue = %id, ?ban, "exec queue banned");
     q.ban(ban, fault, done);
     // The queue is stopped (preempted, reset, context error); its ring goes.
     slots::drop_ring(st, id);
@@ -142,8 +144,10 @@ pub(crate) fn recover(
         })
         .copied()
         .collect();
+    tracing::warn!(?engine, queue = %culprit, "job hang: resetting the engine");
     let reset = shared.hw.engines.reset(engine, shared.cfg.reset_timeout);
     shared.resets.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(?engine, device_lost = reset.is_err(), "engine reset");
     let now = shared.hw.clock.now();
     // Jobs that completed before the reset are not resubmitted.
     shared.retire_all(st, now, done);
