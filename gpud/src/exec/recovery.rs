@@ -112,7 +112,7 @@ pub(crate) fn ban_queue(
     if q.ban.is_some() {
         return;
     }
-    tracing::warn!(queue = %id, ?ban, "exec queue banned");
+    tracing::warn!(queue = ?id, engine = ?q.engine, reason = ?ban, "exec queue banned");
     q.ban(ban, fault, done);
     // The queue is stopped (preempted, reset, context error); its ring goes.
     slots::drop_ring(st, id);
@@ -144,7 +144,7 @@ pub(crate) fn recover(
         })
         .copied()
         .collect();
-    tracing::warn!(?engine, queue = %culprit, "job hang: resetting the engine");
+    tracing::warn!(?engine, queue = ?culprit, hung = ?guilty, "job hang: resetting the engine");
     let reset = shared.hw.engines.reset(engine, shared.cfg.reset_timeout);
     shared.resets.fetch_add(1, Ordering::Relaxed);
     tracing::warn!(?engine, device_lost = reset.is_err(), "engine reset");

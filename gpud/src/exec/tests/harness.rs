@@ -24,7 +24,7 @@ use std::time::Duration;
 pub const DATA_VA: GpuVa = GpuVa(0x100_0000);
 /// Size of the data area.
 pub const DATA_BYTES: u64 = 16 * PAGE_SIZE;
-/// Where fence pages are mapped (one page per queue).
+/// Where fence pages are mapped in the global GTT (one page per queue).
 const FENCE_VA: u64 = 0x200_0000;
 /// An address no test context maps.
 pub const UNMAPPED_VA: GpuVa = GpuVa(0x7000_0000);
@@ -41,7 +41,8 @@ const RW: LeafFlags = LeafFlags {
 };
 
 struct TestCtx {
-    pt: SimplePageTable,
+    /// Kept alive: its tables are the context's.
+    _pt: SimplePageTable,
     data: PhysAddr,
 }
 
@@ -54,6 +55,8 @@ pub struct Rig {
     pub gpu: Arc<SimGpu>,
     pub clock: Arc<FakeClock>,
     ctxs: Mutex<Vec<TestCtx>>,
+    /// The global GTT: fence pages, mapped in no test context.
+    ggtt: Mutex<SimplePageTable>,
     fence_pages: Mutex<u64>,
 }
 
@@ -79,6 +82,8 @@ impl Rig {
         let clock = Arc::new(FakeClock::new());
         let hw = Arc::new(SimHw::init(mmio, dma.clone(), latch, clock.clone()).unwrap());
         gpu.start();
+        let ggtt = SimplePageTable::new(dma.clone()).unwrap();
+        hw.bind_ggtt(ggtt.root()).unwrap();
         let mut ctxs = Vec::new();
         for i in 0..contexts {
             let mut pt = SimplePageTable::new(dma.clone()).unwrap();
@@ -87,7 +92,7 @@ impl Rig {
                 .unwrap();
             hw.bind_context(HwCtx(i + 1), pt.root(), FaultMode::Fatal)
                 .unwrap();
-            ctxs.push(TestCtx { pt, data });
+            ctxs.push(TestCtx { _pt: pt, data });
         }
         let irq = IrqDispatcher::start(hw.interrupts()).unwrap();
         let sched = Scheduler::new(ExecHw::sim(hw.clone()), cfg, &irq).unwrap();
@@ -98,6 +103,7 @@ impl Rig {
             gpu,
             clock,
             ctxs: Mutex::new(ctxs),
+            ggtt: Mutex::new(ggtt),
             fence_pages: Mutex::new(0),
         }
     }
@@ -122,7 +128,7 @@ impl Rig {
         self.hw.dma().write_u64(self.data_pa(i, off), v).unwrap();
     }
 
-    /// A queue config for context `i`, with a freshly mapped fence page.
+    /// A queue config for context `i`, with a fresh fence page mapped in the global GTT.
     pub fn config(&self, i: usize, engine: Engine, mode: QueueMode) -> QueueConfig {
         let dma = self.hw.dma();
         let page = dma.alloc(PAGE_SIZE).unwrap().addr;
@@ -131,8 +137,8 @@ impl Rig {
             *n += 1;
             GpuVa(FENCE_VA + *n * PAGE_SIZE)
         };
-        self.ctxs.lock()[i]
-            .pt
+        self.ggtt
+            .lock()
             .map_4k(va, page, MemLocation::System, RW)
             .unwrap();
         QueueConfig {
