@@ -11,7 +11,7 @@
 
 use crate::bind::{BindError, BindFlags, BindOp, BindQueue, BindSync, OpKind, Vm, VmFlags};
 use crate::device::Device;
-use crate::exec::{ExecQueue, Job, OutSync};
+use crate::exec::{ExecQueue, Job, OutSync, Priority};
 use crate::hw::pte::{PAT_TABLE, VA_BITS};
 use crate::hw::Engine;
 use crate::mem::bo::BoError;
@@ -56,6 +56,8 @@ pub enum DriverQueue {
 struct ClientState {
     vms: Vec<Weak<Vm>>,
     in_flight: Vec<Arc<Fence>>,
+    /// Its exec queues, killed when the client stops.
+    exec_queues: Vec<Weak<ExecQueue>>,
     bos_created: u64,
     binds: u64,
     execs: u64,
@@ -388,10 +390,16 @@ impl GpuDriver for Driver {
     }
 
     fn client_stop(&self, client: ClientId) {
-        // No waiting here: destroying the queues cancels their queued jobs, destroying the VMs
-        // cancels queued binds, and a job already on a ring keeps its VM (context, tables) and
-        // its BOs' memory alive until it retires or hits the job timeout.
-        self.clients.lock().remove(&client);
+        // No waiting here: killing the exec queues preempts their running jobs off the engine
+        // (their fences fail once they are off; the queue keeps its VM and BOs alive until
+        // then), destroying the queues cancels their queued jobs and destroying the VMs
+        // cancels queued binds.
+        let st = self.clients.lock().remove(&client);
+        for q in st.iter().flat_map(|st| st.exec_queues.iter()) {
+            if let Some(q) = q.upgrade() {
+                q.kill();
+            }
+        }
     }
 
     fn stats(&self, client: Option<ClientId>) -> Vec<(String, String)> {
@@ -473,7 +481,7 @@ impl GpuDriver for Driver {
 
     fn queue_create(
         &self,
-        _client: ClientId,
+        client: ClientId,
         vm: &Arc<Vm>,
         class: EngineClass,
     ) -> Result<DriverQueue, DriverError> {
@@ -487,10 +495,15 @@ impl GpuDriver for Driver {
         };
         let queue = self
             .device
-            .exec_queue_create(vm, engine)
+            .exec_queue_create_with(vm, engine, Priority::Normal, Some(client.0))
             .map_err(bind_err)?;
+        let queue = Arc::new(queue);
+        self.with_client(client, |st| {
+            st.exec_queues.retain(|q| q.strong_count() > 0);
+            st.exec_queues.push(Arc::downgrade(&queue));
+        });
         Ok(DriverQueue::Exec {
-            queue: Arc::new(queue),
+            queue,
             vm: vm.clone(),
         })
     }

@@ -3,7 +3,8 @@
 
 use crate::demo::pagetable::SimplePageTable;
 use crate::exec::{
-    ExecHw, ExecQueue, FencePage, IrqDispatcher, QueueConfig, QueueMode, SchedConfig, Scheduler,
+    ExecHw, ExecQueue, FencePage, IrqDispatcher, Priority, QueueConfig, QueueMode, SchedConfig,
+    Scheduler,
 };
 use crate::hw::cmd::{CommandStream, SemOp, Width};
 use crate::hw::pte::{CacheMode, LeafFlags};
@@ -147,6 +148,8 @@ impl Rig {
             fence_region: None,
             mode,
             vm: None,
+            priority: Priority::Normal,
+            owner: None,
         }
     }
 
