@@ -30,6 +30,12 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 
 impl Server {
     fn start() -> Server {
+        Self::start_ticking(Duration::from_millis(5))
+    }
+
+    /// A server whose loop wakes on its own at most every `tick` (besides sockets, the wake
+    /// source and deadlines).
+    fn start_ticking(tick: Duration) -> Server {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let path =
             std::env::temp_dir().join(format!("gpu-scheme-test-{}-{n}.sock", std::process::id()));
@@ -41,7 +47,7 @@ impl Server {
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
             server
-                .serve(Duration::from_millis(5), |_| flag.load(Ordering::Relaxed))
+                .serve(tick, |_| flag.load(Ordering::Relaxed))
                 .expect("serve");
         });
         Server {
@@ -192,6 +198,43 @@ fn a_blocking_wait_does_not_stall_other_clients() {
     eventually(&root, "device-parked-waits: 1");
     server.driver.complete_all();
     assert_eq!(waiter.join().unwrap(), Ok(()));
+}
+
+#[test]
+fn a_parked_call_is_answered_through_the_wake_source_not_a_poll() {
+    // The loop's own tick is an hour: only the eventfd the driver's watch fires can wake it
+    // to answer the parked bind (a loop that polled would not answer before the deadline).
+    let server = Server::start_ticking(Duration::from_secs(3600));
+    server.driver.park_sync_binds(true);
+    let root = server.connect();
+    let a = root.open("card0").unwrap();
+    let vm = VmId(
+        read_args::<VmCreateArgs>(&call(&a, &Request::VmCreate(VmCreateFlags::empty())).unwrap())
+            .unwrap()
+            .vm_id,
+    );
+    let bind = Request::VmBind(VmBindRequest {
+        vm,
+        queue: None,
+        ops: vec![],
+        syncs: vec![],
+    });
+    let binder = std::thread::spawn(move || call(&a, &bind).map(|_| ()));
+    eventually(&root, "device-parked-waits: 1");
+    let checks = server.driver.pending_checks();
+    // Other requests do not re-check the parked call: it is not due.
+    let b = root.open("card0").unwrap();
+    for _ in 0..5 {
+        assert!(call(&b, &Request::DeviceQuery).is_ok());
+    }
+    assert_eq!(server.driver.pending_checks(), checks, "not re-checked");
+    server.driver.complete_all();
+    assert_eq!(binder.join().unwrap(), Ok(()));
+    assert_eq!(
+        server.driver.pending_checks(),
+        checks + 1,
+        "checked once, when woken"
+    );
 }
 
 #[test]

@@ -34,6 +34,12 @@ pub struct Daemon {
 impl Daemon {
     /// Starts gpud's host platform (16 MiB VRAM, 64 MiB system memory) on a fresh socket.
     pub fn start() -> Self {
+        Self::start_with(|_| {})
+    }
+
+    /// [`Daemon::start`] with `tune` applied to the configuration first (job timeout,
+    /// memory sizes).
+    pub fn start_with(tune: impl FnOnce(&mut HostConfig)) -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir();
@@ -41,6 +47,7 @@ impl Daemon {
         let mut cfg = HostConfig::new(Some(socket.clone()));
         cfg.device.vram_size = 16 << 20;
         cfg.device.sys_size = 64 << 20;
+        tune(&mut cfg);
         let mut daemon = HostDaemon::start(cfg).expect("daemon starts");
         let stop = daemon.stopper();
         let thread = std::thread::spawn(move || daemon.serve().expect("daemon serves"));

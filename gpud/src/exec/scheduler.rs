@@ -453,6 +453,9 @@ impl Shared {
             recovery::recover(self, st, engine, culprit, done);
         }
         self.push_ready(st, now, done);
+        // Recovery may have emptied a closed queue (its hung job banned): it goes now, not at
+        // some later retirement (the scheduler may sleep until woken).
+        reap_closed(st);
         recovery::next_check(st, now)
     }
 
