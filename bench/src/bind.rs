@@ -68,12 +68,13 @@ pub fn bind() -> Report {
     report
 }
 
-/// Queue 1 waits on a gate; a bind on queue 2 (other table pages) must still complete.
+/// Queue 1 waits on a gate; a bind on queue 2 writing another entry of the same leaf table
+/// page (IGT's bind-execqueues-independent layout) must still complete.
 fn independent_blocked(dev: &Device) -> bool {
     let run = || -> Option<bool> {
         let vm = dev.vm_create(VmFlags::empty()).ok()?;
         let bo = dev.bo_create(2 * K4, Placement::Vram, None).ok()?;
-        let (a, b) = (BASE, BASE + (1 << 30));
+        let (a, b) = (BASE, BASE + 2 * K4);
         vm.bind(
             None,
             &[BindOp::map(&bo, 0, a, K4), BindOp::map(&bo, 0, b, K4)],

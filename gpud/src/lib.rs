@@ -15,6 +15,8 @@
 //! - [`mem`]: buffer objects, VRAM buddy allocator, system-memory pool, LRU eviction and
 //!   validation through the copy engine, the kernel linear map.
 //! - [`bind`]: the VM object and the VM_BIND engine; [`device`]: the driver core object.
+//! - [`config`]: the daemon's settings (command line and settings file); [`logging`]: where
+//!   its `tracing` output goes and how it is filtered.
 //! - [`platform`]: the host daemon (`gpud serve`) and the Redox pcid launch (startup, event
 //!   loop, syscall seams).
 
@@ -23,11 +25,13 @@
 #![deny(unsafe_code)]
 
 pub mod bind;
+pub mod config;
 pub mod demo;
 pub mod device;
 pub mod driver;
 pub mod exec;
 pub mod hw;
+pub mod logging;
 pub mod mem;
 pub mod platform;
 pub mod sync;

@@ -336,11 +336,25 @@ impl Device {
         any
     }
 
-    /// One device step: finish TLB invalidations, write pending fault records, let each
-    /// engine retire at most one command, tick the timestamp. Returns whether anything moved.
+    /// Completes the preemption requests of every queue at a command boundary.
+    fn process_preemptions(&mut self) -> bool {
+        let mut any = false;
+        for q in self.queues.iter_mut() {
+            any |= q.complete_preempt();
+        }
+        if any {
+            self.raise(irq::PREEMPT_DONE);
+        }
+        any
+    }
+
+    /// One device step: finish TLB invalidations, write pending fault records, complete
+    /// preemption requests, let each engine retire at most one command, tick the timestamp.
+    /// Returns whether anything moved.
     pub fn step(&mut self) -> bool {
         let mut progress = self.process_invalidations();
         progress |= self.flush_faults();
+        progress |= self.process_preemptions();
         for engine in 0..ENGINES {
             match self.busy.get_mut(engine) {
                 Some(busy) if *busy > 0 => {

@@ -1,8 +1,15 @@
 //! Hardware queues: ring registers, doorbells and per-queue scheduling state.
 //!
 //! Owns: the queue register block (base, size, head, tail, doorbell, context, control,
-//! status, user data), ring validity rules and the hang-injection hook. Must not: execute
-//! commands (`engine.rs`).
+//! status, user data, preemption request and the batch cursor), ring validity rules,
+//! completing preemption requests and the hang-injection hook. Must not: execute commands
+//! (`engine.rs`).
+//!
+//! Preemption: a request is honoured at the queue's next command boundary (commands are
+//! atomic, so that is the next device step): the queue is disabled, its position stays in
+//! HEAD and the batch-cursor registers, STATUS shows PREEMPTED and PREEMPT_DONE is raised.
+//! A hung queue never reaches a boundary, so its request stays pending until an engine
+//! reset drops it; that is how a driver tells a hang from a long job.
 
 use crate::device::Device;
 use crate::mem::Location;
@@ -47,6 +54,10 @@ pub(crate) struct Queue {
     pub sem_wait: bool,
     pub user_data: u32,
     pub bad_ring: bool,
+    /// A preemption request waits for the next command boundary.
+    pub preempt_req: bool,
+    /// Stopped by a preemption request; cleared when enabled again.
+    pub preempted: bool,
 }
 
 impl Queue {
@@ -57,6 +68,38 @@ impl Queue {
         self.batch = None;
         self.hang_next = false;
         self.sem_wait = false;
+        self.preempt_req = false;
+    }
+
+    /// Completes a pending preemption request if the queue is at a command boundary (any
+    /// time but while hung). Returns whether it did.
+    pub(crate) fn complete_preempt(&mut self) -> bool {
+        if !self.preempt_req || self.state == QueueState::Hung {
+            return false;
+        }
+        self.preempt_req = false;
+        self.enabled = false;
+        self.sem_wait = false;
+        // A command stalled on a fault had no effect; it runs again whole after the resume.
+        self.state = QueueState::Ready;
+        self.preempted = true;
+        true
+    }
+
+    /// Writes one batch-cursor register (only while disabled). A zero length means no
+    /// batch; the cursor is written with its length last.
+    fn write_batch_reg(&mut self, reg: u32, value: u32) {
+        let b = self.batch.get_or_insert(Batch {
+            va: 0,
+            pos: 0,
+            len: 0,
+        });
+        match reg {
+            regs::Q_BATCH_VA_LO => b.va = (b.va & !0xFFFF_FFFF) | u64::from(value),
+            regs::Q_BATCH_VA_HI => b.va = (b.va & 0xFFFF_FFFF) | (u64::from(value) << 32),
+            regs::Q_BATCH_POS => b.pos = value,
+            _ => b.len = value,
+        }
     }
 
     pub(crate) fn ring_ok(&self) -> bool {
@@ -110,6 +153,11 @@ impl Device {
             regs::Q_CTX => q.ctx,
             regs::Q_CTRL => u32::from(q.enabled),
             regs::Q_USER_DATA => q.user_data,
+            regs::Q_PREEMPT => u32::from(q.preempt_req),
+            regs::Q_BATCH_VA_LO => q.batch.map_or(0, |b| b.va as u32),
+            regs::Q_BATCH_VA_HI => q.batch.map_or(0, |b| (b.va >> 32) as u32),
+            regs::Q_BATCH_POS => q.batch.map_or(0, |b| b.pos),
+            regs::Q_BATCH_LEN => q.batch.map_or(0, |b| b.len),
             regs::Q_STATUS => {
                 let mut s = 0;
                 s |= if q.has_work() { q_status::BUSY } else { 0 };
@@ -128,6 +176,7 @@ impl Device {
                 } else {
                     0
                 };
+                s |= if q.preempted { q_status::PREEMPTED } else { 0 };
                 s | if q.sem_wait { q_status::SEM_WAIT } else { 0 }
             }
             _ => 0,
@@ -152,6 +201,21 @@ impl Device {
                 q.enabled = value & 1 != 0;
                 if q.enabled {
                     q.bad_ring = !q.ring_ok();
+                    q.preempted = false;
+                    // A cursor left half-written (no length) is no batch.
+                    if q.batch.is_some_and(|b| b.len == 0) {
+                        q.batch = None;
+                    }
+                }
+            }
+            regs::Q_PREEMPT if value & 1 != 0 => q.preempt_req = true,
+            r @ (regs::Q_BATCH_VA_LO | regs::Q_BATCH_VA_HI | regs::Q_BATCH_POS) if idle => {
+                q.write_batch_reg(r, value)
+            }
+            regs::Q_BATCH_LEN if idle => {
+                q.write_batch_reg(regs::Q_BATCH_LEN, value);
+                if value == 0 {
+                    q.batch = None;
                 }
             }
             _ => {} // doorbell and read-only registers: the write itself wakes the device

@@ -106,6 +106,19 @@ pub const Q_CTRL: u32 = 0x1C;
 pub const Q_STATUS: u32 = 0x20;
 /// In a queue block: data dword of the last USER_INTERRUPT executed (read-only).
 pub const Q_USER_DATA: u32 = 0x24;
+/// In a queue block: write bit 0 to request preemption (the queue stops at its next command
+/// boundary, saves its position and raises PREEMPT_DONE); reads bit 0 = request pending.
+pub const Q_PREEMPT: u32 = 0x28;
+/// In a queue block: batch cursor, start VA low half (the batch in flight; saved state after
+/// a preemption). Writable while disabled.
+pub const Q_BATCH_VA_LO: u32 = 0x2C;
+/// In a queue block: batch cursor, start VA high half. Writable while disabled.
+pub const Q_BATCH_VA_HI: u32 = 0x30;
+/// In a queue block: batch cursor, dwords of the batch already retired. Writable while disabled.
+pub const Q_BATCH_POS: u32 = 0x34;
+/// In a queue block: batch cursor, batch length in dwords; 0 = no batch in flight. Written
+/// last when restoring a cursor. Writable while disabled.
+pub const Q_BATCH_LEN: u32 = 0x38;
 
 /// MSI-X table (in BAR0): 16 bytes per vector.
 pub const MSIX_TABLE: u32 = 0x8000;
@@ -140,8 +153,10 @@ pub mod irq {
     pub const RESET_DONE: u32 = 1 << 4;
     /// A TLB invalidation request completed.
     pub const TLB_INV_DONE: u32 = 1 << 5;
+    /// A queue acknowledged a preemption request (its STATUS shows PREEMPTED).
+    pub const PREEMPT_DONE: u32 = 1 << 6;
     /// Number of causes (= MSI-X vectors).
-    pub const COUNT: u32 = 6;
+    pub const COUNT: u32 = 7;
 }
 
 /// Bit fields of [`FAULT_REPLY`].
@@ -180,6 +195,8 @@ pub mod q_status {
     pub const HUNG: u32 = 1 << 3;
     /// Waiting on a SEMAPHORE_WAIT condition.
     pub const SEM_WAIT: u32 = 1 << 4;
+    /// Stopped by a preemption request (cleared when the queue is enabled again).
+    pub const PREEMPTED: u32 = 1 << 5;
 }
 
 /// Why a context is in error (value of `CTX_STATUS` bits 11:8).

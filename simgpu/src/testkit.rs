@@ -253,6 +253,41 @@ impl Rig {
         self.gpu.mmio_write32(r(regs::Q_DOORBELL), 1);
     }
 
+    /// Asks a queue to preempt itself at its next command boundary.
+    pub fn preempt(&self, engine: usize, queue: usize) {
+        let idx = self.qindex(engine, queue) as u32;
+        self.gpu
+            .mmio_write32(regs::queue_reg(idx, regs::Q_PREEMPT), 1);
+    }
+
+    /// Moves a stopped queue's state (ring, position, batch cursor, context) to queue `to`
+    /// of the same engine (disabled first, its own ring abandoned) and enables it there, as
+    /// a driver resuming a preempted context on another hardware queue would.
+    pub fn move_queue(&mut self, engine: usize, from: usize, to: usize) {
+        let (src, dst) = (self.qindex(engine, from), self.qindex(engine, to));
+        self.gpu
+            .mmio_write32(regs::queue_reg(dst as u32, regs::Q_CTRL), 0);
+        let cursor = [
+            regs::Q_RING_BASE_LO,
+            regs::Q_RING_BASE_HI,
+            regs::Q_RING_SIZE,
+            regs::Q_HEAD,
+            regs::Q_TAIL,
+            regs::Q_CTX,
+            regs::Q_BATCH_VA_LO,
+            regs::Q_BATCH_VA_HI,
+            regs::Q_BATCH_POS,
+            regs::Q_BATCH_LEN,
+        ];
+        for reg in cursor {
+            let v = self.gpu.mmio_read32(regs::queue_reg(src as u32, reg));
+            self.gpu.mmio_write32(regs::queue_reg(dst as u32, reg), v);
+        }
+        self.gpu
+            .mmio_write32(regs::queue_reg(dst as u32, regs::Q_CTRL), 1);
+        self.tails[dst] = self.tails[src];
+    }
+
     /// Queues a TLB invalidation (full if `range` is `None`) and returns its seqno.
     pub fn invalidate(&self, ctx: u32, range: Option<(u64, u64)>) -> u32 {
         let (start, len) = range.unwrap_or((0, 0));

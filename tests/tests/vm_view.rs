@@ -132,13 +132,45 @@ fn gpuctl_vm_prints_the_whole_table_by_daemon_id_and_by_client() {
         assert!(text.contains(&first), "{text}");
     }
     let out = run_gpuctl(&bin, d.socket(), &["vm", "99999"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no VM 99999"));
+    // --json for every command: one JSON value with the same facts.
+    let json = |args: &[&str]| {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = run_gpuctl(&bin, d.socket(), &all);
+        assert!(out.status.success(), "gpuctl {args:?}: {out:?}");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("gpuctl --json")
+    };
+    let arg = own.daemon_id.to_string();
+    let table = json(&["vm", &arg]);
+    assert_eq!(
+        table["mappings"].as_array().map(Vec::len),
+        Some(MAPPINGS as usize)
+    );
+    assert_eq!(table["mappings"][0]["start"], expected[0].0);
+    assert_eq!(table["mappings"][0]["bo"], bo.id().0);
+    assert_eq!(json(&["info"])["vram-total"], 16u64 << 20);
+    let stats = json(&["stats"]);
+    assert_eq!(stats[format!("vm-{}-mappings", own.daemon_id)], MAPPINGS);
+    let blocks = json(&["clients"]);
+    assert!(
+        blocks
+            .as_array()
+            .is_some_and(|b| b.iter().any(|c| c["client-id"] == own.client)),
+        "{blocks}"
+    );
     // info, clients and stats keep working.
     for cmd in ["info", "clients", "stats"] {
         let out = run_gpuctl(&bin, d.socket(), &[cmd]);
         assert!(out.status.success(), "gpuctl {cmd}: {out:?}");
     }
+    // No daemon on the socket: the error names the next step.
+    let gone = d.socket().with_extension("absent");
+    let out = run_gpuctl(&bin, &gone, &["info"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("start it with `gpud serve`"), "{err}");
     let clients = run_gpuctl(&bin, d.socket(), &["clients"]);
     let clients = String::from_utf8_lossy(&clients.stdout).into_owned();
     assert!(

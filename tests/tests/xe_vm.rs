@@ -4,6 +4,7 @@
 //! so "unmapped" is checked as "the BO did not change".
 
 use gpu_tests::{client_process, read_u32, stat, sys_bo, Gpu};
+use libgpu::cmd::{Batch, SemOp};
 use libgpu::errno::*;
 use libgpu::flags::{BoCreateFlags, EngineClass, Placement, VmCreateFlags, WaitOp};
 use libgpu::{Bo, Device, ExecQueue, Syncobj, Timeout, Vm};
@@ -126,34 +127,94 @@ scenario!(shared_pte_page, |dev| {
     );
 });
 
+/// IGT's address of the first bind in the bind-execqueues-* scenarios.
+const IGT_ADDR: u64 = 0x1a_0000;
+/// A bound that only matters if the bind queues are not independent (the bug it pins).
+const BOUNDED: Timeout = Timeout::Relative(30_000_000_000);
+
+/// A BO whose page holds a batch at 0x100 (the data at 0 is left to the caller).
+fn batch_page(dev: &Device, batch: &Batch) -> Bo {
+    let bo = sys_bo(dev, PAGE);
+    bo.mmap()
+        .expect("mmap")
+        .write_dwords(0x100, batch.dwords())
+        .expect("batch fits");
+    bo
+}
+
+// bind-execqueues-independent with IGT's addresses: bind at 0x1a0000 and wait; a spinner on
+// exec queue 0 (a semaphore on the dword at 0x1a0000); a bind at 0x1a1000 on bind queue 0
+// waiting on the spinner; a bind at 0x1a2000 on bind queue 1, then an exec through it on
+// exec queue 1. Both binds write entries of the one leaf table page the first bind built:
+// queue 1's bind and exec complete while the spinner still runs.
 scenario!(bind_execqueues_independent, |dev| {
     let g = scratch_vm(dev);
-    let q1 = ExecQueue::create(&g.vm, EngineClass::VmBind).expect("bind queue 1");
-    let q2 = ExecQueue::create(&g.vm, EngineClass::VmBind).expect("bind queue 2");
-    let gate = Syncobj::create(dev, false).expect("gate");
-    let (d1, d2) = (
-        Syncobj::create(dev, false).expect("d1"),
-        Syncobj::create(dev, false).expect("d2"),
+    let (b0, b1) = (
+        ExecQueue::create(&g.vm, EngineClass::VmBind).expect("bind queue 0"),
+        ExecQueue::create(&g.vm, EngineClass::VmBind).expect("bind queue 1"),
     );
-    let (a, b) = (sys_bo(dev, PAGE), sys_bo(dev, PAGE));
-    gate.signal_point(1).expect("point 1");
+    let e1 = ExecQueue::create(&g.vm, EngineClass::Compute).expect("exec queue 1");
+    let sync = || Syncobj::create(dev, false).expect("syncobj");
+    let (spun, s0, s1, x1) = (sync(), sync(), sync(), sync());
+    let mut spin = Batch::new();
+    spin.semaphore_wait(IGT_ADDR, SemOp::Gte, 1, false)
+        .batch_end();
+    let cork = batch_page(dev, &spin);
     g.vm.bind()
-        .queue(&q1)
-        .map(&a, 0, BASE, PAGE)
-        .wait_point(&gate, 1)
-        .signal(&d1)
+        .queue(&b0)
+        .map(&cork, 0, IGT_ADDR, PAGE)
         .submit()
-        .expect("q1 bind");
+        .expect("initial bind");
+    g.queue
+        .exec(IGT_ADDR + 0x100)
+        .signal(&spun)
+        .submit()
+        .expect("spinner");
+    let blocked = sys_bo(dev, PAGE);
     g.vm.bind()
-        .queue(&q2)
-        .map(&b, 0, 2 * BASE, PAGE)
-        .signal(&d2)
+        .queue(&b0)
+        .map(&blocked, 0, IGT_ADDR + PAGE, PAGE)
+        .wait(&spun)
+        .signal(&s0)
         .submit()
-        .expect("q2 bind");
-    assert!(d2.wait(Timeout::Forever).expect("d2"));
-    assert!(d1.wait(Timeout::Forever).expect("d1"));
-    g.store(&[(BASE, 1), (2 * BASE, 2)]);
-    assert_eq!((read_u32(&a, 0), read_u32(&b, 0)), (1, 2));
+        .expect("bind queue 0 behind the spinner");
+    let mut store = Batch::new();
+    store.store_dword(IGT_ADDR + 2 * PAGE, 0xc0ffee).batch_end();
+    let free = batch_page(dev, &store);
+    g.vm.bind()
+        .queue(&b1)
+        .map(&free, 0, IGT_ADDR + 2 * PAGE, PAGE)
+        .signal(&s1)
+        .submit()
+        .expect("bind queue 1");
+    e1.exec(IGT_ADDR + 2 * PAGE + 0x100)
+        .wait(&s1)
+        .signal(&x1)
+        .submit()
+        .expect("exec through bind queue 1");
+    assert!(
+        s1.wait(BOUNDED).expect("s1"),
+        "bind queue 1 waited for queue 0"
+    );
+    assert!(
+        x1.wait(BOUNDED).expect("x1"),
+        "the exec through queue 1's bind"
+    );
+    // Had queue 1 waited for queue 0, both would only have signalled once the spinner
+    // ended (here: killed by the job timeout, failing both binds).
+    assert!(
+        !spun.wait(Timeout::Poll).expect("spinner"),
+        "queue 1 completed only after the spinner ended"
+    );
+    assert!(!s0.wait(Timeout::Poll).expect("s0"), "queue 0 still corked");
+    assert_eq!(read_u32(&free, 0), 0xc0ffee);
+    cork.mmap()
+        .expect("mmap")
+        .write_u64(0, 1)
+        .expect("end spinner");
+    assert!(s0.wait(Timeout::Forever).expect("s0"));
+    g.store(&[(IGT_ADDR + PAGE, 7)]);
+    assert_eq!(read_u32(&blocked, 0), 7);
 });
 
 fn array_bind(dev: &Device, n: u64, rounds: u32) {

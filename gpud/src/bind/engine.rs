@@ -19,7 +19,7 @@ use super::queue::{run_job, BindJob, BindQueue};
 use super::vm::{leaf_flags, Vm, VmState};
 use crate::mem::bo::Bo;
 use crate::sync::{Exec, ExecFlags, Fence, FenceFault, Resv, Usage};
-use crate::types::{BoId, GpuVa};
+use crate::types::{BoId, GpuVa, PhysAddr};
 use crate::vm::pagetable::{MapTarget, PtOp};
 use crate::vm::{GpuBo, MappingFlags, MappingSpec, Plan, Step, UndoLog, VaRange};
 use std::collections::HashSet;
@@ -237,7 +237,14 @@ impl Vm {
         // Commit point: nothing below fails.
         let (commit, writes) = update.commit_deferred();
         let (fence, prev) = queue.next_fence();
-        let deps = self.job_deps(syncs, prev, queue, &writes, &fence, &resvs);
+        let deps = self.job_deps(
+            syncs,
+            prev,
+            queue,
+            (&writes, &commit.linked),
+            &fence,
+            &resvs,
+        );
         for r in exec.locked() {
             let _ = exec.add_fence(r, fence.clone(), Usage::Bookkeep);
         }
@@ -272,19 +279,20 @@ impl Vm {
     }
 
     /// A job's dependencies: in-syncs, the queue's previous job, other queues' pending jobs
-    /// on the same table pages, and the KERNEL fences (moves) of the BOs it maps.
+    /// writing the same entries or linking a page it writes, and the KERNEL fences (moves)
+    /// of the BOs it maps.
     fn job_deps(
         &self,
         syncs: &ParsedSyncs,
         prev: Option<Arc<Fence>>,
         queue: &BindQueue,
-        writes: &[(crate::types::PhysAddr, u64)],
+        (writes, linked): (&[(PhysAddr, u64)], &[PhysAddr]),
         fence: &Arc<Fence>,
         resvs: &[Arc<Resv>],
     ) -> Vec<Arc<Fence>> {
         let mut deps = syncs.wait.clone();
         deps.extend(prev);
-        deps.extend(self.page_deps(queue.id(), writes, fence));
+        deps.extend(self.page_deps(queue.id(), writes, linked, fence));
         for r in resvs {
             deps.extend(r.fences(Usage::Kernel));
         }

@@ -4,8 +4,9 @@
 //!
 //! Files: [`op`] (request vocabulary and validation table), [`error`] (errors and their
 //! classes), [`vm`] (the VM object, `JobVm`), `engine` (the bind flow), [`queue`] (bind
-//! queues and jobs), [`failpoint`] (test-only fault injection), [`fault`] (recoverable page faults). See `docs/bind.md`.
+//! queues and jobs), `claims` (which jobs of other queues a job waits for), [`failpoint`] (test-only fault injection), [`fault`] (recoverable page faults). See `docs/bind.md`.
 
+mod claims;
 pub mod error;
 pub mod failpoint;
 pub mod fault;

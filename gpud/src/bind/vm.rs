@@ -2,8 +2,8 @@
 //! tables, the VM reservation and its vm_bo lists, bind queues, the banned flag, and the
 //! exec revalidation step ([`JobVm`]).
 //!
-//! Owns: [`Vm`], [`VmState`] (what `vm.lock` protects), the table-page fence map that orders
-//! binds of different queues touching the same table page, and the rebind of evicted BOs.
+//! Owns: [`Vm`], [`VmState`] (what `vm.lock` protects), the table-page claims that order
+//! binds of different queues (see `claims.rs`), and the rebind of evicted BOs.
 //! Must not: plan or apply binds (see `engine.rs`) or create BOs (the device does).
 //!
 //! Locking: `vm.lock` (class VmLock) → the VM resv and BO resvs (class Resv, via
@@ -12,6 +12,7 @@
 //! writing (every path that touches them takes both, so the mutex around them is never
 //! contended); `lists_locked` checks the resv in debug builds.
 
+use super::claims::TableClaims;
 use super::error::BindError;
 use super::op::VmFlags;
 use super::queue::{run_job, BindJob, BindQueue, BindQueueId};
@@ -22,7 +23,7 @@ use crate::hw::{DmaRegion, FaultMode, HwCtx};
 use crate::mem::bo::Bo;
 use crate::mem::manager::EvictReport;
 use crate::sync::{Exec, Fence, LockClass, OrderedRwLock, Resv, Usage};
-use crate::types::{BoId, GpuVa, PhysAddr, VmId, PAGE_SIZE};
+use crate::types::{BoId, GpuVa, PhysAddr, VmId};
 use crate::vm::pagetable::{PageTable, PtConfig, PtOp};
 use crate::vm::{GpuBo, GpuVm, MappingFlags, MappingId, VaRange, VaSpace, VmBo, VmBoLists};
 use parking_lot::Mutex;
@@ -74,8 +75,8 @@ pub struct Vm {
     /// Extra bind queues (destroy waits for them).
     pub(crate) queues: Mutex<Vec<BindQueue>>,
     pub(crate) default_queue: BindQueue,
-    /// Table page → (queue, fence) of the newest bind writing it.
-    pub(crate) page_fences: Mutex<HashMap<u64, (BindQueueId, Arc<Fence>)>>,
+    /// Pending bind jobs' claims on table pages (the cross-queue ordering rule).
+    pub(crate) claims: Mutex<TableClaims>,
 }
 
 impl std::fmt::Debug for Vm {
@@ -145,7 +146,7 @@ impl Vm {
             mapping_count: std::sync::atomic::AtomicU64::new(0),
             queues: Mutex::new(Vec::new()),
             default_queue,
-            page_fences: Mutex::new(HashMap::new()),
+            claims: Mutex::new(TableClaims::default()),
         }))
     }
 
@@ -267,32 +268,16 @@ impl Vm {
         (ext, ev)
     }
 
-    /// Dependencies a job of `queue` writing `writes` must wait for: the newest pending
-    /// fence of another queue on each table page it writes. Records `fence` on those pages.
+    /// Dependencies a job of `queue` writing `writes` and linking `linked` must wait for
+    /// (pending jobs of other queues, see [`TableClaims`]); records the job's `fence`.
     pub(crate) fn page_deps(
         &self,
         queue: BindQueueId,
         writes: &[(PhysAddr, u64)],
+        linked: &[PhysAddr],
         fence: &Arc<Fence>,
     ) -> Vec<Arc<Fence>> {
-        let mut map = self.page_fences.lock();
-        map.retain(|_, (_, f)| !f.is_signalled());
-        let mut deps: Vec<Arc<Fence>> = Vec::new();
-        let mut last_page = u64::MAX;
-        for &(addr, _) in writes {
-            let page = addr.get() & !(PAGE_SIZE - 1);
-            if page == last_page {
-                continue;
-            }
-            last_page = page;
-            if let Some((q, f)) = map.get(&page) {
-                if *q != queue && !deps.iter().any(|d| Arc::ptr_eq(d, f)) {
-                    deps.push(f.clone());
-                }
-            }
-            map.insert(page, (queue, fence.clone()));
-        }
-        deps
+        self.claims.lock().order(queue, writes, linked, fence)
     }
 
     /// Writes `ops` into the tables now (prepare, commit, wait for other queues' pending
@@ -304,7 +289,7 @@ impl Vm {
         let update = st.pt.prepare(ops)?;
         let (commit, writes) = update.commit_deferred();
         let fence = Fence::new(crate::sync::FenceContext::alloc(), 1);
-        let deps = self.page_deps(BindQueueId(0), &writes, &fence);
+        let deps = self.page_deps(BindQueueId(0), &writes, &commit.linked, &fence);
         let job = BindJob {
             deps,
             writes,

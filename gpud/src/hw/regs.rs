@@ -96,6 +96,16 @@ pub const Q_CTRL: u32 = 0x1C;
 pub const Q_STATUS: u32 = 0x20;
 /// Queue: data of the last USER_INTERRUPT.
 pub const Q_USER_DATA: u32 = 0x24;
+/// Queue: write bit 0 to request preemption at the next command boundary.
+pub const Q_PREEMPT: u32 = 0x28;
+/// Queue: batch cursor, start VA low half (saved state; writable while disabled).
+pub const Q_BATCH_VA_LO: u32 = 0x2C;
+/// Queue: batch cursor, start VA high half.
+pub const Q_BATCH_VA_HI: u32 = 0x30;
+/// Queue: batch cursor, dwords retired.
+pub const Q_BATCH_POS: u32 = 0x34;
+/// Queue: batch cursor, length in dwords (0 = no batch; written last on restore).
+pub const Q_BATCH_LEN: u32 = 0x38;
 /// MSI-X table in BAR0.
 pub const MSIX_TABLE: u32 = 0x8000;
 /// Bytes per MSI-X entry (addr lo, addr hi, data, control).
@@ -133,6 +143,8 @@ bitflags! {
         const RESET_DONE = 1 << 4;
         /// A TLB invalidation completed.
         const TLB_INV_DONE = 1 << 5;
+        /// A queue acknowledged a preemption request.
+        const PREEMPT_DONE = 1 << 6;
     }
 }
 
@@ -161,6 +173,8 @@ bitflags! {
         const HUNG = 1 << 3;
         /// Waiting on a semaphore.
         const SEM_WAIT = 1 << 4;
+        /// Stopped by a preemption request.
+        const PREEMPTED = 1 << 5;
     }
 }
 
@@ -277,6 +291,23 @@ mod tests {
                 queue_reg(9, Q_USER_DATA),
                 dev::queue_reg(9, dev::Q_USER_DATA),
             ),
+            (queue_reg(9, Q_PREEMPT), dev::queue_reg(9, dev::Q_PREEMPT)),
+            (
+                queue_reg(9, Q_BATCH_VA_LO),
+                dev::queue_reg(9, dev::Q_BATCH_VA_LO),
+            ),
+            (
+                queue_reg(9, Q_BATCH_VA_HI),
+                dev::queue_reg(9, dev::Q_BATCH_VA_HI),
+            ),
+            (
+                queue_reg(9, Q_BATCH_POS),
+                dev::queue_reg(9, dev::Q_BATCH_POS),
+            ),
+            (
+                queue_reg(9, Q_BATCH_LEN),
+                dev::queue_reg(9, dev::Q_BATCH_LEN),
+            ),
             (MSIX_TABLE, dev::MSIX_TABLE),
             (MSIX_ENTRY_SIZE, dev::MSIX_ENTRY_SIZE),
         ];
@@ -296,6 +327,7 @@ mod tests {
         assert_eq!(IrqCauses::CTX_ERROR.bits(), irq::CTX_ERROR);
         assert_eq!(IrqCauses::RESET_DONE.bits(), irq::RESET_DONE);
         assert_eq!(IrqCauses::TLB_INV_DONE.bits(), irq::TLB_INV_DONE);
+        assert_eq!(IrqCauses::PREEMPT_DONE.bits(), irq::PREEMPT_DONE);
         assert_eq!(IrqCauses::all().bits(), (1 << irq::COUNT) - 1);
         assert_eq!(CtxCtrl::ENABLE.bits(), ctx_ctrl::ENABLE);
         assert_eq!(CtxCtrl::RECOVERABLE.bits(), ctx_ctrl::RECOVERABLE);
@@ -305,6 +337,7 @@ mod tests {
             (QueueStatus::ERROR, q_status::ERROR),
             (QueueStatus::HUNG, q_status::HUNG),
             (QueueStatus::SEM_WAIT, q_status::SEM_WAIT),
+            (QueueStatus::PREEMPTED, q_status::PREEMPTED),
         ];
         for (driver, device) in q {
             assert_eq!(driver.bits(), device);

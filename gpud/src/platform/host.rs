@@ -51,9 +51,16 @@ pub enum HostError {
         /// The error.
         source: rustix::io::Errno,
     },
-    /// A bad command line.
-    #[error("usage: gpud serve [--socket PATH] [--until-stdin-eof] ({0})")]
-    Usage(String),
+    /// Setting the socket file's mode or group failed.
+    #[error("socket {path}: setting its {what}: {source}")]
+    Permissions {
+        /// The socket path.
+        path: PathBuf,
+        /// `mode` or `group`.
+        what: &'static str,
+        /// The error.
+        source: rustix::io::Errno,
+    },
 }
 
 /// What `gpud serve` brings up.
@@ -65,6 +72,10 @@ pub struct HostConfig {
     pub device: DeviceConfig,
     /// Per-client limits of the scheme.
     pub limits: Limits,
+    /// Permissions given to the socket file once bound (`None`: the umask's).
+    pub socket_mode: Option<u32>,
+    /// Group given to the socket file once bound (`None`: the daemon's).
+    pub socket_group: Option<u32>,
 }
 
 impl HostConfig {
@@ -74,6 +85,8 @@ impl HostConfig {
             socket: socket.unwrap_or_else(gpu_scheme::host::default_socket_path),
             device: DeviceConfig::default(),
             limits: Limits::default(),
+            socket_mode: None,
+            socket_group: None,
         }
     }
 }
@@ -133,6 +146,7 @@ impl HostDaemon {
             )?),
         };
         let sys_size = cfg.device.sys_size;
+        let (vram_size, limits) = (cfg.device.vram_size, cfg.limits);
         let device = Device::with_shared(cfg.device, windows)?;
         let driver = Driver::new(Arc::new(device), sys_size);
         claim_socket(&cfg.socket)?;
@@ -141,6 +155,15 @@ impl HostDaemon {
             path: cfg.socket.clone(),
             source,
         })?;
+        set_permissions(&cfg.socket, cfg.socket_mode, cfg.socket_group)?;
+        tracing::info!(
+            socket = %cfg.socket.display(),
+            device = "simgpu",
+            vram = vram_size,
+            system_memory = sys_size,
+            limits = ?limits,
+            "serving the gpu scheme"
+        );
         Ok(Self {
             server,
             socket: cfg.socket,
@@ -174,8 +197,27 @@ impl HostDaemon {
                 source,
             });
         let _ = std::fs::remove_file(&self.socket);
+        tracing::info!(socket = %self.socket.display(), "stopped serving");
         res
     }
+}
+
+/// Gives the bound socket file the configured mode and group.
+fn set_permissions(path: &Path, mode: Option<u32>, group: Option<u32>) -> Result<(), HostError> {
+    let err = |what, source| HostError::Permissions {
+        path: path.to_path_buf(),
+        what,
+        source,
+    };
+    if let Some(gid) = group {
+        let gid = rustix::fs::Gid::from_raw(gid);
+        rustix::fs::chown(path, None, Some(gid)).map_err(|e| err("group", e))?;
+    }
+    if let Some(mode) = mode {
+        rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(mode))
+            .map_err(|e| err("mode", e))?;
+    }
+    Ok(())
 }
 
 /// Every BO holds one memfd open in the daemon: lift the soft descriptor limit to the hard
@@ -190,29 +232,11 @@ fn raise_fd_limit() {
     }
 }
 
-/// `gpud serve [--socket PATH] [--until-stdin-eof]`.
-pub fn serve_main(args: &[String]) -> Result<(), HostError> {
-    let mut socket = None;
-    let mut until_eof = false;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--socket" => {
-                let p = it
-                    .next()
-                    .ok_or_else(|| HostError::Usage("--socket needs a path".into()))?;
-                socket = Some(PathBuf::from(p));
-            }
-            "--until-stdin-eof" => until_eof = true,
-            other => return Err(HostError::Usage(format!("unknown argument {other:?}"))),
-        }
-    }
-    let mut daemon = HostDaemon::start(HostConfig::new(socket))?;
-    eprintln!(
-        "gpud: serving the gpu scheme on {}",
-        daemon.socket().display()
-    );
-    if until_eof {
+/// `gpud serve`: brings the daemon up on `cfg` and serves until SIGTERM/SIGINT or, with
+/// `until_stdin_eof`, until stdin closes.
+pub fn serve_main(cfg: HostConfig, until_stdin_eof: bool) -> Result<(), HostError> {
+    let mut daemon = HostDaemon::start(cfg)?;
+    if until_stdin_eof {
         let stop = daemon.stopper();
         std::thread::spawn(move || {
             let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
@@ -258,9 +282,23 @@ mod tests {
         stop.store(true, Ordering::Release);
         t.join().expect("thread").expect("served");
         assert!(!path.exists(), "socket removed on stop");
-        assert!(matches!(
-            serve_main(&["--bogus".to_string()]),
-            Err(HostError::Usage(_))
-        ));
+    }
+
+    #[test]
+    fn the_socket_gets_the_configured_mode_and_group() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = std::env::temp_dir().join(format!("gpud-host-mode-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("gpud.sock");
+        let mut cfg = small(path.clone());
+        cfg.socket_mode = Some(0o600);
+        let own_gid = rustix::process::getgid().as_raw();
+        cfg.socket_group = Some(own_gid);
+        let d = HostDaemon::start(cfg).expect("start");
+        let meta = std::fs::metadata(&path).expect("socket file");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(meta.gid(), own_gid);
+        drop(d);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,5 +1,5 @@
 //! Async binds: bind queues (in order within one, independent across queues unless they
-//! write the same table page), in/out syncobjs, timeline points, user fences, zero-op binds,
+//! write the same entry or a table page a pending bind of the other creates), in/out syncobjs, timeline points, user fences, zero-op binds,
 //! the EBUSY rule, LR sync rules and banning after an async failure.
 
 use super::rig::*;
@@ -111,73 +111,158 @@ fn in_order_within_a_queue() {
     assert!(f1.is_signalled());
 }
 
-/// bind-execqueues-independent: a blocked queue does not block another queue whose binds
-/// write other table pages.
-#[test]
-fn bind_queues_independent() {
-    let r = rig();
-    let t = r.vm(VmFlags::empty());
-    let (a, b) = (r.bo(2 * K4), r.bo(2 * K4));
-    // Build the tables of both regions first, so the async binds write only leaf tables.
-    t.bind(&[BindOp::map(&a, 0, VA, K4), BindOp::map(&b, 0, OTHER, K4)])
-        .unwrap();
-    let q2 = r.dev.bind_queue_create(&t.vm).unwrap();
-    let (g, s) = gate();
-    let blocked = t
-        .bind_async(
-            &[BindOp::map(&a, K4, VA + K4, K4)],
-            &[BindSync::Wait(s, None)],
-        )
-        .unwrap();
-    let out = Syncobj::new();
-    let free =
-        t.vm.bind(
-            Some(&q2),
-            &[BindOp::map(&b, K4, OTHER + K4, K4)],
-            &[BindSync::Signal(out, None)],
-        )
-        .unwrap();
-    wait(&free).unwrap();
-    assert!(!blocked.is_signalled(), "queue 1 still blocked");
-    t.store(OTHER + K4, 9).unwrap();
-    assert_eq!(read(&b, K4), 9);
-    g.signal().unwrap();
-    wait(&blocked).unwrap();
-    t.store(VA + K4, 8).unwrap();
-    assert_eq!(read(&a, K4), 8);
+/// IGT's addresses for the bind-execqueues-* scenarios: the first bind, then the next pages.
+const IGT_ADDR: u64 = 0x1a0000;
+
+/// The cork of the bind-execqueues-* scenarios: the initial bind of `bo` at [`IGT_ADDR`]
+/// (waited for), then a spinner on the VM's exec queue that ends when the CPU writes 1 to
+/// the first qword of `bo`. Returns the spinner's fence behind a syncobj.
+fn cork(t: &TestVm, bo: &Arc<crate::mem::bo::Bo>) -> (Arc<Fence>, Arc<Syncobj>) {
+    use crate::hw::cmd::{CommandStream, SemOp, Width};
+    wait(&t.bind(&[BindOp::map(bo, 0, IGT_ADDR, K4)]).unwrap()).unwrap();
+    let mut c = CommandStream::new();
+    c.semaphore_wait(GpuVa(IGT_ADDR), SemOp::Gte, 1, Width::U64);
+    let spin =
+        t.q.submit(crate::exec::Job::commands(c.dwords().to_vec()))
+            .unwrap();
+    let s = Syncobj::new();
+    s.replace_fence(Some(spin.clone()));
+    settle();
+    assert!(!spin.is_signalled(), "the spinner runs");
+    (spin, s)
 }
 
-/// Two queues writing the same table page are ordered.
+/// bind-execqueues-independent, with IGT's addresses: bind at 0x1a0000 and wait; a spinner
+/// on exec queue 0; a bind at 0x1a1000 on bind queue 0 waiting for the spinner; a bind at
+/// 0x1a2000 on bind queue 1 and an exec through it on exec queue 1. Both binds write
+/// entries of the same, existing leaf table page and create no table: queue 1's bind and
+/// exec complete while the spinner still runs.
 #[test]
-fn bind_queues_serialise_on_shared_table_page() {
+fn bind_queues_independent() {
+    use crate::hw::cmd::CommandStream;
     let r = rig();
     let t = r.vm(VmFlags::empty());
-    let a = r.bo(4 * K4);
-    t.bind(&[BindOp::map(&a, 0, VA, K4)]).unwrap();
-    let q2 = r.dev.bind_queue_create(&t.vm).unwrap();
-    let (g, s) = gate();
-    let first = t
+    let (bo, b0, b1) = (r.sys_bo(K4), r.bo(K4), r.bo(K4));
+    let q1 = r.dev.bind_queue_create(&t.vm).unwrap();
+    let e1 = r
+        .dev
+        .exec_queue_create(&t.vm, crate::hw::Engine::Compute)
+        .unwrap();
+    let (spin, s) = cork(&t, &bo);
+    let blocked = t
         .bind_async(
-            &[BindOp::map(&a, K4, VA + K4, K4)],
+            &[BindOp::map(&b0, 0, IGT_ADDR + K4, K4)],
             &[BindSync::Wait(s, None)],
         )
         .unwrap();
-    let out = Syncobj::new();
+    let free =
+        t.vm.bind(
+            Some(&q1),
+            &[BindOp::map(&b1, 0, IGT_ADDR + 2 * K4, K4)],
+            &[BindSync::Signal(Syncobj::new(), None)],
+        )
+        .unwrap();
+    let mut c = CommandStream::new();
+    c.store_qword(GpuVa(IGT_ADDR + 2 * K4 + 8), 0xc0ffee);
+    let exec = e1
+        .submit(crate::exec::Job::commands(c.dwords().to_vec()).with_deps([free.clone()]))
+        .unwrap();
+    // A bound that only matters when queue 1 waits for the corked queue 0 (the bug).
+    let bounded = |f: &Fence| f.wait(Some(Duration::from_secs(10)));
+    assert_eq!(
+        bounded(&free),
+        Ok(Ok(())),
+        "queue 1's bind waited for queue 0"
+    );
+    assert_eq!(
+        bounded(&exec),
+        Ok(Ok(())),
+        "the exec through queue 1's bind"
+    );
+    assert_eq!(read(&b1, 8), 0xc0ffee);
+    assert!(
+        !spin.is_signalled() && !blocked.is_signalled(),
+        "queue 0 still corked"
+    );
+    write(&bo, 0, 1);
+    wait(&blocked).unwrap();
+    t.store(IGT_ADDR + K4 + 8, 8).unwrap();
+    assert_eq!(read(&b0, 8), 8);
+}
+
+/// bind-execqueues-conflict, with IGT's addresses: the corked bind on queue 0 maps 2 MiB
+/// further (0x3a0000), creating the leaf table page of that region; queue 1's bind at
+/// 0x3a1000 writes into that page, so it waits for queue 0's bind (it would otherwise
+/// signal before the page it wrote is reachable).
+#[test]
+fn bind_queues_serialise_on_a_table_page_a_pending_bind_creates() {
+    let r = rig();
+    let t = r.vm(VmFlags::empty());
+    let (bo, b0, b1) = (r.sys_bo(K4), r.bo(K4), r.bo(K4));
+    let q1 = r.dev.bind_queue_create(&t.vm).unwrap();
+    let (spin, s) = cork(&t, &bo);
+    let conflict = IGT_ADDR + (1 << 21);
+    let first = t
+        .bind_async(
+            &[BindOp::map(&b0, 0, conflict, K4)],
+            &[BindSync::Wait(s, None)],
+        )
+        .unwrap();
     let second =
         t.vm.bind(
-            Some(&q2),
-            &[BindOp::map(&a, 2 * K4, VA + 2 * K4, K4)],
-            &[BindSync::Signal(out, None)],
+            Some(&q1),
+            &[BindOp::map(&b1, 0, conflict + K4, K4)],
+            &[BindSync::Signal(Syncobj::new(), None)],
         )
         .unwrap();
     settle();
     assert!(
         !second.is_signalled(),
-        "same leaf table: the second waits for the first"
+        "queue 1's bind writes a table page queue 0's pending bind creates"
     );
-    g.signal().unwrap();
+    write(&bo, 0, 1);
+    wait(&spin).unwrap();
     wait(&second).unwrap();
     assert!(first.is_signalled());
+    t.store(conflict + K4 + 8, 9).unwrap();
+    t.store(conflict + 8, 7).unwrap();
+    assert_eq!((read(&b0, 8), read(&b1, 8)), (7, 9));
+}
+
+/// Two queues writing the same entry are ordered: an unmap on queue 1 of a range whose
+/// map is still pending on queue 0 must not run first (the map would then leave a live
+/// entry behind the tree's back).
+#[test]
+fn bind_queues_serialise_on_a_shared_entry() {
+    let r = rig();
+    let t = r.vm(VmFlags::empty());
+    let (bo, b0) = (r.sys_bo(K4), r.bo(K4));
+    let q1 = r.dev.bind_queue_create(&t.vm).unwrap();
+    let (_spin, s) = cork(&t, &bo);
+    let first = t
+        .bind_async(
+            &[BindOp::map(&b0, 0, IGT_ADDR + K4, K4)],
+            &[BindSync::Wait(s, None)],
+        )
+        .unwrap();
+    let second =
+        t.vm.bind(
+            Some(&q1),
+            &[BindOp::unmap(IGT_ADDR + K4, K4)],
+            &[BindSync::Signal(Syncobj::new(), None)],
+        )
+        .unwrap();
+    settle();
+    assert!(
+        !second.is_signalled(),
+        "the unmap waits for the pending map"
+    );
+    write(&bo, 0, 1);
+    wait(&second).unwrap();
+    assert!(first.is_signalled());
+    assert!(r
+        .translate(&t.vm, IGT_ADDR + K4, simgpu::mmu::Access::Read)
+        .is_none());
 }
 
 #[test]

@@ -38,13 +38,16 @@ where
     let mut platform = RedoxPlatform;
     let mut service = startup::start(&mut platform, build)?;
     for (mode, why) in &service.irq_fallbacks {
-        eprintln!("gpud: {mode} unavailable: {why}");
+        tracing::warn!("{mode} unavailable: {why}");
     }
     service.event_loop.run(&mut service.queue)?;
     Ok(())
 }
 
-/// `gpud pcid`: [`run`] with the driver factory [`super::pcid_driver::build`].
-pub fn run_pcid() -> Result<(), RunError> {
-    run(super::pcid_driver::build::<RedoxPlatform>)
+/// `gpud pcid`: [`run`] with the driver factory [`super::pcid_driver::build_with`] on `cfg`
+/// (the settings file's memory and limits).
+pub fn run_pcid(cfg: super::pcid_driver::PcidConfig) -> Result<(), RunError> {
+    run(move |res| {
+        super::pcid_driver::build_with::<RedoxPlatform>(res, cfg).map(|b| (b.scheme, b.events))
+    })
 }

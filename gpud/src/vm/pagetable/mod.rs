@@ -163,6 +163,8 @@ pub struct PageTable {
     zero_cache: Vec<PhysAddr>,
     /// While set, entry writes are recorded here instead of performed (copy-engine path).
     capture: Option<Vec<(PhysAddr, u64)>>,
+    /// Table pages the running commit wrote out and linked (see [`PtCommit::linked`]).
+    linked: Vec<PhysAddr>,
 }
 
 /// Everything a batch needs, reserved; commit it with [`PtUpdate::commit`]. Dropping it
@@ -196,6 +198,11 @@ pub struct PtCommit {
     /// Table pages no longer referenced; free them only after that invalidation completed
     /// (pass them to [`PageTable::retire`]).
     pub freed: Vec<PhysAddr>,
+    /// Table pages this commit makes reachable: new tables, and tables a large leaf hid,
+    /// written out whole before the pointer to them. Until the commit's writes landed, an
+    /// entry another batch writes into one of these pages is not reachable by the walker
+    /// (the cross-queue ordering rule of bind jobs is built on this).
+    pub linked: Vec<PhysAddr>,
 }
 
 impl PageTable {
@@ -213,6 +220,7 @@ impl PageTable {
             zero_retired: HashSet::new(),
             zero_cache: Vec::new(),
             capture: None,
+            linked: Vec::new(),
         };
         if config.scratch {
             pt.build_scratch()?;

@@ -674,3 +674,30 @@ impl crate::hw::Mmu for NoMmu {
         unreachable!("not used by reclaim")
     }
 }
+
+/// `PtCommit::linked` names the tables a commit makes reachable (the cross-queue ordering
+/// rule of bind jobs rests on it): new tables, a table a 2 MiB leaf hid once the leaf is
+/// demoted, and nothing when only entries of reachable tables change.
+#[test]
+fn commit_names_the_tables_it_links() {
+    let r = Rig::new();
+    let mut pt = r.pt(false);
+    let c = run(&mut pt, &[map(0x1a_0000, 0, PAGE_SIZE, RW)]);
+    assert_eq!(c.linked.len(), 3, "levels 2, 1 and 0 are new");
+    let c = run(&mut pt, &[map(0x1a_1000, PAGE_SIZE, PAGE_SIZE, RW)]);
+    assert!(c.linked.is_empty(), "an entry of an existing leaf table");
+    let c = run(&mut pt, &[map(MIB2, 0, PAGE_SIZE, RW)]);
+    assert_eq!(
+        c.linked.len(),
+        1,
+        "a new leaf table in an existing directory"
+    );
+    let c = run(&mut pt, &[map(4 * MIB2, 0, MIB2, RW)]);
+    assert_eq!(c.linked.len(), 0, "a 2 MiB leaf hides its new table");
+    let c = run(&mut pt, &[unmap(4 * MIB2, PAGE_SIZE)]);
+    assert_eq!(
+        c.linked.len(),
+        1,
+        "demoting the leaf writes out the hidden table"
+    );
+}

@@ -74,6 +74,7 @@ impl PageTable {
         PtCommit {
             invalidate: (lo < hi && cx.replaced_valid).then(|| (GpuVa(lo), hi - lo)),
             freed: cx.freed,
+            linked: std::mem::take(&mut self.linked),
         }
     }
 
@@ -283,6 +284,7 @@ impl PageTable {
         if !node.stale {
             return;
         }
+        self.linked.push(node.addr);
         if key.0 > 0 && node.used > 0 {
             let empty = self.empty[key.0 as usize];
             let children: Vec<u64> = (0..512u64)
