@@ -10,6 +10,7 @@
 //! `limit-in-flight = 256`, `log-level = "debug"`. An unknown key in the file is an error
 //! (a misspelt limit must not silently leave the default in force).
 
+#[cfg(target_os = "linux")]
 use crate::platform::host::HostConfig;
 use crate::platform::pcid_driver::PcidConfig;
 use gpu_scheme::Limits;
@@ -212,7 +213,8 @@ impl Settings {
         }
     }
 
-    /// The configuration of `gpud serve`.
+    /// The configuration of `gpud serve` (Linux: the host transport).
+    #[cfg(target_os = "linux")]
     pub fn host_config(&self) -> Result<HostConfig, String> {
         let mut cfg = HostConfig::new(self.socket.clone());
         if let Some(v) = self.vram {

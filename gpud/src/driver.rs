@@ -29,7 +29,6 @@ use gpu_scheme::uapi::flags::{
 use gpu_scheme::uapi::request::{BindOpKind, BoCreateRequest};
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::os::fd::OwnedFd;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 use syscall::flag::MapFlags;
@@ -809,8 +808,10 @@ fn mapping_error(e: BoError) -> DriverError {
     }
 }
 
+/// The host transport hands a client a BO's memfd (Linux only: Redox maps BOs by address).
+#[cfg(target_os = "linux")]
 impl gpu_scheme::host::HostMemory for Driver {
-    fn bo_memory(&self, bo: &Arc<Bo>) -> Result<(OwnedFd, u64), DriverError> {
+    fn bo_memory(&self, bo: &Arc<Bo>) -> Result<(std::os::fd::OwnedFd, u64), DriverError> {
         // The BO's own memfd: exactly its size, offset 0 is its first byte.
         Ok((bo.cpu_memory().map_err(mapping_error)?, 0))
     }

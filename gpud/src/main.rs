@@ -27,8 +27,10 @@ struct Cli {
 enum Command {
     /// Run the driver on the simulated GPU: the hardware walk-through, then a daemon with
     /// client processes doing async binds, execs and BO sharing.
+    #[cfg(target_os = "linux")]
     Demo,
     /// Run the daemon on a Linux host: simgpu behind the gpu scheme on a Unix socket.
+    #[cfg(target_os = "linux")]
     Serve {
         #[command(flatten)]
         settings: Box<Settings>,
@@ -48,6 +50,7 @@ enum Command {
     },
     /// The client processes `gpud demo` starts.
     #[command(hide = true)]
+    #[cfg(target_os = "linux")]
     DemoClient {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -75,6 +78,7 @@ fn logging(cli: Option<&str>, s: &Settings, file: Option<&Path>) -> Result<(), S
     gpud::logging::init(&filter, file)
 }
 
+#[cfg(target_os = "linux")]
 fn serve(cli: &Cli, s: &Settings, config: Option<&Path>, until_eof: bool) -> Result<(), String> {
     let s = settings(s, config, None)?;
     logging(cli.log_level.as_deref(), &s, None)?;
@@ -105,6 +109,7 @@ fn pcid(_: &Cli, _: Option<&Path>) -> Result<(), String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (name, res) = match &cli.command {
+        #[cfg(target_os = "linux")]
         Command::Demo => (
             "demo",
             gpud::demo::run(&mut std::io::stdout())
@@ -112,10 +117,12 @@ fn main() -> ExitCode {
                 .map(|()| println!("gpud demo: ok"))
                 .map_err(|e| format!("failed: {e}")),
         ),
+        #[cfg(target_os = "linux")]
         Command::DemoClient { args } => (
             "demo-client",
             gpud::demo::clients::client_main(args).map_err(|e| e.to_string()),
         ),
+        #[cfg(target_os = "linux")]
         Command::Serve {
             settings,
             config,

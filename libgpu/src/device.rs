@@ -8,6 +8,7 @@
 //! open while any object of it lives. Objects of one `Device` must not be used with another:
 //! their ids mean nothing there (libgpu checks and reports `Call::Local` / `EINVAL`).
 
+#[cfg(target_os = "linux")]
 use std::path::Path;
 use std::sync::Arc;
 

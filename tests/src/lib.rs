@@ -37,9 +37,8 @@ impl Daemon {
         Self::start_with(|_| {})
     }
 
-    /// [`Daemon::start`] with `tune` applied to the configuration first (job timeout,
-    /// memory sizes).
-    pub fn start_with(tune: impl FnOnce(&mut HostConfig)) -> Self {
+    /// [`Daemon::start`] with `adjust` applied to the configuration first.
+    pub fn start_with(adjust: impl FnOnce(&mut HostConfig)) -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir();
@@ -47,7 +46,7 @@ impl Daemon {
         let mut cfg = HostConfig::new(Some(socket.clone()));
         cfg.device.vram_size = 16 << 20;
         cfg.device.sys_size = 64 << 20;
-        tune(&mut cfg);
+        adjust(&mut cfg);
         let mut daemon = HostDaemon::start(cfg).expect("daemon starts");
         let stop = daemon.stopper();
         let thread = std::thread::spawn(move || daemon.serve().expect("daemon serves"));
@@ -148,6 +147,14 @@ impl Gpu {
     /// The batch BO (kept alive with the VM).
     pub fn batch_bo(&self) -> &Bo {
         &self.batch
+    }
+
+    /// Runs `dwords` as the batch and waits for it: the wait's result (an error when the job
+    /// failed, e.g. timed out and its queue was banned).
+    pub fn run_dwords(&self, dwords: &[u32]) -> libgpu::Result<bool> {
+        self.map.write_dwords(0, dwords).expect("batch fits");
+        self.queue.exec(BATCH_VA).signal(&self.done).submit()?;
+        self.done.wait(Timeout::Forever)
     }
 
     /// Runs one batch storing each `(va, value)`; returns once the GPU finished it.

@@ -464,6 +464,6 @@ fn runs_now(job: &BindJob) -> bool {
 
 /// A synchronous job failed after the commit: the VM is banned.
 pub(crate) fn sync_failure(vm: &Vm, fault: FenceFault) -> BindError {
-    let _ = fault;
+    tracing::warn!(vm = ?vm.id, ?fault, "synchronous bind failed after its commit: VM banned");
     BindError::VmGone { vm: vm.id }
 }

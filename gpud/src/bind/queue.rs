@@ -66,6 +66,7 @@ pub fn run_job(job: BindJob) -> Option<FenceFault> {
     let fault = perform(&job).err();
     match fault {
         Some(f) => {
+            tracing::warn!(fault = ?f, "bind job failed after its commit: VM banned");
             job.banned.store(true, Ordering::Release);
             let _ = job.fence.set_error(f);
         }

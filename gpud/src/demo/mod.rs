@@ -6,6 +6,7 @@
 //! through `hw` (the platform glue creates the device; everything after is registers, DMA
 //! memory and interrupts).
 
+#[cfg(target_os = "linux")]
 pub mod clients;
 pub mod pagetable;
 

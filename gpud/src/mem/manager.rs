@@ -277,6 +277,7 @@ impl MemoryManager {
                 report.private_vm_bos.push(vm_bo);
             }
         }
+        tracing::debug!(bo = ?bo.id(), size = bo.size(), "evicted from VRAM to system memory");
         report.evicted.push(bo.id());
         Ok(())
     }

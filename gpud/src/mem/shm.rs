@@ -21,9 +21,7 @@
 //! [`PhysMemory`] seam and its own per-BO grants.
 
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
-use rustix::fs::{
-    fallocate, fcntl_add_seals, ftruncate, memfd_create, FallocateFlags, MemfdFlags, SealFlags,
-};
+use rustix::fs::ftruncate;
 use rustix::mm::{mmap, munmap, MapFlags, ProtFlags};
 use simgpu::{MemError, PhysMemory};
 use std::ffi::c_void;
@@ -185,7 +183,7 @@ impl ShmPool {
             return Err(ShmError::Size { size });
         }
         let os = |what| move |source| ShmError::Os { what, source };
-        let fd = memfd_create(name, MemfdFlags::CLOEXEC).map_err(os("memfd_create"))?;
+        let fd = memfd::create(name, false).map_err(os("memfd_create"))?;
         ftruncate(&fd, size).map_err(os("ftruncate"))?;
         let prot = ProtFlags::READ | ProtFlags::WRITE;
         // SAFETY: a fresh shared mapping of our own memfd at an address the kernel picks;
@@ -237,8 +235,7 @@ impl ShmPool {
         for p in pieces {
             // The pool's pages under the object are unused until unbind: give them back
             // (they read as zero when the pool covers the range again). Only a saving.
-            let punch = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
-            let _ = fallocate(&self.fd, punch, p.addr, p.len);
+            memfd::punch_hole(&self.fd, p.addr, p.len);
         }
         Ok(ShmObject {
             fd,
@@ -341,12 +338,64 @@ impl ShmPool {
 /// A zero-filled memfd of `size` bytes, sealed so nobody can resize it: a holder that
 /// shrank it would make the daemon's window accesses fault (SIGBUS).
 fn new_object_fd(size: u64) -> Result<OwnedFd, ShareError> {
-    let fd = memfd_create("gpud-bo", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
-        .map_err(os("memfd_create"))?;
+    let fd = memfd::create("gpud-bo", true).map_err(os("memfd_create"))?;
     ftruncate(&fd, size).map_err(os("ftruncate"))?;
-    let seals = SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL;
-    fcntl_add_seals(&fd, seals).map_err(os("fcntl(F_ADD_SEALS)"))?;
+    memfd::seal_size(&fd).map_err(os("fcntl(F_ADD_SEALS)"))?;
     Ok(fd)
+}
+
+/// The Linux-only calls of the host pool: memfds, their seals and hole punching.
+#[cfg(target_os = "linux")]
+mod memfd {
+    use rustix::fd::{BorrowedFd, OwnedFd};
+    use rustix::fs::{
+        fallocate, fcntl_add_seals, memfd_create, FallocateFlags, MemfdFlags, SealFlags,
+    };
+    use rustix::io::Errno;
+
+    /// A new close-on-exec memfd; `sealable` allows [`seal_size`] on it.
+    pub(super) fn create(name: &str, sealable: bool) -> Result<OwnedFd, Errno> {
+        let mut flags = MemfdFlags::CLOEXEC;
+        if sealable {
+            flags |= MemfdFlags::ALLOW_SEALING;
+        }
+        memfd_create(name, flags)
+    }
+
+    /// Seals the size (no shrink, no grow) and the seals themselves.
+    pub(super) fn seal_size(fd: &OwnedFd) -> Result<(), Errno> {
+        fcntl_add_seals(fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)
+    }
+
+    /// Gives the pages of `[offset, offset + len)` back; they read as zero afterwards. Only a
+    /// saving: a refusal changes nothing else.
+    pub(super) fn punch_hole(fd: &OwnedFd, offset: u64, len: u64) {
+        let fd: BorrowedFd<'_> = rustix::fd::AsFd::as_fd(fd);
+        let _ = fallocate(
+            fd,
+            FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+            offset,
+            len,
+        );
+    }
+}
+
+/// Elsewhere (Redox) there are no memfds: the host pool is never built there (the driver's
+/// system memory is the memory scheme's DMA pool), and these calls fail with `ENOSYS`.
+#[cfg(not(target_os = "linux"))]
+mod memfd {
+    use rustix::fd::OwnedFd;
+    use rustix::io::Errno;
+
+    pub(super) fn create(_name: &str, _sealable: bool) -> Result<OwnedFd, Errno> {
+        Err(Errno::NOSYS)
+    }
+
+    pub(super) fn seal_size(_fd: &OwnedFd) -> Result<(), Errno> {
+        Err(Errno::NOSYS)
+    }
+
+    pub(super) fn punch_hole(_fd: &OwnedFd, _offset: u64, _len: u64) {}
 }
 
 /// One backing's own memory: a memfd mapped over its pieces of a window. Dropping it (or

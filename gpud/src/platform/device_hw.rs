@@ -60,7 +60,7 @@ impl<B: BarMapping> BarMmio<B> {
         let n = self.faults.fetch_add(1, Ordering::Relaxed);
         if n < LOGGED_FAULTS {
             let len = self.len();
-            eprintln!("gpud: BAR0 {what} at {offset:#x} refused (mapping of {len:#x} bytes)");
+            tracing::error!("BAR0 {what} at {offset:#x} refused (mapping of {len:#x} bytes)");
         }
     }
 }

@@ -15,12 +15,14 @@
 //! - `redox` (feature `redox`): the real implementations of the [`sys`] traits and the entry
 //!   point [`redox::run`]; the only module here that makes syscalls or holds `unsafe`.
 //!
-//! - [`host`]: `gpud serve` on a Linux host (simgpu, shared-memory pool, Unix socket).
+//! - `host` (Linux only): `gpud serve` on a Linux host (simgpu, shared-memory pool, Unix
+//!   socket).
 //!
 //! Everything but `redox` builds and is tested on any host with recording fakes.
 
 pub mod device_hw;
 pub mod event_loop;
+#[cfg(target_os = "linux")]
 pub mod host;
 pub mod interrupts;
 pub mod pcid_client;

@@ -107,7 +107,7 @@ fn vram_size(mmio: &dyn Mmio, aperture: u64) -> Result<u64, String> {
     let hi = u64::from(mmio.read32(regs::VRAM_SIZE_LO + 4));
     let reported = lo | (hi << 32);
     if reported > aperture {
-        eprintln!("gpud: VRAM of {reported:#x} bytes, BAR2 shows {aperture:#x}: using the BAR");
+        tracing::warn!("VRAM of {reported:#x} bytes, BAR2 shows {aperture:#x}: using the BAR");
     }
     match reported.min(aperture) {
         0 => Err("the device reports no VRAM".into()),
@@ -132,7 +132,7 @@ fn cpu_window(chunks: &[DmaBuffer], bar2: (CpuVa, u64), vram: u64) -> Option<Cpu
     match CpuWindow::new(sys, (shown > 0).then_some((bar2.0, shown))) {
         Ok(w) => Some(w),
         Err(e) => {
-            eprintln!("gpud: no CPU window for BO mmap ({e}): mmap_prep answers EOPNOTSUPP");
+            tracing::warn!("no CPU window for BO mmap ({e}): mmap_prep answers EOPNOTSUPP");
             None
         }
     }

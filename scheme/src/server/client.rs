@@ -108,6 +108,8 @@ pub(crate) struct Client<D: GpuDriver> {
     /// The device handle is closed: objects are torn down, only derived handles remain.
     pub closed: bool,
     pub counters: Counters,
+    /// Bit `1 << Limit` per limit the client has hit (the first hit is logged as a warning).
+    pub limits_hit: u16,
 }
 
 impl<D: GpuDriver> Client<D> {
@@ -125,6 +127,7 @@ impl<D: GpuDriver> Client<D> {
             handles: 0,
             closed: false,
             counters: Counters::default(),
+            limits_hit: 0,
         }
     }
 

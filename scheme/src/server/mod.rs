@@ -15,6 +15,7 @@ mod client;
 mod cpu_maps;
 mod export;
 mod handles;
+mod log;
 mod park;
 mod stats;
 mod vm_view;
@@ -170,6 +171,7 @@ impl<D: GpuDriver> GpuScheme<D> {
         let client = ClientId(self.next_client);
         self.next_client += 1;
         self.clients.insert(client, Client::new());
+        self.log_connect(client, pid);
         Ok(self.insert_handle(Handle::Device { client, pid }))
     }
 
@@ -291,6 +293,7 @@ impl<D: GpuDriver> GpuScheme<D> {
     /// Tear down everything a device handle owned: stop its GPU work first, then destroy its
     /// queues and VMs and drop its BOs and syncobjs. Derived handles keep their objects alive.
     fn close_client(&mut self, client_id: ClientId) {
+        self.log_disconnect(client_id);
         self.driver.client_stop(client_id);
         let Some(client) = self.clients.get_mut(&client_id) else {
             return;
@@ -415,6 +418,19 @@ impl<T> Derived<T> {
     }
 }
 
+/// A call's name for the log: its opcode, or the raw number of an unknown one.
+struct CallName<'a>(&'a [u64]);
+
+impl std::fmt::Display for CallName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let raw = self.0.first().copied().unwrap_or(0);
+        match crate::uapi::Opcode::from_raw(raw) {
+            Some(op) => write!(f, "{op:?}"),
+            None => write!(f, "call {raw}"),
+        }
+    }
+}
+
 fn opened(number: usize) -> OpenResult {
     OpenResult::ThisScheme {
         number,
@@ -453,12 +469,18 @@ impl<D: GpuDriver> SchemeSync for GpuScheme<D> {
         if path.trim_matches('/') != DEVICE_PATH {
             return Err(SchemeError::BadPath(path.to_owned()).into());
         }
-        Ok(opened(self.open_device(ctx.pid)?))
+        match self.open_device(ctx.pid) {
+            Ok(id) => Ok(opened(id)),
+            Err(e) => Err(self.reply_error(fd, &"open", e)),
+        }
     }
 
     fn dup(&mut self, old_id: usize, buf: &[u8], ctx: &CallerCtx) -> Result<OpenResult> {
         let privileged = self.privileged(ctx);
-        Ok(opened(self.derive(old_id, buf, privileged)?))
+        match self.derive(old_id, buf, privileged) {
+            Ok(id) => Ok(opened(id)),
+            Err(e) => Err(self.reply_error(old_id, &"dup", e)),
+        }
     }
 
     fn read(
@@ -508,7 +530,8 @@ impl<D: GpuDriver> SchemeSync for GpuScheme<D> {
         metadata: &[u64],
         ctx: &CallerCtx,
     ) -> Result<usize> {
-        Ok(self.handle_call(id, None, payload, metadata, ctx)?)
+        self.handle_call(id, None, payload, metadata, ctx)
+            .map_err(|e| self.reply_error(id, &CallName(metadata), e))
     }
 
     fn call_multiple_ids(
@@ -519,7 +542,9 @@ impl<D: GpuDriver> SchemeSync for GpuScheme<D> {
         ctx: &CallerCtx,
     ) -> Result<usize> {
         match ids {
-            [id, other] => Ok(self.handle_call(*id, Some(*other), payload, metadata, ctx)?),
+            [id, other] => self
+                .handle_call(*id, Some(*other), payload, metadata, ctx)
+                .map_err(|e| self.reply_error(*id, &CallName(metadata), e)),
             _ => Err(Error::new(syscall::error::EINVAL)),
         }
     }
@@ -532,7 +557,8 @@ impl<D: GpuDriver> SchemeSync for GpuScheme<D> {
         flags: MapFlags,
         _ctx: &CallerCtx,
     ) -> Result<usize> {
-        Ok(self.mmap(id, offset, size, flags)?)
+        self.mmap(id, offset, size, flags)
+            .map_err(|e| self.reply_error(id, &"mmap", e))
     }
 
     fn munmap(
@@ -543,7 +569,8 @@ impl<D: GpuDriver> SchemeSync for GpuScheme<D> {
         _flags: MunmapFlags,
         _ctx: &CallerCtx,
     ) -> Result<()> {
-        Ok(self.munmap_bo(id, offset, size)?)
+        self.munmap_bo(id, offset, size)
+            .map_err(|e| self.reply_error(id, &"munmap", e))
     }
 
     fn on_close(&mut self, id: usize) {
