@@ -297,7 +297,13 @@ fn a_parked_client_killed_with_sigkill_is_cleaned_up() {
     if let Err(e) = settles(&d, baseline) {
         panic!("{e}\n{}", other.stats().unwrap_or_default());
     }
-    let stats = other.stats().expect("stats");
+    // The referee's own short-lived connections close asynchronously: wait for them too.
+    let deadline = std::time::Instant::now() + STUCK;
+    let mut stats = other.stats().expect("stats");
+    while stat(&stats, "device-clients") != Some(1) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        stats = other.stats().expect("stats");
+    }
     assert_eq!(stat(&stats, "device-clients"), Some(1), "{stats}");
     g.store(&[(0x10_0000, 0x5AFE)]);
     assert_eq!(read_u32(&mine, 0), 0x5AFE, "the other client is unaffected");
