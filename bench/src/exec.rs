@@ -36,7 +36,8 @@ struct Bench {
     _irq: IrqDispatcher,
     gpu: Arc<SimGpu>,
     dma: Arc<dyn DmaMemory>,
-    pt: SimplePageTable,
+    /// The global GTT, where fence pages are mapped.
+    ggtt: SimplePageTable,
     queues: u64,
 }
 
@@ -57,6 +58,8 @@ impl Bench {
         let hw = SimHw::init(mmio, dma.clone(), latch, Arc::new(SystemClock::new()));
         let hw = Arc::new(hw.expect("simgpu bring-up"));
         gpu.start();
+        let ggtt = SimplePageTable::new(dma.clone()).expect("global GTT");
+        hw.bind_ggtt(ggtt.root()).expect("bind GGTT");
         let mut pt = SimplePageTable::new(dma.clone()).expect("page table");
         let data = dma.alloc(PAGE_SIZE).expect("data page").addr;
         pt.map_4k(DATA_VA, data, MemLocation::System, RW)
@@ -71,7 +74,7 @@ impl Bench {
             _irq: irq,
             gpu,
             dma,
-            pt,
+            ggtt,
             queues: 0,
         }
     }
@@ -80,7 +83,7 @@ impl Bench {
         self.queues += 1;
         let va = GpuVa(FENCE_VA + self.queues * PAGE_SIZE);
         let pa = self.dma.alloc(PAGE_SIZE).expect("fence page").addr;
-        self.pt
+        self.ggtt
             .map_4k(va, pa, MemLocation::System, RW)
             .expect("map");
         self.sched

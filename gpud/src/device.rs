@@ -14,12 +14,12 @@
 use crate::bind::failpoint::{FailPoint, FailPoints};
 use crate::bind::fault::{FaultWorker, VmLookup};
 use crate::bind::queue::BindJob;
-use crate::bind::{BindError, BindQueue, Vm, VmFlags, KERNEL_VA_BASE};
+use crate::bind::{BindError, BindQueue, Vm, VmFlags};
 use crate::exec::{
     ExecError, ExecHw, ExecQueue, FencePage, IrqDispatcher, KernelQueue, QueueConfig, QueueMode,
     SchedConfig, Scheduler,
 };
-use crate::hw::pte::{LeafFlags, MemLocation};
+use crate::hw::pte::MemLocation;
 use crate::hw::regs::IrqCauses;
 use crate::hw::sim::dma::HeapDma;
 use crate::hw::sim::irq::{IrqLatch, MsixWiring};
@@ -32,9 +32,8 @@ use crate::mem::manager::{EvictReport, MemoryManager};
 use crate::mem::vram::VramAllocator;
 use crate::mem::window::CpuWindow;
 use crate::sync::{Exec, ExecFlags, Fence};
-use crate::types::{GpuVa, PhysAddr, VmId, PAGE_SIZE};
+use crate::types::{PhysAddr, VmId, PAGE_SIZE};
 use crate::vm::pagetable::memory::{PtAllocError, PtMemory, SysPtMemory};
-use crate::vm::pagetable::{MapTarget, PhysSeg, PtOp};
 use parking_lot::Mutex;
 use simgpu::{HeapMemory, PhysMemory, SimGpu};
 use std::collections::HashMap;
@@ -280,6 +279,9 @@ fn start_engines(
         sys_end,
     )?;
     hw.bind_context(KERNEL_CTX, kmap.page_table().root(), FaultMode::Fatal)?;
+    // The global GTT, which only ring commands reach, is the kernel's linear map: fence
+    // pages are written through it and mapped in no client's page tables.
+    hw.bind_ggtt(kmap.page_table().root())?;
     let irq = IrqDispatcher::start(hw.interrupts()).map_err(|_| BindError::Timeout {
         what: "IRQ thread creation",
     })?;
@@ -569,36 +571,13 @@ impl Device {
         Ok(res?)
     }
 
-    /// Creates an exec queue of `vm` on `engine`; its fence page is mapped in the VM's
-    /// reserved region.
+    /// Creates an exec queue of `vm` on `engine`. Its fence page is reached through the
+    /// global GTT (the kernel linear map), never through the VM's page tables.
     pub fn exec_queue_create(&self, vm: &Arc<Vm>, engine: Engine) -> Result<ExecQueue, BindError> {
         vm.check_alive()?;
         let page = self.core.dma.alloc(PAGE_SIZE)?;
-        let va = {
-            let mut st = vm.lock.write();
-            let va = GpuVa(KERNEL_VA_BASE + st.fence_pages.len() as u64 * PAGE_SIZE);
-            let op = PtOp::Map {
-                va,
-                len: PAGE_SIZE,
-                target: MapTarget::Pages {
-                    location: MemLocation::System,
-                    flags: LeafFlags {
-                        writable: true,
-                        ..LeafFlags::default()
-                    },
-                    segments: vec![PhysSeg {
-                        addr: page.addr,
-                        len: PAGE_SIZE,
-                    }],
-                },
-            };
-            if let Err(e) = vm.write_now(&mut st, &[op]) {
-                let _ = self.core.dma.free(page);
-                return Err(e);
-            }
-            st.fence_pages.push(page);
-            va
-        };
+        let va = KernelMap::va(MemLocation::System, page.addr);
+        vm.lock.write().fence_pages.push(page);
         let mode = if vm.flags().contains(VmFlags::LR_MODE) {
             QueueMode::LongRunning
         } else {

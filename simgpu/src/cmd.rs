@@ -55,6 +55,15 @@ pub mod sem_op {
 pub const FLAG_64: u8 = 1 << 0;
 /// Flag bit of SEMAPHORE_WAIT: 64-bit compare.
 pub const SEM_FLAG_64: u8 = 1 << 3;
+/// Flag bit of any command with addresses: they are in the global GTT, not the context's
+/// page tables. Privileged: only ring commands may set it; in a batch (and on BATCH_START,
+/// whose batch always runs in the context's page tables) it is an illegal command.
+pub const FLAG_GGTT: u8 = 1 << 7;
+
+/// The flags byte (bits 15:8) of a header dword.
+pub const fn flags(hdr: u32) -> u8 {
+    (hdr >> 8) as u8
+}
 
 /// Total length in dwords of each opcode's encoding (`None`: unknown opcode).
 pub const fn len_of(opcode: u8) -> Option<u32> {

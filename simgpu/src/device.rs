@@ -141,6 +141,8 @@ pub struct Device {
     inv_done_seqno: u32,
     inv_pending: VecDeque<InvRequest>,
     guilty: [u32; ENGINES],
+    /// GGTT_BASE_LO/HI.
+    ggtt: [u32; 2],
     /// Bumped by every register write; the device thread sleeps only if it did not move.
     pub(crate) kicks: u64,
 }
@@ -172,11 +174,25 @@ impl Device {
             inv_done_seqno: 0,
             inv_pending: VecDeque::new(),
             guilty: [regs::NO_CONTEXT; ENGINES],
+            ggtt: [0; 2],
             kicks: 0,
             cfg,
             sys,
             vram,
         }
+    }
+
+    /// The global GTT's root, when enabled.
+    pub(crate) fn ggtt_root(&self) -> Option<PtRoot> {
+        let [lo, hi] = self.ggtt;
+        (lo & regs::GGTT_ENABLE != 0).then(|| PtRoot {
+            addr: (u64::from(hi) << 32) | u64::from(lo & !0xFFF),
+            location: if lo & 1 != 0 {
+                Location::Vram
+            } else {
+                Location::System
+            },
+        })
     }
 
     pub(crate) fn mems(&self) -> (Arc<dyn PhysMemory>, Arc<dyn PhysMemory>) {
@@ -391,6 +407,8 @@ impl Device {
             regs::TIMESTAMP_HI => self.ts_latch,
             regs::INT_STATUS => self.int_status,
             regs::INT_MASK => self.int_mask,
+            regs::GGTT_BASE_LO => self.ggtt[0],
+            regs::GGTT_BASE_HI => self.ggtt[1],
             regs::TLB_INV_CTX..=regs::TLB_INV_LEN_HI => {
                 let i = ((offset - regs::TLB_INV_CTX) / 4) as usize;
                 self.inv_regs.get(i).copied().unwrap_or(0)
@@ -530,6 +548,8 @@ impl Device {
         match offset {
             regs::INT_STATUS => self.int_status &= !value,
             regs::INT_MASK => self.int_mask = value & ((1 << irq::COUNT) - 1),
+            regs::GGTT_BASE_LO => self.ggtt[0] = value & !0xFFC,
+            regs::GGTT_BASE_HI => self.ggtt[1] = value & 0xF_FFFF,
             regs::TLB_INV_CTX..=regs::TLB_INV_LEN_HI => {
                 let i = ((offset - regs::TLB_INV_CTX) / 4) as usize;
                 if let Some(r) = self.inv_regs.get_mut(i) {

@@ -13,7 +13,7 @@ use crate::fault::FaultRecord;
 use crate::mem::{Location, MemError, PhysMemory};
 use crate::mmu::{Access, Memories, MmuFault};
 use crate::queue::{Batch, Queue, QueueState};
-use crate::regs::{ctx_ctrl, irq, ErrorReason};
+use crate::regs::{ctx_ctrl, irq, ErrorReason, GGTT_CTX};
 
 /// Number of engines.
 pub const ENGINES: usize = 2;
@@ -53,6 +53,15 @@ impl From<AccessError> for Outcome {
             AccessError::Dma => Outcome::Error(ErrorReason::Dma),
         }
     }
+}
+
+/// The address space a command's addresses are in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Space {
+    /// The queue's context's page tables: batch commands and unflagged ring commands.
+    Ppgtt(u32),
+    /// The global GTT: ring commands with `FLAG_GGTT` (privileged).
+    Ggtt,
 }
 
 /// One physically contiguous piece of a translated VA range.
@@ -116,9 +125,24 @@ impl Device {
             Ok(None) => return false,
             Err(outcome) => return self.apply(engine, index, outcome, 0, true),
         };
+        let ggtt = dwords
+            .first()
+            .is_some_and(|&hdr| cmd::flags(hdr) & cmd::FLAG_GGTT != 0);
         let outcome = match cmd::decode(&dwords) {
-            Ok(command) => self.execute(engine, index, q.ctx, command, from_batch),
             Err(_) => Outcome::Error(ErrorReason::IllegalCommand),
+            Ok(command) if !ggtt => {
+                self.execute(engine, index, Space::Ppgtt(q.ctx), command, from_batch)
+            }
+            // The privilege check: a batch never reaches the GGTT, and a batch always runs in
+            // its context's page tables.
+            Ok(_) if from_batch => Outcome::Error(ErrorReason::IllegalCommand),
+            Ok(Command::BatchStart { .. }) => Outcome::Error(ErrorReason::IllegalCommand),
+            Ok(command) => match self.execute(engine, index, Space::Ggtt, command, false) {
+                // The GGTT is the driver's: a hole in it is a driver bug no fault handler
+                // can fix, so the context goes into error instead of stalling.
+                Outcome::Fault(_) => Outcome::Error(ErrorReason::Fault),
+                other => other,
+            },
         };
         self.apply(engine, index, outcome, dwords.len() as u32, from_batch)
     }
@@ -211,14 +235,14 @@ impl Device {
         // A wrapped VA is beyond 48 bits and faults in the MMU.
         let va = b.va.wrapping_add(u64::from(b.pos) * 4);
         let mut hdr = [0u8; 4];
-        self.read_va(ctx, va, &mut hdr, Access::Fetch)?;
+        self.read_va(Space::Ppgtt(ctx), va, &mut hdr, Access::Fetch)?;
         let hdr = u32::from_le_bytes(hdr);
         let len = cmd::parse_header(hdr).map_or(1, |(_, len)| len);
         if u64::from(b.pos) + u64::from(len) > u64::from(b.len) {
             return Err(Outcome::Error(ErrorReason::IllegalCommand));
         }
         let mut bytes = vec![0u8; len as usize * 4];
-        self.read_va(ctx, va, &mut bytes, Access::Fetch)?;
+        self.read_va(Space::Ppgtt(ctx), va, &mut bytes, Access::Fetch)?;
         Ok(Some(
             bytes
                 .chunks_exact(4)
@@ -232,31 +256,31 @@ impl Device {
         &mut self,
         engine: usize,
         index: usize,
-        ctx: u32,
+        space: Space,
         command: Command,
         in_batch: bool,
     ) -> Outcome {
         let r = match command {
             Command::Noop => Ok(Outcome::Retired),
-            Command::StoreDword { va, value } => self.write_va(ctx, va, &value.to_le_bytes()),
-            Command::StoreQword { va, value } => self.write_va(ctx, va, &value.to_le_bytes()),
-            Command::Copy { src, dst, len } => self.copy(ctx, src, dst, len),
-            Command::Fill { dst, len, pattern } => self.fill(ctx, dst, len, pattern),
+            Command::StoreDword { va, value } => self.write_va(space, va, &value.to_le_bytes()),
+            Command::StoreQword { va, value } => self.write_va(space, va, &value.to_le_bytes()),
+            Command::Copy { src, dst, len } => self.copy(space, src, dst, len),
+            Command::Fill { dst, len, pattern } => self.fill(space, dst, len, pattern),
             Command::AtomicAdd { va, value, wide } => {
-                self.atomic(ctx, va, wide, |m, a| atomic_add(m, a, value, wide))
+                self.atomic(space, va, wide, |m, a| atomic_add(m, a, value, wide))
             }
             Command::AtomicCmpxchg {
                 va,
                 current,
                 new,
                 wide,
-            } => self.atomic(ctx, va, wide, |m, a| cmpxchg(m, a, current, new, wide)),
+            } => self.atomic(space, va, wide, |m, a| cmpxchg(m, a, current, new, wide)),
             Command::SemaphoreWait {
                 va,
                 op,
                 value,
                 wide,
-            } => self.semaphore(ctx, va, op, value, wide),
+            } => self.semaphore(space, va, op, value, wide),
             Command::BatchStart { .. } if in_batch => {
                 Ok(Outcome::Error(ErrorReason::IllegalCommand))
             }
@@ -277,11 +301,11 @@ impl Device {
                 });
                 Ok(Outcome::Retired)
             }
-            Command::Timestamp { va } => self.write_va(ctx, va, &self.timestamp.to_le_bytes()),
+            Command::Timestamp { va } => self.write_va(space, va, &self.timestamp.to_le_bytes()),
             Command::VectorAdd { .. } if engine != ENGINE_COMPUTE => {
                 Ok(Outcome::Error(ErrorReason::IllegalCommand))
             }
-            Command::VectorAdd { a, b, c, count } => self.vector_add(ctx, a, b, c, count),
+            Command::VectorAdd { a, b, c, count } => self.vector_add(space, a, b, c, count),
             Command::Hang => Ok(Outcome::Hang),
         };
         let outcome = r.unwrap_or_else(Outcome::from);
@@ -307,20 +331,23 @@ impl Device {
     /// Translates `[va, va + len)` for `access` into physical chunks (all or nothing).
     fn translate_range(
         &mut self,
-        ctx: u32,
+        space: Space,
         va: u64,
         len: u64,
         access: Access,
     ) -> Result<Vec<Chunk>, AccessError> {
-        let root = self
-            .contexts
-            .get(ctx as usize)
-            .map(|c| c.root())
-            .ok_or(AccessError::Fault(MmuFault {
-                va,
-                access,
-                reason: crate::mmu::FaultReason::NotPresent,
-            }))?;
+        let (tag, root) = match space {
+            Space::Ppgtt(ctx) => (
+                ctx as u16,
+                self.contexts.get(ctx as usize).map(|c| c.root()),
+            ),
+            Space::Ggtt => (GGTT_CTX as u16, self.ggtt_root()),
+        };
+        let root = root.ok_or(AccessError::Fault(MmuFault {
+            va,
+            access,
+            reason: crate::mmu::FaultReason::NotPresent,
+        }))?;
         let (sys, vram) = self.mems();
         let mems = Memories {
             sys: &*sys,
@@ -336,7 +363,7 @@ impl Device {
             }))?;
             let t = self
                 .mmu
-                .translate(mems, ctx as u16, root, cur, access)
+                .translate(mems, tag, root, cur, access)
                 .map_err(AccessError::Fault)?;
             let n = t.remaining.min(len - done);
             chunks.push(Chunk {
@@ -353,17 +380,17 @@ impl Device {
     /// Reads `buf.len()` bytes at `va` (null pages read zero).
     fn read_va(
         &mut self,
-        ctx: u32,
+        space: Space,
         va: u64,
         buf: &mut [u8],
         access: Access,
     ) -> Result<(), AccessError> {
-        let chunks = self.translate_range(ctx, va, buf.len() as u64, access)?;
+        let chunks = self.translate_range(space, va, buf.len() as u64, access)?;
         self.gather(&chunks, 0, buf)
     }
 
-    fn write_va(&mut self, ctx: u32, va: u64, data: &[u8]) -> Result<Outcome, AccessError> {
-        let chunks = self.translate_range(ctx, va, data.len() as u64, Access::Write)?;
+    fn write_va(&mut self, space: Space, va: u64, data: &[u8]) -> Result<Outcome, AccessError> {
+        let chunks = self.translate_range(space, va, data.len() as u64, Access::Write)?;
         self.scatter(&chunks, 0, data)?;
         Ok(Outcome::Retired)
     }
@@ -431,12 +458,12 @@ impl Device {
         }
     }
 
-    fn copy(&mut self, ctx: u32, src: u64, dst: u64, len: u64) -> Result<Outcome, AccessError> {
+    fn copy(&mut self, space: Space, src: u64, dst: u64, len: u64) -> Result<Outcome, AccessError> {
         if len > MAX_TRANSFER {
             return Ok(Outcome::Error(ErrorReason::IllegalCommand));
         }
-        let from = self.translate_range(ctx, src, len, Access::Read)?;
-        let to = self.translate_range(ctx, dst, len, Access::Write)?;
+        let from = self.translate_range(space, src, len, Access::Read)?;
+        let to = self.translate_range(space, dst, len, Access::Write)?;
         let mut buf = vec![0u8; WINDOW.min(len) as usize];
         let mut off = 0;
         while off < len {
@@ -450,11 +477,17 @@ impl Device {
         Ok(Outcome::Retired)
     }
 
-    fn fill(&mut self, ctx: u32, dst: u64, len: u64, pattern: u32) -> Result<Outcome, AccessError> {
+    fn fill(
+        &mut self,
+        space: Space,
+        dst: u64,
+        len: u64,
+        pattern: u32,
+    ) -> Result<Outcome, AccessError> {
         if len > MAX_TRANSFER {
             return Ok(Outcome::Error(ErrorReason::IllegalCommand));
         }
-        let to = self.translate_range(ctx, dst, len, Access::Write)?;
+        let to = self.translate_range(space, dst, len, Access::Write)?;
         let pat = pattern.to_le_bytes();
         let mut off = 0;
         while off < len {
@@ -471,7 +504,7 @@ impl Device {
 
     fn atomic(
         &mut self,
-        ctx: u32,
+        space: Space,
         va: u64,
         wide: bool,
         op: impl FnOnce(&dyn PhysMemory, u64) -> Result<(), MemError>,
@@ -480,7 +513,7 @@ impl Device {
         if va % size != 0 {
             return Ok(Outcome::Error(ErrorReason::IllegalCommand));
         }
-        let chunks = self.translate_range(ctx, va, size, Access::Atomic)?;
+        let chunks = self.translate_range(space, va, size, Access::Atomic)?;
         let Some(c) = chunks.first() else {
             return Ok(Outcome::Retired);
         };
@@ -492,7 +525,7 @@ impl Device {
 
     fn semaphore(
         &mut self,
-        ctx: u32,
+        space: Space,
         va: u64,
         op: u8,
         value: u64,
@@ -501,7 +534,7 @@ impl Device {
         let mut buf = [0u8; 8];
         let n = if wide { 8 } else { 4 };
         let slot = buf.get_mut(..n).unwrap_or_default();
-        self.read_va(ctx, va, slot, Access::Read)?;
+        self.read_va(space, va, slot, Access::Read)?;
         let mem = u64::from_le_bytes(buf);
         Ok(if cmd::sem_satisfied(op, mem, value) {
             Outcome::Retired
@@ -512,7 +545,7 @@ impl Device {
 
     fn vector_add(
         &mut self,
-        ctx: u32,
+        space: Space,
         a: u64,
         b: u64,
         c: u64,
@@ -522,9 +555,9 @@ impl Device {
             return Ok(Outcome::Error(ErrorReason::IllegalCommand));
         }
         let bytes = u64::from(count) * 4;
-        let ta = self.translate_range(ctx, a, bytes, Access::Read)?;
-        let tb = self.translate_range(ctx, b, bytes, Access::Read)?;
-        let tc = self.translate_range(ctx, c, bytes, Access::Write)?;
+        let ta = self.translate_range(space, a, bytes, Access::Read)?;
+        let tb = self.translate_range(space, b, bytes, Access::Read)?;
+        let tc = self.translate_range(space, c, bytes, Access::Write)?;
         let mut off = 0;
         while off < bytes {
             let n = WINDOW.min(bytes - off) as usize;

@@ -27,6 +27,16 @@ pub const TIMESTAMP_HI: u32 = 0x001C;
 pub const INT_STATUS: u32 = 0x0020;
 /// Interrupt cause enable mask (1 = delivered), see [`irq`].
 pub const INT_MASK: u32 = 0x0024;
+/// Global GTT root, low half: bits 31:12 root table address, bit 1 = enable, bit 0 =
+/// location (1 = VRAM). The GGTT is the privileged address space only ring commands reach
+/// (see [`crate::cmd::FLAG_GGTT`]).
+pub const GGTT_BASE_LO: u32 = 0x0030;
+/// Global GTT root, high half (address bits 51:32).
+pub const GGTT_BASE_HI: u32 = 0x0034;
+/// Bit of `GGTT_BASE_LO`: the GGTT is enabled (else every GGTT access faults).
+pub const GGTT_ENABLE: u32 = 1 << 1;
+/// The TLB tag of GGTT translations, and the `TLB_INV_CTX` value that invalidates them.
+pub const GGTT_CTX: u32 = 0xFFFF;
 
 /// TLB invalidation: target context.
 pub const TLB_INV_CTX: u32 = 0x0040;

@@ -81,6 +81,7 @@ pub struct Rig {
     next_sys: u64,
     next_vram: u64,
     roots: Vec<Option<u64>>,
+    ggtt_root: Option<u64>,
     tails: Vec<u32>,
     ring_size: u32,
 }
@@ -109,6 +110,7 @@ impl Rig {
             next_sys: PAGE,
             next_vram: 0,
             roots: vec![None; cfg.contexts as usize],
+            ggtt_root: None,
             tails: vec![0; 2 * cfg.queues_per_engine as usize],
             ring_size: 64 << 10,
         }
@@ -152,6 +154,27 @@ impl Rig {
         root
     }
 
+    /// Creates the global GTT with an empty root table and enables it; map into it with
+    /// context id [`regs::GGTT_CTX`].
+    pub fn ggtt(&mut self) -> u64 {
+        let root = self.alloc_sys(PAGE, PAGE);
+        self.ggtt_root = Some(root);
+        self.gpu
+            .mmio_write32(regs::GGTT_BASE_HI, (root >> 32) as u32);
+        self.gpu
+            .mmio_write32(regs::GGTT_BASE_LO, root as u32 | regs::GGTT_ENABLE);
+        root
+    }
+
+    fn root_of(&self, ctx: u32) -> u64 {
+        let root = if ctx == regs::GGTT_CTX {
+            self.ggtt_root
+        } else {
+            self.roots[ctx as usize]
+        };
+        root.expect("testkit: context not created")
+    }
+
     /// Writes a leaf entry for `va` at `level` (0 = 4K, 1 = 2M, 2 = 1G), allocating tables.
     pub fn map(&mut self, ctx: u32, va: u64, pa: u64, level: u32, flags: MapFlags) {
         let leaf = Self::leaf_bits(pa, level, flags);
@@ -178,7 +201,7 @@ impl Rig {
 
     /// Writes `raw` as the entry for `va` at `level`, allocating intermediate tables.
     pub fn write_entry(&mut self, ctx: u32, va: u64, level: u32, raw: u64) {
-        let mut table = self.roots[ctx as usize].expect("testkit: context not created");
+        let mut table = self.root_of(ctx);
         for l in (level + 1..pte::LEVELS).rev() {
             let slot = table + ((va >> pte::level_shift(l)) & 511) * 8;
             let e = self.sys.load_u64(slot).expect("testkit: table in range");
@@ -438,6 +461,13 @@ pub mod enc {
             hi(c),
             count,
         ]
+    }
+    /// `command` with its addresses in the global GTT (privileged: ring only).
+    pub fn ggtt(mut command: Vec<u32>) -> Vec<u32> {
+        if let Some(hdr) = command.first_mut() {
+            *hdr |= u32::from(crate::cmd::FLAG_GGTT) << 8;
+        }
+        command
     }
     /// HANG (test-only).
     pub fn hang() -> Vec<u32> {

@@ -34,7 +34,8 @@ use std::time::Duration;
 
 /// Size of the VA space (48 bits).
 pub const VA_SPACE: u64 = 1 << 48;
-/// The reserved kernel region at the top of the VA space (queue fence pages live there).
+/// The reserved kernel region at the top of the VA space: clients cannot map there. Nothing
+/// of the driver is mapped in a client VM (fence pages are reached through the global GTT).
 pub const KERNEL_VA_BASE: u64 = VA_SPACE - (1 << 32);
 
 /// Everything `vm.lock` protects.
@@ -47,7 +48,7 @@ pub struct VmState {
     pub bos: HashMap<BoId, Arc<Bo>>,
     /// Per mapping, the fence of the bind that carried a user fence (the EBUSY rule).
     pub ufences: HashMap<MappingId, Arc<Fence>>,
-    /// Fence pages of exec queues, mapped in the reserved region.
+    /// Fence pages of the VM's exec queues (mapped only in the global GTT).
     pub(crate) fence_pages: Vec<DmaRegion>,
 }
 

@@ -131,7 +131,8 @@ impl Job {
         Ok(())
     }
 
-    /// The ring dwords of this job: payload, user fence, `seqno` to `fence_va`, interrupt.
+    /// The ring dwords of this job: payload, user fence, `seqno` to `fence_va` (a global-GTT
+    /// address no client batch can reach), interrupt.
     pub(crate) fn ring_dwords(&self, fence_va: GpuVa, seqno: u64) -> Vec<u32> {
         let mut tail = CommandStream::new();
         if let Some(uf) = self.user_fence {
@@ -139,7 +140,7 @@ impl Job {
         }
         // The interrupt data is informational (the handler reads the fence page), so the
         // low half of the seqno is enough.
-        tail.store_qword(fence_va, seqno)
+        tail.ggtt_store_qword(fence_va, seqno)
             .user_interrupt(seqno as u32);
         let mut out = match &self.payload {
             Payload::Batch { va, len_dwords } => CommandStream::new()
@@ -165,11 +166,11 @@ mod tests {
         let mut want = CommandStream::new();
         want.batch_start(GpuVa(0x10000), 8)
             .store_qword(GpuVa(0x2000), 7)
-            .store_qword(GpuVa(0x3000), 0x1_0000_0005)
+            .ggtt_store_qword(GpuVa(0x3000), 0x1_0000_0005)
             .user_interrupt(5);
         assert_eq!(d, want.dwords());
         let mut tail = CommandStream::new();
-        tail.store_qword(GpuVa(0x3000), 0x1_0000_0005)
+        tail.ggtt_store_qword(GpuVa(0x3000), 0x1_0000_0005)
             .user_interrupt(5);
         assert_eq!(tail.len(), FENCE_TAIL_DWORDS);
         assert_eq!(&d[d.len() - FENCE_TAIL_DWORDS..], tail.dwords());

@@ -22,10 +22,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The 8-byte seqno slot a queue's jobs write on completion: driver-allocated DMA memory
-/// that the owner of the context's page tables mapped (writable) at `va`.
+/// mapped at `va` in the global GTT, which only the ring's own (privileged) commands reach.
+/// No client page table maps it, so no client batch can forge a completion: retirement
+/// trusts nothing else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FencePage {
-    /// Where the GPU writes it, in the queue's context.
+    /// Where the ring's fence write puts it, in the global GTT.
     pub va: GpuVa,
     /// Where the driver reads it.
     pub pa: PhysAddr,
@@ -50,7 +52,7 @@ pub struct QueueConfig {
     pub engine: Engine,
     /// Hardware context (the VM's page tables).
     pub ctx: HwCtx,
-    /// Seqno slot mapped in `ctx`.
+    /// Seqno slot, mapped in the global GTT (never in `ctx`).
     pub fence_page: FencePage,
     /// dma-fence or LR.
     pub mode: QueueMode,
@@ -182,6 +184,12 @@ impl ExecQueue {
     /// The queue's id.
     pub fn id(&self) -> QueueId {
         self.id
+    }
+
+    /// The queue's fence page (while the scheduler knows the queue).
+    #[cfg(test)]
+    pub(crate) fn fence_page(&self) -> Option<FencePage> {
+        self.shared.with_queue(self.id, |q| q.fence_page)
     }
 
     /// Whether the queue no longer takes jobs (banned or lost).

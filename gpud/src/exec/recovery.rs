@@ -69,6 +69,7 @@ pub(crate) fn ban_queue(
     if q.ban.is_some() {
         return;
     }
+    tracing::warn!(queue = ?id, engine = ?q.engine, reason = ?ban, "exec queue banned");
     q.ban(ban, fault, done);
     let ring = q.ring.take();
     let (engine, slot) = (q.engine, q.slot);
@@ -104,8 +105,10 @@ pub(crate) fn recover(
         })
         .copied()
         .collect();
+    tracing::warn!(?engine, queue = ?culprit, hung = ?guilty, "job hang: resetting the engine");
     let reset = shared.hw.engines.reset(engine, shared.cfg.reset_timeout);
     shared.resets.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(?engine, device_lost = reset.is_err(), "engine reset");
     let now = shared.hw.clock.now();
     // Jobs that completed before the reset are not resubmitted.
     shared.retire_all(st, now, done);

@@ -33,6 +33,8 @@ mod op {
 const FLAG_WIDE: u8 = 1 << 0;
 /// Flag of SEMAPHORE_WAIT: 64-bit compare.
 const SEM_WIDE: u8 = 1 << 3;
+/// Flag of any command: its addresses are in the global GTT (privileged: ring only).
+const FLAG_GGTT: u8 = 1 << 7;
 
 /// SEMAPHORE_WAIT comparison (`memory OP value`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +96,13 @@ impl CommandStream {
     pub fn store_qword(&mut self, va: GpuVa, value: u64) -> &mut Self {
         let ([a, b], [c, d]) = (split(va.0), split(value));
         self.push(op::STORE_QWORD, 0, &[a, b, c, d])
+    }
+
+    /// Stores a u64 at `va` of the global GTT: the fence write of a job, into a page no
+    /// client's page tables map. Privileged: only valid on a ring, never in a batch.
+    pub fn ggtt_store_qword(&mut self, va: GpuVa, value: u64) -> &mut Self {
+        let ([a, b], [c, d]) = (split(va.0), split(value));
+        self.push(op::STORE_QWORD, FLAG_GGTT, &[a, b, c, d])
     }
 
     /// Copies `len` bytes from `src` to `dst` (ranges must not overlap).
@@ -235,6 +244,11 @@ mod tests {
             ];
             prop_assert_eq!(device_decode(&s), want);
             prop_assert_eq!(s.to_bytes().len(), s.len() * 4);
+            let mut g = CommandStream::new();
+            g.ggtt_store_qword(GpuVa(va), v);
+            prop_assert_eq!(device_decode(&g), vec![Command::StoreQword { va, value: v }]);
+            prop_assert_eq!(simgpu::cmd::flags(g.dwords()[0]), simgpu::cmd::FLAG_GGTT);
+            prop_assert_eq!(simgpu::cmd::flags(s.dwords()[0]) & simgpu::cmd::FLAG_GGTT, 0);
         }
     }
 }

@@ -26,6 +26,12 @@ pub const TIMESTAMP_HI: u32 = 0x001C;
 pub const INT_STATUS: u32 = 0x0020;
 /// Interrupt enable mask ([`IrqCauses`]).
 pub const INT_MASK: u32 = 0x0024;
+/// Global GTT root, low half: bits 31:12 address, bit 1 enable, bit 0 location (1 = VRAM).
+pub const GGTT_BASE_LO: u32 = 0x0030;
+/// Global GTT root, high half.
+pub const GGTT_BASE_HI: u32 = 0x0034;
+/// `GGTT_BASE_LO` bit: the GGTT is enabled.
+pub const GGTT_ENABLE: u32 = 1 << 1;
 /// TLB invalidation: context.
 pub const TLB_INV_CTX: u32 = 0x0040;
 /// TLB invalidation: start VA, low half (high half at +4).
@@ -242,6 +248,9 @@ mod tests {
             (TIMESTAMP_HI, dev::TIMESTAMP_HI),
             (INT_STATUS, dev::INT_STATUS),
             (INT_MASK, dev::INT_MASK),
+            (GGTT_BASE_LO, dev::GGTT_BASE_LO),
+            (GGTT_BASE_HI, dev::GGTT_BASE_HI),
+            (GGTT_ENABLE, dev::GGTT_ENABLE),
             (TLB_INV_CTX, dev::TLB_INV_CTX),
             (TLB_INV_START_LO, dev::TLB_INV_START_LO),
             (TLB_INV_LEN_LO, dev::TLB_INV_LEN_LO),

@@ -5,6 +5,7 @@ mod exec_vm;
 mod failpoints;
 mod fault_mode;
 mod hang;
+mod isolation;
 mod oracle;
 mod rig;
 mod scenarios;

@@ -177,3 +177,56 @@ fn a_job_depending_on_a_hung_job_fails_with_its_error_and_its_queue_lives_on() {
     let next = dependent.submit(Job::commands(store(8, 2))).unwrap();
     assert_eq!(wait(&next), Ok(()));
 }
+
+/// Log lines written while a test runs (a process-wide subscriber: the scheduler logs from
+/// its own thread).
+fn captured_log() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    use std::sync::{Arc, Mutex, OnceLock};
+    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = buf.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("warn")
+            .with_ansi(false)
+            .with_writer(move || CaptureWriter(sink.clone()))
+            .try_init();
+        buf
+    })
+    .clone()
+}
+
+struct CaptureWriter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CaptureWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut v) = self.0.lock() {
+            v.extend_from_slice(b);
+        }
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_hang_is_logged_as_an_engine_reset_and_a_banned_queue() {
+    let log = captured_log();
+    let rig = Rig::new(1);
+    let guilty = rig.queue(0, Engine::Copy, TIMEOUT);
+    let g = guilty.submit(Job::commands(vec![HANG])).unwrap();
+    assert_eq!(rig.advance_until(&g, STEP), Err(FenceFault::JobTimeout));
+    assert!(guilty.is_banned());
+    let text = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
+    let has = |words: &[&str]| text.lines().any(|l| words.iter().all(|w| l.contains(w)));
+    assert!(
+        has(&["WARN", "job hang: resetting the engine", "Copy"]),
+        "{text}"
+    );
+    assert!(
+        has(&["WARN", "engine reset", "device_lost=false"]),
+        "{text}"
+    );
+    assert!(has(&["WARN", "exec queue banned", "reason=Hang"]), "{text}");
+}

@@ -23,7 +23,7 @@ use std::time::Duration;
 pub const DATA_VA: GpuVa = GpuVa(0x100_0000);
 /// Size of the data area.
 pub const DATA_BYTES: u64 = 16 * PAGE_SIZE;
-/// Where fence pages are mapped (one page per queue).
+/// Where fence pages are mapped in the global GTT (one page per queue).
 const FENCE_VA: u64 = 0x200_0000;
 /// An address no test context maps.
 pub const UNMAPPED_VA: GpuVa = GpuVa(0x7000_0000);
@@ -40,7 +40,8 @@ const RW: LeafFlags = LeafFlags {
 };
 
 struct TestCtx {
-    pt: SimplePageTable,
+    /// Kept alive: its tables are the context's.
+    _pt: SimplePageTable,
     data: PhysAddr,
 }
 
@@ -53,6 +54,8 @@ pub struct Rig {
     pub gpu: Arc<SimGpu>,
     pub clock: Arc<FakeClock>,
     ctxs: Mutex<Vec<TestCtx>>,
+    /// The global GTT: fence pages, mapped in no test context.
+    ggtt: Mutex<SimplePageTable>,
     fence_pages: Mutex<u64>,
 }
 
@@ -78,6 +81,8 @@ impl Rig {
         let clock = Arc::new(FakeClock::new());
         let hw = Arc::new(SimHw::init(mmio, dma.clone(), latch, clock.clone()).unwrap());
         gpu.start();
+        let ggtt = SimplePageTable::new(dma.clone()).unwrap();
+        hw.bind_ggtt(ggtt.root()).unwrap();
         let mut ctxs = Vec::new();
         for i in 0..contexts {
             let mut pt = SimplePageTable::new(dma.clone()).unwrap();
@@ -86,7 +91,7 @@ impl Rig {
                 .unwrap();
             hw.bind_context(HwCtx(i + 1), pt.root(), FaultMode::Fatal)
                 .unwrap();
-            ctxs.push(TestCtx { pt, data });
+            ctxs.push(TestCtx { _pt: pt, data });
         }
         let irq = IrqDispatcher::start(hw.interrupts()).unwrap();
         let sched = Scheduler::new(ExecHw::sim(hw.clone()), cfg, &irq).unwrap();
@@ -97,6 +102,7 @@ impl Rig {
             gpu,
             clock,
             ctxs: Mutex::new(ctxs),
+            ggtt: Mutex::new(ggtt),
             fence_pages: Mutex::new(0),
         }
     }
@@ -121,7 +127,7 @@ impl Rig {
         self.hw.dma().write_u64(self.data_pa(i, off), v).unwrap();
     }
 
-    /// A queue config for context `i`, with a freshly mapped fence page.
+    /// A queue config for context `i`, with a fresh fence page mapped in the global GTT.
     pub fn config(&self, i: usize, engine: Engine, mode: QueueMode) -> QueueConfig {
         let dma = self.hw.dma();
         let page = dma.alloc(PAGE_SIZE).unwrap().addr;
@@ -130,8 +136,8 @@ impl Rig {
             *n += 1;
             GpuVa(FENCE_VA + *n * PAGE_SIZE)
         };
-        self.ctxs.lock()[i]
-            .pt
+        self.ggtt
+            .lock()
             .map_4k(va, page, MemLocation::System, RW)
             .unwrap();
         QueueConfig {

@@ -149,6 +149,27 @@ impl SimHw {
         u64::from(self.mmio.read32(at)) | (u64::from(self.mmio.read32(at + 4)) << 32)
     }
 
+    /// Points the global GTT (the privileged address space only ring commands reach, see
+    /// [`crate::hw::cmd::CommandStream::ggtt_store_qword`]) at `root` and enables it.
+    /// Bring-up does this once; the tables behind it must stay valid while the device runs.
+    pub fn bind_ggtt(&self, root: PtRoot) -> Result<(), HwError> {
+        if !root.addr.is_aligned(4096) {
+            return Err(HwError::Pte(crate::hw::pte::PteError::Misaligned {
+                addr: root.addr.get(),
+                align: 4096,
+            }));
+        }
+        let loc = u32::from(root.location == MemLocation::Vram);
+        self.mmio.write32(regs::GGTT_BASE_LO, 0);
+        self.mmio
+            .write32(regs::GGTT_BASE_HI, (root.addr.get() >> 32) as u32);
+        self.mmio.write32(
+            regs::GGTT_BASE_LO,
+            root.addr.get() as u32 | regs::GGTT_ENABLE | loc,
+        );
+        Ok(())
+    }
+
     fn check_ctx(&self, ctx: HwCtx) -> Result<(), HwError> {
         if ctx.0 < self.info.contexts {
             Ok(())
