@@ -93,4 +93,8 @@ impl Mapping for HostMapping {
     fn write(&self, offset: usize, data: &[u8]) -> Option<()> {
         self.0.memory().write(offset, data)
     }
+
+    fn as_ptr(&self) -> *mut u8 {
+        self.0.memory().as_ptr()
+    }
 }

@@ -62,4 +62,8 @@ pub trait Mapping: Send + Sync {
 
     /// Copy bytes in; `None` if `offset..offset + data.len()` is outside the mapping.
     fn write(&self, offset: usize, data: &[u8]) -> Option<()>;
+
+    /// The mapping's first byte, for foreign callers (the C API) that access the memory
+    /// directly; valid until the mapping drops. Rust code copies through `read`/`write`.
+    fn as_ptr(&self) -> *mut u8;
 }

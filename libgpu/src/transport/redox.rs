@@ -142,6 +142,10 @@ impl Mapping for RedoxMapping {
         }
         Some(())
     }
+
+    fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
 }
 
 impl Drop for RedoxMapping {

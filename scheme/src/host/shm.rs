@@ -53,6 +53,12 @@ impl SharedMapping {
         self.len == 0
     }
 
+    /// The mapping's first byte, for foreign callers (the C API) that access it directly;
+    /// valid until this value drops. Rust code copies through `read`/`write`.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
     fn check(&self, offset: usize, n: usize) -> Option<*mut u8> {
         let end = offset.checked_add(n)?;
         // SAFETY: `offset + n <= len`, so the pointer stays inside the mapping.
