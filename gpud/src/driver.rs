@@ -12,13 +12,14 @@
 use crate::bind::{BindError, BindFlags, BindOp, BindQueue, BindSync, OpKind, Vm, VmFlags};
 use crate::device::Device;
 use crate::exec::{ExecQueue, Job, OutSync};
+use crate::hw::pte::{PAT_TABLE, VA_BITS};
 use crate::hw::Engine;
 use crate::mem::bo::BoError;
 use crate::mem::bo::{Bo, Placement};
 use crate::mem::cpu_map::{CpuMapError, CpuMaps};
 use crate::sync::{Fence, FenceContext, FenceStatus, Syncobj, Usage};
 use crate::types::{GpuVa, PAGE_SIZE};
-use crate::vm::{GpuBo, MappingFlags, VaRange};
+use crate::vm::{GpuBo, MappingFlags};
 use gpu_scheme::driver::{
     ClientId, ClientUsage, DeviceInfo, DriverError, GpuDriver, MappingBacking, PointState,
     ResolvedBindOp, ResolvedSync, Submitted, VmMapping, WakeToken,
@@ -35,8 +36,6 @@ use syscall::flag::MapFlags;
 
 /// Dwords a batch may run before BATCH_END (the batch normally ends earlier at BATCH_END).
 pub const BATCH_MAX_DWORDS: u32 = 1 << 16;
-/// Bits of GPU VA the device translates.
-const VA_BITS: u32 = 48;
 
 /// An exec queue or an extra bind queue, as the scheme holds it.
 #[derive(Clone)]
@@ -229,14 +228,17 @@ fn placement(p: WirePlacement) -> Result<Placement, DriverError> {
     }
 }
 
-fn vm_flags(f: VmCreateFlags) -> VmFlags {
-    VmFlags::from_bits_truncate(f.bits())
+/// The scheme's VM flags as the bind engine's (same uAPI values); bits the engine does not
+/// know are refused, never dropped.
+fn vm_flags(f: VmCreateFlags) -> Result<VmFlags, DriverError> {
+    VmFlags::from_bits(f.bits()).ok_or(DriverError::Invalid("VM flags the driver does not know"))
 }
 
-/// A scheme bind op as the bind engine's op.
-fn bind_op(r: &ResolvedBindOp<Arc<Bo>>) -> BindOp {
+/// A scheme bind op as the bind engine's op (unknown flag bits refused, never dropped).
+fn bind_op(r: &ResolvedBindOp<Arc<Bo>>) -> Result<BindOp, DriverError> {
     let op = &r.op;
-    let flags = BindFlags::from_bits_truncate(op.flags.bits());
+    let flags = BindFlags::from_bits(op.flags.bits())
+        .ok_or(DriverError::Invalid("bind flags the driver does not know"))?;
     let base = |kind, bo: Option<Arc<Bo>>, offset| BindOp {
         kind,
         bo,
@@ -244,8 +246,9 @@ fn bind_op(r: &ResolvedBindOp<Arc<Bo>>) -> BindOp {
         addr: GpuVa(op.addr),
         range: op.range,
         flags,
+        pat_index: op.pat_index,
     };
-    match op.kind {
+    Ok(match op.kind {
         BindOpKind::Map { bo_offset, .. } => base(OpKind::Map, r.bo.clone(), bo_offset),
         BindOpKind::MapNull => base(OpKind::Map, None, 0).with_flags(BindFlags::NULL),
         BindOpKind::MapCpuMirror => {
@@ -255,7 +258,7 @@ fn bind_op(r: &ResolvedBindOp<Arc<Bo>>) -> BindOp {
         BindOpKind::Unmap => base(OpKind::Unmap, None, 0),
         BindOpKind::UnmapAll { .. } => base(OpKind::UnmapAll, r.bo.clone(), 0),
         BindOpKind::Prefetch { .. } => base(OpKind::Prefetch, None, 0),
-    }
+    })
 }
 
 /// Scheme point 0 means "binary"; the bind engine says `None`.
@@ -386,22 +389,8 @@ impl Driver {
 
 /// The BO and offset behind `addr` in `vm`.
 fn bo_at(vm: &Vm, addr: u64) -> Result<(Arc<Bo>, u64), DriverError> {
-    let fault = DriverError::Fault { addr };
-    let page = GpuVa(addr & !(PAGE_SIZE - 1));
-    let probe = VaRange::new(page, PAGE_SIZE).map_err(|_| fault.clone())?;
-    vm.with_state(|st| {
-        let m = st
-            .gpuvm
-            .tree()
-            .find_first(probe)
-            .filter(|m| m.range().contains(GpuVa(addr)))
-            .ok_or(fault.clone())?;
-        let bo = m
-            .bo_id()
-            .and_then(|id| st.bos.get(&id))
-            .ok_or(fault.clone())?;
-        Ok((bo.clone(), m.offset() + (addr - m.range().start().get())))
-    })
+    vm.backing_at(GpuVa(addr))
+        .ok_or(DriverError::Fault { addr })
 }
 
 impl GpuDriver for Driver {
@@ -423,7 +412,7 @@ impl GpuDriver for Driver {
             vram_free: mem.vram_free,
             reserved_va_start: crate::bind::KERNEL_VA_BASE,
             reserved_va_len: (1 << VA_BITS) - crate::bind::KERNEL_VA_BASE,
-            pat_entries: 4,
+            pat_entries: PAT_TABLE.len() as u32,
         }
     }
 
@@ -477,7 +466,7 @@ impl GpuDriver for Driver {
     }
 
     fn vm_create(&self, client: ClientId, flags: VmCreateFlags) -> Result<Arc<Vm>, DriverError> {
-        let vm = self.device.vm_create(vm_flags(flags)).map_err(bind_err)?;
+        let vm = self.device.vm_create(vm_flags(flags)?).map_err(bind_err)?;
         self.with_client(client, |st| st.vms.push(Arc::downgrade(&vm)));
         Ok(vm)
     }
@@ -594,7 +583,7 @@ impl GpuDriver for Driver {
                 return Err(DriverError::Invalid("VM_BIND on an exec queue"))
             }
         };
-        let ops: Vec<BindOp> = ops.iter().map(bind_op).collect();
+        let ops = ops.iter().map(bind_op).collect::<Result<Vec<_>, _>>()?;
         let syncs = bind_syncs(syncs);
         let synchronous = syncs.is_empty();
         let fence = vm.bind_nowait(bq, &ops, &syncs).map_err(bind_err)?;

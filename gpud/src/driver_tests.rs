@@ -439,3 +439,45 @@ fn vm_table_reports_every_mapping_with_daemon_keys_until_destroyed() {
     d.vm_destroy(&vm).expect("destroy");
     assert_eq!(d.vm_table(&vm), Err(DriverError::VmGone));
 }
+
+/// A scheme bind's `pat_index` reaches the PTE (it used to be dropped here: every PTE was
+/// write-back): simgpu's walker reports the cache mode of the PAT entry.
+#[test]
+fn pat_index_reaches_the_pte() {
+    use simgpu::mmu::{Access, Memories, Mmu as Walker, PtRoot as DevRoot};
+    let d = driver();
+    let vm = d.vm_create(C, VmCreateFlags::empty()).expect("vm");
+    let b = bo(&d, 0x4000, WirePlacement::SYSTEM);
+    let ops: Vec<_> = (0..4u16)
+        .map(|pat| {
+            let mut op = map(&b, 0x10_0000 + u64::from(pat) * 0x1000, 0x1000);
+            op.op.pat_index = pat;
+            op
+        })
+        .collect();
+    d.vm_bind(C, &vm, None, ops, vec![]).expect("bind");
+    let gpu = d.device().gpu().expect("simgpu").clone();
+    let root = vm.with_pt(|pt| pt.root());
+    let root = DevRoot {
+        addr: root.addr.get(),
+        location: simgpu::Location::System,
+    };
+    let (sys, vram) = (gpu.sysmem(), gpu.vram());
+    let mems = Memories {
+        sys: &*sys,
+        vram: &*vram,
+    };
+    // PAT 0 write-back, 1 write-combined, 2 write-through, 3 uncached (simgpu's encoding).
+    for (pat, cache) in [(0u64, 0u8), (1, 2), (2, 3), (3, 1)] {
+        let t = Walker::new(16)
+            .translate(mems, 0, root, 0x10_0000 + pat * 0x1000, Access::Read)
+            .expect("mapped");
+        assert_eq!(t.cache, cache, "pat_index {pat}");
+    }
+    let mut bad = map(&b, 0x20_0000, 0x1000);
+    bad.op.pat_index = 4;
+    assert!(matches!(
+        d.vm_bind(C, &vm, None, vec![bad], vec![]),
+        Err(DriverError::Invalid(_))
+    ));
+}

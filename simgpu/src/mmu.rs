@@ -94,6 +94,8 @@ pub struct Translation {
     pub location: Location,
     /// Null/sparse page: reads zero, writes dropped.
     pub null: bool,
+    /// Cache mode of the leaf (PTE bits 5:4, see [`crate::pte::CACHE_SHIFT`]).
+    pub cache: u8,
     /// Bytes from `phys` to the end of the page.
     pub remaining: u64,
 }
@@ -105,6 +107,7 @@ struct TlbEntry {
     location: Location,
     writable: bool,
     null: bool,
+    cache: u8,
 }
 
 /// Page sizes the TLB can hold, as log2 (4K, 64K, 2M, 1G).
@@ -182,6 +185,7 @@ impl Mmu {
             phys: entry.phys_base + offset,
             location: entry.location,
             null: entry.null,
+            cache: entry.cache,
             remaining: (1u64 << shift) - offset,
         })
     }
@@ -239,6 +243,7 @@ impl Mmu {
                 location: e.location,
                 writable: e.writable,
                 null: e.null,
+                cache: e.cache,
             };
             // A null entry above level 2 covers more than the largest TLB page: cache the
             // 1 GiB block around the address, so lookups (which try the TLB sizes) find it.

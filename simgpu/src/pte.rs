@@ -14,7 +14,10 @@ pub const WRITABLE: u64 = 1 << 1;
 pub const LOCATION_VRAM: u64 = 1 << 2;
 /// Bit 3: null/sparse: reads return zero, writes are dropped, no memory is touched.
 pub const NULL: u64 = 1 << 3;
-/// Bits 5:4: cache mode (0 write-back, 1 uncached, 2 write-combined, 3 reserved).
+/// Bits 5:4: cache mode (0 write-back, 1 uncached, 2 write-combined, 3 write-through). The
+/// model keeps memory coherent whatever the mode; the walker reports it in a [`Translation`].
+///
+/// [`Translation`]: crate::mmu::Translation
 pub const CACHE_SHIFT: u32 = 4;
 /// Mask of the cache-mode field after shifting.
 pub const CACHE_MASK: u64 = 0b11;

@@ -120,6 +120,23 @@ impl TableClaims {
         deps
     }
 
+    /// Fences of every queue's pending jobs writing or linking one of `pages` (what a zap
+    /// of those pages waits for).
+    pub(crate) fn pending_on(&self, pages: &[PhysAddr]) -> Vec<Arc<Fence>> {
+        let mut out: Vec<Arc<Fence>> = Vec::new();
+        for p in pages {
+            let Some(claims) = self.pages.get(&(p.get() & !(PAGE_SIZE - 1))) else {
+                continue;
+            };
+            for c in claims.iter().filter(|c| !c.fence.is_signalled()) {
+                if !out.iter().any(|f| Arc::ptr_eq(f, &c.fence)) {
+                    out.push(c.fence.clone());
+                }
+            }
+        }
+        out
+    }
+
     /// Pages with a pending claim (tests).
     #[cfg(test)]
     pub(crate) fn pending_pages(&self) -> usize {

@@ -15,7 +15,7 @@ use super::failpoint::FailPoint;
 use super::op::{
     parse_syncs, validate_ops, BindFlags, BindOp, BindSync, OpKind, ParsedSyncs, VmFlags,
 };
-use super::queue::{run_job, BindJob, BindQueue};
+use super::queue::{run_job, BindQueue};
 use super::vm::{leaf_flags, Vm, VmState};
 use crate::mem::bo::Bo;
 use crate::sync::{Exec, ExecFlags, Fence, FenceFault, Resv, Usage};
@@ -175,7 +175,12 @@ impl Vm {
                     vm_bo,
                     op.offset,
                     op.flags.contains(BindFlags::READONLY),
-                )?;
+                )?
+                .with_pat_index(op.pat_index)
+                .ok_or(BindError::InvalidOp {
+                    index: 0,
+                    reason: "pat_index beyond the PAT table",
+                })?;
                 Ok(st.gpuvm.plan_map(&spec)?)
             }
             OpKind::Unmap => Ok(st.gpuvm.plan_unmap(range()?)?),
@@ -231,8 +236,9 @@ impl Vm {
             Some((va, value)) => Some(self.user_fence_target(st, va, value)?),
             None => None,
         };
+        let mut pt = self.pt.lock();
         self.core.fail.check(FailPoint::PtPrepare)?;
-        let update = st.pt.prepare(&ptops)?;
+        let update = pt.prepare(&ptops)?;
         self.core.fail.check(FailPoint::JobCreate)?;
         // Commit point: nothing below fails.
         let (commit, writes) = update.commit_deferred();
@@ -251,29 +257,23 @@ impl Vm {
         if syncs.user_fence.is_some() {
             self.record_ufences(st, applied, &fence);
         }
-        st.pt.retire(commit.freed, None, vec![fence.clone()]);
-        let job = BindJob {
+        pt.retire(commit.freed, None, vec![fence.clone()]);
+        drop(pt);
+        let job = self.job(
             deps,
             writes,
-            mem: st.pt.memory().clone(),
-            invalidate: commit.invalidate,
-            mmu: self.core.mmu.clone(),
-            ctx: self.ctx,
-            ctx_used: self.ctx_used.clone(),
+            commit.invalidate,
+            fence.clone(),
             user_fence,
-            fence: fence.clone(),
-            banned: self.banned.clone(),
-            cancel: self.closed.clone(),
-            copy: None,
-        };
-        let job = self.core.with_copy_path(job);
+            true,
+        );
         install_out_syncs(syncs, &fence);
         if syncs.is_async() || !runs_now(&job) {
             queue.push(job);
         } else if let Some(fault) = run_job(job) {
             return Err(sync_failure(self, fault));
         } else {
-            st.pt.reclaim(&*self.core.mmu);
+            self.pt.lock().reclaim(&*self.core.mmu);
         }
         Ok(fence)
     }
@@ -410,24 +410,12 @@ impl Vm {
         va: GpuVa,
         value: u64,
     ) -> Result<(Arc<Bo>, u64, u64), BindError> {
-        let page = GpuVa(va.get() & !(crate::types::PAGE_SIZE - 1));
-        let probe =
-            VaRange::new(page, crate::types::PAGE_SIZE).map_err(|_| BindError::Fault { va })?;
-        let m = st
-            .gpuvm
-            .tree()
-            .find_first(probe)
-            .filter(|m| m.range().contains(va))
-            .ok_or(BindError::Fault { va })?;
-        if m.flags().contains(MappingFlags::READ_ONLY) {
-            return Err(BindError::Fault { va });
+        match st.backing_at(va) {
+            Some((bo, offset, m)) if !m.flags().contains(MappingFlags::READ_ONLY) => {
+                Ok((bo.clone(), offset, value))
+            }
+            _ => Err(BindError::Fault { va }),
         }
-        let bo = m
-            .bo_id()
-            .and_then(|id| st.bos.get(&id))
-            .ok_or(BindError::Fault { va })?;
-        let offset = m.offset() + (va.get() - m.range().start().get());
-        Ok((bo.clone(), offset, value))
     }
 
     /// Attaches the call's fence to the mappings its Map steps created (the EBUSY rule).

@@ -10,8 +10,7 @@ use super::op::VmFlags;
 use super::vm::Vm;
 use crate::hw::{FaultQueue, FaultReply, HwCtx};
 use crate::sync::{Exec, ExecFlags};
-use crate::types::{GpuVa, PAGE_SIZE};
-use crate::vm::VaRange;
+use crate::types::GpuVa;
 use std::sync::mpsc::{channel, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -23,11 +22,7 @@ impl Vm {
             return FaultReply::Abort;
         }
         let mut st = self.lock.write();
-        let page = GpuVa(va.get() & !(PAGE_SIZE - 1));
-        let Ok(probe) = VaRange::new(page, PAGE_SIZE) else {
-            return FaultReply::Abort;
-        };
-        let Some(m) = st.gpuvm.tree().find_first(probe).cloned() else {
+        let Some(m) = st.mapping_at(va).cloned() else {
             return FaultReply::Abort;
         };
         let resv = m

@@ -13,6 +13,7 @@ pub mod fault;
 pub mod op;
 pub mod queue;
 pub mod vm;
+pub mod zap;
 
 mod engine;
 
@@ -20,6 +21,7 @@ pub use error::{BindError, ErrorClass};
 pub use op::{BindFlags, BindOp, BindSync, OpKind, VmFlags};
 pub use queue::{BindQueue, BindQueueId};
 pub use vm::{Vm, VmState, KERNEL_VA_BASE};
+pub use zap::ZapError;
 
 #[cfg(test)]
 mod tests;

@@ -86,6 +86,8 @@ pub struct BindOp {
     pub range: u64,
     /// Flags.
     pub flags: BindFlags,
+    /// Cache attributes of the PTEs: an index into `hw::pte::PAT_TABLE` (MAP only).
+    pub pat_index: u16,
 }
 
 impl BindOp {
@@ -122,7 +124,14 @@ impl BindOp {
             addr: GpuVa(addr),
             range,
             flags: BindFlags::empty(),
+            pat_index: 0,
         }
+    }
+
+    /// Sets the PAT index (cache attributes of the PTEs).
+    pub fn with_pat_index(mut self, pat_index: u16) -> Self {
+        self.pat_index = pat_index;
+        self
     }
 
     /// Adds flags.
@@ -259,6 +268,9 @@ fn validate_op(op: &BindOp, fault_vm: bool) -> Result<(), &'static str> {
     }
     if op.range == 0 {
         return Err("zero range");
+    }
+    if crate::hw::pte::CacheMode::from_pat_index(op.pat_index).is_none() {
+        return Err("pat_index beyond the PAT table");
     }
     Ok(())
 }

@@ -18,22 +18,24 @@ use super::op::VmFlags;
 use super::queue::{run_job, BindJob, BindQueue, BindQueueId};
 use crate::device::Core;
 use crate::exec::{publish_job_fence, JobVm, JobVmError};
-use crate::hw::pte::LeafFlags;
+use crate::hw::pte::{CacheMode, LeafFlags, VA_BITS};
 use crate::hw::{DmaRegion, FaultMode, HwCtx};
 use crate::mem::bo::Bo;
 use crate::mem::manager::EvictReport;
-use crate::sync::{Exec, Fence, LockClass, OrderedRwLock, Resv, Usage};
-use crate::types::{BoId, GpuVa, PhysAddr, VmId};
+use crate::sync::{Exec, Fence, LockClass, OrderedMutex, OrderedRwLock, Resv, Usage};
+use crate::types::{BoId, GpuVa, PhysAddr, VmId, PAGE_SIZE};
 use crate::vm::pagetable::{PageTable, PtConfig, PtOp};
-use crate::vm::{GpuBo, GpuVm, MappingFlags, MappingId, VaRange, VaSpace, VmBo, VmBoLists};
+use crate::vm::{
+    GpuBo, GpuVm, Mapping, MappingFlags, MappingId, VaRange, VaSpace, VmBo, VmBoLists,
+};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Size of the VA space (48 bits).
-pub const VA_SPACE: u64 = 1 << 48;
+/// Size of the VA space (`hw::pte::VA_BITS`).
+pub const VA_SPACE: u64 = 1 << VA_BITS;
 /// The reserved kernel region at the top of the VA space: clients cannot map there. Nothing
 /// of the driver is mapped in a client VM (fence pages are reached through the global GTT).
 pub const KERNEL_VA_BASE: u64 = VA_SPACE - (1 << 32);
@@ -42,14 +44,32 @@ pub const KERNEL_VA_BASE: u64 = VA_SPACE - (1 << 32);
 pub struct VmState {
     /// The VA tree and vm_bo registry.
     pub gpuvm: GpuVm,
-    /// The page tables.
-    pub pt: PageTable,
     /// The BOs with a vm_bo in this VM (the tree names BOs by id only).
     pub bos: HashMap<BoId, Arc<Bo>>,
     /// Per mapping, the fence of the bind that carried a user fence (the EBUSY rule).
     pub ufences: HashMap<MappingId, Arc<Fence>>,
     /// Fence pages of the VM's exec queues (mapped only in the global GTT).
     pub(crate) fence_pages: Vec<DmaRegion>,
+}
+
+impl VmState {
+    /// The mapping covering `va`, if any.
+    pub fn mapping_at(&self, va: GpuVa) -> Option<&Mapping> {
+        let page = GpuVa(va.get() & !(PAGE_SIZE - 1));
+        let probe = VaRange::new(page, PAGE_SIZE).ok()?;
+        self.gpuvm
+            .tree()
+            .find_first(probe)
+            .filter(|m| m.range().contains(va))
+    }
+
+    /// The BO behind `va` and the byte offset of `va` in it, with the mapping (BO-backed
+    /// mappings only): the one answer to "which BO backs this VA".
+    pub fn backing_at(&self, va: GpuVa) -> Option<(&Arc<Bo>, u64, &Mapping)> {
+        let m = self.mapping_at(va)?;
+        let bo = self.bos.get(&m.bo_id()?)?;
+        Some((bo, m.offset() + (va.get() - m.range().start().get()), m))
+    }
 }
 
 /// A VM.
@@ -60,6 +80,9 @@ pub struct Vm {
     pub(crate) core: Arc<Core>,
     pub(crate) resv: Arc<Resv>,
     pub(crate) lock: OrderedRwLock<VmState>,
+    /// The page tables, under their own lock (class NotifierLock, taken after `vm.lock` and
+    /// the reservations): a zap needs only this one.
+    pub(crate) pt: OrderedMutex<PageTable>,
     pub(crate) lists: Mutex<VmBoLists>,
     /// vm_bos of this VM's private BOs evicted by someone else's allocation: moved onto the
     /// evict list by the next path holding the VM resv.
@@ -132,12 +155,12 @@ impl Vm {
                 LockClass::VmLock,
                 VmState {
                     gpuvm: GpuVm::new(id, resv.id(), space),
-                    pt,
                     bos: HashMap::new(),
                     ufences: HashMap::new(),
                     fence_pages: Vec::new(),
                 },
             ),
+            pt: OrderedMutex::new(LockClass::NotifierLock, pt),
             resv,
             lists: Mutex::new(VmBoLists::new(id)),
             foreign_evictions: Mutex::new(Vec::new()),
@@ -245,7 +268,18 @@ impl Vm {
         self.mapping_count.load(Ordering::Relaxed)
     }
 
-    /// Read access to the tree and tables (tests, diagnostics, the scheme's queries).
+    /// The BO behind `va` and the byte offset of `va` in it (see [`VmState::backing_at`]).
+    pub fn backing_at(&self, va: GpuVa) -> Option<(Arc<Bo>, u64)> {
+        let st = self.lock.read();
+        st.backing_at(va).map(|(bo, off, _)| (bo.clone(), off))
+    }
+
+    /// Read access to the page tables (tests, diagnostics).
+    pub fn with_pt<R>(&self, f: impl FnOnce(&PageTable) -> R) -> R {
+        f(&self.pt.lock())
+    }
+
+    /// Read access to the tree (tests, diagnostics, the scheme's queries).
     pub fn with_state<R>(&self, f: impl FnOnce(&VmState) -> R) -> R {
         f(&self.lock.read())
     }
@@ -283,40 +317,65 @@ impl Vm {
 
     /// Writes `ops` into the tables now (prepare, commit, wait for other queues' pending
     /// writes on the same pages, write, invalidate). Used by the exec path's rebind.
-    pub(crate) fn write_now(&self, st: &mut VmState, ops: &[PtOp]) -> Result<(), BindError> {
+    /// `_st`: the caller holds `vm.lock` for writing.
+    pub(crate) fn write_now(&self, _st: &mut VmState, ops: &[PtOp]) -> Result<(), BindError> {
         if ops.is_empty() {
             return Ok(());
         }
-        let update = st.pt.prepare(ops)?;
+        let mut pt = self.pt.lock();
+        let update = pt.prepare(ops)?;
         let (commit, writes) = update.commit_deferred();
         let fence = Fence::new(crate::sync::FenceContext::alloc(), 1);
         let deps = self.page_deps(BindQueueId(0), &writes, &commit.linked, &fence);
-        let job = BindJob {
-            deps,
-            writes,
-            mem: st.pt.memory().clone(),
-            invalidate: commit.invalidate,
-            mmu: self.core.mmu.clone(),
-            ctx: self.ctx,
-            ctx_used: self.ctx_used.clone(),
-            user_fence: None,
-            fence,
-            banned: self.banned.clone(),
-            cancel: Arc::new(AtomicBool::new(false)),
-            copy: None,
-        };
-        let job = self.core.with_copy_path(job);
+        let job = self.job(deps, writes, commit.invalidate, fence, None, false);
         let fence = job.fence.clone();
-        st.pt.retire(commit.freed, None, vec![fence.clone()]);
+        pt.retire(commit.freed, None, vec![fence.clone()]);
+        // The job waits for other queues' jobs: not with the page-table lock (a zap).
+        drop(pt);
         match run_job(job) {
             None => {
-                st.pt.reclaim(&*self.core.mmu);
+                self.pt.lock().reclaim(&*self.core.mmu);
                 Ok(())
             }
             Some(_) => Err(BindError::Timeout {
                 what: "page-table rebind",
             }),
         }
+    }
+
+    /// The one place a bind job of this VM is built: `writes` into its tables after `deps`,
+    /// one invalidation of `invalidate`, the user fence, then `fence`. A `cancellable` job
+    /// gives up once the VM is destroyed (queued binds); the others always run (the exec
+    /// path's rebind, fault population: their caller waits for them).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn job(
+        &self,
+        deps: Vec<Arc<Fence>>,
+        writes: Vec<(PhysAddr, u64)>,
+        invalidate: Option<(GpuVa, u64)>,
+        fence: Arc<Fence>,
+        user_fence: Option<(Arc<Bo>, u64, u64)>,
+        cancellable: bool,
+    ) -> BindJob {
+        let cancel = if cancellable {
+            self.closed.clone()
+        } else {
+            Arc::new(AtomicBool::new(false))
+        };
+        self.core.with_copy_path(BindJob {
+            deps,
+            writes,
+            mem: self.core.pt_mem.clone(),
+            invalidate,
+            mmu: self.core.mmu.clone(),
+            ctx: self.ctx,
+            ctx_used: self.ctx_used.clone(),
+            user_fence,
+            fence,
+            banned: self.banned.clone(),
+            cancel,
+            copy: None,
+        })
     }
 
     /// Rebinds every mapping of `bo` to its current backing.
@@ -404,11 +463,11 @@ impl Drop for Vm {
     }
 }
 
-/// The leaf flags of a mapping.
+/// The leaf flags of a mapping: writability and the cache mode its PAT index selects.
 pub(crate) fn leaf_flags(flags: MappingFlags) -> LeafFlags {
     LeafFlags {
         writable: !flags.contains(MappingFlags::READ_ONLY),
-        ..LeafFlags::default()
+        cache: CacheMode::from_pat_index(flags.pat_index()).unwrap_or_default(),
     }
 }
 

@@ -62,6 +62,30 @@ pub enum CacheMode {
     Uncached = 1,
     /// Write-combined.
     WriteCombined = 2,
+    /// Write-through (reads cached, writes go through).
+    WriteThrough = 3,
+}
+
+/// The device's PAT table: a bind's `pat_index` selects the cache mode of its PTEs. The
+/// layout is Xe's for graphics IP up to 12.60 (0 write-back, 1 write-combined, 2
+/// write-through, 3 uncached), so clients built for those parts need no remapping.
+pub const PAT_TABLE: [CacheMode; 4] = [
+    CacheMode::WriteBack,
+    CacheMode::WriteCombined,
+    CacheMode::WriteThrough,
+    CacheMode::Uncached,
+];
+
+impl CacheMode {
+    /// The cache mode of PAT entry `index`; `None` past the table (refused, never wrapped).
+    pub fn from_pat_index(index: u16) -> Option<Self> {
+        PAT_TABLE.get(usize::from(index)).copied()
+    }
+
+    /// The PAT index selecting this mode.
+    pub fn pat_index(self) -> u16 {
+        PAT_TABLE.iter().position(|&m| m == self).unwrap_or(0) as u16
+    }
 }
 
 /// The page sizes an entry can map.
@@ -129,7 +153,7 @@ pub struct PteView {
     pub location: MemLocation,
     /// Null/sparse bit.
     pub null: bool,
-    /// Cache mode (`None` for the reserved encoding 3).
+    /// Cache mode (every encoding is one; `Option` kept for views of foreign entries).
     pub cache: Option<CacheMode>,
     /// Leaf bit.
     pub leaf: bool,
@@ -226,7 +250,7 @@ impl Pte {
                 0 => Some(CacheMode::WriteBack),
                 1 => Some(CacheMode::Uncached),
                 2 => Some(CacheMode::WriteCombined),
-                _ => None,
+                _ => Some(CacheMode::WriteThrough),
             },
             leaf: self.leaf(),
             contig_64k: self.contig_64k(),
@@ -259,7 +283,8 @@ mod tests {
         prop_oneof![
             Just(CacheMode::WriteBack),
             Just(CacheMode::Uncached),
-            Just(CacheMode::WriteCombined)
+            Just(CacheMode::WriteCombined),
+            Just(CacheMode::WriteThrough)
         ]
     }
 

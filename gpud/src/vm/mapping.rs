@@ -43,6 +43,27 @@ bitflags! {
         const USERPTR = 1 << 3;
         /// The backing pages were invalidated (userptr notifier); must be rebound before use.
         const INVALIDATED = 1 << 4;
+        /// Low bit of the PAT index of the mapping's PTEs (see [`MappingFlags::pat_index`]).
+        const PAT_0 = 1 << 8;
+        /// High bit of the PAT index.
+        const PAT_1 = 1 << 9;
+    }
+}
+
+impl MappingFlags {
+    /// The PAT index the mapping's PTEs carry (`hw::pte::PAT_TABLE`): bits 9:8, so splits
+    /// and rebinds keep it with the other flags.
+    pub fn pat_index(self) -> u16 {
+        ((self.bits() >> 8) & 0b11) as u16
+    }
+
+    /// These flags with PAT index `index`; `None` if it does not fit the field.
+    pub fn with_pat_index(self, index: u16) -> Option<Self> {
+        if index > 0b11 {
+            return None;
+        }
+        let rest = self - (Self::PAT_0 | Self::PAT_1);
+        Some(rest | Self::from_bits_retain(u32::from(index) << 8))
     }
 }
 
@@ -152,6 +173,12 @@ impl MappingSpec {
     /// The flags.
     pub fn flags(&self) -> MappingFlags {
         self.flags
+    }
+
+    /// This spec with PTEs of PAT index `index`; `None` if the index does not fit.
+    pub fn with_pat_index(mut self, index: u16) -> Option<Self> {
+        self.flags = self.flags.with_pat_index(index)?;
+        Some(self)
     }
 
     /// The piece `sub` of this mapping, with the offset advanced by how far `sub` starts

@@ -52,7 +52,12 @@ fn snapshot(r: &Rig, t: &TestVm, bos: &[&Arc<Bo>]) -> Snapshot {
             .iter()
             .map(|b| (b.id(), st.gpuvm.bo_refcount(b.id())))
             .collect();
-        (tree, st.gpuvm.next_mapping_id().0, refs, st.pt.stats())
+        (
+            tree,
+            st.gpuvm.next_mapping_id().0,
+            refs,
+            t.vm.with_pt(|pt| pt.stats()),
+        )
     });
     let probes = [VA, VA + 4 * K4, VA + 12 * K4, VA + MIB, FAR, FAR + 15 * K4];
     let walk = probes

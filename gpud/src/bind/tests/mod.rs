@@ -9,3 +9,4 @@ mod isolation;
 mod oracle;
 mod rig;
 mod scenarios;
+mod zap;

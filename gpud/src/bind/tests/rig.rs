@@ -69,7 +69,7 @@ impl Rig {
 
     /// Translates `va` of `vm` with simgpu's walker: the physical address, or `None`.
     pub fn translate(&self, vm: &Vm, va: u64, access: Access) -> Option<Translation> {
-        let root = vm.with_state(|st| st.pt.root());
+        let root = vm.with_pt(|pt| pt.root());
         let root = DevRoot {
             addr: root.addr.get(),
             location: match root.location {

@@ -115,12 +115,12 @@ fn munmap_style_unbind_all_frees_tables() {
     let r = rig();
     let t = r.vm(VmFlags::empty());
     let bo = r.bo(8 * K4);
-    let before = t.vm.with_state(|st| st.pt.stats().tables);
+    let before = t.vm.with_pt(|pt| pt.stats().tables);
     t.bind(&[BindOp::map(&bo, 0, 0x40_0000_0000, 8 * K4)])
         .unwrap();
-    assert!(t.vm.with_state(|st| st.pt.stats().tables) > before);
+    assert!(t.vm.with_pt(|pt| pt.stats().tables) > before);
     t.bind(&[BindOp::unmap(0x40_0000_0000, 8 * K4)]).unwrap();
-    assert_eq!(t.vm.with_state(|st| st.pt.stats().tables), before);
+    assert_eq!(t.vm.with_pt(|pt| pt.stats().tables), before);
 }
 
 /// mmap-style: bind over an existing mapping replaces the middle with another BO.
@@ -552,4 +552,24 @@ fn scattered_system_bo_binds_and_the_gpu_writes_every_page() {
         assert_eq!(read(&bo, p * K4 + 8), 0x5000 + p, "page {p}");
     }
     drop(keep);
+}
+
+/// The PAT index of a mapping stays with its pieces: after unmapping the middle of an
+/// uncached mapping, both remaining pieces still carry the uncached mode in their PTEs.
+#[test]
+fn pat_index_survives_a_split() {
+    let r = rig();
+    let t = r.vm(VmFlags::empty());
+    let bo = r.bo(4 * K4);
+    t.bind(&[BindOp::map(&bo, 0, VA, 4 * K4).with_pat_index(3)])
+        .unwrap();
+    t.bind(&[BindOp::unmap(VA + K4, K4)]).unwrap();
+    for p in [0, 2, 3] {
+        let tr = r.translate(&t.vm, VA + p * K4, Access::Read).unwrap();
+        assert_eq!(tr.cache, 1, "page {p}: uncached");
+    }
+    let e = t
+        .bind(&[BindOp::map(&bo, 0, VA + K4, K4).with_pat_index(4)])
+        .unwrap_err();
+    assert_eq!(e.class(), ErrorClass::Invalid);
 }

@@ -17,6 +17,7 @@ pub mod memory;
 mod ops;
 mod tlb;
 mod tree;
+mod zap;
 
 #[cfg(test)]
 mod oracle_tests;

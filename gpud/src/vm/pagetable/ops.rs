@@ -139,7 +139,7 @@ fn check_page(what: &'static str, value: u64) -> Result<(), PtError> {
     Ok(())
 }
 
-fn check_range(va: GpuVa, len: u64) -> Result<u64, PtError> {
+pub(super) fn check_range(va: GpuVa, len: u64) -> Result<u64, PtError> {
     check_page("VA", va.get())?;
     check_page("length", len)?;
     if len == 0 {

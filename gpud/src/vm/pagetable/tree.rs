@@ -22,15 +22,15 @@ use crate::types::{GpuVa, PhysAddr};
 const SIZE_64K: u64 = 64 << 10;
 
 /// Per-commit scratch state.
-struct Cx<'p> {
-    pool: &'p mut Vec<PhysAddr>,
-    freed: Vec<PhysAddr>,
+pub(super) struct Cx<'p> {
+    pub(super) pool: &'p mut Vec<PhysAddr>,
+    pub(super) freed: Vec<PhysAddr>,
     /// Tables whose use count reached zero, by level (swept at the end).
-    emptied: [Vec<u64>; 4],
+    pub(super) emptied: [Vec<u64>; 4],
     /// Whether a walker-visible entry that was valid changed. Only then can the TLB hold a
     /// stale translation: it never caches a lookup that faulted, so filling entries that
     /// were invalid needs no invalidation (scratch and null entries are valid, so they count).
-    replaced_valid: bool,
+    pub(super) replaced_valid: bool,
 }
 
 impl PageTable {
@@ -173,7 +173,7 @@ impl PageTable {
 
     /// Clears the 64 KiB hint of a group whose sixteen entries no longer map one aligned,
     /// contiguous 64 KiB page with equal attributes (after a partial unmap or remap).
-    fn fix_group(&mut self, base: u64, group: u64, cx: &mut Cx) {
+    pub(super) fn fix_group(&mut self, base: u64, group: u64, cx: &mut Cx) {
         let Some(node) = self.nodes.get(&(0, base)) else {
             return;
         };
@@ -209,7 +209,7 @@ impl PageTable {
     }
 
     /// Stores entry `i` of table `key` in the shadow and, if the table is reachable, in memory.
-    fn set_slot(&mut self, key: NodeKey, i: u64, new: u64, cx: &mut Cx) {
+    pub(super) fn set_slot(&mut self, key: NodeKey, i: u64, new: u64, cx: &mut Cx) {
         let empty = self.empty[key.0 as usize];
         let Some(node) = self.nodes.get_mut(&key) else {
             return;

@@ -1,0 +1,79 @@
+//! The notifier-safe zap: what every invalidation of backing memory (userptr and SVM
+//! notifiers, eviction before freeing) calls to take a GPU VA range away from the device.
+//!
+//! Owns: [`Vm::zap_range`] and [`ZapError`]. Must not: take `vm.lock` (a notifier can fire
+//! while a bind holds it and waits for that very memory), allocate or free a table page, or
+//! change the VA tree: the mappings stay, only their PTEs go. Whoever zaps marks the mappings
+//! for revalidation itself (a fault-mode VM repopulates on the next fault).
+//!
+//! Locking: only the page-table lock (class NotifierLock, the VM's notifier lock), held from
+//! the wait for conflicting bind jobs to the end of the invalidation. Binds take it after
+//! `vm.lock` and the reservations, so a zap never waits behind a bind's planning.
+
+use super::queue::BIND_WAIT_LIMIT;
+use super::vm::Vm;
+use crate::hw::HwError;
+use crate::types::GpuVa;
+use crate::vm::pagetable::PtError;
+use crate::vm::VaRange;
+use std::sync::atomic::Ordering;
+use thiserror::Error;
+
+/// Why a zap did not complete.
+#[derive(Debug, Error)]
+pub enum ZapError {
+    /// The range is not page-aligned or leaves the VA space (nothing was zapped).
+    #[error("zap range: {0}")]
+    Range(#[from] PtError),
+    /// A pending bind job writing the range's tables did not finish in time (nothing was
+    /// zapped).
+    #[error("a pending bind job on {start:#x}+{len:#x} did not finish")]
+    BindTimeout { start: u64, len: u64 },
+    /// The entries are cleared but the TLB invalidation failed: translations may still be
+    /// cached, so the backing must not be freed (the device needs a reset).
+    #[error("TLB invalidation after the zap failed: {0}")]
+    Invalidation(#[from] HwError),
+}
+
+impl Vm {
+    /// Takes `range` away from the GPU: clears every page leaf of the range in place (null
+    /// entries stay; in scratch mode the range then reads the scratch page), invalidates
+    /// the range in the VM's TLB once and waits for it. When this returns `Ok`, no GPU
+    /// access of this VM reaches the old backing of the range, and it may be freed.
+    ///
+    /// Pending bind jobs that write the range's table pages are waited for first (they
+    /// were committed before the zap and would write the old entries back). Runs under the
+    /// page-table lock only — never `vm.lock` — and allocates no table page, so a notifier
+    /// may call it while a bind of the same VM holds `vm.lock`.
+    pub fn zap_range(&self, range: VaRange) -> Result<(), ZapError> {
+        let (start, len) = (range.start(), range.len());
+        let mut pt = self.pt.lock();
+        let pages = pt.zap_pages(start, len)?;
+        let pending = self.claims.lock().pending_on(&pages);
+        for f in pending {
+            // A failed job banned the VM and wrote what it could; the zap clears anyway.
+            if f.wait(Some(BIND_WAIT_LIMIT)).is_err() && !f.is_signalled() {
+                return Err(ZapError::BindTimeout {
+                    start: start.get(),
+                    len,
+                });
+            }
+        }
+        let changed = pt.zap(start, len)?;
+        // As for bind jobs: before the VM's first exec nothing can be cached.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if changed && self.ctx_used.load(Ordering::SeqCst) {
+            let inv = self.core.mmu.invalidate(self.ctx, Some((start, len)))?;
+            self.core.mmu.wait_invalidation(inv, BIND_WAIT_LIMIT)?;
+        }
+        drop(pt);
+        Ok(())
+    }
+
+    /// [`Vm::zap_range`] of `[start, start + len)`.
+    pub fn zap(&self, start: u64, len: u64) -> Result<(), ZapError> {
+        let range = VaRange::new(GpuVa(start), len)
+            .map_err(|_| ZapError::Range(PtError::OutOfRange { va: start, len }))?;
+        self.zap_range(range)
+    }
+}
