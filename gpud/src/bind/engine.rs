@@ -15,7 +15,7 @@ use super::failpoint::FailPoint;
 use super::op::{
     parse_syncs, validate_ops, BindFlags, BindOp, BindSync, OpKind, ParsedSyncs, VmFlags,
 };
-use super::queue::{run_job, BindQueue};
+use super::queue::{run_job, BindJob, BindQueue};
 use super::vm::{leaf_flags, Vm, VmState};
 use crate::mem::bo::Bo;
 use crate::sync::{Exec, ExecFlags, Fence, FenceFault, Resv, Usage};
