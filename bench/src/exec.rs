@@ -6,8 +6,8 @@
 use crate::report::{median_ns, Report};
 use gpud::demo::pagetable::SimplePageTable;
 use gpud::exec::{
-    ExecHw, ExecQueue, FencePage, IrqDispatcher, Job, QueueConfig, QueueMode, SchedConfig,
-    Scheduler,
+    ExecHw, ExecQueue, FencePage, IrqDispatcher, Job, Priority, QueueConfig, QueueMode,
+    SchedConfig, Scheduler,
 };
 use gpud::hw::cmd::CommandStream;
 use gpud::hw::pte::{CacheMode, LeafFlags};
@@ -95,6 +95,8 @@ impl Bench {
                     timeout: Duration::from_secs(60),
                 },
                 vm: None,
+                priority: Priority::Normal,
+                owner: None,
             })
             .expect("queue")
     }

@@ -16,8 +16,8 @@ use crate::bind::fault::{FaultWorker, VmLookup};
 use crate::bind::queue::BindJob;
 use crate::bind::{BindError, BindQueue, Vm, VmFlags};
 use crate::exec::{
-    ExecError, ExecHw, ExecQueue, FencePage, IrqDispatcher, KernelQueue, QueueConfig, QueueMode,
-    SchedConfig, Scheduler,
+    ExecError, ExecHw, ExecQueue, FencePage, IrqDispatcher, KernelQueue, Priority, QueueConfig,
+    QueueMode, QueueOwner, SchedConfig, Scheduler,
 };
 use crate::hw::pte::MemLocation;
 use crate::hw::regs::IrqCauses;
@@ -47,7 +47,7 @@ pub const KERNEL_CTX: HwCtx = HwCtx(0);
 impl CopyEngine for KernelQueue {
     fn submit(&self, commands: &[u32], deps: &[Arc<Fence>]) -> Result<Arc<Fence>, CopyError> {
         KernelQueue::submit(self, commands, deps).map_err(|e| match e {
-            ExecError::WouldBlock { .. } | ExecError::NoHwQueue { .. } => CopyError::Refused {
+            ExecError::WouldBlock { .. } | ExecError::TooManyQueues { .. } => CopyError::Refused {
                 reason: e.to_string(),
             },
             other => CopyError::Failed {
@@ -571,9 +571,21 @@ impl Device {
         Ok(res?)
     }
 
-    /// Creates an exec queue of `vm` on `engine`. Its fence page is reached through the
-    /// global GTT (the kernel linear map), never through the VM's page tables.
+    /// Creates a normal-priority exec queue of `vm` on `engine`, charged to no client.
     pub fn exec_queue_create(&self, vm: &Arc<Vm>, engine: Engine) -> Result<ExecQueue, BindError> {
+        self.exec_queue_create_with(vm, engine, Priority::Normal, None)
+    }
+
+    /// Creates an exec queue of `vm` on `engine` at `priority`, charged to `owner` (the
+    /// per-owner queue limit counts it). Its fence page is reached through the global GTT
+    /// (the kernel linear map), never through the VM's page tables.
+    pub fn exec_queue_create_with(
+        &self,
+        vm: &Arc<Vm>,
+        engine: Engine,
+        priority: Priority,
+        owner: Option<QueueOwner>,
+    ) -> Result<ExecQueue, BindError> {
         vm.check_alive()?;
         let page = self.core.dma.alloc(PAGE_SIZE)?;
         let va = KernelMap::va(MemLocation::System, page.addr);
@@ -591,6 +603,8 @@ impl Device {
             fence_page: FencePage { va, pa: page.addr },
             mode,
             vm: Some(vm.clone()),
+            priority,
+            owner,
         })?)
     }
 

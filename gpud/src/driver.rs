@@ -11,7 +11,7 @@
 
 use crate::bind::{BindError, BindFlags, BindOp, BindQueue, BindSync, OpKind, Vm, VmFlags};
 use crate::device::Device;
-use crate::exec::{ExecQueue, Job, OutSync};
+use crate::exec::{ExecQueue, Job, OutSync, Priority};
 use crate::hw::pte::{PAT_TABLE, VA_BITS};
 use crate::hw::Engine;
 use crate::mem::bo::BoError;
@@ -112,6 +112,8 @@ fn watch_fence(fence: &Fence, wake: WakeToken) -> bool {
 struct ClientState {
     vms: Vec<Weak<Vm>>,
     in_flight: Vec<Arc<Fence>>,
+    /// Its exec queues, killed when the client stops.
+    exec_queues: Vec<Weak<ExecQueue>>,
     bos_created: u64,
     binds: u64,
     execs: u64,
@@ -139,6 +141,25 @@ pub struct Driver {
     sys_size: u64,
     /// Live in-process CPU mappings (only with a CPU window).
     cpu_maps: CpuMaps,
+    /// How host clients get BO memory when it is not in shared windows (`gpud vfio`).
+    #[cfg(target_os = "linux")]
+    exporter: Option<Arc<dyn BoExporter>>,
+    /// BOs whose memory an exporter handed out: kept allocated and in place while gpud runs,
+    /// since a host client's `munmap` is invisible and the fd may outlive the BO handle.
+    #[cfg(target_os = "linux")]
+    exported: Mutex<HashMap<crate::types::BoId, Arc<Bo>>>,
+}
+
+/// Hands host clients an fd of BO memory that is not in shared windows: on `gpud vfio` a
+/// udmabuf over exactly the BO's pages of the DMA pool.
+#[cfg(target_os = "linux")]
+pub trait BoExporter: Send + Sync {
+    /// An fd holding `ranges` (gpud CPU addresses and lengths, page-aligned) in order from
+    /// the returned file offset, and nothing a client may not see.
+    fn export(
+        &self,
+        ranges: &[(crate::types::CpuVa, u64)],
+    ) -> Result<(std::os::fd::OwnedFd, u64), DriverError>;
 }
 
 /// The scheme's error for a device error.
@@ -161,7 +182,63 @@ impl Driver {
             prep_seqno: std::sync::atomic::AtomicU64::new(0),
             start: Instant::now(),
             cpu_maps: CpuMaps::new(),
+            #[cfg(target_os = "linux")]
+            exporter: None,
+            #[cfg(target_os = "linux")]
+            exported: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Hands host clients BO memory through `exporter` when the BO is not in a shared window.
+    #[cfg(target_os = "linux")]
+    pub fn with_exporter(mut self, exporter: Arc<dyn BoExporter>) -> Self {
+        self.exporter = Some(exporter);
+        self
+    }
+
+    /// BOs whose memory was exported (kept until gpud exits).
+    #[cfg(target_os = "linux")]
+    pub fn exported_bos(&self) -> usize {
+        self.exported.lock().len()
+    }
+
+    /// An exported fd of `bo`'s memory: the BO is pinned in place and kept for good.
+    #[cfg(target_os = "linux")]
+    fn export_bo(
+        &self,
+        exporter: &dyn BoExporter,
+        bo: &Arc<Bo>,
+    ) -> Result<(std::os::fd::OwnedFd, u64), DriverError> {
+        let window = self
+            .device
+            .cpu_window()
+            .ok_or(DriverError::NotSupported("BO mapping without a CPU window"))?;
+        let id = GpuBo::id(bo.as_ref());
+        let (location, segments) = bo.pin_in_place().map_err(mapping_error)?;
+        let ranges: Result<Vec<(crate::types::CpuVa, u64)>, _> = match location {
+            crate::hw::MemLocation::System => segments
+                .iter()
+                .map(|s| window.sys_addr(s.addr, s.len).map(|a| (a, s.len)))
+                .collect(),
+            crate::hw::MemLocation::Vram => {
+                bo.unpin();
+                return Err(DriverError::NotSupported(
+                    "mapping a VRAM BO through the host transport",
+                ));
+            }
+        };
+        let fd = ranges
+            .map_err(|_| DriverError::NotSupported("BO memory outside the CPU window"))
+            .and_then(|r| exporter.export(&r));
+        let mut exported = self.exported.lock();
+        if fd.is_err() || exported.contains_key(&id) {
+            // One pin per exported BO is enough (it never moves again).
+            bo.unpin();
+        }
+        if fd.is_ok() {
+            exported.entry(id).or_insert_with(|| bo.clone());
+        }
+        fd
     }
 
     /// The live in-process CPU mappings (Redox `mmap_prep` through the CPU window).
@@ -433,10 +510,16 @@ impl GpuDriver for Driver {
     }
 
     fn client_stop(&self, client: ClientId) {
-        // No waiting here: destroying the queues cancels their queued jobs, destroying the VMs
-        // cancels queued binds, and a job already on a ring keeps its VM (context, tables) and
-        // its BOs' memory alive until it retires or hits the job timeout.
-        self.clients.lock().remove(&client);
+        // No waiting here: killing the exec queues preempts their running jobs off the engine
+        // (their fences fail once they are off; the queue keeps its VM and BOs alive until
+        // then), destroying the queues cancels their queued jobs and destroying the VMs
+        // cancels queued binds.
+        let st = self.clients.lock().remove(&client);
+        for q in st.iter().flat_map(|st| st.exec_queues.iter()) {
+            if let Some(q) = q.upgrade() {
+                q.kill();
+            }
+        }
     }
 
     fn stats(&self, client: Option<ClientId>) -> Vec<(String, String)> {
@@ -535,7 +618,7 @@ impl GpuDriver for Driver {
 
     fn queue_create(
         &self,
-        _client: ClientId,
+        client: ClientId,
         vm: &Arc<Vm>,
         class: EngineClass,
     ) -> Result<DriverQueue, DriverError> {
@@ -549,10 +632,15 @@ impl GpuDriver for Driver {
         };
         let queue = self
             .device
-            .exec_queue_create(vm, engine)
+            .exec_queue_create_with(vm, engine, Priority::Normal, Some(client.0))
             .map_err(bind_err)?;
+        let queue = Arc::new(queue);
+        self.with_client(client, |st| {
+            st.exec_queues.retain(|q| q.strong_count() > 0);
+            st.exec_queues.push(Arc::downgrade(&queue));
+        });
         Ok(DriverQueue::Exec {
-            queue: Arc::new(queue),
+            queue,
             vm: vm.clone(),
             last: Arc::new(Mutex::new(None)),
         })
@@ -801,6 +889,10 @@ fn mapping_error(e: BoError) -> DriverError {
 #[cfg(target_os = "linux")]
 impl gpu_scheme::host::HostMemory for Driver {
     fn bo_memory(&self, bo: &Arc<Bo>) -> Result<(std::os::fd::OwnedFd, u64), DriverError> {
+        if let Some(exporter) = &self.exporter {
+            // `gpud vfio`: the BO lives in the DMA pool; an fd of exactly its pages.
+            return self.export_bo(exporter.as_ref(), bo);
+        }
         // The BO's own memfd: exactly its size, offset 0 is its first byte.
         Ok((bo.cpu_memory().map_err(mapping_error)?, 0))
     }

@@ -48,6 +48,20 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
     },
+    /// Drive a PCI function through Linux VFIO (bound to vfio-pci) and serve the gpu scheme
+    /// on a Unix socket: the user-space driver model, e.g. in a QEMU guest.
+    #[cfg(target_os = "linux")]
+    Vfio {
+        /// PCI address of the function, e.g. 0000:00:03.0.
+        address: String,
+        /// Socket to serve on (default: $GPUD_SOCKET, else $XDG_RUNTIME_DIR/gpud.sock).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+        /// DMA pool in MiB.
+        #[arg(long, value_name = "MIB", default_value_t = 32,
+              value_parser = clap::value_parser!(u64).range(8..=4096))]
+        dma_mib: u64,
+    },
     /// The client processes `gpud demo` starts.
     #[command(hide = true)]
     #[cfg(target_os = "linux")]
@@ -84,6 +98,17 @@ fn serve(cli: &Cli, s: &Settings, config: Option<&Path>, until_eof: bool) -> Res
     logging(cli.log_level.as_deref(), &s, None)?;
     let cfg = s.host_config()?;
     gpud::platform::host::serve_main(cfg, until_eof).map_err(|e| e.to_string())
+}
+
+/// Drives the PCI function at `address` through VFIO and serves it.
+#[cfg(target_os = "linux")]
+fn vfio(cli: &Cli, address: &str, socket: Option<PathBuf>, dma_mib: u64) -> Result<(), String> {
+    logging(cli.log_level.as_deref(), &Settings::default(), None)?;
+    gpud::platform::vfio::run(gpud::platform::vfio::VfioArgs {
+        address: address.to_string(),
+        socket,
+        dma_pool: dma_mib << 20,
+    })
 }
 
 /// Serves the PCI function pcid-spawner handed over, until the scheme is unmounted.
@@ -131,6 +156,12 @@ fn main() -> ExitCode {
             "serve",
             serve(&cli, settings, config.as_deref(), *until_stdin_eof),
         ),
+        #[cfg(target_os = "linux")]
+        Command::Vfio {
+            address,
+            socket,
+            dma_mib,
+        } => ("vfio", vfio(&cli, address, socket.clone(), *dma_mib)),
         Command::Pcid { config } => ("pcid", pcid(&cli, config.as_deref())),
     };
     match res {

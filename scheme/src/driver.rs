@@ -170,6 +170,9 @@ pub enum DriverError {
     /// A long-running queue's ring is full (EWOULDBLOCK: the event loop parks and retries).
     #[error("ring full")]
     RingFull,
+    /// A driver-side object limit (EMFILE), e.g. exec queues per client.
+    #[error("too many: {0}")]
+    TooMany(&'static str),
     /// Waiting on a syncobj point with no fence (EINVAL).
     #[error("no fence at point {point}")]
     NoFence {

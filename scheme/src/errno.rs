@@ -154,6 +154,7 @@ fn driver_errno(e: &DriverError) -> i32 {
         DriverError::DeviceError => EIO,
         DriverError::Canceled => ECANCELED,
         DriverError::RingFull => EWOULDBLOCK,
+        DriverError::TooMany(_) => EMFILE,
     }
 }
 

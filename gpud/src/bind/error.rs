@@ -35,6 +35,8 @@ pub enum ErrorClass {
     Canceled,
     /// EIO.
     Device,
+    /// EMFILE: an object-count limit.
+    TooMany,
 }
 
 /// Why a bind (or a device call) failed. A failed bind changed nothing.
@@ -138,6 +140,7 @@ impl BindError {
                 crate::exec::ErrorKind::Invalid => ErrorClass::Invalid,
                 crate::exec::ErrorKind::Busy => ErrorClass::Busy,
                 crate::exec::ErrorKind::NotSupported => ErrorClass::NotSupported,
+                crate::exec::ErrorKind::TooMany => ErrorClass::TooMany,
                 _ => ErrorClass::Device,
             },
             E::Hw(_) | E::Timeout { .. } => ErrorClass::Device,
@@ -170,6 +173,7 @@ impl From<&BindError> for gpu_scheme::driver::DriverError {
             (ErrorClass::NotSupported, _) => D::NotSupported("not supported"),
             (ErrorClass::Canceled, _) => D::Canceled,
             (ErrorClass::Device, _) => D::DeviceError,
+            (ErrorClass::TooMany, _) => D::TooMany("exec queue limit"),
         }
     }
 }

@@ -8,13 +8,14 @@
 
 use super::DemoError;
 use crate::platform::host::{HostConfig, HostDaemon};
-use libgpu::cmd::Batch;
+use libgpu::cmd::{Batch, SemOp};
 use libgpu::flags::{BoCreateFlags, EngineClass, Placement, VmCreateFlags};
 use libgpu::{token_from_bytes, token_to_bytes, Bo, Device, ExecQueue, Syncobj, Timeout, Vm};
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 const PAGE: u64 = 0x1000;
 const DATA_VA: u64 = 0x10_0000;
@@ -63,22 +64,129 @@ fn client_command(role: &str, socket: &Path) -> Result<Command, DemoError> {
     Ok(c)
 }
 
-/// `gpud demo-client main|peer SOCKET [TOKEN]`.
+/// `gpud demo-client main|peer|hang|latency SOCKET [TOKEN]`.
 pub fn client_main(args: &[String]) -> R<()> {
     let (role, socket) = match args {
         [role, socket, ..] => (role.as_str(), Path::new(socket)),
-        _ => return Err("usage: gpud demo-client main|peer SOCKET [TOKEN]".into()),
+        _ => return Err("usage: gpud demo-client main|peer|hang|latency SOCKET [TOKEN]".into()),
     };
     let dev = Device::open_at(socket).map_err(fail("open card0"))?;
     match (role, args.get(2)) {
         ("main", _) => main_client(&dev, socket),
         ("peer", Some(token)) => peer_client(&dev, token),
+        ("hang", _) => hang_client(&dev),
+        ("latency", _) => latency_client(&dev),
         _ => Err(format!("unknown role {role:?}")),
     }
 }
 
 fn sys_bo(dev: &Device, size: u64) -> R<Bo> {
     Bo::create(dev, size, Placement::SYSTEM, BoCreateFlags::empty()).map_err(fail("BO_CREATE"))
+}
+
+/// Latencies as a client sees them: synchronous one-page binds (a map and an unmap) and
+/// execs of a one-dword batch waited on, each the mean of [`LATENCY_ROUNDS`].
+fn latency_client(dev: &Device) -> R<()> {
+    let pid = std::process::id();
+    let vm = Vm::create(dev, VmCreateFlags::empty()).map_err(fail("VM_CREATE"))?;
+    let bo = sys_bo(dev, 2 * PAGE)?;
+    vm.bind()
+        .map(&bo, 0, BATCH_VA, PAGE)
+        .submit()
+        .map_err(fail("bind"))?;
+    let map = bo.mmap().map_err(fail("mmap"))?;
+    let mut b = Batch::new();
+    b.store_dword(BATCH_VA + 0x800, 1).batch_end();
+    map.write_dwords(0, b.dwords()).map_err(|_| "batch space")?;
+    let start = Instant::now();
+    for _ in 0..LATENCY_ROUNDS {
+        vm.bind()
+            .map(&bo, PAGE, DATA_VA, PAGE)
+            .submit()
+            .map_err(fail("bind"))?;
+        vm.bind()
+            .unmap(DATA_VA, PAGE)
+            .submit()
+            .map_err(fail("unbind"))?;
+    }
+    let bind = start.elapsed() / (2 * LATENCY_ROUNDS);
+    let queue = ExecQueue::create(&vm, EngineClass::Copy).map_err(fail("queue"))?;
+    let done = Syncobj::create(dev, false).map_err(fail("syncobj"))?;
+    let start = Instant::now();
+    for _ in 0..LATENCY_ROUNDS {
+        queue
+            .exec(BATCH_VA)
+            .signal(&done)
+            .submit()
+            .map_err(fail("EXEC"))?;
+        done.wait(Timeout::Forever).map_err(fail("wait"))?;
+    }
+    let exec = start.elapsed() / LATENCY_ROUNDS;
+    println!(
+        "[latency] client {pid}: VM_BIND of one page {:.2} ms, EXEC + wait {:.2} ms (means of {LATENCY_ROUNDS})",
+        bind.as_secs_f64() * 1e3,
+        exec.as_secs_f64() * 1e3
+    );
+    Ok(())
+}
+
+/// Rounds of each operation [`latency_client`] times.
+const LATENCY_ROUNDS: u32 = 20;
+
+/// A hang and its recovery: a batch waiting on a semaphore nobody signals outlives the job
+/// timeout; gpud resets the engine and bans the queue; a new queue on the same VM runs.
+fn hang_client(dev: &Device) -> R<()> {
+    let pid = std::process::id();
+    let vm = Vm::create(dev, VmCreateFlags::empty()).map_err(fail("VM_CREATE"))?;
+    let bo = sys_bo(dev, 2 * PAGE)?;
+    vm.bind()
+        .map(&bo, 0, BATCH_VA, 2 * PAGE)
+        .submit()
+        .map_err(fail("bind"))?;
+    let map = bo.mmap().map_err(fail("mmap"))?;
+    let sem_va = BATCH_VA + PAGE;
+    let mut stuck = Batch::new();
+    stuck
+        .semaphore_wait(sem_va, SemOp::Eq, 1, false)
+        .batch_end();
+    map.write_dwords(0, stuck.dwords())
+        .map_err(|_| "batch space")?;
+    let mut fine = Batch::new();
+    fine.store_dword(sem_va + 8, 0x600d).batch_end();
+    map.write_dwords(0x100, fine.dwords())
+        .map_err(|_| "batch space")?;
+    let hung = ExecQueue::create(&vm, EngineClass::Copy).map_err(fail("queue"))?;
+    let done = Syncobj::create(dev, false).map_err(fail("syncobj"))?;
+    let start = Instant::now();
+    hung.exec(BATCH_VA)
+        .signal(&done)
+        .submit()
+        .map_err(fail("EXEC"))?;
+    // The fence completes (with an error) once recovery gave up on the job.
+    let _ = done.wait(Timeout::Forever);
+    let after = start.elapsed();
+    if hung.exec(BATCH_VA + 0x100).submit().is_ok() {
+        return Err("the hung queue still accepts work".into());
+    }
+    let fresh = ExecQueue::create(&vm, EngineClass::Copy).map_err(fail("new queue"))?;
+    let again = Syncobj::create(dev, false).map_err(fail("syncobj"))?;
+    fresh
+        .exec(BATCH_VA + 0x100)
+        .signal(&again)
+        .submit()
+        .map_err(fail("EXEC after reset"))?;
+    again
+        .wait(Timeout::Forever)
+        .map_err(fail("wait after reset"))?;
+    let v = map.read_u32((PAGE + 8) as usize).map_err(|_| "read")?;
+    if v != 0x600d {
+        return Err(format!("after the reset the new queue wrote {v:#x}"));
+    }
+    println!(
+        "[hang] client {pid}: a batch waiting forever was reset after {:.1} s and its queue banned; a new queue ran",
+        after.as_secs_f64()
+    );
+    Ok(())
 }
 
 /// Pipelined async binds and execs on one timeline, then the shared BO.

@@ -4,7 +4,7 @@
 //! coarse class the scheme maps to an errno. Must not: know errno numbers.
 
 use super::vm_hook::JobVmError;
-use crate::hw::{Engine, HwError};
+use crate::hw::HwError;
 use std::fmt;
 use thiserror::Error;
 
@@ -16,6 +16,15 @@ impl fmt::Display for QueueId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)
     }
+}
+
+/// Which exec-queue limit was hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueLimit {
+    /// Queues of one owner (client): `SchedConfig::max_queues_per_owner`.
+    Owner,
+    /// Queues of the whole daemon: `SchedConfig::max_queues`.
+    Device,
 }
 
 /// Errors of exec-queue creation and submission.
@@ -47,9 +56,9 @@ pub enum ExecError {
     /// Long-running queues signal user fences only (EOPNOTSUPP).
     #[error("long-running exec queue {queue} cannot signal {count} dma-fence out-syncs")]
     LrOutSync { queue: QueueId, count: usize },
-    /// Every hardware queue of the engine is taken (EBUSY).
-    #[error("no free hardware queue on the {engine:?} engine ({count} in use)")]
-    NoHwQueue { engine: Engine, count: u32 },
+    /// The owner or the daemon holds as many exec queues as it may (EMFILE).
+    #[error("too many exec queues: the {scope:?} limit is {limit}")]
+    TooManyQueues { scope: QueueLimit, limit: u32 },
     /// The job can never fit its ring (EINVAL).
     #[error("job of {dwords} dwords does not fit a ring of {ring_dwords} dwords")]
     JobTooLarge { dwords: usize, ring_dwords: usize },
@@ -75,8 +84,11 @@ pub enum ErrorKind {
     NotSupported,
     /// Bad argument → EINVAL.
     Invalid,
-    /// Out of hardware queues → EBUSY.
+    /// Out of hardware queues → EBUSY (no exec error has it since queues became software
+    /// objects; kept for the bind layer's mapping).
     Busy,
+    /// An exec-queue limit → EMFILE.
+    TooMany,
     /// Closed queue → ENOENT.
     NotFound,
     /// Revalidation ran out of memory or hit contention → per the VM error.
@@ -95,7 +107,7 @@ impl ExecError {
             ExecError::WouldBlock { .. } => ErrorKind::WouldBlock,
             ExecError::LrOutSync { .. } => ErrorKind::NotSupported,
             ExecError::JobTooLarge { .. } | ExecError::BadJob { .. } => ErrorKind::Invalid,
-            ExecError::NoHwQueue { .. } => ErrorKind::Busy,
+            ExecError::TooManyQueues { .. } => ErrorKind::TooMany,
             ExecError::QueueClosed { .. } => ErrorKind::NotFound,
             ExecError::Vm(JobVmError::Banned) => ErrorKind::Cancelled,
             ExecError::Vm(_) => ErrorKind::Vm,

@@ -8,7 +8,7 @@
 
 use super::error::ExecError;
 use super::job::Job;
-use super::queue::{ExecQueue, FencePage, QueueConfig, QueueMode};
+use super::queue::{ExecQueue, FencePage, Priority, QueueConfig, QueueMode};
 use super::scheduler::Scheduler;
 use crate::hw::{Engine, HwCtx};
 use crate::sync::Fence;
@@ -34,6 +34,9 @@ impl KernelQueue {
                 timeout: KERNEL_JOB_TIMEOUT,
             },
             vm: None,
+            // Page-table copies and evictions gate client work: they go before it.
+            priority: Priority::High,
+            owner: None,
         })?;
         Ok(Self { queue })
     }

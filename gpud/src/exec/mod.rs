@@ -17,15 +17,16 @@ mod queue;
 mod recovery;
 mod ring;
 mod scheduler;
+mod slots;
 mod vm_hook;
 
-pub use error::{ErrorKind, ExecError, QueueId};
+pub use error::{ErrorKind, ExecError, QueueId, QueueLimit};
 pub use irq::{IrqDispatcher, IrqHandler};
 pub use job::{Job, OutSync, Payload, UserFenceWrite};
 pub use kernel::KernelQueue;
-pub use queue::{ExecQueue, FencePage, QueueConfig, QueueMode};
+pub use queue::{ExecQueue, FencePage, Priority, QueueConfig, QueueMode, QueueOwner};
 pub use ring::{ExecHw, RingFactory, RingQueue};
-pub use scheduler::{SchedConfig, SchedStats, Scheduler};
+pub use scheduler::{SchedConfig, SchedStats, Scheduler, DEFAULT_QUANTUM};
 pub use vm_hook::{publish_job_fence, JobVm, JobVmError};
 
 #[cfg(test)]

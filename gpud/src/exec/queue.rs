@@ -45,6 +45,24 @@ pub enum QueueMode {
     LongRunning,
 }
 
+/// Scheduling priority of an exec queue. A queue waiting for a hardware queue preempts a
+/// lower-priority queue at once, and a queue of its own priority once that one used its time
+/// slice; lower priorities run only on hardware queues that higher ones leave free.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Priority {
+    /// Background work.
+    Low,
+    /// The default.
+    #[default]
+    Normal,
+    /// Latency-sensitive work; clients need privilege for it (as in Xe). The kernel queue
+    /// runs at this priority.
+    High,
+}
+
+/// Who a queue is charged to (the per-owner queue limit counts it).
+pub type QueueOwner = u64;
+
 /// How to create an exec queue.
 #[derive(Clone)]
 pub struct QueueConfig {
@@ -58,6 +76,10 @@ pub struct QueueConfig {
     pub mode: QueueMode,
     /// The VM's revalidation step; `None` for driver-internal queues.
     pub vm: Option<Arc<dyn JobVm>>,
+    /// Scheduling priority.
+    pub priority: Priority,
+    /// The client it is charged to; `None` for driver-internal queues (not limited per owner).
+    pub owner: Option<QueueOwner>,
 }
 
 /// Why a queue stopped accepting jobs.
@@ -89,44 +111,92 @@ pub(crate) struct InflightJob {
     pub fault: Option<FenceFault>,
 }
 
+/// Why a loaded queue is being preempted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PreemptWhy {
+    /// Its time slice is over and another queue waits for a hardware queue.
+    Slice,
+    /// Its client went away: its jobs are cancelled once it is off the engine.
+    Kill,
+    /// Its job timed out: it is banned once it is off the engine (no engine reset needed).
+    Hang,
+}
+
+/// Where a queue's ring runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Run {
+    /// On no hardware queue (its position is saved in the ring).
+    Unloaded,
+    /// On hardware queue `slot` of its engine since `since` (scheduler clock).
+    Loaded { slot: u32, since: Duration },
+    /// On hardware queue `slot`, asked at `asked` to stop.
+    Preempting {
+        slot: u32,
+        asked: Duration,
+        why: PreemptWhy,
+    },
+}
+
+impl Run {
+    pub(crate) fn slot(self) -> Option<u32> {
+        match self {
+            Run::Unloaded => None,
+            Run::Loaded { slot, .. } | Run::Preempting { slot, .. } => Some(slot),
+        }
+    }
+}
+
 /// The scheduler's view of one exec queue.
 pub(crate) struct QueueState {
     pub engine: Engine,
     pub ctx: HwCtx,
-    pub slot: u32,
+    pub priority: Priority,
+    pub owner: Option<QueueOwner>,
     pub ring: Option<Box<dyn RingQueue>>,
+    pub run: Run,
+    /// Round-robin position while waiting for a hardware queue (lower goes first).
+    pub ticket: Option<u64>,
     pub fence_page: FencePage,
     pub fence_ctx: FenceContext,
     pub next_seqno: u64,
     pub pending: VecDeque<PendingJob>,
     pub inflight: VecDeque<InflightJob>,
-    /// Clock time at which the oldest in-flight job became the oldest.
-    pub oldest_started: Duration,
+    /// Time the oldest in-flight job has run on a hardware queue before `running_since`.
+    pub job_ran: Duration,
+    /// Loaded (running) since this clock time; `None` while unloaded.
+    pub running_since: Option<Duration>,
     pub mode: QueueMode,
     pub ban: Option<Ban>,
     /// The handle was dropped: the queue goes away once `inflight` drains.
     pub closing: bool,
+    /// Killed (its client went away): its jobs fail once it is off the engine.
+    pub killed: bool,
     /// The VM, held until the queue is gone: its context and page tables must outlive every
     /// job on the ring, even after the client destroyed the VM and dropped its handles.
     pub keepalive: Option<Arc<dyn JobVm>>,
 }
 
 impl QueueState {
-    pub(crate) fn new(cfg: &QueueConfig, slot: u32, ring: Box<dyn RingQueue>) -> Self {
+    pub(crate) fn new(cfg: &QueueConfig, ring: Box<dyn RingQueue>) -> Self {
         Self {
             engine: cfg.engine,
             ctx: cfg.ctx,
-            slot,
+            priority: cfg.priority,
+            owner: cfg.owner,
             ring: Some(ring),
+            run: Run::Unloaded,
+            ticket: None,
             fence_page: cfg.fence_page,
             fence_ctx: FenceContext::alloc(),
             next_seqno: 1,
             pending: VecDeque::new(),
             inflight: VecDeque::new(),
-            oldest_started: Duration::ZERO,
+            job_ran: Duration::ZERO,
+            running_since: None,
             mode: cfg.mode,
             ban: None,
             closing: false,
+            killed: false,
             keepalive: cfg.vm.clone(),
         }
     }
@@ -145,6 +215,48 @@ impl QueueState {
             },
             Ban::Device => ExecError::DeviceLost { queue: id },
         })
+    }
+
+    /// How long the oldest in-flight job has run on a hardware queue (time slices of other
+    /// queues do not count).
+    pub(crate) fn job_elapsed(&self, now: Duration) -> Duration {
+        self.job_ran
+            + self
+                .running_since
+                .map_or(Duration::ZERO, |s| now.saturating_sub(s))
+    }
+
+    /// The oldest in-flight job changed: its run time starts from zero.
+    pub(crate) fn restart_job_clock(&mut self, now: Duration) {
+        self.job_ran = Duration::ZERO;
+        if self.running_since.is_some() {
+            self.running_since = Some(now);
+        }
+    }
+
+    /// The ring was loaded on a hardware queue at `now`.
+    pub(crate) fn loaded(&mut self, slot: u32, now: Duration) {
+        self.run = Run::Loaded { slot, since: now };
+        self.ticket = None;
+        self.running_since = Some(now);
+    }
+
+    /// The ring left its hardware queue at `now` (its position is saved).
+    pub(crate) fn unloaded(&mut self, now: Duration) {
+        self.run = Run::Unloaded;
+        if let Some(s) = self.running_since.take() {
+            self.job_ran += now.saturating_sub(s);
+        }
+    }
+
+    /// Fails every job of a killed queue, in seqno order. Only once it is off the engine.
+    pub(crate) fn cancel_all(&mut self, done: &mut Vec<Completion>) {
+        for job in self.inflight.drain(..) {
+            done.push(Completion::failed(job.fence, FenceFault::Canceled));
+        }
+        for job in self.pending.drain(..) {
+            done.push(Completion::failed(job.fence, FenceFault::Canceled));
+        }
     }
 
     /// Dwords the queue holds (on the ring or waiting for it).
@@ -171,7 +283,8 @@ impl QueueState {
 }
 
 /// A client's exec queue. Dropping it cancels its waiting jobs; its in-flight jobs finish
-/// and then the hardware queue is released.
+/// and then the queue goes away. [`ExecQueue::kill`] also takes its running job off the
+/// engine at once.
 pub struct ExecQueue {
     pub(crate) shared: Arc<Shared>,
     pub(crate) id: QueueId,
@@ -184,6 +297,13 @@ impl ExecQueue {
     /// The queue's id.
     pub fn id(&self) -> QueueId {
         self.id
+    }
+
+    /// Kills the queue (its client went away): it is preempted off the engine at once and
+    /// every job it has, running or waiting, fails with `Canceled` once it is off (a hung
+    /// queue that does not stop is reset off instead). Later submissions get `QueueClosed`.
+    pub fn kill(&self) {
+        self.shared.kill_queue(self.id);
     }
 
     /// The queue's fence page (while the scheduler knows the queue).

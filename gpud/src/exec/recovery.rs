@@ -1,21 +1,25 @@
 //! Hang and error recovery: job timeouts, engine reset, banning guilty queues, resubmitting
 //! innocent ones, and isolating contexts that hit a fatal error.
 //!
-//! Owns: the policy. A job is hung when it has been the oldest job on its ring for longer
-//! than its queue's timeout (on the injected clock). Recovery resets the job's engine; the
-//! guilty queues (the timed-out one and any the device shows as hung) are banned: their
-//! in-flight fences fail with `JobTimeout`, their waiting jobs with `Canceled`, later submits
-//! get `QueueBanned`. Every other queue of the engine gets a fresh ring holding its
-//! unretired jobs again, so they run to completion (a job interrupted mid-way runs again from
-//! its start, as with any GPU resubmission). A reset-guilty context's error is cleared so
+//! Owns: the policy. A job is hung when it has been the oldest job of its queue and run on a
+//! hardware queue for longer than its queue's timeout (on the injected clock; time slices of
+//! other queues do not count). A hung job's queue is first preempted: if it stops, it is
+//! banned and nothing else is touched. If it does not stop (the device shows it hung, or the
+//! preemption timeout passes), recovery resets the job's engine; the guilty queues (the
+//! timed-out one and any the device shows as hung) are banned: their in-flight fences fail
+//! with `JobTimeout`, their waiting jobs with `Canceled`, later submits get `QueueBanned`.
+//! Every other queue that was on the engine keeps its ring and its head (the device keeps
+//! it), so its unretired jobs run to completion (a batch interrupted mid-way runs again from
+//! its start, as with any GPU resubmission); queues that were not loaded are untouched. A reset-guilty context's error is cleared so
 //! innocent queues sharing it (e.g. on the other engine) continue. A context in error for
 //! any other reason (a fault in a non-fault-mode VM, an illegal command) bans every queue of
 //! that context; other contexts keep running. Must not: run with fences being signalled
 //! under the state lock (it returns `Completion`s).
 
 use super::error::QueueId;
-use super::queue::{Ban, QueueMode, QueueState};
+use super::queue::{Ban, PreemptWhy, QueueMode, QueueState, Run};
 use super::scheduler::{Completion, Shared, State};
+use super::slots;
 use crate::hw::{Engine, HwCtx, QueueStatus};
 use crate::sync::FenceFault;
 use std::collections::BTreeSet;
@@ -32,12 +36,23 @@ fn timeout_of(q: &QueueState) -> Option<Duration> {
     }
 }
 
+/// Whether the queue is already being taken off for a hang or a kill.
+fn leaving(q: &QueueState) -> bool {
+    matches!(
+        q.run,
+        Run::Preempting {
+            why: PreemptWhy::Hang | PreemptWhy::Kill,
+            ..
+        }
+    )
+}
+
 /// The first queue whose oldest in-flight job exceeded its timeout.
 pub(crate) fn timed_out(st: &State, now: Duration) -> Option<(Engine, QueueId)> {
     st.queues.iter().find_map(|(id, q)| {
         let t = timeout_of(q)?;
         let late =
-            q.ban.is_none() && !q.inflight.is_empty() && now.saturating_sub(q.oldest_started) > t;
+            q.ban.is_none() && !leaving(q) && !q.inflight.is_empty() && q.job_elapsed(now) > t;
         late.then_some((q.engine, *id))
     })
 }
@@ -46,12 +61,40 @@ pub(crate) fn timed_out(st: &State, now: Duration) -> Option<(Engine, QueueId)> 
 pub(crate) fn next_check(st: &State, now: Duration) -> Option<Duration> {
     st.queues
         .values()
-        .filter(|q| q.ban.is_none() && !q.inflight.is_empty())
+        .filter(|q| q.ban.is_none() && !q.inflight.is_empty() && q.running_since.is_some())
         .filter_map(|q| {
             let t = timeout_of(q)?;
-            Some((q.oldest_started + t + Duration::from_nanos(1)).saturating_sub(now))
+            Some((t + Duration::from_nanos(1)).saturating_sub(q.job_elapsed(now)))
         })
         .min()
+}
+
+/// `culprit`'s job timed out: preempt it (banned once it stops), or reset its engine if the
+/// device already shows it hung.
+pub(crate) fn on_timeout(
+    shared: &Shared,
+    st: &mut State,
+    engine: Engine,
+    culprit: QueueId,
+    now: Duration,
+    done: &mut Vec<Completion>,
+) {
+    let Some(q) = st.queues.get_mut(&culprit) else {
+        return;
+    };
+    let hung = q
+        .ring
+        .as_ref()
+        .is_some_and(|r| r.status().contains(QueueStatus::HUNG));
+    if q.run == Run::Unloaded {
+        // Not on the device (its run time was accrued before): nothing to stop.
+        ban_queue(shared, st, culprit, Ban::Hang, FenceFault::JobTimeout, done);
+    } else if hung {
+        recover(shared, st, engine, culprit, done);
+    } else {
+        tracing::warn!(queue = %culprit, "job hang: preempting the queue");
+        slots::request_preempt(shared, q, PreemptWhy::Hang, now);
+    }
 }
 
 /// Bans queue `id`, fails its jobs and releases its hardware queue.
@@ -71,13 +114,8 @@ pub(crate) fn ban_queue(
     }
     tracing::warn!(queue = ?id, engine = ?q.engine, reason = ?ban, "exec queue banned");
     q.ban(ban, fault, done);
-    let ring = q.ring.take();
-    let (engine, slot) = (q.engine, q.slot);
-    if let Some(ring) = ring {
-        // The queue is stopped (reset, context error); a failed teardown only leaks a ring.
-        let _ = ring.destroy();
-        st.free_slot(engine, slot);
-    }
+    // The queue is stopped (preempted, reset, context error); its ring goes.
+    slots::drop_ring(st, id);
     shared.banned.fetch_add(1, Ordering::Relaxed);
 }
 
@@ -89,10 +127,11 @@ pub(crate) fn recover(
     culprit: QueueId,
     done: &mut Vec<Completion>,
 ) {
+    // Only queues loaded on the engine are touched by its reset.
     let on_engine: Vec<QueueId> = st
         .queues
         .iter()
-        .filter(|(_, q)| q.engine == engine && q.ban.is_none() && q.ring.is_some())
+        .filter(|(_, q)| q.engine == engine && q.ban.is_none() && q.run != Run::Unloaded)
         .map(|(id, _)| *id)
         .collect();
     let mut guilty: BTreeSet<QueueId> = on_engine
@@ -134,8 +173,8 @@ pub(crate) fn recover(
                 (Ban::Hang, FenceFault::JobTimeout)
             };
             ban_queue(shared, st, id, ban, fault, done);
-        } else if !resubmit(shared, st, id, now) {
-            ban_queue(shared, st, id, Ban::Device, FenceFault::DeviceLost, done);
+        } else {
+            resume_after_reset(shared, st, id, now, done);
         }
     }
     if let Ok(Some(ctx)) = reset {
@@ -154,33 +193,31 @@ pub(crate) fn recover(
     }
 }
 
-/// Gives innocent queue `id` a fresh ring holding its unretired jobs. `false`: it failed.
-fn resubmit(shared: &Shared, st: &mut State, id: QueueId, now: Duration) -> bool {
-    let Some(q) = st.queues.get_mut(&id) else {
-        return true;
+/// Innocent queue `id` was on the reset engine: the device kept its head (at its oldest
+/// unretired command), so saving and reloading it later re-runs its unretired jobs. A queue
+/// that was being preempted gets what the preemption was for.
+fn resume_after_reset(
+    shared: &Shared,
+    st: &mut State,
+    id: QueueId,
+    now: Duration,
+    done: &mut Vec<Completion>,
+) {
+    let Some(q) = st.queues.get(&id) else {
+        return;
     };
-    if let Some(old) = q.ring.take() {
-        // After the reset the queue is disabled; its ring memory can go.
-        let _ = old.destroy();
-    }
-    let created = shared
-        .hw
-        .rings
-        .create_ring(q.engine, q.slot, q.ctx, shared.cfg.ring_bytes);
-    let Ok(mut ring) = created else {
-        return false;
+    // A queue preempted for a hang whose job finished before the reset is innocent.
+    let why = match q.run {
+        Run::Preempting {
+            why: PreemptWhy::Kill,
+            ..
+        } => PreemptWhy::Kill,
+        _ => PreemptWhy::Slice,
     };
-    for job in &q.inflight {
-        if ring.submit(&job.dwords).is_err() {
-            return false;
-        }
-    }
     shared
         .resubmitted
         .fetch_add(q.inflight.len() as u64, Ordering::Relaxed);
-    q.ring = Some(ring);
-    q.oldest_started = now;
-    true
+    slots::off_engine(shared, st, id, why, now, done);
 }
 
 /// After CTX_ERROR: bans every queue of a context in error for a reason other than a reset.

@@ -2,38 +2,88 @@
 //! factory seam.
 //!
 //! Owns: [`ExecHw`] (rings, MMU status, engine reset, interrupts, DMA, clock) and the
-//! [`RingFactory`] / [`RingQueue`] traits with their simgpu implementation. Must not: encode
+//! [`RingFactory`] / [`RingQueue`] traits (software queue rings that load onto hardware
+//! queues and are preempted off them) with their simgpu implementation. Must not: encode
 //! commands or schedule; it only adapts the hardware layer.
 
-use crate::hw::sim::queue::SimQueue;
+use crate::hw::sim::ring::SimRing;
 use crate::hw::sim::SimHw;
 use crate::hw::{
-    Clock, DmaMemory, Engine, EngineControl, HwCtx, HwError, HwQueue, Interrupts, Mmu,
+    Clock, DmaMemory, Engine, EngineControl, HwCtx, HwError, Interrupts, Mmu, QueueStatus,
 };
 use std::sync::Arc;
 
-/// A hardware queue the scheduler can also tear down (after an engine reset or when its
-/// exec queue goes away).
-pub trait RingQueue: HwQueue {
-    /// Disables the queue and frees its ring. Only when idle or after a reset.
+/// A software queue's ring: memory the scheduler writes jobs into, runnable on any hardware
+/// queue of its engine. While loaded, the hardware queue runs it; preemption stops it at a
+/// command boundary and `save` brings its position back, so it can be loaded again later,
+/// on any hardware queue of the engine.
+pub trait RingQueue: Send {
+    /// Appends `dwords` (all or nothing); rings the doorbell if loaded.
+    fn submit(&mut self, dwords: &[u32]) -> Result<(), HwError>;
+    /// Programs hardware queue `slot` (disabled, unused) with this ring and enables it.
+    fn load(&mut self, slot: u32) -> Result<(), HwError>;
+    /// The hardware queue it is loaded on.
+    fn slot(&self) -> Option<u32>;
+    /// Asks the loaded hardware queue to stop at its next command boundary.
+    fn request_preempt(&self);
+    /// Whether the loaded hardware queue has stopped (preempted or reset).
+    fn stopped(&self) -> bool;
+    /// Reads the position back from the stopped hardware queue; the ring is unloaded.
+    fn save(&mut self);
+    /// Unloads the ring if it has nothing left to run; returns whether it is unloaded.
+    fn unload_if_idle(&mut self) -> bool;
+    /// Whether commands on the ring have not retired yet.
+    fn has_work(&self) -> bool;
+    /// Status of the loaded hardware queue (empty while not loaded).
+    fn status(&self) -> QueueStatus;
+    /// Disables the hardware queue (if loaded) and frees the ring. Only when stopped, idle
+    /// or unable to run.
     fn destroy(self: Box<Self>) -> Result<(), HwError>;
 }
 
-impl RingQueue for SimQueue {
+impl RingQueue for SimRing {
+    fn submit(&mut self, dwords: &[u32]) -> Result<(), HwError> {
+        SimRing::submit(self, dwords)
+    }
+    fn load(&mut self, slot: u32) -> Result<(), HwError> {
+        SimRing::load(self, slot)
+    }
+    fn slot(&self) -> Option<u32> {
+        SimRing::slot(self)
+    }
+    fn request_preempt(&self) {
+        SimRing::request_preempt(self)
+    }
+    fn stopped(&self) -> bool {
+        SimRing::stopped(self)
+    }
+    fn save(&mut self) {
+        SimRing::save(self)
+    }
+    fn unload_if_idle(&mut self) -> bool {
+        SimRing::unload_if_idle(self)
+    }
+    fn has_work(&self) -> bool {
+        SimRing::has_work(self)
+    }
+    fn status(&self) -> QueueStatus {
+        SimRing::status(self)
+    }
     fn destroy(self: Box<Self>) -> Result<(), HwError> {
-        SimQueue::destroy(*self)
+        SimRing::destroy(*self)
     }
 }
 
-/// Creates hardware queues.
+/// Creates software queue rings.
 pub trait RingFactory: Send + Sync {
-    /// Hardware queues per engine.
+    /// Hardware queues per engine (how many rings of one engine can be loaded at once).
     fn queues_per_engine(&self) -> u32;
-    /// Programs hardware queue `index` of `engine` for `ctx` with a fresh, empty ring.
+    /// Disables every hardware queue (the scheduler owns them all from its start).
+    fn stop_all(&self);
+    /// A fresh, empty ring for `ctx` on `engine`, not loaded.
     fn create_ring(
         &self,
         engine: Engine,
-        index: u32,
         ctx: HwCtx,
         ring_bytes: u32,
     ) -> Result<Box<dyn RingQueue>, HwError>;
@@ -44,14 +94,17 @@ impl RingFactory for SimHw {
         self.info().queues_per_engine
     }
 
+    fn stop_all(&self) {
+        self.stop_all_queues();
+    }
+
     fn create_ring(
         &self,
         engine: Engine,
-        index: u32,
         ctx: HwCtx,
         ring_bytes: u32,
     ) -> Result<Box<dyn RingQueue>, HwError> {
-        Ok(Box::new(self.create_queue(engine, index, ctx, ring_bytes)?))
+        Ok(Box::new(SimHw::create_ring(self, engine, ctx, ring_bytes)?))
     }
 }
 

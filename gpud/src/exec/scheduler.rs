@@ -1,27 +1,31 @@
 //! The scheduler: the thread that moves ready jobs onto their rings, retires completed jobs
 //! and notices hangs, plus queue creation and the completion interrupt handler.
 //!
-//! Owns: the scheduler state (every queue's `QueueState`, which hardware queue slots are
-//! taken), the scheduler thread, retiring (reading each queue's fence page and signalling the
-//! fences of every job at or below the seqno found there) and the wake-up channels. Lock rule:
-//! the state lock is never held while a fence is signalled (fence callbacks may submit) or
-//! while sleeping; work that signals collects [`Completion`]s and completes them after
-//! unlocking. Hardware queues: one per exec queue; when an engine's queues are all taken,
-//! creation fails with `NoHwQueue` (no sharing: a shared ring would make one client's hang
-//! everyone's). Must not: decide hang policy (see `recovery.rs`) or build page tables.
+//! Owns: the scheduler state (every queue's `QueueState`, which hardware queue runs which
+//! exec queue), the scheduler thread, queue creation and its limits, killing a queue,
+//! retiring (reading each queue's fence page and signalling the fences of every job at or
+//! below the seqno found there) and the wake-up channels. Lock rule: the state lock is never
+//! held while a fence is signalled (fence callbacks may submit) or while sleeping; work that
+//! signals collects [`Completion`]s and completes them after unlocking. Exec queues are
+//! software objects, each with its own ring: `slots.rs` loads them onto the engine's hardware
+//! queues and time-slices them. Must not: decide hang policy (see `recovery.rs`) or build
+//! page tables.
 
-use super::error::{ExecError, QueueId};
+use super::error::{ExecError, QueueId, QueueLimit};
 use super::irq::IrqDispatcher;
 use super::job::{Job, FENCE_TAIL_DWORDS};
-use super::queue::{Ban, ExecQueue, InflightJob, PendingJob, QueueConfig, QueueMode, QueueState};
+use super::queue::{
+    Ban, ExecQueue, InflightJob, PendingJob, PreemptWhy, QueueConfig, QueueMode, QueueState, Run,
+};
 use super::recovery;
 use super::ring::ExecHw;
+use super::slots::{self, Slots};
 use super::vm_hook::JobVm;
 use crate::hw::clock::WAIT_SLICE;
 use crate::hw::{Engine, HwError, IrqCauses};
 use crate::sync::{Fence, FenceFault, FenceStatus, WaitQueue};
 use parking_lot::{Mutex, MutexGuard};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
@@ -34,13 +38,30 @@ pub struct SchedConfig {
     pub ring_bytes: u32,
     /// How long an engine reset may take.
     pub reset_timeout: Duration,
+    /// Time slice: a queue that has run this long on a hardware queue is preempted when a
+    /// queue of the same priority waits for one (on the scheduler's clock).
+    pub quantum: Duration,
+    /// How long a preempted queue may take to stop before it is treated as hung and its
+    /// engine is reset (a queue the device shows hung is reset at once).
+    pub preempt_timeout: Duration,
+    /// Exec queues the scheduler holds at most (the daemon limit, kernel queue included).
+    pub max_queues: u32,
+    /// Exec queues one owner (client) holds at most.
+    pub max_queues_per_owner: u32,
 }
+
+/// Default time slice (Xe's default timeslice is 1 ms too).
+pub const DEFAULT_QUANTUM: Duration = Duration::from_millis(1);
 
 impl Default for SchedConfig {
     fn default() -> Self {
         Self {
             ring_bytes: 16 << 10,
             reset_timeout: Duration::from_secs(5),
+            quantum: DEFAULT_QUANTUM,
+            preempt_timeout: Duration::from_millis(100),
+            max_queues: 4096,
+            max_queues_per_owner: 256,
         }
     }
 }
@@ -54,6 +75,12 @@ pub struct SchedStats {
     pub resubmitted: u64,
     /// Queues banned (hang, context error, device).
     pub banned: u64,
+    /// Time-slice preemptions requested.
+    pub preemptions: u64,
+    /// Queues killed while loaded on a hardware queue (taken off by preemption).
+    pub kills: u64,
+    /// Rounds of the scheduler thread (tests wait for it to see a clock change).
+    pub ticks: u64,
 }
 
 /// A fence to signal once the state lock is released.
@@ -96,20 +123,11 @@ pub(crate) struct State {
     /// unbinds its context and waits for its bind jobs).
     pub graveyard: Vec<Arc<dyn JobVm>>,
     next_id: u32,
-    /// Hardware queue slots in use, per engine index.
-    slots: [BTreeSet<u32>; 2],
+    /// Which exec queue runs on which hardware queue.
+    pub slots: Slots,
 }
 
 impl State {
-    pub(crate) fn free_slot(&mut self, engine: Engine, slot: u32) {
-        self.slots_mut(engine).remove(&slot);
-    }
-
-    fn slots_mut(&mut self, engine: Engine) -> &mut BTreeSet<u32> {
-        // PANIC: `Engine::index` is 0 or 1, and there is one set per engine.
-        &mut self.slots[engine.index() as usize]
-    }
-
     /// An id no live queue has (ids wrap after 2^32 queues).
     fn fresh_id(&mut self) -> QueueId {
         loop {
@@ -136,6 +154,9 @@ pub(crate) struct Shared {
     pub resets: AtomicU64,
     pub resubmitted: AtomicU64,
     pub banned: AtomicU64,
+    pub preemptions: AtomicU64,
+    pub kills: AtomicU64,
+    pub ticks: AtomicU64,
 }
 
 /// The scheduler of one device.
@@ -148,6 +169,7 @@ impl Scheduler {
     /// Starts the scheduler thread and registers the completion and context-error handlers
     /// with `irq`.
     pub fn new(hw: ExecHw, cfg: SchedConfig, irq: &IrqDispatcher) -> std::io::Result<Self> {
+        hw.rings.stop_all();
         let shared = Arc::new(Shared {
             hw,
             cfg,
@@ -159,11 +181,19 @@ impl Scheduler {
             resets: AtomicU64::new(0),
             resubmitted: AtomicU64::new(0),
             banned: AtomicU64::new(0),
+            preemptions: AtomicU64::new(0),
+            kills: AtomicU64::new(0),
+            ticks: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&shared);
         irq.register(
             IrqCauses::COPY_USER | IrqCauses::COMPUTE_USER,
             Arc::new(move |_| with_weak(&weak, Shared::on_user_irq)),
+        );
+        let weak = Arc::downgrade(&shared);
+        irq.register(
+            IrqCauses::PREEMPT_DONE,
+            Arc::new(move |_| with_weak(&weak, |s| s.wake.notify_all())),
         );
         let weak = Arc::downgrade(&shared);
         irq.register(
@@ -185,7 +215,8 @@ impl Scheduler {
         })
     }
 
-    /// Creates an exec queue on its own hardware queue.
+    /// Creates an exec queue (a software queue with its own ring; it takes a hardware queue
+    /// only while it has work). Fails with `TooManyQueues` at the daemon or owner limit.
     pub fn create_queue(&self, cfg: QueueConfig) -> Result<ExecQueue, ExecError> {
         let id = self.shared.create_queue(&cfg)?;
         Ok(ExecQueue {
@@ -208,6 +239,9 @@ impl Scheduler {
             resets: self.shared.resets.load(Ordering::Relaxed),
             resubmitted: self.shared.resubmitted.load(Ordering::Relaxed),
             banned: self.shared.banned.load(Ordering::Relaxed),
+            preemptions: self.shared.preemptions.load(Ordering::Relaxed),
+            kills: self.shared.kills.load(Ordering::Relaxed),
+            ticks: self.shared.ticks.load(Ordering::Relaxed),
         }
     }
 }
@@ -223,11 +257,15 @@ impl Drop for Scheduler {
         // Queues outlive the scheduler (their handles hold the shared state): banning them
         // makes later submissions fail with `DeviceLost` instead of waiting forever.
         let mut done = Vec::new();
-        for q in self.shared.lock().queues.values_mut() {
-            q.ban(Ban::Device, FenceFault::DeviceLost, &mut done);
-            if let Some(ring) = q.ring.take() {
+        {
+            let mut st = self.shared.lock();
+            let ids: Vec<QueueId> = st.queues.keys().copied().collect();
+            for id in ids {
+                if let Some(q) = st.queues.get_mut(&id) {
+                    q.ban(Ban::Device, FenceFault::DeviceLost, &mut done);
+                }
                 // Stops the hardware queue; the device is going away with the scheduler.
-                let _ = ring.destroy();
+                slots::drop_ring(&mut st, id);
             }
         }
         complete_all(done);
@@ -251,28 +289,39 @@ impl Shared {
     }
 
     fn create_queue(&self, cfg: &QueueConfig) -> Result<QueueId, ExecError> {
-        let per_engine = self.hw.rings.queues_per_engine();
         let mut st = self.lock();
         if self.stop.load(Ordering::Acquire) {
             return Err(ExecError::DeviceLost {
                 queue: QueueId(st.next_id),
             });
         }
-        let used = st.slots_mut(cfg.engine);
-        let slot = (0..per_engine)
-            .find(|s| !used.contains(s))
-            .ok_or(ExecError::NoHwQueue {
-                engine: cfg.engine,
-                count: per_engine,
-            })?;
+        // Queues still draining after their handle went count: they hold a ring and a VM.
+        if st.queues.len() >= self.cfg.max_queues as usize {
+            return Err(ExecError::TooManyQueues {
+                scope: QueueLimit::Device,
+                limit: self.cfg.max_queues,
+            });
+        }
+        if let Some(owner) = cfg.owner {
+            let held = st
+                .queues
+                .values()
+                .filter(|q| q.owner == Some(owner))
+                .count();
+            if held >= self.cfg.max_queues_per_owner as usize {
+                return Err(ExecError::TooManyQueues {
+                    scope: QueueLimit::Owner,
+                    limit: self.cfg.max_queues_per_owner,
+                });
+            }
+        }
         self.hw.dma.write_u64(cfg.fence_page.pa, 0)?;
         let ring = self
             .hw
             .rings
-            .create_ring(cfg.engine, slot, cfg.ctx, self.cfg.ring_bytes)?;
-        st.slots_mut(cfg.engine).insert(slot);
+            .create_ring(cfg.engine, cfg.ctx, self.cfg.ring_bytes)?;
         let id = st.fresh_id();
-        st.queues.insert(id, QueueState::new(cfg, slot, ring));
+        st.queues.insert(id, QueueState::new(cfg, ring));
         Ok(id)
     }
 
@@ -369,7 +418,7 @@ impl Shared {
     }
 
     /// The handle went away: waiting jobs are cancelled (in order, through the ring) and the
-    /// hardware queue is released once idle.
+    /// ring is released once idle.
     pub(crate) fn close_queue(&self, id: QueueId) {
         let dead = {
             let mut st = self.lock();
@@ -377,19 +426,44 @@ impl Shared {
                 return;
             };
             q.closing = true;
-            // Idle on the device: release the hardware queue now, so a queue created right
-            // after this one went away finds it free.
-            if q.inflight.is_empty() {
-                if let Some(ring) = q.ring.take() {
-                    let _ = ring.destroy();
-                    let (engine, slot) = (q.engine, q.slot);
-                    st.free_slot(engine, slot);
-                }
+            // Idle on the device: release the ring (and its hardware queue) now. A killed
+            // queue still stopping keeps its ring until it is off the engine.
+            if q.inflight.is_empty() && !matches!(q.run, Run::Preempting { .. }) {
+                slots::drop_ring(&mut st, id);
             }
             // Nothing queued either: the queue (and its hold on the VM) goes now.
             reap_closed(&mut st);
             std::mem::take(&mut st.graveyard)
         };
+        drop(dead);
+        self.wake.notify_all();
+    }
+
+    /// Kills queue `id`: preempted off the engine if loaded, its jobs fail with `Canceled`
+    /// once it is off (at once if it is not loaded).
+    pub(crate) fn kill_queue(&self, id: QueueId) {
+        let mut done = Vec::new();
+        let dead = {
+            let mut st = self.lock();
+            let now = self.hw.clock.now();
+            let Some(q) = st.queues.get_mut(&id) else {
+                return;
+            };
+            if q.killed {
+                return;
+            }
+            q.closing = true;
+            q.killed = true;
+            if q.run == Run::Unloaded {
+                slots::finish_kill(&mut st, id, &mut done);
+            } else {
+                self.kills.fetch_add(1, Ordering::Relaxed);
+                slots::request_preempt(self, q, PreemptWhy::Kill, now);
+            }
+            reap_closed(&mut st);
+            std::mem::take(&mut st.graveyard)
+        };
+        complete_all(done);
         drop(dead);
         self.wake.notify_all();
     }
@@ -416,7 +490,7 @@ impl Shared {
                 }
             }
             if q.inflight.len() != before {
-                q.oldest_started = now;
+                q.restart_job_clock(now);
             }
         }
         reap_closed(st);
@@ -427,7 +501,7 @@ impl Shared {
     fn push_ready(&self, st: &mut State, now: Duration, done: &mut Vec<Completion>) {
         let mut lost = Vec::new();
         for (id, q) in st.queues.iter_mut() {
-            if q.ban.is_some() {
+            if q.ban.is_some() || q.killed {
                 continue;
             }
             if push_ready_queue(q, now, done).is_err() {
@@ -439,10 +513,32 @@ impl Shared {
         }
     }
 
+    /// Loads waiting queues onto hardware queues, time-slices the rest; returns how long
+    /// until a time slice ends that a waiting queue needs.
+    fn schedule(
+        &self,
+        st: &mut State,
+        now: Duration,
+        done: &mut Vec<Completion>,
+    ) -> Option<Duration> {
+        let mut lost = Vec::new();
+        let next = [Engine::Copy, Engine::Compute]
+            .into_iter()
+            .filter_map(|e| slots::schedule_engine(self, st, e, now, &mut lost))
+            .min();
+        for id in lost {
+            recovery::ban_queue(self, st, id, Ban::Device, FenceFault::DeviceLost, done);
+        }
+        next
+    }
+
     /// One round of the scheduler thread; returns how long it may sleep (`None`: until woken).
     fn tick(&self, st: &mut State, done: &mut Vec<Completion>) -> Option<Duration> {
         let now = self.hw.clock.now();
         self.retire_all(st, now, done);
+        for (engine, culprit) in slots::collect_preempted(self, st, now, done) {
+            recovery::recover(self, st, engine, culprit, done);
+        }
         if self.ctx_error.swap(false, Ordering::AcqRel) {
             recovery::ban_failed_contexts(self, st, done);
         }
@@ -450,13 +546,21 @@ impl Shared {
             let Some((engine, culprit)) = recovery::timed_out(st, now) else {
                 break;
             };
-            recovery::recover(self, st, engine, culprit, done);
+            recovery::on_timeout(self, st, engine, culprit, now, done);
         }
         self.push_ready(st, now, done);
         // Recovery may have emptied a closed queue (its hung job banned): it goes now, not at
         // some later retirement (the scheduler may sleep until woken).
         reap_closed(st);
-        recovery::next_check(st, now)
+        let slice = self.schedule(st, now, done);
+        [
+            recovery::next_check(st, now),
+            slots::next_preempt_check(st, self.cfg.preempt_timeout, now),
+            slice,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn run(&self) {
@@ -477,6 +581,7 @@ impl Shared {
                 self.user_fences.notify_all();
             }
             drop(dead);
+            self.ticks.fetch_add(1, Ordering::Relaxed);
             // Timeouts are measured on the injected clock, so a sleeping scheduler re-reads it
             // at least every slice while a job with a timeout is on a ring.
             let deadline = sleep.map(|d| Instant::now() + d.min(WAIT_SLICE));
@@ -490,16 +595,18 @@ fn reap_closed(st: &mut State) {
     let idle: Vec<QueueId> = st
         .queues
         .iter()
-        .filter(|(_, q)| q.closing && q.inflight.is_empty() && q.pending.is_empty())
+        .filter(|(_, q)| {
+            q.closing
+                && q.inflight.is_empty()
+                && q.pending.is_empty()
+                && !matches!(q.run, Run::Preempting { .. })
+        })
         .map(|(id, _)| *id)
         .collect();
     for id in idle {
+        // The queue is idle (or stopped, if killed); its ring and hardware queue go.
+        slots::drop_ring(st, id);
         if let Some(mut q) = st.queues.remove(&id) {
-            if let Some(ring) = q.ring.take() {
-                // The queue is idle; a failure here leaves a disabled ring behind, nothing worse.
-                let _ = ring.destroy();
-                st.free_slot(q.engine, q.slot);
-            }
             st.graveyard.extend(q.keepalive.take());
         }
     }
@@ -561,7 +668,11 @@ fn push_ready_queue(
             break;
         };
         if q.inflight.is_empty() {
-            q.oldest_started = now;
+            // The new oldest job's run time starts now (field by field: the ring is borrowed).
+            q.job_ran = Duration::ZERO;
+            if q.running_since.is_some() {
+                q.running_since = Some(now);
+            }
         }
         q.inflight.push_back(InflightJob {
             fence: job.fence,

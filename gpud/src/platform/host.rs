@@ -146,9 +146,14 @@ impl HostDaemon {
             )?),
         };
         let sys_size = cfg.device.sys_size;
-        let (vram_size, limits) = (cfg.device.vram_size, cfg.limits);
-        let device = Device::with_shared(cfg.device, windows)?;
-        let driver = Driver::new(Arc::new(device), sys_size);
+        let device = Device::with_shared(cfg.device.clone(), windows)?;
+        Self::with_driver(Driver::new(Arc::new(device), sys_size), cfg, "simgpu")
+    }
+
+    /// Serves `driver`, brought up on `device` (a name for the log), on `cfg.socket` with
+    /// `cfg.limits`; `cfg.device` only describes it. `gpud vfio` uses this.
+    pub fn with_driver(driver: Driver, cfg: HostConfig, device: &str) -> Result<Self, HostError> {
+        let (sys_size, vram_size, limits) = (cfg.device.sys_size, cfg.device.vram_size, cfg.limits);
         claim_socket(&cfg.socket)?;
         let scheme = GpuScheme::new(driver, cfg.limits);
         let server = HostServer::bind(&cfg.socket, scheme).map_err(|source| HostError::Socket {
@@ -158,7 +163,7 @@ impl HostDaemon {
         set_permissions(&cfg.socket, cfg.socket_mode, cfg.socket_group)?;
         tracing::info!(
             socket = %cfg.socket.display(),
-            device = "simgpu",
+            device,
             vram = vram_size,
             system_memory = sys_size,
             limits = ?limits,

@@ -15,6 +15,9 @@
 //! - `redox` (feature `redox`): the real implementations of the [`sys`] traits and the entry
 //!   point [`redox::run`]; the only module here that makes syscalls or holds `unsafe`.
 //!
+//! - `vfio` (Linux only): `gpud vfio <pci address>`, a PCI function through Linux VFIO,
+//!   brought up by [`pcid_driver::bring_up`] and served like `host`.
+//! - [`mapped`]: CPU access to DMA memory a platform mapped (Redox, VFIO).
 //! - `host` (Linux only): `gpud serve` on a Linux host (simgpu, shared-memory pool, Unix
 //!   socket).
 //!
@@ -25,11 +28,15 @@ pub mod event_loop;
 #[cfg(target_os = "linux")]
 pub mod host;
 pub mod interrupts;
+#[allow(unsafe_code)] // the word-atomic view of DMA memory a platform mapped
+pub mod mapped;
 pub mod pcid_client;
 pub mod pcid_driver;
 pub mod scheme_events;
 pub mod startup;
 pub mod sys;
+#[cfg(target_os = "linux")]
+pub mod vfio;
 
 #[cfg(feature = "redox")]
 #[allow(unsafe_code)] // the Redox syscall layer: mmap of BARs and DMA memory

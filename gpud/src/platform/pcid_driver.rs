@@ -1,7 +1,7 @@
 //! The driver factory of `gpud pcid`: turns the capabilities the startup sequence got from
 //! pcid into the `gpu` scheme server and its event-loop hooks.
 //!
-//! Owns: [`build`] / [`build_with`] — BAR0 → registers, BAR2 → VRAM aperture, one contiguous
+//! Owns: [`bring_up`] (shared with `gpud vfio`) and [`build`] / [`build_with`] — BAR0 → registers, BAR2 → VRAM aperture, one contiguous
 //! DMA chunk → the DMA pool, the interrupt mode → MSI-X table programming and the IRQ hook —
 //! the CPU window over the chunks' and BAR2's mappings (BO `mmap_prep` answers addresses in
 //! them) — then `Device::with_hardware`, the `Driver`, the `GpuScheme` and the
@@ -19,7 +19,7 @@ use super::event_loop::IrqOutcome;
 use super::interrupts::InterruptMode;
 use super::scheme_events::SchemeEvents;
 use super::startup::DeviceResources;
-use super::sys::{BarMapping, DmaBuffer, Platform};
+use super::sys::{BarMapping, DmaBuffer, DmaMemory, MsiMessage, Platform};
 use crate::device::{Device, DeviceConfig, DeviceHardware};
 use crate::driver::Driver;
 use crate::hw::regs;
@@ -138,37 +138,66 @@ fn cpu_window(chunks: &[DmaBuffer], bar2: (CpuVa, u64), vram: u64) -> Option<Cpu
     }
 }
 
-/// Brings the device up on `res` and returns the scheme server and its loop hooks.
-pub fn build_with<P>(mut res: DeviceResources<P>, cfg: PcidConfig) -> Result<Built, String>
+/// How the device's interrupts reach gpud, for [`bring_up`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IrqRouting {
+    /// gpud programs every used MSI-X entry with this message (Redox: one CPU vector).
+    ProgramMsix(MsiMessage),
+    /// The platform routes the device's messages itself (MSI on Redox; VFIO, where the
+    /// kernel owns the MSI-X table and signals eventfds): the vector is gpud's alone.
+    Exclusive,
+    /// A legacy line that may be shared with other devices.
+    Shared,
+}
+
+/// The driver [`bring_up`] made, before it is served: the scheme server (`gpud pcid`) and
+/// the host transport (`gpud vfio`) wrap it.
+pub struct Core {
+    /// The driver.
+    pub driver: Driver,
+    /// The status-driven IRQ hook (run it on every device interrupt).
+    pub irq: Arc<StatusIrq>,
+    /// The DMA pool's buffers.
+    pub chunks: Vec<DmaBuffer>,
+}
+
+/// Brings the device up on its BARs and DMA memory: registers from `registers` (BAR0),
+/// VRAM through `vram` (BAR2), the DMA pool from `dma`, interrupts as `irq` says. Generic
+/// over the platform's seams, so `gpud pcid`, `gpud vfio` and the host tests share it.
+pub fn bring_up<B, D>(
+    registers: B,
+    vram: Option<B>,
+    dma: &mut D,
+    irq: IrqRouting,
+    cfg: &PcidConfig,
+) -> Result<Core, String>
 where
-    P: Platform,
-    P::Bar: 'static,
-    P::Channel: 'static,
-    P::Dma: 'static,
+    B: BarMapping + 'static,
+    D: DmaMemory,
 {
-    let mmio: Arc<dyn Mmio> = Arc::new(BarMmio::new(res.registers));
-    let bar2 = res.vram.ok_or("the function has no VRAM aperture (BAR2)")?;
+    let mmio: Arc<dyn Mmio> = Arc::new(BarMmio::new(registers));
+    let bar2 = vram.ok_or("the function has no VRAM aperture (BAR2)")?;
     let vram = vram_size(&*mmio, bar2.len())?;
     let bar2_view = (bar2.base(), bar2.len());
     let aperture = Arc::new(BarMemory::new(bar2, vram));
-    let (chunks, dma) = alloc_dma_pool(&mut res.dma, cfg.dma_pool, cfg.dma_pool_min, cfg.dma_chunk)
+    let (chunks, dma) = alloc_dma_pool(dma, cfg.dma_pool, cfg.dma_pool_min, cfg.dma_chunk)
         .map_err(|e| format!("allocating the DMA pool: {e}"))?;
     let pool_bytes: u64 = chunks.iter().map(|c| c.len).sum();
     let sys_end = dma.end().get();
     let window = cpu_window(&chunks, bar2_view, vram);
-    let exclusive = match res.interrupt {
-        InterruptMode::MsiX { message } => {
+    let exclusive = match irq {
+        IrqRouting::ProgramMsix(message) => {
             program_msix(&*mmio, message).map_err(|e| e.to_string())?;
             true
         }
-        InterruptMode::Msi { .. } => true,
-        InterruptMode::Legacy { .. } => false,
+        IrqRouting::Exclusive => true,
+        IrqRouting::Shared => false,
     };
     let latch = Arc::new(IrqLatch::default());
     let device_cfg = DeviceConfig {
         vram_size: vram,
         sys_size: pool_bytes,
-        ..cfg.device
+        ..cfg.device.clone()
     };
     let parts = DeviceHardware {
         mmio: mmio.clone(),
@@ -181,9 +210,32 @@ where
         cpu_window: window,
     };
     let device = Device::with_hardware(device_cfg, parts).map_err(|e| e.to_string())?;
-    let driver = Driver::new(Arc::new(device), pool_bytes);
+    Ok(Core {
+        driver: Driver::new(Arc::new(device), pool_bytes),
+        irq: Arc::new(StatusIrq::new(mmio, latch, exclusive)),
+        chunks,
+    })
+}
+
+/// Brings the device up on `res` and returns the scheme server and its loop hooks.
+pub fn build_with<P>(mut res: DeviceResources<P>, cfg: PcidConfig) -> Result<Built, String>
+where
+    P: Platform,
+    P::Bar: 'static,
+    P::Channel: 'static,
+    P::Dma: 'static,
+{
+    let routing = match res.interrupt {
+        InterruptMode::MsiX { message } => IrqRouting::ProgramMsix(message),
+        InterruptMode::Msi { .. } => IrqRouting::Exclusive,
+        InterruptMode::Legacy { .. } => IrqRouting::Shared,
+    };
+    let Core {
+        driver,
+        irq,
+        chunks,
+    } = bring_up(res.registers, res.vram, &mut res.dma, routing, &cfg)?;
     let scheme = GpuScheme::new(driver, cfg.limits);
-    let irq = Arc::new(StatusIrq::new(mmio, latch, exclusive));
     let hook_irq = irq.clone();
     // The hook owns the pcid channel and the memory-scheme handle: both must stay open
     // while the driver runs (the pool is never returned).

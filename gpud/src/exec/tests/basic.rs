@@ -189,34 +189,35 @@ fn the_kernel_queue_copies_after_its_dependencies() {
 }
 
 #[test]
-fn more_exec_queues_than_hardware_queues_is_refused_until_one_goes() {
+fn more_exec_queues_than_hardware_queues_all_run() {
     let rig = Rig::new(1);
     let per_engine = rig.hw.info().queues_per_engine as usize;
-    let mut queues: Vec<_> = (0..per_engine)
+    let queues: Vec<_> = (0..3 * per_engine)
         .map(|_| rig.queue(0, Engine::Compute, NEVER))
         .collect();
-    let cfg = rig.config(0, Engine::Compute, crate::exec::QueueMode::LongRunning);
-    let err = rig.sched.create_queue(cfg.clone()).err().unwrap();
-    assert!(matches!(
-        err,
-        ExecError::NoHwQueue {
-            engine: Engine::Compute,
-            ..
-        }
-    ));
-    assert_eq!(err.kind(), ErrorKind::Busy);
-    // The copy engine has its own queues.
-    let copy = rig.queue(0, Engine::Copy, NEVER);
-    // Every queue still works.
-    let f = queues[3].submit(Job::commands(store(0, 3))).unwrap();
-    assert_eq!(wait(&f), Ok(()));
-    let f = copy.submit(Job::commands(store(8, 4))).unwrap();
-    assert_eq!(wait(&f), Ok(()));
-    queues.pop();
-    let again = rig.sched.create_queue(cfg).unwrap();
-    let f = again.submit(Job::commands(store(16, 5))).unwrap();
-    assert_eq!(wait(&f), Ok(()));
-    assert_eq!(rig.read(0, 16), 5);
+    // Every queue holds a job on the GPU until the CPU releases them all.
+    let held: Vec<_> = queues
+        .iter()
+        .map(|q| {
+            q.submit(Job::commands(wait_then_store(0, 1, 8, 1)))
+                .unwrap()
+        })
+        .collect();
+    let stores: Vec<_> = queues
+        .iter()
+        .enumerate()
+        .map(|(i, q)| {
+            q.submit(Job::commands(store(16 + 8 * i as u64, i as u64 + 1)))
+                .unwrap()
+        })
+        .collect();
+    rig.write(0, 0, 1);
+    for f in held.iter().chain(&stores) {
+        assert_eq!(wait(f), Ok(()));
+    }
+    for i in 0..queues.len() {
+        assert_eq!(rig.read(0, 16 + 8 * i as u64), i as u64 + 1);
+    }
 }
 
 #[test]

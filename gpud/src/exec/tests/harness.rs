@@ -3,7 +3,8 @@
 
 use crate::demo::pagetable::SimplePageTable;
 use crate::exec::{
-    ExecHw, ExecQueue, FencePage, IrqDispatcher, QueueConfig, QueueMode, SchedConfig, Scheduler,
+    ExecHw, ExecQueue, FencePage, IrqDispatcher, Priority, QueueConfig, QueueMode, SchedConfig,
+    Scheduler,
 };
 use crate::hw::cmd::{CommandStream, SemOp, Width};
 use crate::hw::pte::{CacheMode, LeafFlags};
@@ -146,6 +147,8 @@ impl Rig {
             fence_page: FencePage { va, pa: page },
             mode,
             vm: None,
+            priority: Priority::Normal,
+            owner: None,
         }
     }
 

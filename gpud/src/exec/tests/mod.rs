@@ -6,5 +6,6 @@ mod hang;
 mod harness;
 mod lr;
 mod oracle;
+mod sched;
 mod stress;
 mod vm_hook;

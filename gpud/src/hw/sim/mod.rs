@@ -12,6 +12,7 @@ pub mod fault;
 pub mod irq;
 pub mod platform;
 pub mod queue;
+pub mod ring;
 
 use crate::hw::regs::{self, Caps, CtxCtrl, CtxStatus, IrqCauses};
 use crate::hw::{
@@ -129,6 +130,28 @@ impl SimHw {
         self.check_ctx(ctx)?;
         let shape = (engine, queue, self.info.queues_per_engine);
         SimQueue::new(self.mmio.clone(), self.dma.clone(), shape, ctx, ring_bytes)
+    }
+
+    /// Disables every hardware queue of every engine (bring-up: a queue left enabled by an
+    /// earlier driver instance must not run a stale ring under the new scheduler).
+    pub fn stop_all_queues(&self) {
+        let per = self.info.queues_per_engine;
+        for index in 0..2 * per {
+            self.mmio.write32(regs::queue_reg(index, regs::Q_CTRL), 0);
+        }
+    }
+
+    /// Creates a software queue's ring for `ctx` on `engine`, not loaded on any hardware
+    /// queue yet.
+    pub fn create_ring(
+        &self,
+        engine: Engine,
+        ctx: HwCtx,
+        ring_bytes: u32,
+    ) -> Result<ring::SimRing, HwError> {
+        self.check_ctx(ctx)?;
+        let shape = (engine, self.info.queues_per_engine);
+        ring::SimRing::new(self.mmio.clone(), self.dma.clone(), shape, ctx, ring_bytes)
     }
 
     /// Creates the fault queue with `entries` records.
