@@ -494,6 +494,8 @@ impl Device {
 
     /// Memory counters.
     pub fn mem_stats(&self) -> MemStats {
+        // Backings of dropped BOs wait for their fences; the ones now free count as free.
+        self.pools.reclaim();
         MemStats {
             vram_free: self.pools.vram.lock().free_bytes(),
             sys_free: self.heap.free_bytes(),
@@ -624,5 +626,13 @@ impl Device {
     pub fn vm_destroy(&self, vm: &Arc<Vm>) {
         vm.destroy();
         self.core.vms.lock().remove(&vm.id());
+    }
+
+    /// [`Device::vm_destroy`] without waiting: closes the VM and forgets it, and returns the
+    /// bind fences still pending; the caller runs [`Vm::release_tree`] once they signalled.
+    pub fn vm_close(&self, vm: &Arc<Vm>) -> Vec<Arc<crate::sync::Fence>> {
+        let pending = vm.close();
+        self.core.vms.lock().remove(&vm.id());
+        pending
     }
 }

@@ -17,12 +17,12 @@ use crate::hw::Engine;
 use crate::mem::bo::BoError;
 use crate::mem::bo::{Bo, Placement};
 use crate::mem::cpu_map::{CpuMapError, CpuMaps};
-use crate::sync::{Fence, Syncobj};
+use crate::sync::{Fence, FenceContext, FenceStatus, Syncobj, Usage};
 use crate::types::{GpuVa, PAGE_SIZE};
 use crate::vm::{GpuBo, MappingFlags};
 use gpu_scheme::driver::{
     ClientId, ClientUsage, DeviceInfo, DriverError, GpuDriver, MappingBacking, PointState,
-    ResolvedBindOp, ResolvedSync, VmMapping,
+    ResolvedBindOp, ResolvedSync, Submitted, VmMapping, WakeToken,
 };
 use gpu_scheme::uapi::flags::{
     BoCreateFlags, EngineClass, Placement as WirePlacement, VmCreateFlags,
@@ -46,9 +46,65 @@ pub enum DriverQueue {
         queue: Arc<ExecQueue>,
         /// Its VM.
         vm: Arc<Vm>,
+        /// The fence of its newest job (jobs of a queue complete in order).
+        last: Arc<Mutex<Option<Arc<Fence>>>>,
     },
     /// An in-order bind queue of a VM.
     Bind(BindQueue),
+}
+
+/// Work a parked call waits for: it is answered when every fence signalled, with
+/// `on_fault` if one of them failed (when set), else with the outcome a worker recorded.
+#[derive(Clone)]
+pub struct DriverPending {
+    fences: Vec<Arc<Fence>>,
+    on_fault: Option<DriverError>,
+    outcome: Option<Outcome>,
+}
+
+/// What a worker recorded for a parked call (`None` until it ran).
+type Outcome = Arc<Mutex<Option<Result<(), DriverError>>>>;
+
+impl DriverPending {
+    /// Done when `fences` signalled; a failed one answers `on_fault` (`None`: failures of
+    /// these fences are not the caller's error).
+    pub fn fences(fences: Vec<Arc<Fence>>, on_fault: Option<DriverError>) -> Option<Self> {
+        let fences: Vec<Arc<Fence>> = fences.into_iter().filter(|f| !f.is_signalled()).collect();
+        let failed = on_fault.is_some()
+            && fences
+                .iter()
+                .any(|f| matches!(f.status(), FenceStatus::Failed(_)));
+        (!fences.is_empty() || failed).then_some(Self {
+            fences,
+            on_fault,
+            outcome: None,
+        })
+    }
+
+    fn state(&self) -> Option<Result<(), DriverError>> {
+        if self.fences.iter().any(|f| !f.is_signalled()) {
+            return None;
+        }
+        if let Some(e) = &self.on_fault {
+            if self
+                .fences
+                .iter()
+                .any(|f| matches!(f.status(), FenceStatus::Failed(_)))
+            {
+                return Some(Err(e.clone()));
+            }
+        }
+        match &self.outcome {
+            Some(o) => Some(o.lock().clone().unwrap_or(Err(DriverError::Interrupted))),
+            None => Some(Ok(())),
+        }
+    }
+}
+
+/// Fires `wake` when `fence` signals (at once if it has); `true`.
+fn watch_fence(fence: &Fence, wake: WakeToken) -> bool {
+    fence.on_signal(move |_| wake.fire());
+    true
 }
 
 /// What the driver tracks per client.
@@ -73,7 +129,14 @@ impl ClientState {
 /// The driver the scheme serves.
 pub struct Driver {
     device: Arc<Device>,
-    clients: Mutex<HashMap<ClientId, ClientState>>,
+    clients: Arc<Mutex<HashMap<ClientId, ClientState>>>,
+    /// Runs EXEC preparations that must move BOs (never on the request thread).
+    worker: worker::Worker,
+    /// Finishes VM teardown after the VM's running bind jobs (holding the VM until then).
+    reaper: worker::Worker,
+    /// Fences of worker preparations ("this EXEC was submitted or refused").
+    prep_fences: FenceContext,
+    prep_seqno: std::sync::atomic::AtomicU64,
     start: Instant,
     sys_size: u64,
     /// Live in-process CPU mappings (only with a CPU window).
@@ -112,7 +175,11 @@ impl Driver {
         Self {
             sys_size,
             device,
-            clients: Mutex::new(HashMap::new()),
+            clients: Arc::new(Mutex::new(HashMap::new())),
+            worker: worker::Worker::new("gpud-prep"),
+            reaper: worker::Worker::new("gpud-reaper"),
+            prep_fences: FenceContext::alloc(),
+            prep_seqno: std::sync::atomic::AtomicU64::new(0),
             start: Instant::now(),
             cpu_maps: CpuMaps::new(),
             #[cfg(target_os = "linux")]
@@ -342,6 +409,61 @@ fn exec_jobs(
     Ok(jobs)
 }
 
+/// The newest job fence of an exec queue.
+type LastFence = Arc<Mutex<Option<Arc<Fence>>>>;
+
+/// Submits an EXEC's jobs in order, recording each as the queue's newest; their fences.
+fn submit_jobs(
+    queue: &ExecQueue,
+    last: &LastFence,
+    jobs: Vec<Job>,
+) -> Result<Vec<Arc<Fence>>, DriverError> {
+    let mut fences = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let fence = queue
+            .submit(job)
+            .map_err(|e| bind_err(BindError::Exec(e)))?;
+        *last.lock() = Some(fence.clone());
+        fences.push(fence);
+    }
+    Ok(fences)
+}
+
+impl Driver {
+    /// An EXEC whose VM must move BOs back first: the submission (revalidation, rebinds,
+    /// moves, then the jobs) runs on the worker; the call is answered when it is done, with
+    /// the same errors an inline submission gives.
+    fn exec_on_worker(
+        &self,
+        client: ClientId,
+        (queue, last): (Arc<ExecQueue>, LastFence),
+        jobs: Vec<Job>,
+    ) -> DriverPending {
+        let seq = self
+            .prep_seqno
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let done = Fence::new(self.prep_fences, seq);
+        let outcome = Arc::new(Mutex::new(None));
+        let (d, o, clients) = (done.clone(), outcome.clone(), self.clients.clone());
+        self.worker.run(move || {
+            let result = submit_jobs(&queue, &last, jobs).map(|fences| {
+                if let Some(st) = clients.lock().get_mut(&client) {
+                    st.in_flight.extend(fences);
+                }
+            });
+            *o.lock() = Some(result);
+            // This worker owns the fence; signalling once cannot fail.
+            let _ = d.signal();
+        });
+        DriverPending {
+            fences: vec![done],
+            on_fault: None,
+            outcome: Some(outcome),
+        }
+    }
+}
+
 /// The BO and offset behind `addr` in `vm`.
 fn bo_at(vm: &Vm, addr: u64) -> Result<(Arc<Bo>, u64), DriverError> {
     vm.backing_at(GpuVa(addr))
@@ -353,6 +475,7 @@ impl GpuDriver for Driver {
     type Bo = Arc<Bo>;
     type Queue = DriverQueue;
     type Syncobj = Arc<Syncobj>;
+    type Pending = DriverPending;
 
     fn device_info(&self) -> DeviceInfo {
         let mem = self.device.mem_stats();
@@ -382,10 +505,7 @@ impl GpuDriver for Driver {
         });
         ClientUsage {
             in_flight,
-            gpu_mappings: vms
-                .iter()
-                .map(|vm| vm.with_state(|s| s.gpuvm.tree().len() as u64))
-                .sum(),
+            gpu_mappings: vms.iter().map(|vm| vm.mapping_count()).sum(),
         }
     }
 
@@ -434,9 +554,25 @@ impl GpuDriver for Driver {
         Ok(vm)
     }
 
-    fn vm_destroy(&self, vm: &Arc<Vm>) -> Result<(), DriverError> {
-        self.device.vm_destroy(vm);
-        Ok(())
+    fn vm_destroy(&self, vm: &Arc<Vm>) -> Submitted<DriverPending> {
+        // Closing cancels queued binds; the tree is released once running bind jobs are done,
+        // on the reaper (which holds the VM until then), never here.
+        let binds = self.device.vm_close(vm);
+        let mut in_flight = binds.clone();
+        in_flight.extend(vm.resv().fences(Usage::Bookkeep));
+        if binds.is_empty() {
+            vm.release_tree();
+        } else {
+            let vm = vm.clone();
+            self.reaper.run(move || {
+                for f in binds {
+                    let _ = f.wait(Some(crate::bind::queue::BIND_WAIT_LIMIT));
+                }
+                vm.release_tree();
+            });
+        }
+        // Answered when the VM's work retired; its failures are not the caller's.
+        Ok(DriverPending::fences(in_flight, None))
     }
 
     fn vm_key(&self, vm: &Arc<Vm>) -> u64 {
@@ -448,7 +584,8 @@ impl GpuDriver for Driver {
     }
 
     fn vm_mapping_count(&self, vm: &Arc<Vm>) -> u64 {
-        vm.with_state(|s| s.gpuvm.tree().len() as u64)
+        // Never `vm.lock`: the prep worker may hold it across revalidation copies.
+        vm.mapping_count()
     }
 
     fn vm_table(&self, vm: &Arc<Vm>) -> Result<Vec<VmMapping>, DriverError> {
@@ -505,12 +642,18 @@ impl GpuDriver for Driver {
         Ok(DriverQueue::Exec {
             queue,
             vm: vm.clone(),
+            last: Arc::new(Mutex::new(None)),
         })
     }
 
-    fn queue_destroy(&self, _queue: &DriverQueue) -> Result<(), DriverError> {
-        // The queue closes when the scheme drops its last clone.
-        Ok(())
+    fn queue_destroy(&self, queue: &DriverQueue) -> Submitted<DriverPending> {
+        // The queue closes when the scheme drops its last clone (queued jobs are cancelled,
+        // a running one keeps its VM until it retires); the call is answered then.
+        let last = match queue {
+            DriverQueue::Exec { last, .. } => last.lock().clone(),
+            DriverQueue::Bind(q) => q.last_fence(),
+        };
+        Ok(DriverPending::fences(last.into_iter().collect(), None))
     }
 
     fn vm_bind(
@@ -520,7 +663,7 @@ impl GpuDriver for Driver {
         queue: Option<&DriverQueue>,
         ops: Vec<ResolvedBindOp<Arc<Bo>>>,
         syncs: Vec<ResolvedSync<Arc<Syncobj>>>,
-    ) -> Result<(), DriverError> {
+    ) -> Submitted<DriverPending> {
         let bq = match queue {
             None => None,
             Some(DriverQueue::Bind(q)) => Some(q),
@@ -530,14 +673,19 @@ impl GpuDriver for Driver {
         };
         let ops = ops.iter().map(bind_op).collect::<Result<Vec<_>, _>>()?;
         let syncs = bind_syncs(syncs);
-        let fence = vm.bind(bq, &ops, &syncs).map_err(bind_err)?;
+        let synchronous = syncs.is_empty();
+        let fence = vm.bind_nowait(bq, &ops, &syncs).map_err(bind_err)?;
         self.with_client(client, |st| {
             st.binds += 1;
             if !fence.is_signalled() {
-                st.in_flight.push(fence);
+                st.in_flight.push(fence.clone());
             }
         });
-        Ok(())
+        // A synchronous bind behind other work is answered when its job ran; a failed job
+        // banned the VM, as an inline failure does (ENOENT).
+        Ok(synchronous
+            .then(|| DriverPending::fences(vec![fence], Some(DriverError::VmGone)))
+            .flatten())
     }
 
     fn exec(
@@ -546,26 +694,57 @@ impl GpuDriver for Driver {
         queue: &DriverQueue,
         batches: &[u64],
         syncs: Vec<ResolvedSync<Arc<Syncobj>>>,
-    ) -> Result<(), DriverError> {
-        let DriverQueue::Exec { queue, vm } = queue else {
+    ) -> Submitted<DriverPending> {
+        let DriverQueue::Exec { queue, vm, last } = queue else {
             return Err(DriverError::Invalid("EXEC on a bind queue"));
         };
         if batches.iter().any(|&b| b % 8 != 0) {
             return Err(DriverError::Invalid("batch address not 8-byte aligned"));
         }
         let jobs = exec_jobs(batches, syncs, vm.flags().contains(VmFlags::LR_MODE))?;
-        let mut fences = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            let fence = queue
-                .submit(job)
-                .map_err(|e| bind_err(BindError::Exec(e)))?;
-            fences.push(fence);
+        self.with_client(client, |st| st.execs += 1);
+        if vm.needs_revalidation() {
+            let queue = (queue.clone(), last.clone());
+            return Ok(Some(self.exec_on_worker(client, queue, jobs)));
         }
-        self.with_client(client, |st| {
-            st.execs += 1;
-            st.in_flight.extend(fences);
-        });
-        Ok(())
+        let fences = submit_jobs(queue, last, jobs)?;
+        self.with_client(client, |st| st.in_flight.extend(fences));
+        Ok(None)
+    }
+
+    fn pending_state(&self, pending: &DriverPending) -> Option<Result<(), DriverError>> {
+        pending.state()
+    }
+
+    fn watch_pending(&self, pending: &DriverPending, wake: WakeToken) -> bool {
+        for f in &pending.fences {
+            watch_fence(f, wake.clone());
+        }
+        !pending.fences.is_empty()
+    }
+
+    fn watch_syncobj(&self, s: &Arc<Syncobj>, point: u64, wake: WakeToken) -> bool {
+        let fence = if point == 0 {
+            s.fence()
+        } else {
+            s.find_fence(point).ok()
+        };
+        fence.is_some_and(|f| watch_fence(&f, wake))
+    }
+
+    fn watch_user_fence(&self, vm: &Arc<Vm>, wake: WakeToken) -> bool {
+        // Every bind and exec job of the VM publishes its fence on the VM resv; the value a
+        // job's user fence writes is there once that fence signals.
+        let fences: Vec<Arc<Fence>> = vm
+            .resv()
+            .fences(Usage::Bookkeep)
+            .into_iter()
+            .filter(|f| !f.is_signalled())
+            .collect();
+        for f in &fences {
+            watch_fence(f, wake.clone());
+        }
+        !fences.is_empty()
     }
 
     fn user_fence_value(
@@ -718,6 +897,9 @@ impl gpu_scheme::host::HostMemory for Driver {
         Ok((bo.cpu_memory().map_err(mapping_error)?, 0))
     }
 }
+
+#[path = "driver_worker.rs"]
+mod worker;
 
 #[cfg(test)]
 #[path = "driver_tests.rs"]

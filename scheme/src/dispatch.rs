@@ -223,6 +223,12 @@ pub fn dispatch<S: SchemeSync>(
     decoded.handle_sync_dont_consume(&caller, scheme, state)
 }
 
+/// The request id a transport request with tag `tag` gets (what `CallerCtx::id` holds when
+/// it is dispatched), so a transport can ask the server about its parked requests.
+pub fn request_id(tag: u32) -> redox_scheme::Id {
+    caller_ctx(0, tag).id
+}
+
 /// A caller context with request tag `tag` (for transports and tests that call `SchemeSync`
 /// methods directly and need distinct request ids).
 pub fn caller_ctx(pid: usize, tag: u32) -> CallerCtx {

@@ -13,6 +13,12 @@ use thiserror::Error;
 
 use crate::uapi::flags::{EngineClass, VmCreateFlags, WaitOp};
 use crate::uapi::request::{BindOp, BoCreateRequest};
+pub use crate::wake::WakeToken;
+
+/// What a call that may have to wait for GPU work returns: `None` when it is done,
+/// `Some(pending)` when its caller must be answered later, once `pending` completes (the
+/// server parks the call with EWOULDBLOCK and asks `GpuDriver::pending_state` on every wake).
+pub type Submitted<P> = Result<Option<P>, DriverError>;
 
 /// Identifies one client (one device handle) to the driver, for accounting and teardown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -189,6 +195,9 @@ pub trait GpuDriver {
     type Queue: Clone;
     /// A syncobj.
     type Syncobj: Clone;
+    /// Work a parked call waits for (a synchronous bind's job, an EXEC's preparation, a
+    /// destroy's in-flight work).
+    type Pending: Clone;
 
     /// Static facts and free memory.
     fn device_info(&self) -> DeviceInfo;
@@ -205,8 +214,10 @@ pub trait GpuDriver {
 
     /// VM_CREATE.
     fn vm_create(&self, client: ClientId, flags: VmCreateFlags) -> Result<Self::Vm, DriverError>;
-    /// VM_DESTROY (also called on teardown).
-    fn vm_destroy(&self, vm: &Self::Vm) -> Result<(), DriverError>;
+    /// VM_DESTROY (also called on teardown, which ignores the pending part). `Some`: the VM
+    /// is closed (new calls on it fail) and the call is answered once its work in flight
+    /// retired.
+    fn vm_destroy(&self, vm: &Self::Vm) -> Submitted<Self::Pending>;
     /// The VM's daemon-wide id (the one device-wide stats and `gpuctl vm` name); unique among
     /// live VMs.
     fn vm_key(&self, vm: &Self::Vm) -> u64;
@@ -235,10 +246,12 @@ pub trait GpuDriver {
         vm: &Self::Vm,
         class: EngineClass,
     ) -> Result<Self::Queue, DriverError>;
-    /// Queue destruction (also called on teardown).
-    fn queue_destroy(&self, queue: &Self::Queue) -> Result<(), DriverError>;
+    /// Queue destruction (also called on teardown, which ignores the pending part). `Some`:
+    /// answered once the queue's work in flight retired.
+    fn queue_destroy(&self, queue: &Self::Queue) -> Submitted<Self::Pending>;
 
-    /// VM_BIND, all or nothing.
+    /// VM_BIND, all or nothing. `Some` for a synchronous bind whose job has not run yet: it
+    /// is committed (later binds on the queue order after it) and answered when it ran.
     fn vm_bind(
         &self,
         client: ClientId,
@@ -246,15 +259,37 @@ pub trait GpuDriver {
         queue: Option<&Self::Queue>,
         ops: Vec<ResolvedBindOp<Self::Bo>>,
         syncs: Vec<ResolvedSync<Self::Syncobj>>,
-    ) -> Result<(), DriverError>;
-    /// EXEC.
+    ) -> Submitted<Self::Pending>;
+    /// EXEC. `Some` when the submission needs preparation that waits (BOs to move back): it
+    /// runs on a worker and the call is answered when the jobs are queued (or refused).
     fn exec(
         &self,
         client: ClientId,
         queue: &Self::Queue,
         batches: &[u64],
         syncs: Vec<ResolvedSync<Self::Syncobj>>,
-    ) -> Result<(), DriverError>;
+    ) -> Submitted<Self::Pending>;
+
+    /// The outcome of pending work: `None` while it runs, then the call's answer.
+    fn pending_state(&self, pending: &Self::Pending) -> Option<Result<(), DriverError>>;
+    /// Fires `wake` once when `pending` may have completed. `false`: cannot watch it (the
+    /// server then re-checks it on a short poll).
+    fn watch_pending(&self, pending: &Self::Pending, wake: WakeToken) -> bool {
+        let _ = (pending, wake);
+        false
+    }
+    /// Fires `wake` once when the fence at `point` of `s` signals. `false`: nothing to watch
+    /// (no fence at that point yet; the server re-checks on a short poll).
+    fn watch_syncobj(&self, s: &Self::Syncobj, point: u64, wake: WakeToken) -> bool {
+        let _ = (s, point, wake);
+        false
+    }
+    /// Fires `wake` once when work that could write a user fence in `vm` completes (any job
+    /// of the VM). `false`: no such work is pending (the server re-checks on a short poll).
+    fn watch_user_fence(&self, vm: &Self::Vm, wake: WakeToken) -> bool {
+        let _ = (vm, wake);
+        false
+    }
     /// Read the 64-bit value at GPU VA `addr` of `vm` for WAIT_USER_FENCE. `queue` is the queue
     /// named in the call: a reset queue yields `DeviceError`.
     fn user_fence_value(

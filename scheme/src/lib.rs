@@ -5,7 +5,8 @@
 //! trait gpud implements (`driver`), the `SchemeSync` server generic over it (`server`), a
 //! fake driver for tests (`testing`), the dispatch of transport requests through
 //! redox-scheme's own decoder (`dispatch`), and the Linux host transport (`host`).
-//! `unsafe` is denied except in `dispatch` (SQE construction) and `host::shm` (mmap).
+//! `unsafe` is denied except in `dispatch` (SQE construction) and `host::shm` (mmap). `wake`
+//! lets the threads that complete GPU work wake the request loop.
 
 #![deny(unsafe_code)]
 
@@ -17,6 +18,7 @@ pub mod host;
 pub mod server;
 pub mod testing;
 pub mod uapi;
+pub mod wake;
 
 pub use server::{GpuScheme, Limits};
 

@@ -64,6 +64,9 @@ pub struct FakeQueue(pub u64);
 /// A fake syncobj reference.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FakeSyncobj(pub u64);
+/// Fake pending work (a parked synchronous bind), done at `complete_all`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakePending(pub u64);
 
 #[derive(Default)]
 struct SyncobjState {
@@ -97,6 +100,12 @@ struct State {
     /// VMs `vm_destroy` was called on.
     destroyed: std::collections::BTreeSet<u64>,
     fail_next: Option<DriverError>,
+    /// Synchronous binds return pending work (see `park_sync_binds`).
+    park_sync_binds: bool,
+    /// Pending work of parked calls: done?, the tokens watching it.
+    parked_work: BTreeMap<u64, (bool, Vec<WakeToken>)>,
+    /// `pending_state` calls (how often the server re-checked parked work).
+    pending_checks: u64,
     #[cfg(target_os = "linux")]
     memfds: BTreeMap<u64, std::os::fd::OwnedFd>,
 }
@@ -144,8 +153,30 @@ impl FakeDriver {
         self.with(|s| s.memory.insert((vm.0, addr), value));
     }
 
+    /// Make synchronous binds (no syncs) pending until `complete_all`, with a watch that
+    /// fires then, as gpud's binds behind GPU work are.
+    pub fn park_sync_binds(&self, on: bool) {
+        self.with(|s| s.park_sync_binds = on);
+    }
+
+    /// How often the server asked for the state of pending work.
+    pub fn pending_checks(&self) -> u64 {
+        self.with(|s| s.pending_checks)
+    }
+
     /// Finish all pending work: signal its out-syncs and write its user fences.
     pub fn complete_all(&self) {
+        let tokens = self.with(|s| {
+            let mut tokens = Vec::new();
+            for (done, watchers) in s.parked_work.values_mut() {
+                *done = true;
+                tokens.append(watchers);
+            }
+            tokens
+        });
+        for t in tokens {
+            t.fire();
+        }
         self.with(|s| {
             for p in std::mem::take(&mut s.pending) {
                 for (obj, point) in p.signals {
@@ -286,6 +317,7 @@ impl GpuDriver for FakeDriver {
     type Bo = FakeBo;
     type Queue = FakeQueue;
     type Syncobj = FakeSyncobj;
+    type Pending = FakePending;
 
     fn device_info(&self) -> DeviceInfo {
         DeviceInfo {
@@ -334,11 +366,12 @@ impl GpuDriver for FakeDriver {
         })
     }
 
-    fn vm_destroy(&self, vm: &FakeVm) -> Result<(), DriverError> {
+    fn vm_destroy(&self, vm: &FakeVm) -> Submitted<FakePending> {
         self.fallible(|s| {
             s.calls.push(Call::VmDestroy(vm.0));
             s.destroyed.insert(vm.0);
             s.tables.remove(&vm.0);
+            None
         })
     }
 
@@ -392,8 +425,11 @@ impl GpuDriver for FakeDriver {
         })
     }
 
-    fn queue_destroy(&self, queue: &FakeQueue) -> Result<(), DriverError> {
-        self.fallible(|s| s.calls.push(Call::QueueDestroy(queue.0)))
+    fn queue_destroy(&self, queue: &FakeQueue) -> Submitted<FakePending> {
+        self.fallible(|s| {
+            s.calls.push(Call::QueueDestroy(queue.0));
+            None
+        })
     }
 
     fn vm_bind(
@@ -403,9 +439,10 @@ impl GpuDriver for FakeDriver {
         _queue: Option<&FakeQueue>,
         ops: Vec<ResolvedBindOp<FakeBo>>,
         syncs: Vec<ResolvedSync<FakeSyncobj>>,
-    ) -> Result<(), DriverError> {
+    ) -> Submitted<FakePending> {
         let maps = ops.iter().filter(|o| o.bo.is_some()).count() as u64;
         let call = Call::VmBind(vm.0, ops.len(), syncs.len());
+        let synchronous = syncs.is_empty();
         self.submit(client, vm.0, call, syncs)?;
         self.with(|s| {
             *s.gpu_mappings.entry(client).or_default() += maps;
@@ -415,7 +452,13 @@ impl GpuDriver for FakeDriver {
                 apply_op(table, op);
             }
         });
-        Ok(())
+        Ok(self.with(|s| {
+            (synchronous && s.park_sync_binds).then(|| {
+                let id = Self::fresh(s);
+                s.parked_work.insert(id, (false, Vec::new()));
+                FakePending(id)
+            })
+        }))
     }
 
     fn exec(
@@ -424,10 +467,35 @@ impl GpuDriver for FakeDriver {
         queue: &FakeQueue,
         batches: &[u64],
         syncs: Vec<ResolvedSync<FakeSyncobj>>,
-    ) -> Result<(), DriverError> {
+    ) -> Submitted<FakePending> {
         let vm = self.with(|s| s.queue_vms.get(&queue.0).copied());
         let vm = vm.ok_or(DriverError::Canceled)?;
-        self.submit(client, vm, Call::Exec(queue.0, batches.to_vec()), syncs)
+        self.submit(client, vm, Call::Exec(queue.0, batches.to_vec()), syncs)?;
+        Ok(None)
+    }
+
+    fn pending_state(&self, p: &FakePending) -> Option<Result<(), DriverError>> {
+        self.with(|s| {
+            s.pending_checks += 1;
+            match s.parked_work.get(&p.0) {
+                Some((false, _)) => None,
+                _ => Some(Ok(())),
+            }
+        })
+    }
+
+    fn watch_pending(&self, p: &FakePending, wake: WakeToken) -> bool {
+        let fire_now = self.with(|s| match s.parked_work.get_mut(&p.0) {
+            Some((false, watchers)) => {
+                watchers.push(wake.clone());
+                false
+            }
+            _ => true,
+        });
+        if fire_now {
+            wake.fire();
+        }
+        true
     }
 
     fn user_fence_value(

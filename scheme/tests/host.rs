@@ -38,10 +38,23 @@ fn socket_path() -> PathBuf {
 
 impl Server {
     fn start() -> Server {
-        Self::start_with(|s| s)
+        Self::start_ticking(Duration::from_millis(5))
     }
 
     fn start_with(
+        configure: impl FnOnce(HostServer<FakeDriver>) -> HostServer<FakeDriver>,
+    ) -> Server {
+        Self::start_full(Duration::from_millis(5), configure)
+    }
+
+    /// A server whose loop wakes on its own at most every `tick` (besides sockets, the wake
+    /// source and deadlines).
+    fn start_ticking(tick: Duration) -> Server {
+        Self::start_full(tick, |s| s)
+    }
+
+    fn start_full(
+        tick: Duration,
         configure: impl FnOnce(HostServer<FakeDriver>) -> HostServer<FakeDriver>,
     ) -> Server {
         let path = socket_path();
@@ -53,7 +66,7 @@ impl Server {
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
             server
-                .serve(Duration::from_millis(5), |_| flag.load(Ordering::Relaxed))
+                .serve(tick, |_| flag.load(Ordering::Relaxed))
                 .expect("serve");
         });
         Server {
@@ -204,6 +217,43 @@ fn a_blocking_wait_does_not_stall_other_clients() {
     eventually(&root, "device-parked-waits: 1");
     server.driver.complete_all();
     assert_eq!(waiter.join().unwrap(), Ok(()));
+}
+
+#[test]
+fn a_parked_call_is_answered_through_the_wake_source_not_a_poll() {
+    // The loop's own tick is an hour: only the eventfd the driver's watch fires can wake it
+    // to answer the parked bind (a loop that polled would not answer before the deadline).
+    let server = Server::start_ticking(Duration::from_secs(3600));
+    server.driver.park_sync_binds(true);
+    let root = server.connect();
+    let a = root.open("card0").unwrap();
+    let vm = VmId(
+        read_args::<VmCreateArgs>(&call(&a, &Request::VmCreate(VmCreateFlags::empty())).unwrap())
+            .unwrap()
+            .vm_id,
+    );
+    let bind = Request::VmBind(VmBindRequest {
+        vm,
+        queue: None,
+        ops: vec![],
+        syncs: vec![],
+    });
+    let binder = std::thread::spawn(move || call(&a, &bind).map(|_| ()));
+    eventually(&root, "device-parked-waits: 1");
+    let checks = server.driver.pending_checks();
+    // Other requests do not re-check the parked call: it is not due.
+    let b = root.open("card0").unwrap();
+    for _ in 0..5 {
+        assert!(call(&b, &Request::DeviceQuery).is_ok());
+    }
+    assert_eq!(server.driver.pending_checks(), checks, "not re-checked");
+    server.driver.complete_all();
+    assert_eq!(binder.join().unwrap(), Ok(()));
+    assert_eq!(
+        server.driver.pending_checks(),
+        checks + 1,
+        "checked once, when woken"
+    );
 }
 
 #[test]

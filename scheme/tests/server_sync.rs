@@ -251,3 +251,85 @@ fn timeline_points_signal_wait_query_and_transfer() {
         "nothing signalled by a failed call"
     );
 }
+
+/// A call with request tag `tag` (distinct request ids, as a transport gives them).
+fn call_tagged(h: &mut Harness, dev: usize, tag: u32, req: &Request) -> Result<Vec<u8>, i32> {
+    let (op, mut bytes) = encode(req);
+    let ctx = gpu_scheme::dispatch::caller_ctx(0, tag);
+    h.s.call(dev, &mut bytes, &[op, 0, 0], &ctx)
+        .map(|_| bytes)
+        .map_err(|e| e.errno)
+}
+
+#[test]
+fn a_sync_bind_on_pending_work_parks_until_woken_and_is_not_run_again() {
+    let mut h = Harness::new();
+    let dev = h.open();
+    let vm = h.vm(dev, VmCreateFlags::empty());
+    let bo = h.bo(dev, 0x1000, None);
+    let woken = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let w = woken.clone();
+    h.s.set_wake_hook(std::sync::Arc::new(move || {
+        w.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }));
+    h.driver().park_sync_binds(true);
+    let req = bind(vm, vec![map(bo, 0x10000, 0x1000)], vec![]);
+    assert_eq!(call_tagged(&mut h, dev, 1, &req), Err(EWOULDBLOCK));
+    assert_eq!(h.s.parked_count(), 1);
+    let id = gpu_scheme::dispatch::request_id(1);
+    h.s.collect_wakeups();
+    assert!(!h.s.is_due(Some(dev), id), "nothing signalled: not due");
+    assert!(!h.s.has_polled(), "watched, not polled");
+    // A later request on the same handle waits behind it (answers stay in order).
+    assert_eq!(
+        call_tagged(&mut h, dev, 2, &Request::DeviceQuery),
+        Err(EWOULDBLOCK)
+    );
+    let checks = h.driver().pending_checks();
+    h.driver().complete_all();
+    assert_eq!(
+        woken.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "woke the loop"
+    );
+    h.s.collect_wakeups();
+    assert!(h.s.is_due(Some(dev), id));
+    assert!(call_tagged(&mut h, dev, 1, &req).is_ok(), "answered");
+    assert_eq!(h.driver().pending_checks(), checks + 1, "one re-check");
+    assert!(call_tagged(&mut h, dev, 2, &Request::DeviceQuery).is_ok());
+    assert_eq!(h.s.parked_count(), 0);
+    let binds = h
+        .driver()
+        .calls()
+        .iter()
+        .filter(|c| matches!(c, gpu_scheme::testing::Call::VmBind(..)))
+        .count();
+    assert_eq!(binds, 1, "the retry answered from the committed work");
+}
+
+#[test]
+fn closing_a_handle_forgets_its_parked_bind() {
+    let mut h = Harness::new();
+    let dev = h.open();
+    let vm = h.vm(dev, VmCreateFlags::empty());
+    let bo = h.bo(dev, 0x1000, None);
+    h.driver().park_sync_binds(true);
+    let req = bind(vm, vec![map(bo, 0x10000, 0x1000)], vec![]);
+    assert_eq!(call_tagged(&mut h, dev, 1, &req), Err(EWOULDBLOCK));
+    h.s.on_close(dev);
+    assert_eq!(h.s.parked_count(), 0);
+    h.driver().complete_all();
+    h.s.collect_wakeups();
+}
+
+#[test]
+fn a_wait_the_driver_cannot_watch_is_polled() {
+    let mut h = Harness::new();
+    let dev = h.open();
+    let s = h.syncobj(dev, false);
+    let req = syncobj_wait(&[s], SyncobjWaitFlags::WAIT_FOR_SUBMIT, Timeout::Forever);
+    assert_eq!(h.err(dev, &req), EWOULDBLOCK);
+    assert!(h.s.has_polled());
+    assert!(h.s.next_wake_ns().is_some(), "a poll is scheduled");
+    assert!(h.s.is_due(Some(dev), caller().id));
+}

@@ -1,7 +1,8 @@
 //! The VM_BIND flow of one call: validate → `vm.lock` → plan and apply every op into one
 //! undo log → lock the VM resv and every BO the steps touch → EBUSY check → translate the
 //! steps into page-table ops → preallocate (`PageTable::prepare`) → commit the shadow →
-//! a bind job with the entry writes (run inline for a synchronous call, queued otherwise).
+//! a bind job with the entry writes (run inline for a synchronous call whose job can run at
+//! once on the CPU, queued otherwise).
 //!
 //! Owns: [`Vm::bind`] and the step → `PtOp` translation. Must not: write table memory before
 //! the commit point or keep any change after an error: every failure before the commit
@@ -14,7 +15,7 @@ use super::failpoint::FailPoint;
 use super::op::{
     parse_syncs, validate_ops, BindFlags, BindOp, BindSync, OpKind, ParsedSyncs, VmFlags,
 };
-use super::queue::{run_job, BindQueue};
+use super::queue::{run_job, BindJob, BindQueue};
 use super::vm::{leaf_flags, Vm, VmState};
 use crate::mem::bo::Bo;
 use crate::sync::{Exec, ExecFlags, Fence, FenceFault, Resv, Usage};
@@ -33,8 +34,30 @@ struct Applied {
 impl Vm {
     /// Runs one bind call on `queue` (the default queue if `None`). Returns the call's fence:
     /// signalled on return for a synchronous call (no syncs), else signalled when the job
-    /// ran. On error nothing changed.
+    /// ran. On error nothing changed. A synchronous call whose job has to wait waits here,
+    /// after `vm.lock` is released; a server uses [`Vm::bind_nowait`] instead.
     pub fn bind(
+        self: &Arc<Self>,
+        queue: Option<&BindQueue>,
+        ops: &[BindOp],
+        syncs: &[BindSync],
+    ) -> Result<Arc<Fence>, BindError> {
+        let fence = self.bind_nowait(queue, ops, syncs)?;
+        if syncs.is_empty() && !fence.is_signalled() {
+            if let Ok(Err(fault)) = fence.wait(Some(super::queue::BIND_WAIT_LIMIT)) {
+                return Err(sync_failure(self, fault));
+            }
+        }
+        Ok(fence)
+    }
+
+    /// [`Vm::bind`] without waiting: a synchronous call whose job cannot run at once on the
+    /// CPU (a dependency pending — an earlier job of the queue, a BO move —, a TLB
+    /// invalidation to wait for, or writes for the copy engine) is committed and queued like
+    /// an asynchronous one, and its fence returned pending. The caller answers the call
+    /// when the fence signals; a failed fence means the VM was banned (the same `VmGone` an
+    /// inline run returns).
+    pub fn bind_nowait(
         self: &Arc<Self>,
         queue: Option<&BindQueue>,
         ops: &[BindOp],
@@ -82,8 +105,12 @@ impl Vm {
         }
     }
 
-    /// Drops vm_bos without mappings or holds, from the registry, the lists and `bos`.
+    /// Drops vm_bos without mappings or holds, from the registry, the lists and `bos`; records
+    /// the tree's length for lock-free readers.
     fn prune(&self, st: &mut VmState) {
+        let len = st.gpuvm.tree().len() as u64;
+        self.mapping_count
+            .store(len, std::sync::atomic::Ordering::Relaxed);
         let mut lists = self.lists.lock();
         for vb in st.gpuvm.prune_vm_bos(&mut lists) {
             st.bos.remove(&vb.bo_id());
@@ -241,7 +268,7 @@ impl Vm {
             true,
         );
         install_out_syncs(syncs, &fence);
-        if syncs.is_async() {
+        if syncs.is_async() || !runs_now(&job) {
             queue.push(job);
         } else if let Some(fault) = run_job(job) {
             return Err(sync_failure(self, fault));
@@ -414,8 +441,17 @@ fn install_out_syncs(syncs: &ParsedSyncs, fence: &Arc<Fence>) {
     }
 }
 
+/// Whether `job` runs without waiting: no pending dependency, no copy-engine writes, and no
+/// TLB invalidation to wait for (the context never ran a job). Only such a job of a
+/// synchronous call runs on the caller's thread.
+fn runs_now(job: &BindJob) -> bool {
+    job.deps.iter().all(|d| d.is_signalled())
+        && job.copy.is_none()
+        && (job.invalidate.is_none() || !job.ctx_used.load(std::sync::atomic::Ordering::SeqCst))
+}
+
 /// A synchronous job failed after the commit: the VM is banned.
-fn sync_failure(vm: &Vm, fault: FenceFault) -> BindError {
+pub(crate) fn sync_failure(vm: &Vm, fault: FenceFault) -> BindError {
     tracing::warn!(vm = ?vm.id, ?fault, "synchronous bind failed after its commit: VM banned");
     BindError::VmGone { vm: vm.id }
 }

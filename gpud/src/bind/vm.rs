@@ -91,6 +91,9 @@ pub struct Vm {
     /// Set once a job of the VM is submitted: from then on its context may cache
     /// translations, and changing a valid entry needs a TLB invalidation.
     pub(crate) ctx_used: Arc<AtomicBool>,
+    /// The tree's length as the last bind or teardown left it: read without `vm.lock`, which
+    /// a worker may hold across revalidation copies (stats and limits must not wait for it).
+    pub(crate) mapping_count: std::sync::atomic::AtomicU64,
     /// Extra bind queues (destroy waits for them).
     pub(crate) queues: Mutex<Vec<BindQueue>>,
     pub(crate) default_queue: BindQueue,
@@ -161,6 +164,7 @@ impl Vm {
             banned: Arc::new(AtomicBool::new(false)),
             closed: Arc::new(AtomicBool::new(false)),
             ctx_used: Arc::new(AtomicBool::new(false)),
+            mapping_count: std::sync::atomic::AtomicU64::new(0),
             queues: Mutex::new(Vec::new()),
             default_queue,
             claims: Mutex::new(TableClaims::default()),
@@ -216,14 +220,29 @@ impl Vm {
     /// queues hold it until their last job on a ring retired, so a job still running never
     /// walks freed tables or another VM's context.
     pub(crate) fn destroy(&self) {
+        for f in self.close() {
+            let _ = f.wait(Some(super::queue::BIND_WAIT_LIMIT));
+        }
+        self.release_tree();
+    }
+
+    /// The first half of [`Vm::destroy`], which never waits: closes the VM (new calls fail,
+    /// queued bind jobs cancel) and returns the bind queues' last fences still pending. Call
+    /// [`Vm::release_tree`] once they signalled.
+    pub fn close(&self) -> Vec<Arc<Fence>> {
         self.closed.store(true, Ordering::Release);
         let mut queues = self.queues.lock().clone();
         queues.push(self.default_queue.clone());
-        for q in &queues {
-            if let Some(f) = q.last_fence() {
-                let _ = f.wait(Some(super::queue::BIND_WAIT_LIMIT));
-            }
-        }
+        queues
+            .iter()
+            .filter_map(BindQueue::last_fence)
+            .filter(|f| !f.is_signalled())
+            .collect()
+    }
+
+    /// The second half of [`Vm::destroy`]: empties the tree and drops the VM's hold on its
+    /// BOs. Run after the fences [`Vm::close`] returned signalled.
+    pub fn release_tree(&self) {
         let mut st = self.lock.write();
         let all = VaRange::new(GpuVa(0), KERNEL_VA_BASE);
         if let Ok(plan) = all
@@ -238,6 +257,12 @@ impl Vm {
         for vb in st.gpuvm.prune_vm_bos(&mut lists) {
             st.bos.remove(&vb.bo_id());
         }
+        self.mapping_count.store(0, Ordering::Relaxed);
+    }
+
+    /// How many mappings the VM has (as of the last bind), without taking `vm.lock`.
+    pub fn mapping_count(&self) -> u64 {
+        self.mapping_count.load(Ordering::Relaxed)
     }
 
     /// The BO behind `va` and the byte offset of `va` in it (see [`VmState::backing_at`]).
@@ -436,6 +461,20 @@ pub(crate) fn leaf_flags(flags: MappingFlags) -> LeafFlags {
     LeafFlags {
         writable: !flags.contains(MappingFlags::READ_ONLY),
         cache: CacheMode::from_pat_index(flags.pat_index()).unwrap_or_default(),
+    }
+}
+
+impl Vm {
+    /// Whether the next job's revalidation has BOs to move back (evicted ones on the evict
+    /// list, external ones flagged, or evictions other VMs routed here): the preparation
+    /// then waits for copies, so a server runs it on a worker.
+    pub fn needs_revalidation(&self) -> bool {
+        if !self.foreign_evictions.lock().is_empty() {
+            return true;
+        }
+        let lists = self.lists.lock();
+        let evicted = lists.evicted().any(|vb| vb.is_evicted());
+        evicted || lists.extobjs().any(|vb| vb.is_evicted())
     }
 }
 

@@ -549,6 +549,9 @@ impl Shared {
             recovery::on_timeout(self, st, engine, culprit, now, done);
         }
         self.push_ready(st, now, done);
+        // Recovery may have emptied a closed queue (its hung job banned): it goes now, not at
+        // some later retirement (the scheduler may sleep until woken).
+        reap_closed(st);
         let slice = self.schedule(st, now, done);
         [
             recovery::next_check(st, now),

@@ -100,6 +100,8 @@ impl Pools {
     /// windows, by being a fresh object, so the pool need not clear it first): one contiguous
     /// region when the pool has one, else several, largest first.
     pub fn alloc_sys(&self, size: u64) -> Result<Backing, MemError> {
+        // Memory of dropped BOs whose last jobs are done is free again.
+        self.reclaim();
         let regions = match self.sys_region(size) {
             Ok(region) => vec![region],
             Err(_) => self.sys_scattered(size)?,
@@ -150,6 +152,7 @@ impl Pools {
     /// so large mappings get large pages; `contiguous`: physically adjacent blocks, one
     /// range). Zeroed only with shared windows (see [`Pools::fresh_backings_are_zero`]).
     pub fn alloc_vram(&self, size: u64, contiguous: bool) -> Result<Backing, MemError> {
+        self.reclaim();
         let min_block = if size >= 2 << 20 { 2 << 20 } else { 4096 };
         let base = if contiguous {
             AllocRequest::contiguous(size)
@@ -246,7 +249,8 @@ impl Pools {
         }
     }
 
-    /// Parks the backing of a dropped BO until `fences` signal.
+    /// Parks the backing of a dropped BO until `fences` signal; [`Pools::reclaim`] (run by
+    /// every allocation and every look at free memory) frees it after that.
     pub(super) fn bury(&self, backing: Backing, fences: Vec<Arc<Fence>>) {
         self.zombies.lock().push((backing, fences));
     }

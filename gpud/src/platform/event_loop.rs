@@ -1,10 +1,12 @@
 //! The Redox main loop: scheme requests, parked blocking requests, IRQs and fevents.
 //!
-//! Owns: what happens on each wake-up of the event queue (scheme socket, IRQ, or the timer
-//! armed for the earliest parked deadline), in this order —
+//! Owns: what happens on each wake-up of the event queue (scheme socket, IRQ, the wake source
+//! a fence callback wrote, or the timer armed for the earliest parked deadline), in this
+//! order —
 //! 1. on an IRQ wake, read the counter, let the driver handle it, and acknowledge it only if
 //!    the driver says the device raised it (INTx lines may be shared);
-//! 2. retry every parked request (an IRQ or another request may have unblocked it);
+//! 2. retry the parked requests the server says are due (a fence they wait for signalled,
+//!    their deadline passed, or nothing can wake them), in arrival order;
 //! 3. drain the nonblocking socket: `Call` → dispatch through the `SchemeSync` server, and park
 //!    it if the answer is `EWOULDBLOCK` unless the caller asked for `O_NONBLOCK`;
 //!    `Cancellation` → answer the parked request with `EINTR`; `OnClose`, `SendFd`, `RecvFd`,
@@ -47,6 +49,14 @@ pub trait DeviceEvents<S> {
     fn next_deadline(&mut self, _scheme: &mut S) -> Option<Duration> {
         None
     }
+    /// Hands the server the hook that wakes the event queue (its wake source).
+    fn install_waker(&mut self, _scheme: &mut S, _hook: gpu_scheme::wake::WakeHook) {}
+    /// Called once per wake-up before parked requests are considered.
+    fn collect_wakeups(&mut self, _scheme: &mut S) {}
+    /// Whether parked request `request` should be retried on this wake-up.
+    fn is_due(&mut self, _scheme: &mut S, _request: Id) -> bool {
+        true
+    }
 }
 
 /// A fatal loop failure.
@@ -84,6 +94,8 @@ pub struct LoopStats {
     pub parked: u64,
     /// Parked requests answered after a retry.
     pub unparked: u64,
+    /// Retries of parked requests (answered or parked again).
+    pub retried: u64,
     /// Cancellations that hit a parked request.
     pub cancelled: u64,
     /// IRQs the driver handled and gpud acknowledged.
@@ -241,7 +253,13 @@ where
 
     fn retry_parked(&mut self) -> Result<(), LoopError> {
         let mut still = Vec::with_capacity(self.parked.len());
+        self.events.collect_wakeups(&mut self.scheme);
         for mut p in std::mem::take(&mut self.parked) {
+            if !self.events.is_due(&mut self.scheme, p.caller.id) {
+                still.push(p);
+                continue;
+            }
+            self.stats.retried += 1;
             let resp =
                 p.op.handle_sync_dont_consume(&p.caller, &mut self.scheme, &mut self.state);
             if would_block(&resp) {

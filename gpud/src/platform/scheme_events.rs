@@ -2,8 +2,10 @@
 //!
 //! Owns: the [`DeviceEvents`] implementation for `gpu_scheme::GpuScheme`: IRQs go to the
 //! driver, readiness changes of syncobj handles become fevents, cancelled parked waits are
-//! forgotten by the server, and the earliest parked deadline arms the loop's timer. Must not:
-//! hold state of its own beyond the IRQ hook; the server is the source of truth.
+//! forgotten by the server, the event queue's wake source becomes the server's wake hook (so
+//! a fence callback wakes the loop and only the parked requests it concerns are retried),
+//! and the earliest parked deadline arms the loop's timer. Must not: hold state of its own
+//! beyond the IRQ hook; the server is the source of truth.
 
 use std::time::Duration;
 
@@ -29,9 +31,10 @@ impl<F> SchemeEvents<F> {
         }
     }
 
-    /// While requests are parked, wakes the loop at least every `every` to retry them.
-    /// gpud's fences are signalled by its own threads (the scheduler after the IRQ thread,
-    /// bind queues), which cannot wake the event queue; the host server polls the same way.
+    /// While a parked request has nothing that can wake it (the driver could not watch what
+    /// it waits for, e.g. a WAIT_FOR_SUBMIT point with no fence yet), wakes the loop at least
+    /// every `every` to retry it. Requests whose fences are watched are woken by the wake
+    /// source instead and never polled.
     pub fn with_parked_poll(mut self, every: Duration) -> Self {
         self.parked_poll = Some(every);
         self
@@ -60,10 +63,23 @@ where
             let now = scheme.driver().now_ns();
             Duration::from_nanos(deadline.saturating_sub(now))
         });
-        match (deadline, self.parked_poll) {
+        let poll = self.parked_poll.filter(|_| scheme.has_polled());
+        match (deadline, poll) {
             (Some(d), Some(poll)) => Some(d.min(poll)),
             (d, poll) => d.or(poll),
         }
+    }
+
+    fn install_waker(&mut self, scheme: &mut GpuScheme<D>, hook: gpu_scheme::wake::WakeHook) {
+        scheme.set_wake_hook(hook);
+    }
+
+    fn collect_wakeups(&mut self, scheme: &mut GpuScheme<D>) {
+        scheme.collect_wakeups();
+    }
+
+    fn is_due(&mut self, scheme: &mut GpuScheme<D>, request: Id) -> bool {
+        scheme.is_due(None, request)
     }
 }
 

@@ -17,7 +17,7 @@ use thiserror::Error;
 use super::event_loop::{DeviceEvents, EventLoop};
 use super::interrupts::{self, Interrupt, InterruptMode, NoInterrupt};
 use super::pcid_client::{PcidClient, PcidError};
-use super::sys::{MemoryType, Platform, SysError};
+use super::sys::{EventWait, MemoryType, Platform, SysError};
 use redox_scheme::scheme::SchemeSync;
 
 /// Environment variable holding the inherited pcid channel fd.
@@ -226,7 +226,10 @@ where
         interrupt: mode,
         dma,
     };
-    let (mut scheme, events) = build(resources).map_err(StartupError::Build)?;
+    let (mut scheme, mut events) = build(resources).map_err(StartupError::Build)?;
+    if let Some(hook) = queue.waker() {
+        events.install_waker(&mut scheme, hook);
+    }
     platform
         .register_scheme(&socket, SCHEME_NAME, &mut scheme)
         .map_err(step("registering the gpu scheme"))?;

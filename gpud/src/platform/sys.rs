@@ -160,12 +160,21 @@ pub enum WakeSource {
     Irq,
     /// The timer armed with [`EventWait::arm_timer`] expired (a parked wait's deadline).
     Timer,
+    /// The wake source: a fence a parked request waits for signalled (written by
+    /// [`EventWait::waker`]'s hook on the signalling thread).
+    Wake,
 }
 
-/// The event queue over {scheme socket, IRQ, timer}.
+/// The event queue over {scheme socket, IRQ, timer, wake source}.
 pub trait EventWait {
-    /// Blocks until one source is ready.
+    /// Blocks until one source is ready (a wake-source event is drained before returning).
     fn wait(&mut self) -> Result<WakeSource, SysError>;
+    /// A hook any thread may call to make [`EventWait::wait`] return [`WakeSource::Wake`]
+    /// (Redox: a byte written to a pipe the queue watches). `None`: the queue has no wake
+    /// source, and parked requests are only retried on other events and the timer.
+    fn waker(&self) -> Option<gpu_scheme::wake::WakeHook> {
+        None
+    }
     /// Arms the timer to fire `after` from now (replacing any earlier arming), or disarms it.
     /// Parked requests with a timeout need it: without it a wait whose fence never signals
     /// would only learn of its deadline at the next unrelated event.

@@ -4,17 +4,20 @@
 //! Owns: accepting connections (each new one is the scheme root), turning frames into
 //! `TransportOp`s for `crate::dispatch`, creating a socketpair per new handle (`open`/`dup`) and
 //! passing one end back with SCM_RIGHTS, passing a BO's memory fd for `mmap`, parking requests
-//! that answer EWOULDBLOCK and retrying them, and `on_close` when a connection's last fd closes.
+//! that answer EWOULDBLOCK and retrying them when the scheme says they are due (an eventfd in
+//! the poll set is the scheme's wake hook: fence callbacks write it), and `on_close` when a
+//! connection's last fd closes.
 //! Must not: block on one client (sockets are polled; replies are sent without waiting).
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redox_scheme::scheme::{SchemeResponse, SchemeState, SchemeSync};
 use redox_scheme::OpenResult;
-use rustix::event::{PollFd, PollFlags};
+use rustix::event::{EventfdFlags, PollFd, PollFlags};
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketFlags, SocketType};
 use syscall::error::{EINVAL, EIO, EWOULDBLOCK};
@@ -79,6 +82,11 @@ pub struct HostServer<D: HostMemory> {
     accept_paused_until: Option<Instant>,
     /// `accept` calls that failed for lack of descriptors or memory.
     accept_failures: u64,
+    /// The wake source: an eventfd the driver's fence callbacks write (through the scheme's
+    /// wake hook) when a parked request may be answerable.
+    wake: Arc<OwnedFd>,
+    /// Loop turns that found the wake source readable (for tests).
+    wakeups: u64,
 }
 
 impl<D: HostMemory> HostServer<D> {
@@ -93,6 +101,15 @@ impl<D: HostMemory> HostServer<D> {
         rustix::net::bind(&listener, &SocketAddrUnix::new(path)?)?;
         rustix::net::listen(&listener, 64)?;
         let root = scheme.scheme_root().map_err(|_| rustix::io::Errno::IO)?;
+        let wake = Arc::new(rustix::event::eventfd(
+            0,
+            EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK,
+        )?);
+        let hook_fd = wake.clone();
+        scheme.set_wake_hook(Arc::new(move || {
+            // A full counter (never reached) or any error still leaves the fd readable.
+            let _ = rustix::io::write(&*hook_fd, &1u64.to_ne_bytes());
+        }));
         // The daemon's own user administers it (as root does on Redox).
         scheme.set_admin_uid(rustix::process::getuid().as_raw());
         Ok(HostServer {
@@ -108,6 +125,8 @@ impl<D: HostMemory> HostServer<D> {
             accept_backoff: ACCEPT_BACKOFF,
             accept_paused_until: None,
             accept_failures: 0,
+            wake,
+            wakeups: 0,
         })
     }
 
@@ -130,6 +149,16 @@ impl<D: HostMemory> HostServer<D> {
         &self.scheme
     }
 
+    /// Turns on which the wake source was readable (a fence callback woke the loop).
+    pub fn wakeups(&self) -> u64 {
+        self.wakeups
+    }
+
+    /// Requests parked now.
+    pub fn parked_len(&self) -> usize {
+        self.parked.len()
+    }
+
     /// Serve until `stop` returns true (checked at least every `tick`).
     pub fn serve(
         &mut self,
@@ -142,13 +171,16 @@ impl<D: HostMemory> HostServer<D> {
         Ok(())
     }
 
-    /// Wait up to `timeout` for activity, handle it, and retry parked requests.
+    /// Wait up to `timeout` for activity, handle it, and retry parked requests that are due.
     pub fn run_once(&mut self, timeout: Duration) -> rustix::io::Result<()> {
-        // Parked waits depend on device progress the sockets do not signal: poll them often.
-        let timeout = if self.parked.is_empty() {
-            timeout
-        } else {
-            timeout.min(Duration::from_millis(1))
+        // Device progress arrives on the wake source; only deadlines (and parked calls the
+        // driver cannot watch, polled every `POLL_NS`) need the timer.
+        let timeout = match self.scheme.next_wake_ns() {
+            Some(at) if !self.parked.is_empty() => {
+                let now = self.scheme.driver().now_ns();
+                timeout.min(Duration::from_nanos(at.saturating_sub(now)))
+            }
+            _ => timeout,
         };
         // After running out of descriptors the listener rests for the back-off, never spins.
         let now = Instant::now();
@@ -162,8 +194,11 @@ impl<D: HostMemory> HostServer<D> {
             tv_nsec: timeout.subsec_nanos() as i64,
         };
         let ids: Vec<u64> = self.conns.keys().copied().collect();
-        let (listener_ready, ready) = {
-            let mut fds = vec![PollFd::new(&self.listener, listen)];
+        let (listener_ready, woken, ready) = {
+            let mut fds = vec![
+                PollFd::new(&self.listener, listen),
+                PollFd::new(&*self.wake, PollFlags::IN),
+            ];
             // A connection with a parked request is not read again until it is answered: replies
             // stay in request order, and one client cannot pile up parked requests. Hang-ups
             // are still reported (poll always reports HUP/ERR).
@@ -182,11 +217,20 @@ impl<D: HostMemory> HostServer<D> {
             }
             let ready: Vec<(u64, PollFlags)> = ids
                 .iter()
-                .zip(&fds[1..])
+                .zip(&fds[2..])
                 .map(|(id, f)| (*id, f.revents()))
                 .collect();
-            (!fds[0].revents().is_empty(), ready)
+            (
+                !fds[0].revents().is_empty(),
+                !fds[1].revents().is_empty(),
+                ready,
+            )
         };
+        if woken {
+            self.wakeups += 1;
+            let mut count = [0u8; 8];
+            let _ = rustix::io::read(&*self.wake, &mut count);
+        }
         if listener_ready {
             self.accept();
         }
@@ -318,9 +362,21 @@ impl<D: HostMemory> HostServer<D> {
         }
     }
 
+    /// Retries, in arrival order, the parked requests the scheme says are due (woken by a
+    /// fence, past their deadline, or polled); the others stay parked untouched.
     fn retry_parked(&mut self) {
+        self.scheme.collect_wakeups();
         for p in std::mem::take(&mut self.parked) {
-            self.run(p.conn, p.frame, p.payload);
+            let handle = self.conns.get(&p.conn).map(|c| c.handle);
+            let due = handle.is_some_and(|h| {
+                self.scheme
+                    .is_due(Some(h), crate::dispatch::request_id(p.frame.tag))
+            });
+            if due {
+                self.run(p.conn, p.frame, p.payload);
+            } else {
+                self.parked.push(p);
+            }
         }
     }
 

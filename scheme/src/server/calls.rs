@@ -43,6 +43,16 @@ impl<D: GpuDriver> GpuScheme<D> {
         if !allowed {
             return Err(SchemeError::WrongHandleKind { id, kind });
         }
+        if let Handle::Device { .. } = handle {
+            // A call parked on committed work is answered from that work, never run again.
+            if let Some(answer) = self.retry_pending(id, ctx) {
+                write_reply(opcode, payload, &answer?)?;
+                return Ok(0);
+            }
+            if self.behind_pending(id, ctx) {
+                return Err(SchemeError::WouldBlock);
+            }
+        }
         let request = decode(opcode, payload)?;
         let reply = match (self.handle(id)?, request) {
             (Handle::Bo(_) | Handle::Syncobj(_), Request::ExportToken) if second.is_none() => {
@@ -75,13 +85,13 @@ impl<D: GpuDriver> GpuScheme<D> {
         match request {
             Request::DeviceQuery => Ok(Reply::DeviceInfo(self.device_query())),
             Request::VmCreate(flags) => self.vm_create(client, flags),
-            Request::VmDestroy(vm) => self.vm_destroy(client, vm),
+            Request::VmDestroy(vm) => self.vm_destroy(handle, client, vm, ctx),
             Request::BoCreate(req) => self.bo_create(client, req),
             Request::BoDestroy(bo) => self.bo_destroy(client, bo),
             Request::ExecQueueCreate { vm, class } => self.queue_create(client, vm, class),
-            Request::ExecQueueDestroy(q) => self.queue_destroy(client, q),
-            Request::VmBind(req) => self.vm_bind(client, req),
-            Request::Exec(req) => self.exec(client, req),
+            Request::ExecQueueDestroy(q) => self.queue_destroy(handle, client, q, ctx),
+            Request::VmBind(req) => self.vm_bind(handle, client, req, ctx),
+            Request::Exec(req) => self.exec(handle, client, req, ctx),
             Request::WaitUserFence(req) => self.wait_user_fence(handle, client, req, ctx),
             Request::SyncobjCreate { signaled } => self.syncobj_create(client, signaled),
             Request::SyncobjDestroy(s) => {
@@ -139,7 +149,13 @@ impl<D: GpuDriver> GpuScheme<D> {
         Ok(Reply::NewId(id))
     }
 
-    fn vm_destroy(&mut self, client: ClientId, vm: VmId) -> R<Reply> {
+    fn vm_destroy(
+        &mut self,
+        handle: usize,
+        client: ClientId,
+        vm: VmId,
+        ctx: &CallerCtx,
+    ) -> R<Reply> {
         let c = self.client_mut(client)?;
         c.vm(vm)?;
         if c.queues.values().any(|q| q.vm == vm) {
@@ -147,9 +163,9 @@ impl<D: GpuDriver> GpuScheme<D> {
         }
         // The driver first: if it refuses, the client's table is unchanged.
         let obj = c.vm(vm)?.vm.clone();
-        self.driver.vm_destroy(&obj)?;
+        let pending = self.driver.vm_destroy(&obj)?;
         self.client_mut(client)?.vms.remove(&vm.0);
-        Ok(Reply::None)
+        self.park_pending(handle, ctx, pending)
     }
 
     fn bo_create(&mut self, client: ClientId, req: BoCreateRequest) -> R<Reply> {
@@ -210,14 +226,26 @@ impl<D: GpuDriver> GpuScheme<D> {
         Ok(Reply::NewId(id))
     }
 
-    fn queue_destroy(&mut self, client: ClientId, q: QueueId) -> R<Reply> {
+    fn queue_destroy(
+        &mut self,
+        handle: usize,
+        client: ClientId,
+        q: QueueId,
+        ctx: &CallerCtx,
+    ) -> R<Reply> {
         let obj = self.client_mut(client)?.queue(q)?.queue.clone();
-        self.driver.queue_destroy(&obj)?;
+        let pending = self.driver.queue_destroy(&obj)?;
         self.client_mut(client)?.queues.remove(&q.0);
-        Ok(Reply::None)
+        self.park_pending(handle, ctx, pending)
     }
 
-    fn vm_bind(&mut self, client: ClientId, req: VmBindRequest) -> R<Reply> {
+    fn vm_bind(
+        &mut self,
+        handle: usize,
+        client: ClientId,
+        req: VmBindRequest,
+        ctx: &CallerCtx,
+    ) -> R<Reply> {
         let info = self.driver.device_info();
         let usage = self.driver.client_usage(client);
         let limits = self.limits;
@@ -270,13 +298,20 @@ impl<D: GpuDriver> GpuScheme<D> {
             Limit::InFlight,
             !syncs.is_empty(),
         )?;
-        self.driver
+        let pending = self
+            .driver
             .vm_bind(client, &vm_obj, queue.as_ref(), ops, syncs)?;
         self.client_mut(client)?.counters.binds += 1;
-        Ok(Reply::None)
+        self.park_pending(handle, ctx, pending)
     }
 
-    fn exec(&mut self, client: ClientId, req: ExecRequest) -> R<Reply> {
+    fn exec(
+        &mut self,
+        handle: usize,
+        client: ClientId,
+        req: ExecRequest,
+        ctx: &CallerCtx,
+    ) -> R<Reply> {
         let usage = self.driver.client_usage(client);
         let limits = self.limits;
         let c = self
@@ -291,9 +326,9 @@ impl<D: GpuDriver> GpuScheme<D> {
         let vm_flags = c.vm(q.vm)?.flags;
         let syncs = resolve_syncs(c, &self.driver, vm_flags, &req.syncs)?;
         check_usage(usage.in_flight + 1, limits.in_flight, Limit::InFlight, true)?;
-        self.driver.exec(client, &queue, &req.batches, syncs)?;
+        let pending = self.driver.exec(client, &queue, &req.batches, syncs)?;
         self.client_mut(client)?.counters.execs += 1;
-        Ok(Reply::None)
+        self.park_pending(handle, ctx, pending)
     }
 
     fn syncobj_create(&mut self, client: ClientId, signaled: bool) -> R<Reply> {

@@ -2,7 +2,7 @@
 //! `GpuDriver`.
 //!
 //! Owns: the handle table, the clients, the export tokens, parked waits, and the `SchemeSync`
-//! entry points (this file routes; `calls.rs` serves device calls, `wait.rs` blocking calls,
+//! entry points (this file routes; `calls.rs` serves device calls, `wait.rs` blocking calls, `park.rs` parked calls and their wake-ups,
 //! `export.rs` sharing, `stats.rs` the text stats, `vm_view.rs` VM views). Must not: block (waits are parked with
 //! EWOULDBLOCK), panic on client input, or produce errno other than through `SchemeError`.
 //!
@@ -16,6 +16,7 @@ mod cpu_maps;
 mod export;
 mod handles;
 mod log;
+mod park;
 mod stats;
 mod vm_view;
 mod wait;
@@ -23,13 +24,14 @@ mod wait;
 use std::collections::{BTreeMap, HashMap};
 
 use redox_scheme::scheme::SchemeSync;
-use redox_scheme::{CallerCtx, Id, OpenResult};
+use redox_scheme::{CallerCtx, OpenResult};
 use syscall::error::{Error, Result};
 use syscall::flag::{EventFlags, MapFlags, MunmapFlags};
 use syscall::schemev2::NewFdFlags;
 
 pub use client::Limits;
 pub use handles::DEVICE_PATH;
+pub use park::POLL_NS;
 
 use crate::driver::{ClientId, GpuDriver};
 use crate::errno::SchemeError;
@@ -49,8 +51,8 @@ pub struct GpuScheme<D: GpuDriver> {
     next_client: u64,
     exports: HashMap<Token, usize>,
     token_seq: u64,
-    /// Parked blocking calls: (handle, request id) → deadline on the driver clock.
-    parked: HashMap<(usize, Id), Option<u64>>,
+    /// Parked calls and the wake-ups of their fences.
+    parking: park::Parking<D::Pending>,
     /// Device handles open per caller pid.
     devices_per_pid: HashMap<usize, u64>,
     /// VM views opened through the root (bounded by `Limits::handles`).
@@ -73,7 +75,7 @@ impl<D: GpuDriver> GpuScheme<D> {
             next_client: 1,
             exports: HashMap::new(),
             token_seq: 0,
-            parked: HashMap::new(),
+            parking: park::Parking::default(),
             devices_per_pid: HashMap::new(),
             root_views: 0,
             admin_uid: None,
@@ -254,7 +256,7 @@ impl<D: GpuDriver> GpuScheme<D> {
         let Some(handle) = self.handles.remove(&id) else {
             return;
         };
-        self.parked.retain(|(h, _), _| *h != id);
+        self.parking.retain(|(h, _)| *h != id);
         match handle {
             Handle::Root => self.root = None,
             Handle::Device { client, pid } => {

@@ -89,7 +89,7 @@ impl<D: GpuDriver> GpuScheme<D> {
         let info = self.driver.device_info();
         line(out, "device-clients", self.clients.len());
         line(out, "device-handles", self.handles.len());
-        line(out, "device-parked-waits", self.parked.len());
+        line(out, "device-parked-waits", self.parking.calls.len());
         line(
             out,
             "device-memory-vram-total",

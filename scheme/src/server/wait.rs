@@ -1,15 +1,16 @@
 //! Blocking calls that never block the server, and syncobj readiness events.
 //!
 //! Owns: WAIT_USER_FENCE and SYNCOBJ_WAIT (a non-blocking check; if unsatisfied, EWOULDBLOCK so
-//! the event loop parks the request and retries it on the next event, with the deadline kept
-//! here so a timeout yields ETIME), cancellation of parked waits, `fevent` subscriptions and the
-//! list of handles that became readable. Must not: sleep, spin, or hold parked state for closed
+//! the event loop parks the request — `park.rs` — with the deadline kept so a timeout yields
+//! ETIME, and a wake token on the fences it waits for), `fevent` subscriptions and the list of
+//! handles that became readable. Must not: sleep, spin, or hold parked state for closed
 //! handles (`close_handle` drops it).
 
-use redox_scheme::{CallerCtx, Id};
+use redox_scheme::CallerCtx;
 use syscall::flag::EventFlags;
 
 use super::handles::Handle;
+use super::park::Check;
 use super::GpuScheme;
 use crate::driver::{ClientId, DriverError, GpuDriver, PointState};
 use crate::errno::SchemeError;
@@ -18,29 +19,7 @@ use crate::uapi::request::*;
 
 type R<T> = Result<T, SchemeError>;
 
-/// Outcome of one non-blocking check.
-enum Check<T> {
-    Done(T),
-    NotYet,
-}
-
 impl<D: GpuDriver> GpuScheme<D> {
-    /// Forget a parked request (the event loop got a cancellation for it).
-    pub fn cancel(&mut self, request: Id) {
-        self.parked.retain(|(_, id), _| *id != request);
-    }
-
-    /// Number of parked blocking calls.
-    pub fn parked_count(&self) -> usize {
-        self.parked.len()
-    }
-
-    /// The earliest deadline (driver clock, ns) among parked calls that have a timeout: the
-    /// event loop arms its timer for it, so a wait that never becomes ready still gets ETIME.
-    pub fn next_deadline_ns(&self) -> Option<u64> {
-        self.parked.values().flatten().copied().min()
-    }
-
     /// Handles whose subscribed readiness appeared since the last call: the event loop posts
     /// `Response::post_fevent(id, flags)` for each. Edge-triggered; clients re-check anyway.
     pub fn ready_events(&mut self) -> Vec<(usize, EventFlags)> {
@@ -88,46 +67,21 @@ impl<D: GpuDriver> GpuScheme<D> {
         }
     }
 
-    /// Run `check` under the parking protocol for request `ctx.id` on `handle`.
-    fn park_or_finish<T>(
+    /// The deadline of a new wait with `timeout`, counting the wait.
+    fn wait_deadline(
         &mut self,
         handle: usize,
         ctx: &CallerCtx,
         timeout: Timeout,
-        check: impl FnOnce(&Self) -> R<Check<T>>,
-    ) -> R<T> {
-        let key = (handle, ctx.id);
-        let now = self.driver.now_ns();
-        if !self.parked.contains_key(&key) {
+    ) -> impl FnOnce(u64) -> Option<u64> {
+        if !self.parking.calls.contains_key(&(handle, ctx.id)) {
             self.count_wait(handle);
         }
-        let deadline = match self.parked.get(&key) {
-            Some(d) => *d,
-            None => match timeout {
-                Timeout::Forever => None,
-                Timeout::Poll => Some(now),
-                Timeout::Relative(ns) => Some(now.saturating_add(ns)),
-                Timeout::Absolute(t) => Some(t),
-            },
-        };
-        let result = check(self);
-        match result {
-            Ok(Check::NotYet) if deadline.is_none_or(|d| now < d) => {
-                self.parked.insert(key, deadline);
-                Err(SchemeError::WouldBlock)
-            }
-            Ok(Check::NotYet) => {
-                self.parked.remove(&key);
-                Err(SchemeError::TimedOut)
-            }
-            Ok(Check::Done(v)) => {
-                self.parked.remove(&key);
-                Ok(v)
-            }
-            Err(e) => {
-                self.parked.remove(&key);
-                Err(e)
-            }
+        move |now: u64| match timeout {
+            Timeout::Forever => None,
+            Timeout::Poll => Some(now),
+            Timeout::Relative(ns) => Some(now.saturating_add(ns)),
+            Timeout::Absolute(t) => Some(t),
         }
     }
 
@@ -144,13 +98,16 @@ impl<D: GpuDriver> GpuScheme<D> {
             Some(q) => Some(c.queue(q)?.queue.clone()),
             None => None,
         };
-        self.park_or_finish(handle, ctx, req.timeout, |s| {
+        let deadline = self.wait_deadline(handle, ctx, req.timeout);
+        let check = |s: &Self| {
             let current = s.driver.user_fence_value(&vm, queue.as_ref(), req.addr)?;
             Ok(match req.op.holds(current, req.value, req.mask) {
                 true => Check::Done(Reply::None),
                 false => Check::NotYet,
             })
-        })
+        };
+        let watch = |s: &Self, token| s.driver.watch_user_fence(&vm, token);
+        self.park_or_finish(handle, ctx, deadline, check, watch)
     }
 
     pub(super) fn syncobj_wait(
@@ -168,7 +125,8 @@ impl<D: GpuDriver> GpuScheme<D> {
             .collect::<R<Vec<_>>>()?;
         let all = req.flags.contains(SyncobjWaitFlags::WAIT_ALL);
         let for_submit = req.flags.contains(SyncobjWaitFlags::WAIT_FOR_SUBMIT);
-        self.park_or_finish(handle, ctx, req.timeout, |s| {
+        let deadline = self.wait_deadline(handle, ctx, req.timeout);
+        let check = |s: &Self| {
             let mut first = None;
             let mut pending = false;
             for (i, (obj, point)) in objs.iter().enumerate() {
@@ -188,6 +146,16 @@ impl<D: GpuDriver> GpuScheme<D> {
             } else {
                 Check::NotYet
             })
-        })
+        };
+        // Every point that has a fence is watched; one without (WAIT_FOR_SUBMIT before the
+        // submission) cannot be, so the call is then polled.
+        let watch = |s: &Self, token: crate::wake::WakeToken| {
+            let mut all_watched = true;
+            for (obj, point) in &objs {
+                all_watched &= s.driver.watch_syncobj(obj, *point, token.clone());
+            }
+            all_watched
+        };
+        self.park_or_finish(handle, ctx, deadline, check, watch)
     }
 }

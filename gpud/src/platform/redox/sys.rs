@@ -11,7 +11,9 @@
 //! redox`) but only links and runs on Redox. All `unsafe` of the platform layer is here.
 
 use libredox::call::{self, MmapArgs};
-use libredox::flag::{MAP_PRIVATE, MAP_SHARED, O_CLOEXEC, O_CREAT, O_RDWR, PROT_READ, PROT_WRITE};
+use libredox::flag::{
+    MAP_PRIVATE, MAP_SHARED, O_CLOEXEC, O_CREAT, O_NONBLOCK, O_RDWR, PROT_READ, PROT_WRITE,
+};
 use libredox::Fd;
 use redox_scheme::scheme::{register_sync_scheme, SchemeSync};
 use redox_scheme::{Request, Response, SignalBehavior, Socket};
@@ -226,13 +228,19 @@ impl SchemeSocket for RedoxSocket {
 const EV_SCHEME: usize = 0;
 const EV_IRQ: usize = 1;
 const EV_TIMER: usize = 2;
+const EV_WAKE: usize = 3;
 
-/// The event queue over {socket, IRQ, monotonic timer}.
+/// The event queue over {socket, IRQ, monotonic timer, wake pipe}.
 pub struct RedoxEvents {
     queue: event::RawEventQueue,
     /// `/scheme/time/<CLOCK_MONOTONIC>`: reading gives the time, writing a `TimeSpec` arms an
     /// event at that time.
     timer: Fd,
+    /// The wake source's read end (nonblocking): fence callbacks write a byte to the write
+    /// end when a parked request may be answerable.
+    wake_rx: Fd,
+    /// The write end, shared with the wake hook.
+    wake_tx: Arc<Fd>,
 }
 
 impl EventWait for RedoxEvents {
@@ -244,8 +252,23 @@ impl EventWait for RedoxEvents {
         Ok(match ev.user_data {
             EV_IRQ => WakeSource::Irq,
             EV_TIMER => WakeSource::Timer,
+            EV_WAKE => {
+                // Drain every byte written so far (the read end is nonblocking): one wake-up
+                // covers them all, the server collects which calls were woken.
+                let mut buf = [0u8; 64];
+                while matches!(self.wake_rx.read(&mut buf), Ok(n) if n > 0) {}
+                WakeSource::Wake
+            }
             _ => WakeSource::Scheme,
         })
+    }
+
+    fn waker(&self) -> Option<gpu_scheme::wake::WakeHook> {
+        let tx = self.wake_tx.clone();
+        Some(Arc::new(move || {
+            // A full pipe already holds a pending wake-up; nothing is lost by dropping this.
+            let _ = tx.write(&[1]);
+        }))
     }
 
     fn arm_timer(&mut self, after: Option<Duration>) -> Result<(), SysError> {
@@ -378,7 +401,20 @@ impl Platform for RedoxPlatform {
         queue
             .subscribe(timer.raw(), EV_TIMER, event::EventFlags::READ)
             .map_err(err)?;
-        Ok(RedoxEvents { queue, timer })
+        // The wake pipe, made as relibc's `pipe2` does: the pipe scheme's read end, and
+        // its write end by `dup(read, "write")`. Nonblocking both ways: the hook runs on
+        // fence-signalling threads and must never wait.
+        let wake_rx = Fd::open("/scheme/pipe", O_RDWR | O_CLOEXEC | O_NONBLOCK, 0).map_err(lerr)?;
+        let wake_tx = Fd::new(wake_rx.dup(b"write").map_err(lerr)?);
+        queue
+            .subscribe(wake_rx.raw(), EV_WAKE, event::EventFlags::READ)
+            .map_err(err)?;
+        Ok(RedoxEvents {
+            queue,
+            timer,
+            wake_rx,
+            wake_tx: Arc::new(wake_tx),
+        })
     }
     fn register_scheme<S: SchemeSync>(
         &mut self,
