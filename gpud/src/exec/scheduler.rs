@@ -460,7 +460,7 @@ impl Shared {
                 self.kills.fetch_add(1, Ordering::Relaxed);
                 slots::request_preempt(self, q, PreemptWhy::Kill, now);
             }
-            reap_closed(&mut st);
+            reap_closed(&mut st, &*self.hw.dma);
             std::mem::take(&mut st.graveyard)
         };
         complete_all(done);
@@ -551,7 +551,7 @@ impl Shared {
         self.push_ready(st, now, done);
         // Recovery may have emptied a closed queue (its hung job banned): it goes now, not at
         // some later retirement (the scheduler may sleep until woken).
-        reap_closed(st);
+        reap_closed(st, &*self.hw.dma);
         let slice = self.schedule(st, now, done);
         [
             recovery::next_check(st, now),
