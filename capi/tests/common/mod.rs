@@ -18,14 +18,25 @@ pub fn include_dir() -> PathBuf {
     root().join("capi/include")
 }
 
-/// The directory this test binary's profile writes `libgpu.so` / `libgpu.a` to.
+/// The directory this test binary's profile writes `libgpu.so` / `libgpu.a` to. Building the
+/// tests does not link the crate's `cdylib`/`staticlib` (a fresh checkout has none), so the
+/// library is built here when it is missing.
 pub fn lib_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     // <target>/<profile>/deps/<this test>
-    exe.parent()
+    let dir = exe
+        .parent()
         .and_then(Path::parent)
         .expect("profile dir")
-        .to_path_buf()
+        .to_path_buf();
+    if !dir.join("libgpu.so").exists() || !dir.join("libgpu.a").exists() {
+        let target = dir.parent().expect("target dir");
+        run(Command::new(option_env!("CARGO").unwrap_or("cargo"))
+            .current_dir(root())
+            .args(["build", "-p", "gpu-capi", "--target-dir"])
+            .arg(target));
+    }
+    dir
 }
 
 /// A fresh scratch directory.
