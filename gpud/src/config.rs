@@ -224,7 +224,9 @@ impl Settings {
             cfg.device.sys_size = s.0;
         }
         cfg.limits = self.limits(cfg.limits);
-        cfg.socket_mode = self.socket_mode.map(|m| m.0);
+        if let Some(m) = self.socket_mode {
+            cfg.socket_mode = Some(m.0);
+        }
         cfg.socket_group = match &self.socket_group {
             None => None,
             Some(g) => Some(resolve_group(g, Path::new("/etc/group"))?),
@@ -312,6 +314,12 @@ mod tests {
         assert_eq!(cfg.socket_mode, Some(0o600));
         let pcid = s.pcid_config();
         assert_eq!(pcid.limits.in_flight, 4);
+    }
+
+    #[test]
+    fn the_socket_is_group_connectable_by_default() {
+        let cfg = Settings::default().host_config().expect("config");
+        assert_eq!(cfg.socket_mode, Some(0o660));
     }
 
     #[test]
