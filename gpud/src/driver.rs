@@ -509,6 +509,7 @@ impl GpuDriver for Driver {
         ClientUsage {
             in_flight,
             gpu_mappings: vms.iter().map(|vm| vm.mapping_count()).sum(),
+            table_bytes: vms.iter().map(|vm| vm.table_bytes()).sum(),
         }
     }
 

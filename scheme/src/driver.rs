@@ -56,6 +56,8 @@ pub struct ClientUsage {
     pub in_flight: u64,
     /// GPU VA mappings (VMAs) across the client's VMs.
     pub gpu_mappings: u64,
+    /// Bytes of page-table pages the client's VMs hold (charged against its system memory).
+    pub table_bytes: u64,
 }
 
 /// A resolved bind operation: the BO id replaced by the driver's BO.

@@ -166,3 +166,52 @@ fn bind_queue_churn_leaves_no_thread_behind() {
         "bind queue churn grew the daemon from {before} to {after} threads"
     );
 }
+
+/// Page tables a client's binds create are charged to its system memory: a client mapping a
+/// page in a new 1 GiB region per bind (two new table pages each) is refused with ENOSPC once
+/// its BOs and tables reach its limit, unmapping gives the room back, and another client binds
+/// on.
+#[test]
+fn page_tables_are_charged_to_the_client_that_causes_them() {
+    const LIMIT: u64 = 512 << 10;
+    let daemon = Daemon::start_with(|cfg| cfg.limits.system_bytes = LIMIT);
+    let dev = daemon.device();
+    let vm = Vm::create(&dev, VmCreateFlags::empty()).expect("vm");
+    let bo = sys_bo(&dev, 0x1000);
+    let region = |i: u64| 0x40_0000_0000 + i * (1 << 30);
+    let mut refused = None;
+    let mut mapped = 0;
+    for i in 0..1024 {
+        match vm.bind().map(&bo, 0, region(i), 0x1000).submit() {
+            Ok(()) => mapped += 1,
+            Err(e) => {
+                refused = Some(e.errno());
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        refused,
+        Some(libgpu::errno::ENOSPC),
+        "tables are never charged"
+    );
+    // Two table pages per bind: refused near LIMIT / 8 KiB, not after 1024 binds.
+    assert!(
+        mapped <= LIMIT / 0x2000 + 1,
+        "refused only after {mapped} binds"
+    );
+    let other = daemon.device();
+    let ovm = Vm::create(&other, VmCreateFlags::empty()).expect("other vm");
+    let obo = sys_bo(&other, 0x1000);
+    ovm.bind()
+        .map(&obo, 0, region(0), 0x1000)
+        .submit()
+        .expect("another client binds on");
+    for i in 0..mapped {
+        vm.bind().unmap(region(i), 0x1000).submit().expect("unmap");
+    }
+    vm.bind()
+        .map(&bo, 0, region(0), 0x1000)
+        .submit()
+        .expect("room again once the tables went");
+}

@@ -258,6 +258,7 @@ impl Vm {
             self.record_ufences(st, applied, &fence);
         }
         pt.retire(commit.freed, None, vec![fence.clone()]);
+        self.note_tables(&pt);
         drop(pt);
         let job = self.job(
             deps,

@@ -94,6 +94,10 @@ pub struct Vm {
     /// The tree's length as the last bind or teardown left it: read without `vm.lock`, which
     /// a worker may hold across revalidation copies (stats and limits must not wait for it).
     pub(crate) mapping_count: std::sync::atomic::AtomicU64,
+    /// Table pages the VM holds (live, cached for reuse, retired until their fence) as the
+    /// last commit left them: read without the page-table lock, which a zap holds across its
+    /// invalidation (the owner's memory charge must not wait for it).
+    pub(crate) table_pages: std::sync::atomic::AtomicU64,
     /// Page faults the device reported for this VM (per-client stats).
     pub(crate) faults: std::sync::atomic::AtomicU64,
     /// Extra bind queues (destroy cancels and waits for their jobs). Weak: a queue the
@@ -134,6 +138,7 @@ impl Vm {
             ..PtConfig::default()
         };
         let pt = PageTable::new(core.pt_mem.clone(), config)?;
+        let tables = pt.stats().tables;
         let mode = if flags.contains(VmFlags::FAULT_MODE) {
             FaultMode::Recoverable
         } else {
@@ -166,6 +171,7 @@ impl Vm {
             closed: Arc::new(AtomicBool::new(false)),
             ctx_used: Arc::new(AtomicBool::new(false)),
             mapping_count: std::sync::atomic::AtomicU64::new(0),
+            table_pages: std::sync::atomic::AtomicU64::new(tables),
             faults: std::sync::atomic::AtomicU64::new(0),
             queues: Mutex::new(Vec::new()),
             default_queue,
@@ -281,6 +287,17 @@ impl Vm {
     }
 
     /// How many mappings the VM has (as of the last bind), without taking `vm.lock`.
+    /// Bytes of page-table pages the VM holds, as its last commit left them.
+    pub fn table_bytes(&self) -> u64 {
+        self.table_pages.load(Ordering::Relaxed) * PAGE_SIZE
+    }
+
+    /// Records the table pages `pt` holds, for [`Vm::table_bytes`].
+    pub(crate) fn note_tables(&self, pt: &PageTable) {
+        let pages = pt.stats().tables + (pt.cached_pages() + pt.retired_pages()) as u64;
+        self.table_pages.store(pages, Ordering::Relaxed);
+    }
+
     pub fn mapping_count(&self) -> u64 {
         self.mapping_count.load(Ordering::Relaxed)
     }

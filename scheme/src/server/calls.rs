@@ -296,6 +296,15 @@ impl<D: GpuDriver> GpuScheme<D> {
                 )
             })
             .count() as u64;
+        // The page tables a client's binds create are its system memory: a bind that maps
+        // is refused once its BOs and tables reached the limit (one bind may overshoot by the
+        // tables it creates, bounded by its op count).
+        check_usage(
+            c.system_bytes.saturating_add(usage.table_bytes),
+            limits.system_bytes,
+            Limit::SystemBytes,
+            maps > 0,
+        )?;
         check_usage(
             usage.gpu_mappings + maps,
             limits.gpu_mappings,
