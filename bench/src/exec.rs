@@ -97,6 +97,7 @@ impl Bench {
                 engine,
                 ctx: CTX,
                 fence_page: FencePage { va, pa },
+                fence_region: None,
                 mode: QueueMode::Dma {
                     timeout: Duration::from_secs(60),
                 },

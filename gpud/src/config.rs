@@ -154,6 +154,9 @@ pub struct Settings {
     /// Device handles one process may hold at once (default 64).
     #[arg(long, value_name = "N", help_heading = "Per-client limits")]
     pub limit_devices_per_process: Option<u64>,
+    /// Per-client limit: timeline points its syncobjs keep alive (default 65536).
+    #[arg(long, value_name = "N", help_heading = "Per-client limits")]
+    pub limit_timeline_points: Option<u64>,
     /// Log filter when neither --log-level nor RUST_LOG is given (settings file only).
     #[arg(skip)]
     pub log_level: Option<String>,
@@ -192,6 +195,7 @@ impl Settings {
                 &self.limit_devices_per_process,
                 &file.limit_devices_per_process,
             ),
+            limit_timeline_points: pick(&self.limit_timeline_points, &file.limit_timeline_points),
             log_level: pick(&self.log_level, &file.log_level),
         }
     }
@@ -210,6 +214,7 @@ impl Settings {
             devices_per_process: self
                 .limit_devices_per_process
                 .unwrap_or(base.devices_per_process),
+            timeline_points: self.limit_timeline_points.unwrap_or(base.timeline_points),
         }
     }
 
@@ -224,7 +229,9 @@ impl Settings {
             cfg.device.sys_size = s.0;
         }
         cfg.limits = self.limits(cfg.limits);
-        cfg.socket_mode = self.socket_mode.map(|m| m.0);
+        if let Some(m) = self.socket_mode {
+            cfg.socket_mode = Some(m.0);
+        }
         cfg.socket_group = match &self.socket_group {
             None => None,
             Some(g) => Some(resolve_group(g, Path::new("/etc/group"))?),
@@ -312,6 +319,12 @@ mod tests {
         assert_eq!(cfg.socket_mode, Some(0o600));
         let pcid = s.pcid_config();
         assert_eq!(pcid.limits.in_flight, 4);
+    }
+
+    #[test]
+    fn the_socket_is_group_connectable_by_default() {
+        let cfg = Settings::default().host_config().expect("config");
+        assert_eq!(cfg.socket_mode, Some(0o660));
     }
 
     #[test]

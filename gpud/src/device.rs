@@ -589,7 +589,6 @@ impl Device {
         vm.check_alive()?;
         let page = self.core.dma.alloc(PAGE_SIZE)?;
         let va = KernelMap::va(MemLocation::System, page.addr);
-        vm.lock.write().fence_pages.push(page);
         let mode = if vm.flags().contains(VmFlags::LR_MODE) {
             QueueMode::LongRunning
         } else {
@@ -597,15 +596,20 @@ impl Device {
                 timeout: self.job_timeout,
             }
         };
-        Ok(self.sched.create_queue(QueueConfig {
+        let queue = self.sched.create_queue(QueueConfig {
             engine,
             ctx: vm.ctx(),
             fence_page: FencePage { va, pa: page.addr },
+            fence_region: Some(page),
             mode,
             vm: Some(vm.clone()),
             priority,
             owner,
-        })?)
+        });
+        if queue.is_err() {
+            let _ = self.core.dma.free(page);
+        }
+        Ok(queue?)
     }
 
     /// Creates an extra bind queue (in order within itself, independent of other queues).

@@ -112,7 +112,7 @@ fn bind(dev: &libgpu::Device, specs: &[Spec], drop_first_bo: bool) -> Bound {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48), ..ProptestConfig::default() })]
 
     #[test]
     fn the_view_round_trips_random_tables(

@@ -28,21 +28,40 @@ struct Server {
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
+fn socket_path() -> PathBuf {
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let path =
+        std::env::temp_dir().join(format!("gpu-scheme-test-{}-{n}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
 impl Server {
     fn start() -> Server {
         Self::start_ticking(Duration::from_millis(5))
     }
 
+    fn start_with(
+        configure: impl FnOnce(HostServer<FakeDriver>) -> HostServer<FakeDriver>,
+    ) -> Server {
+        Self::start_full(Duration::from_millis(5), configure)
+    }
+
     /// A server whose loop wakes on its own at most every `tick` (besides sockets, the wake
     /// source and deadlines).
     fn start_ticking(tick: Duration) -> Server {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("gpu-scheme-test-{}-{n}.sock", std::process::id()));
-        let _ = std::fs::remove_file(&path);
+        Self::start_full(tick, |s| s)
+    }
+
+    fn start_full(
+        tick: Duration,
+        configure: impl FnOnce(HostServer<FakeDriver>) -> HostServer<FakeDriver>,
+    ) -> Server {
+        let path = socket_path();
         let driver = FakeDriver::new();
-        let mut server = HostServer::bind(&path, GpuScheme::new(driver.clone(), Limits::default()))
+        let server = HostServer::bind(&path, GpuScheme::new(driver.clone(), Limits::default()))
             .expect("bind");
+        let mut server = configure(server);
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
@@ -402,4 +421,69 @@ fn syncobj_handles_push_readiness_events() {
         sh.fevent(EventFlags::EVENT_READ).unwrap(),
         EventFlags::EVENT_READ
     );
+}
+
+#[test]
+fn one_user_cannot_take_every_connection() {
+    let server = Server::start_with(|s| s.with_connection_limits(4, Duration::from_millis(100)));
+    let held: Vec<HostHandle> = (0..4).map(|_| server.connect()).collect();
+    for h in &held {
+        assert!(
+            h.open("card0").is_ok(),
+            "a connection within the limit is served"
+        );
+    }
+    // The fifth connection of the same user is accepted and closed at once.
+    let extra = server.connect();
+    assert!(extra.open("card0").is_err(), "beyond the per-user limit");
+    drop(held);
+    let again = (0..200)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(5));
+            let h = server.connect();
+            h.open("card0").ok().map(|_| h)
+        })
+        .expect("a connection is served again once the user closed its others");
+    drop(again);
+}
+
+#[test]
+fn running_out_of_descriptors_rests_the_listener_instead_of_spinning() {
+    if std::env::var_os("GPU_SCHEME_EMFILE_CHILD").is_none() {
+        // The descriptor limit is per process: the scenario runs in a child of its own.
+        let status = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "running_out_of_descriptors_rests_the_listener_instead_of_spinning",
+                "--nocapture",
+            ])
+            .env("GPU_SCHEME_EMFILE_CHILD", "1")
+            .status()
+            .unwrap();
+        assert!(status.success(), "child failed");
+        return;
+    }
+    let path = socket_path();
+    let mut server = HostServer::bind(&path, GpuScheme::new(FakeDriver::new(), Limits::default()))
+        .expect("bind")
+        .with_connection_limits(16, Duration::from_secs(30));
+    // Connections wait in the backlog; then no descriptor is left for `accept`.
+    let _pending: Vec<HostHandle> = (0..3)
+        .map(|_| HostHandle::connect(&path).expect("connect"))
+        .collect();
+    let open = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
+    let limit = rustix::process::Rlimit {
+        current: Some(open.saturating_sub(1)),
+        maximum: rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum,
+    };
+    rustix::process::setrlimit(rustix::process::Resource::Nofile, limit).unwrap();
+    for _ in 0..20 {
+        server.run_once(Duration::from_millis(1)).unwrap();
+    }
+    assert_eq!(
+        server.accept_failures(),
+        1,
+        "the listener is polled again only after the back-off"
+    );
+    let _ = std::fs::remove_file(&path);
 }

@@ -348,6 +348,15 @@ impl Rig {
     }
 }
 
+/// A property test's case count: `PROPTEST_CASES` when it is set (CI and long runs govern
+/// every property test through it, as they do those on proptest's default), else `default`.
+pub fn proptest_cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Command builders (encodings from [`crate::cmd`]).
 pub mod enc {
     use crate::cmd::{header, op, FLAG_64, SEM_FLAG_64};

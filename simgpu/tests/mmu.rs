@@ -29,7 +29,7 @@ fn mapping() -> impl Strategy<Value = (u64, u32, u64, bool, bool)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(ProptestConfig::with_cases(simgpu::testkit::proptest_cases(48)))]
     #[test]
     fn walker_matches_map_oracle(maps in prop::collection::vec(mapping(), 1..12), probes in prop::collection::vec((0u64..64, 0u64..(1 << 30)), 1..40)) {
         // Each mapping owns a distinct 1 GiB VA slot, so sizes never overlap.

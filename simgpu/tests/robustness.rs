@@ -36,7 +36,7 @@ fn command() -> impl Strategy<Value = Vec<u32>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(simgpu::testkit::proptest_cases(64)))]
     #[test]
     fn random_command_streams_never_panic(cmds in prop::collection::vec(command(), 1..40), recoverable: bool) {
         let mut rig = Rig::new(1 << 20);

@@ -19,7 +19,7 @@ use super::queue::{run_job, BindJob, BindQueue, BindQueueId};
 use crate::device::Core;
 use crate::exec::{publish_job_fence, JobVm, JobVmError};
 use crate::hw::pte::{CacheMode, LeafFlags, VA_BITS};
-use crate::hw::{DmaRegion, FaultMode, HwCtx};
+use crate::hw::{FaultMode, HwCtx};
 use crate::mem::bo::Bo;
 use crate::mem::manager::EvictReport;
 use crate::sync::{Exec, Fence, LockClass, OrderedMutex, OrderedRwLock, Resv, Usage};
@@ -48,8 +48,6 @@ pub struct VmState {
     pub bos: HashMap<BoId, Arc<Bo>>,
     /// Per mapping, the fence of the bind that carried a user fence (the EBUSY rule).
     pub ufences: HashMap<MappingId, Arc<Fence>>,
-    /// Fence pages of the VM's exec queues (mapped only in the global GTT).
-    pub(crate) fence_pages: Vec<DmaRegion>,
 }
 
 impl VmState {
@@ -157,7 +155,6 @@ impl Vm {
                     gpuvm: GpuVm::new(id, resv.id(), space),
                     bos: HashMap::new(),
                     ufences: HashMap::new(),
-                    fence_pages: Vec::new(),
                 },
             ),
             pt: OrderedMutex::new(LockClass::NotifierLock, pt),
@@ -456,10 +453,6 @@ impl Drop for Vm {
         }
         // No job of the VM is on a ring any more (exec queues hold the VM until then).
         self.core.release_ctx(self.ctx);
-        let st = self.lock.get_mut();
-        for page in st.fence_pages.drain(..) {
-            let _ = self.core.dma.free(page);
-        }
     }
 }
 

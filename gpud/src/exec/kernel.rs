@@ -30,6 +30,7 @@ impl KernelQueue {
             engine: Engine::Copy,
             ctx,
             fence_page,
+            fence_region: None,
             mode: QueueMode::Dma {
                 timeout: KERNEL_JOB_TIMEOUT,
             },

@@ -13,7 +13,7 @@ use super::job::Job;
 use super::ring::RingQueue;
 use super::scheduler::{Completion, Shared};
 use super::vm_hook::JobVm;
-use crate::hw::{Engine, HwCtx};
+use crate::hw::{DmaRegion, Engine, HwCtx};
 use crate::sync::{Exec, ExecFlags, Fence, FenceContext, FenceFault};
 use crate::types::{GpuVa, PhysAddr};
 use parking_lot::Mutex;
@@ -72,6 +72,10 @@ pub struct QueueConfig {
     pub ctx: HwCtx,
     /// Seqno slot, mapped in the global GTT (never in `ctx`).
     pub fence_page: FencePage,
+    /// The allocation behind `fence_page` when the queue owns it: the scheduler frees it
+    /// once the queue is gone and idle (nothing on a ring can write it any more). `None`:
+    /// the caller keeps the page.
+    pub fence_region: Option<DmaRegion>,
     /// dma-fence or LR.
     pub mode: QueueMode,
     /// The VM's revalidation step; `None` for driver-internal queues.
@@ -157,6 +161,7 @@ pub(crate) struct QueueState {
     /// Round-robin position while waiting for a hardware queue (lower goes first).
     pub ticket: Option<u64>,
     pub fence_page: FencePage,
+    pub fence_region: Option<DmaRegion>,
     pub fence_ctx: FenceContext,
     pub next_seqno: u64,
     pub pending: VecDeque<PendingJob>,
@@ -187,6 +192,7 @@ impl QueueState {
             run: Run::Unloaded,
             ticket: None,
             fence_page: cfg.fence_page,
+            fence_region: cfg.fence_region,
             fence_ctx: FenceContext::alloc(),
             next_seqno: 1,
             pending: VecDeque::new(),

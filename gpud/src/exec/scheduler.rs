@@ -22,7 +22,7 @@ use super::ring::ExecHw;
 use super::slots::{self, Slots};
 use super::vm_hook::JobVm;
 use crate::hw::clock::WAIT_SLICE;
-use crate::hw::{Engine, HwError, IrqCauses};
+use crate::hw::{DmaMemory, Engine, HwError, IrqCauses};
 use crate::sync::{Fence, FenceFault, FenceStatus, WaitQueue};
 use parking_lot::{Mutex, MutexGuard};
 use std::collections::BTreeMap;
@@ -432,7 +432,7 @@ impl Shared {
                 slots::drop_ring(&mut st, id);
             }
             // Nothing queued either: the queue (and its hold on the VM) goes now.
-            reap_closed(&mut st);
+            reap_closed(&mut st, &*self.hw.dma);
             std::mem::take(&mut st.graveyard)
         };
         drop(dead);
@@ -460,7 +460,7 @@ impl Shared {
                 self.kills.fetch_add(1, Ordering::Relaxed);
                 slots::request_preempt(self, q, PreemptWhy::Kill, now);
             }
-            reap_closed(&mut st);
+            reap_closed(&mut st, &*self.hw.dma);
             std::mem::take(&mut st.graveyard)
         };
         complete_all(done);
@@ -493,7 +493,7 @@ impl Shared {
                 q.restart_job_clock(now);
             }
         }
-        reap_closed(st);
+        reap_closed(st, &*self.hw.dma);
     }
 
     /// Writes every queue's ready jobs to its ring, in order, until one is not ready or the
@@ -551,7 +551,7 @@ impl Shared {
         self.push_ready(st, now, done);
         // Recovery may have emptied a closed queue (its hung job banned): it goes now, not at
         // some later retirement (the scheduler may sleep until woken).
-        reap_closed(st);
+        reap_closed(st, &*self.hw.dma);
         let slice = self.schedule(st, now, done);
         [
             recovery::next_check(st, now),
@@ -590,8 +590,9 @@ impl Shared {
     }
 }
 
-/// Drops queues whose handle is gone and whose in-flight jobs finished.
-fn reap_closed(st: &mut State) {
+/// Drops queues whose handle is gone and whose in-flight jobs finished, freeing the fence
+/// pages they own: their rings are destroyed and empty, so nothing can write them.
+fn reap_closed(st: &mut State, dma: &dyn DmaMemory) {
     let idle: Vec<QueueId> = st
         .queues
         .iter()
@@ -607,6 +608,9 @@ fn reap_closed(st: &mut State) {
         // The queue is idle (or stopped, if killed); its ring and hardware queue go.
         slots::drop_ring(st, id);
         if let Some(mut q) = st.queues.remove(&id) {
+            if let Some(page) = q.fence_region.take() {
+                let _ = dma.free(page);
+            }
             st.graveyard.extend(q.keepalive.take());
         }
     }

@@ -78,7 +78,7 @@ fn check_evictions(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(ProptestConfig::with_cases(simgpu::testkit::proptest_cases(24)))]
 
     #[test]
     fn eviction_follows_lru_and_preserves_every_bo(acts in prop::collection::vec(act(), 1..40)) {

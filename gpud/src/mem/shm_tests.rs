@@ -230,7 +230,7 @@ fn page_of(seed: u8) -> Vec<u8> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(ProptestConfig::with_cases(simgpu::testkit::proptest_cases(48)))]
 
     /// Every byte read through the window equals its owner's bytes (a live object's, or the
     /// pool's), and every fd ever handed out reads exactly its object's bytes, also after the

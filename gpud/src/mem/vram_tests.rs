@@ -185,7 +185,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(200))]
+    #![proptest_config(ProptestConfig::with_cases(simgpu::testkit::proptest_cases(200)))]
 
     /// Random alloc/free sequences against an oracle set of allocated pages: no overlap, sizes
     /// and alignment as requested, accounting exact, and full coalescing at the end.

@@ -25,6 +25,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 
+/// The socket file's default permissions: owner and group may connect (connecting needs
+/// write permission), the way DRM render nodes are opened by a `render` group; give the
+/// socket that group with `--socket-group`.
+pub const DEFAULT_SOCKET_MODE: u32 = 0o660;
+
 /// How often the serve loop looks at its stop flag when idle.
 const TICK: Duration = Duration::from_millis(20);
 
@@ -72,7 +77,8 @@ pub struct HostConfig {
     pub device: DeviceConfig,
     /// Per-client limits of the scheme.
     pub limits: Limits,
-    /// Permissions given to the socket file once bound (`None`: the umask's).
+    /// Permissions given to the socket file once bound (`None`: the umask's). Default
+    /// [`DEFAULT_SOCKET_MODE`].
     pub socket_mode: Option<u32>,
     /// Group given to the socket file once bound (`None`: the daemon's).
     pub socket_group: Option<u32>,
@@ -85,7 +91,7 @@ impl HostConfig {
             socket: socket.unwrap_or_else(gpu_scheme::host::default_socket_path),
             device: DeviceConfig::default(),
             limits: Limits::default(),
-            socket_mode: None,
+            socket_mode: Some(DEFAULT_SOCKET_MODE),
             socket_group: None,
         }
     }

@@ -173,7 +173,7 @@ fn tree_dump(vm: &GpuVm) -> Vec<(u64, u64, Option<u64>, u64, u64)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig::with_cases(simgpu::testkit::proptest_cases(256)))]
 
     #[test]
     fn random_sequences_match_the_page_oracle(ops in proptest::collection::vec(op(), 1..40)) {

@@ -13,11 +13,12 @@ use std::collections::BTreeMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redox_scheme::scheme::{SchemeResponse, SchemeState, SchemeSync};
 use redox_scheme::OpenResult;
 use rustix::event::{EventfdFlags, PollFd, PollFlags};
+use rustix::io::Errno;
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketFlags, SocketType};
 use syscall::error::{EINVAL, EIO, EWOULDBLOCK};
 use syscall::flag::{EventFlags, MapFlags, MunmapFlags};
@@ -32,6 +33,14 @@ use crate::GpuScheme;
 /// Connections served at once; further ones are accepted and closed at once, so a flood of
 /// connections cannot exhaust the daemon's fds (each client is also limited by the scheme).
 pub const MAX_CONNECTIONS: usize = 4096;
+/// Connections (root connections and derived handles) one user, by peer uid, may hold at
+/// once by default: a quarter of [`MAX_CONNECTIONS`], so one user's flood leaves the rest
+/// to others. Further connections of that user are accepted and closed at once.
+pub const MAX_CONNECTIONS_PER_UID: usize = MAX_CONNECTIONS / 4;
+/// How long the listener is left alone after `accept` found no descriptor (EMFILE, ENFILE,
+/// ENOBUFS, ENOMEM): the pending connection keeps the listener readable, so polling it
+/// again at once would spin.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// One connection = one scheme handle.
 struct Conn {
@@ -67,6 +76,12 @@ pub struct HostServer<D: HostMemory> {
     next_conn: u64,
     parked: Vec<Parked>,
     buf: Vec<u8>,
+    max_per_uid: usize,
+    accept_backoff: Duration,
+    /// The listener is not polled before this instant (after running out of descriptors).
+    accept_paused_until: Option<Instant>,
+    /// `accept` calls that failed for lack of descriptors or memory.
+    accept_failures: u64,
     /// The wake source: an eventfd the driver's fence callbacks write (through the scheme's
     /// wake hook) when a parked request may be answerable.
     wake: Arc<OwnedFd>,
@@ -106,9 +121,27 @@ impl<D: HostMemory> HostServer<D> {
             next_conn: 1,
             parked: Vec::new(),
             buf: vec![0u8; REQUEST_SIZE + MAX_FRAME_PAYLOAD],
+            max_per_uid: MAX_CONNECTIONS_PER_UID,
+            accept_backoff: ACCEPT_BACKOFF,
+            accept_paused_until: None,
+            accept_failures: 0,
             wake,
             wakeups: 0,
         })
+    }
+
+    /// Sets the connections one user may hold (default [`MAX_CONNECTIONS_PER_UID`]) and the
+    /// pause after `accept` ran out of descriptors (default [`ACCEPT_BACKOFF`]).
+    pub fn with_connection_limits(mut self, per_uid: usize, accept_backoff: Duration) -> Self {
+        self.max_per_uid = per_uid;
+        self.accept_backoff = accept_backoff;
+        self
+    }
+
+    /// How many `accept` calls failed for lack of descriptors or memory (each one pauses the
+    /// listener for the back-off).
+    pub fn accept_failures(&self) -> u64 {
+        self.accept_failures
     }
 
     /// The scheme (for inspection).
@@ -149,6 +182,13 @@ impl<D: HostMemory> HostServer<D> {
             }
             _ => timeout,
         };
+        // After running out of descriptors the listener rests for the back-off, never spins.
+        let now = Instant::now();
+        self.accept_paused_until = self.accept_paused_until.filter(|&t| t > now);
+        let (timeout, listen) = match self.accept_paused_until {
+            Some(t) => (timeout.min(t - now), PollFlags::empty()),
+            None => (timeout, PollFlags::IN),
+        };
         let ts = rustix::event::Timespec {
             tv_sec: timeout.as_secs() as i64,
             tv_nsec: timeout.subsec_nanos() as i64,
@@ -156,7 +196,7 @@ impl<D: HostMemory> HostServer<D> {
         let ids: Vec<u64> = self.conns.keys().copied().collect();
         let (listener_ready, woken, ready) = {
             let mut fds = vec![
-                PollFd::new(&self.listener, PollFlags::IN),
+                PollFd::new(&self.listener, listen),
                 PollFd::new(&*self.wake, PollFlags::IN),
             ];
             // A connection with a parked request is not read again until it is answered: replies
@@ -224,7 +264,16 @@ impl<D: HostMemory> HostServer<D> {
     }
 
     fn accept(&mut self) {
-        while let Ok(fd) = rustix::net::accept_with(&self.listener, SocketFlags::CLOEXEC) {
+        loop {
+            let fd = match rustix::net::accept_with(&self.listener, SocketFlags::CLOEXEC) {
+                Ok(fd) => fd,
+                Err(Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM) => {
+                    self.accept_failures += 1;
+                    self.accept_paused_until = Some(Instant::now() + self.accept_backoff);
+                    return;
+                }
+                Err(_) => return,
+            };
             if self.conns.len() >= MAX_CONNECTIONS {
                 drop(fd);
                 continue;
@@ -240,6 +289,15 @@ impl<D: HostMemory> HostServer<D> {
                     uid: c.uid.as_raw(),
                 },
             );
+            let held = self
+                .conns
+                .values()
+                .filter(|c| c.peer.uid == peer.uid)
+                .count();
+            if held >= self.max_per_uid {
+                drop(fd);
+                continue;
+            }
             let id = self.add_conn(fd, self.root, peer);
             if let Some(c) = self.conns.get_mut(&id) {
                 c.is_root = true;

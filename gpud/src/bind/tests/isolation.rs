@@ -6,7 +6,7 @@ use super::rig::*;
 use crate::bind::{BindOp, VmFlags, KERNEL_VA_BASE};
 use crate::exec::Job;
 use crate::hw::cmd::{CommandStream, SemOp, Width};
-use crate::hw::MemLocation;
+use crate::hw::{Engine, MemLocation};
 use crate::mem::copy::KernelMap;
 use crate::types::{GpuVa, PhysAddr};
 
@@ -96,5 +96,18 @@ fn a_batch_cannot_forge_its_own_or_another_queues_completion() {
             .read_u64(v.q.fence_page().unwrap().pa)
             .unwrap();
         assert_eq!(seen, 1, "victim {i}'s fence page holds its own seqno");
+    }
+}
+
+#[test]
+fn exec_queue_churn_leaves_no_memory_behind() {
+    let r = rig();
+    let vm = r.dev.vm_create(VmFlags::empty()).unwrap();
+    let base = r.stats();
+    for i in 0..64 {
+        let q = r.dev.exec_queue_create(&vm, Engine::Copy).unwrap();
+        wait(&q.submit(Job::sync_only()).unwrap()).unwrap();
+        drop(q);
+        assert_eq!(r.stats(), base, "after {} create/destroy cycles", i + 1);
     }
 }

@@ -57,7 +57,7 @@ fn call() -> impl Strategy<Value = (Vec<Op>, Option<(usize, u32)>)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: simgpu::testkit::proptest_cases(12), ..ProptestConfig::default() })]
 
     #[test]
     fn binds_match_page_oracle(calls in prop::collection::vec(call(), 1..14)) {

@@ -145,6 +145,7 @@ impl Rig {
             engine,
             ctx: Self::ctx(i),
             fence_page: FencePage { va, pa: page },
+            fence_region: None,
             mode,
             vm: None,
             priority: Priority::Normal,

@@ -120,7 +120,7 @@ fn run_case(queues: usize, specs: &[JobSpec], gate_fails: [bool; GATES]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: simgpu::testkit::proptest_cases(24), ..ProptestConfig::default() })]
 
     #[test]
     fn scheduler_matches_the_dependency_oracle((queues, specs, gate_fails) in scenario()) {

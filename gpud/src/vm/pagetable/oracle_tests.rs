@@ -205,7 +205,7 @@ fn run_case(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(32))]
+    #![proptest_config(ProptestConfig::with_cases(simgpu::testkit::proptest_cases(32)))]
 
     /// 8 MiB window, 64 KiB units: 4K, 64K and 2M entries, every page checked.
     #[test]
