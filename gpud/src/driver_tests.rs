@@ -527,7 +527,9 @@ fn client_stats_carry_drm_fdinfo_keys_of_that_client_only() {
 fn a_clients_running_job_shows_in_its_engine_busy_time() {
     let d = driver();
     let vm = d.vm_create(C, VmCreateFlags::empty()).expect("vm");
-    let q = d.queue_create(C, &vm, EngineClass::Copy, QueuePriority::Normal).expect("queue");
+    let q = d
+        .queue_create(C, &vm, EngineClass::Copy, QueuePriority::Normal)
+        .expect("queue");
     let DriverQueue::Exec { queue, .. } = &q else {
         panic!("an exec queue");
     };
