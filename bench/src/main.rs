@@ -6,6 +6,8 @@
 #![forbid(unsafe_code)]
 
 mod bind;
+#[cfg(target_os = "linux")]
+mod contend;
 mod exec;
 mod gpuvm;
 mod libgpu;

@@ -9,6 +9,8 @@
 //! The pair runs on a VM that has not run a job yet, whose unmaps need no TLB invalidation
 //! (docs/bind.md). `bind_map_unmap_rtt_used_vm_us` and `overhead_ratio_used_vm` are the same
 //! pair on a VM that ran a job: each unmap then waits for the device's invalidation.
+//!
+//! The same daemon then serves the several-client keys of `contend.rs`.
 
 use crate::report::{median_ns, Report};
 use gpud::platform::host::{HostConfig, HostDaemon};
@@ -42,6 +44,7 @@ pub fn end_to_end(r: &mut Report) {
     if let Ok(dev) = Device::open_at(&path) {
         measure(&dev, r);
     }
+    crate::contend::measure(&path, r);
     stop.store(true, Ordering::Release);
     let _ = thread.join();
 }

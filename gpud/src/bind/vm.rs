@@ -16,7 +16,7 @@ use super::claims::TableClaims;
 use super::error::BindError;
 use super::mapped::MappedRanges;
 use super::op::VmFlags;
-use super::queue::{run_job, BindJob, BindQueue, BindQueueId};
+use super::queue::{run_job, BindJob, BindQueue, BindQueueId, WeakBindQueue};
 use crate::device::Core;
 use crate::exec::{publish_job_fence, JobVm, JobVmError};
 use crate::hw::pte::{CacheMode, LeafFlags, VA_BITS};
@@ -98,8 +98,9 @@ pub struct Vm {
     /// The tree's length as the last bind or teardown left it: read without `vm.lock`, which
     /// a worker may hold across revalidation copies (stats and limits must not wait for it).
     pub(crate) mapping_count: std::sync::atomic::AtomicU64,
-    /// Extra bind queues (destroy waits for them).
-    pub(crate) queues: Mutex<Vec<BindQueue>>,
+    /// Extra bind queues (destroy cancels and waits for their jobs). Weak: a queue the
+    /// client destroyed goes once its last job ran.
+    pub(crate) queues: Mutex<Vec<WeakBindQueue>>,
     pub(crate) default_queue: BindQueue,
     /// Pending bind jobs' claims on table pages (the cross-queue ordering rule).
     pub(crate) claims: Mutex<TableClaims>,
@@ -145,9 +146,7 @@ impl Vm {
         // translations (to memory since freed and reused), so start from an empty one.
         let inv = core.mmu.invalidate(ctx, None)?;
         core.mmu.wait_invalidation(inv, CTX_FLUSH_LIMIT)?;
-        let default_queue = BindQueue::new().map_err(|_| BindError::Timeout {
-            what: "bind queue thread creation",
-        })?;
+        let default_queue = BindQueue::new();
         Ok(Arc::new(Self {
             id,
             flags,
@@ -236,13 +235,31 @@ impl Vm {
     /// [`Vm::release_tree`] once they signalled.
     pub fn close(&self) -> Vec<Arc<Fence>> {
         self.closed.store(true, Ordering::Release);
-        let mut queues = self.queues.lock().clone();
-        queues.push(self.default_queue.clone());
-        queues
+        self.live_queues()
             .iter()
+            .inspect(|q| q.kick())
             .filter_map(BindQueue::last_fence)
             .filter(|f| !f.is_signalled())
             .collect()
+    }
+
+    /// The default queue and the extra ones still alive.
+    fn live_queues(&self) -> Vec<BindQueue> {
+        let mut queues: Vec<BindQueue> = self
+            .queues
+            .lock()
+            .iter()
+            .filter_map(WeakBindQueue::upgrade)
+            .collect();
+        queues.push(self.default_queue.clone());
+        queues
+    }
+
+    /// Registers an extra bind queue (forgetting the ones that are gone).
+    pub(crate) fn add_queue(&self, queue: &BindQueue) {
+        let mut queues = self.queues.lock();
+        queues.retain(|q| q.upgrade().is_some());
+        queues.push(queue.downgrade());
     }
 
     /// The second half of [`Vm::destroy`]: empties the tree and drops the VM's hold on its
@@ -451,8 +468,10 @@ impl Drop for Vm {
         // No exec queue is left (they hold the VM), and bind jobs hold no reference: cancel
         // the queued ones and wait for them before the tables go.
         self.closed.store(true, Ordering::Release);
-        let mut queues = self.queues.get_mut().clone();
-        queues.push(self.default_queue.clone());
+        let queues = self.live_queues();
+        for q in &queues {
+            q.kick();
+        }
         for f in queues.iter().filter_map(BindQueue::last_fence) {
             let _ = f.wait(Some(super::queue::BIND_WAIT_LIMIT));
         }
