@@ -98,6 +98,8 @@ pub struct Vm {
     /// The tree's length as the last bind or teardown left it: read without `vm.lock`, which
     /// a worker may hold across revalidation copies (stats and limits must not wait for it).
     pub(crate) mapping_count: std::sync::atomic::AtomicU64,
+    /// Page faults the device reported for this VM (per-client stats).
+    pub(crate) faults: std::sync::atomic::AtomicU64,
     /// Extra bind queues (destroy cancels and waits for their jobs). Weak: a queue the
     /// client destroyed goes once its last job ran.
     pub(crate) queues: Mutex<Vec<WeakBindQueue>>,
@@ -169,6 +171,7 @@ impl Vm {
             closed: Arc::new(AtomicBool::new(false)),
             ctx_used: Arc::new(AtomicBool::new(false)),
             mapping_count: std::sync::atomic::AtomicU64::new(0),
+            faults: std::sync::atomic::AtomicU64::new(0),
             queues: Mutex::new(Vec::new()),
             default_queue,
             claims: Mutex::new(TableClaims::default()),
