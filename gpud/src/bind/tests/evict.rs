@@ -175,3 +175,90 @@ fn an_allocation_does_not_wait_for_a_busy_bo() {
     assert_eq!(x.location(), Some(MemLocation::System));
     assert_eq!(read(&x, 0), 5);
 }
+
+/// The 8 MiB case from the hostile-client runs: VRAM holds a busy BO (least recently used, a
+/// job still on it) and an idle one. An 8 MiB VRAM-only allocation must evict the idle one.
+/// The old eviction took the LRU BO whatever its state, handed its job's fence to the copy
+/// and waited 30 s on the calling thread, then failed the allocation with a copy error
+/// (ENOMEM on the wire) although evicting the idle BO would have made room at once.
+#[test]
+fn an_8mib_vram_allocation_evicts_the_idle_bo_behind_a_busy_one() {
+    let r = rig();
+    let t = r.vm(VmFlags::empty());
+    let sem = r.sys_bo(K4);
+    let busy = r
+        .dev
+        .bo_create(8 * MIB, Placement::Migratable, None)
+        .unwrap();
+    let idle = r
+        .dev
+        .bo_create(8 * MIB, Placement::Migratable, None)
+        .unwrap();
+    write(&idle, 0, 77);
+    t.bind(&[
+        BindOp::map(&sem, 0, SEM, K4),
+        BindOp::map(&busy, 0, VA, 8 * MIB),
+    ])
+    .unwrap();
+    let mut cmds = CommandStream::new();
+    cmds.semaphore_wait(GpuVa(SEM), SemOp::Gte, 1, Width::U64)
+        .store_qword(GpuVa(VA), 5);
+    let job = t.q.submit(Job::commands(cmds.dwords().to_vec())).unwrap();
+    let started = Instant::now();
+    let y = r.dev.bo_create(8 * MIB, Placement::Vram, None);
+    let took = started.elapsed();
+    assert!(y.is_ok(), "{:?} after {took:?}", y.err());
+    assert_eq!(idle.location(), Some(MemLocation::System));
+    assert_eq!(read(&idle, 0), 77);
+    assert_eq!(busy.location(), Some(MemLocation::Vram));
+    write(&sem, 0, 1);
+    wait(&job).unwrap();
+    assert_eq!(read(&busy, 0), 5);
+}
+
+/// Validation frees the system copy of a BO it moves back to VRAM: another VM whose entries
+/// point at that copy (it bound the BO while it was in system memory) is zapped first. Its job,
+/// still running on the BO, faults; simgpu sees no access to the freed system pages.
+#[test]
+fn validation_zaps_other_vms_before_freeing_the_system_copy() {
+    let r = rig();
+    let gpu = r.dev.gpu().unwrap().clone();
+    gpu.track_freed_pages(true, &[crate::device::KERNEL_CTX.0]);
+    // VRAM full of a BO that never moves: the migratable BO is created in system memory.
+    let filler = r.dev.bo_create(16 * MIB, Placement::Vram, None).unwrap();
+    let x = r
+        .dev
+        .bo_create(8 * MIB, Placement::Migratable, None)
+        .unwrap();
+    assert_eq!(x.location(), Some(MemLocation::System));
+    let t = r.vm(VmFlags::empty());
+    let sem = r.sys_bo(K4);
+    t.bind(&[BindOp::map(&sem, 0, SEM, K4)]).unwrap();
+    let mut cmds = CommandStream::new();
+    for i in 1..=STEPS {
+        cmds.semaphore_wait(GpuVa(SEM), SemOp::Gte, i, Width::U64)
+            .store_qword(GpuVa(VA + 8 * i), i);
+    }
+    let job = t.q.submit(Job::commands(cmds.dwords().to_vec())).unwrap();
+    t.bind(&[BindOp::map(&x, 0, VA, 8 * MIB)]).unwrap();
+    write(&sem, 0, 1);
+    until("the job's first step", || read(&x, 8) == 1);
+    // Room in VRAM again; another VM's validation moves the BO back under its reservation.
+    drop(filler);
+    let mut exec = crate::sync::Exec::new(crate::sync::ExecFlags::empty());
+    exec.run(|e| e.lock_obj(x.reservation())).unwrap();
+    let mut report = crate::mem::manager::EvictReport::default();
+    let moved = t.vm.core.mm.validate(&x, None, &mut report).unwrap();
+    drop(exec);
+    assert!(moved);
+    assert_eq!(x.location(), Some(MemLocation::Vram));
+    write(&sem, 0, STEPS);
+    let outcome = wait(&job);
+    let (seen, violations) = gpu.freed_page_violations();
+    assert_eq!(
+        violations, 0,
+        "GPU accesses to the freed system copy: {seen:?}"
+    );
+    assert!(outcome.is_err(), "the job's next step faults");
+    assert_eq!((read(&x, 8), read(&x, 16)), (1, 0));
+}
