@@ -32,7 +32,6 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Size of the VA space (`hw::pte::VA_BITS`).
 pub const VA_SPACE: u64 = 1 << VA_BITS;
@@ -94,6 +93,9 @@ pub struct Vm {
     /// The tree's length as the last bind or teardown left it: read without `vm.lock`, which
     /// a worker may hold across revalidation copies (stats and limits must not wait for it).
     pub(crate) mapping_count: std::sync::atomic::AtomicU64,
+    /// Signals once the context's TLB was emptied after creation (see [`flush_context`]):
+    /// every exec job of the VM depends on it.
+    pub(crate) ctx_flushed: Arc<Fence>,
     /// Extra bind queues (destroy waits for them).
     pub(crate) queues: Mutex<Vec<BindQueue>>,
     pub(crate) default_queue: BindQueue,
@@ -111,11 +113,43 @@ impl std::fmt::Debug for Vm {
     }
 }
 
-/// How long VM creation waits for the full TLB invalidation of its context.
-const CTX_FLUSH_LIMIT: Duration = Duration::from_secs(5);
+/// Empties the TLB of a new VM's context without waiting: the context may have served a
+/// destroyed VM, so its TLB can still hold that VM's translations (to memory since freed and
+/// reused). The invalidation is the first job of the VM's default bind queue, which waits for
+/// it on the queue's thread (VM_CREATE never waits for the device); the returned fence
+/// signals when it is done, and no exec job of the VM reaches a ring before that
+/// (`lock_and_validate` makes it a dependency). Bind jobs do not need it: they write tables
+/// in memory, and nothing is cached for the context until a job runs. If the invalidation
+/// fails the job bans the VM, as any failed bind job does.
+fn flush_context(
+    core: &Arc<Core>,
+    ctx: HwCtx,
+    queue: &BindQueue,
+    banned: &Arc<AtomicBool>,
+    closed: &Arc<AtomicBool>,
+) -> Arc<Fence> {
+    let (fence, _) = queue.next_fence();
+    queue.push(BindJob {
+        deps: Vec::new(),
+        writes: Vec::new(),
+        mem: core.pt_mem.clone(),
+        invalidate: Some((GpuVa(0), VA_SPACE)),
+        mmu: core.mmu.clone(),
+        ctx,
+        // Always invalidate: this job is what makes "unused means nothing cached" true.
+        ctx_used: Arc::new(AtomicBool::new(true)),
+        user_fence: None,
+        fence: fence.clone(),
+        banned: banned.clone(),
+        cancel: closed.clone(),
+        copy: None,
+    });
+    fence
+}
 
 impl Vm {
-    /// Creates the VM's tables and binds its context (with an empty TLB).
+    /// Creates the VM's tables and binds its context; its TLB is emptied asynchronously
+    /// ([`flush_context`]).
     pub(crate) fn new(
         core: Arc<Core>,
         id: VmId,
@@ -137,13 +171,14 @@ impl Vm {
             FaultMode::Fatal
         };
         core.mmu.bind_context(ctx, pt.root(), mode)?;
-        // The context may have served a destroyed VM: its TLB can still hold that VM's
-        // translations (to memory since freed and reused), so start from an empty one.
-        let inv = core.mmu.invalidate(ctx, None)?;
-        core.mmu.wait_invalidation(inv, CTX_FLUSH_LIMIT)?;
         let default_queue = BindQueue::new().map_err(|_| BindError::Timeout {
             what: "bind queue thread creation",
         })?;
+        let (banned, closed) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let ctx_flushed = flush_context(&core, ctx, &default_queue, &banned, &closed);
         Ok(Arc::new(Self {
             id,
             flags,
@@ -161,9 +196,10 @@ impl Vm {
             resv,
             lists: Mutex::new(VmBoLists::new(id)),
             foreign_evictions: Mutex::new(Vec::new()),
-            banned: Arc::new(AtomicBool::new(false)),
-            closed: Arc::new(AtomicBool::new(false)),
+            banned,
+            closed,
             ctx_used: Arc::new(AtomicBool::new(false)),
+            ctx_flushed,
             mapping_count: std::sync::atomic::AtomicU64::new(0),
             queues: Mutex::new(Vec::new()),
             default_queue,
@@ -497,7 +533,11 @@ impl JobVm for Vm {
             ext.iter().try_for_each(|r| e.prepare_obj(r, 1))
         })?;
         self.validate_evicted(&mut st)?;
-        Ok(self.resv.fences(Usage::Kernel))
+        let mut deps = self.resv.fences(Usage::Kernel);
+        if !self.ctx_flushed.is_signalled() {
+            deps.push(self.ctx_flushed.clone());
+        }
+        Ok(deps)
     }
 
     fn publish(&self, exec: &Exec, fence: &Arc<Fence>) -> Result<(), JobVmError> {
