@@ -154,6 +154,9 @@ pub struct Settings {
     /// Device handles one process may hold at once (default 64).
     #[arg(long, value_name = "N", help_heading = "Per-client limits")]
     pub limit_devices_per_process: Option<u64>,
+    /// Per-client limit: timeline points its syncobjs keep alive (default 65536).
+    #[arg(long, value_name = "N", help_heading = "Per-client limits")]
+    pub limit_timeline_points: Option<u64>,
     /// Log filter when neither --log-level nor RUST_LOG is given (settings file only).
     #[arg(skip)]
     pub log_level: Option<String>,
@@ -192,6 +195,7 @@ impl Settings {
                 &self.limit_devices_per_process,
                 &file.limit_devices_per_process,
             ),
+            limit_timeline_points: pick(&self.limit_timeline_points, &file.limit_timeline_points),
             log_level: pick(&self.log_level, &file.log_level),
         }
     }
@@ -210,6 +214,7 @@ impl Settings {
             devices_per_process: self
                 .limit_devices_per_process
                 .unwrap_or(base.devices_per_process),
+            timeline_points: self.limit_timeline_points.unwrap_or(base.timeline_points),
         }
     }
 

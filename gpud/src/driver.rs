@@ -805,6 +805,10 @@ impl GpuDriver for Driver {
         Ok(())
     }
 
+    fn syncobj_points(&self, s: &Arc<Syncobj>, exact: bool) -> u64 {
+        s.timeline_points(exact) as u64
+    }
+
     fn syncobj_query(&self, s: &Arc<Syncobj>) -> u64 {
         if s.last_submitted_point() == 0 {
             u64::from(s.is_signalled())

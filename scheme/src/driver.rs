@@ -305,6 +305,11 @@ pub trait GpuDriver {
     fn syncobj_state(&self, s: &Self::Syncobj, point: u64) -> PointState;
     /// Signal a point (0: replace the binary fence with a signalled one).
     fn syncobj_signal(&self, s: &Self::Syncobj, point: u64) -> Result<(), DriverError>;
+    /// Timeline points `s` keeps alive, charged to the clients holding it. `exact`: recount
+    /// (may walk the timeline, collecting signalled points); otherwise a cheap upper bound.
+    fn syncobj_points(&self, _s: &Self::Syncobj, _exact: bool) -> u64 {
+        0
+    }
     /// Last signalled timeline point (binary: 1 if signalled, else 0).
     fn syncobj_query(&self, s: &Self::Syncobj) -> u64;
     /// Move the fence at `src` to `dst`.

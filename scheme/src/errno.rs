@@ -30,6 +30,8 @@ pub enum Limit {
     Handles,
     /// Device handles of one process.
     Devices,
+    /// Timeline points the client's syncobjs keep alive.
+    TimelinePoints,
 }
 
 /// Every error the gpu scheme returns.
@@ -161,7 +163,9 @@ fn driver_errno(e: &DriverError) -> i32 {
 fn limit_errno(limit: Limit) -> i32 {
     match limit {
         // Memory over the client's share is overcommit, as UAPI.md's ENOSPC.
-        Limit::VramBytes | Limit::SystemBytes | Limit::GpuMappings => ENOSPC,
+        Limit::VramBytes | Limit::SystemBytes | Limit::GpuMappings | Limit::TimelinePoints => {
+            ENOSPC
+        }
         Limit::Mappings => ENOMEM,
         // Back-pressure: the client waits for earlier work and retries. Not EWOULDBLOCK, which
         // the event loop would park silently.

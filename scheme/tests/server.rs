@@ -464,6 +464,7 @@ fn limits_give_clean_errors() {
         handles: 2,
         gpu_mappings: 2,
         devices_per_process: 2,
+        timeline_points: 1 << 16,
     };
     let mut h = Harness::with_limits(limits);
     let dev = h.open();

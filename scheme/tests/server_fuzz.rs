@@ -427,7 +427,7 @@ proptest! {
 
     #[test]
     fn random_requests_keep_the_server_sound(actions in prop::collection::vec(action(), 1..60)) {
-        let limits = Limits { objects: 12, vram_bytes: 0x8000, system_bytes: 0x8000, mappings: 3, handles: 4, in_flight: 3, gpu_mappings: 6, devices_per_process: 3 };
+        let limits = Limits { objects: 12, vram_bytes: 0x8000, system_bytes: 0x8000, mappings: 3, handles: 4, in_flight: 3, gpu_mappings: 6, devices_per_process: 3, timeline_points: 1 << 16 };
         let mut w = World { h: Harness::with_limits(limits), devices: vec![], derived: vec![], oracle: BTreeMap::new() };
         w.devices.push(w.h.open());
         w.devices.push(w.h.open());

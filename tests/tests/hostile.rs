@@ -61,3 +61,67 @@ fn a_forged_completion_never_leaks_another_clients_memory() {
         "the batch ran on past its forged completion"
     );
 }
+
+/// SYNCOBJ_SIGNAL of timeline points used to grow the daemon without bound (2 M points added
+/// 843 MB). Points that signalled cost nothing once a later one exists; points held behind an
+/// unsignalled one are charged to the client, which gets ENOSPC past its limit and can go on
+/// once the gate signals. Another client is not affected.
+#[test]
+fn timeline_points_are_charged_and_bounded() {
+    const LIMIT: u64 = 256;
+    let daemon = Daemon::start_with(|cfg| cfg.limits.timeline_points = LIMIT);
+    let dev = daemon.device();
+    let s = Syncobj::create(&dev, false).expect("syncobj");
+    // Signalled points: far more than the limit, all collected.
+    for point in 1..=4 * LIMIT {
+        s.signal_point(point)
+            .expect("a signalled point costs nothing");
+    }
+    // A pending point (transferred from an unsignalled syncobj's binary fence) holds every
+    // later point linked.
+    let gate = Syncobj::create(&dev, false).expect("gate");
+    let vm = Vm::create(&dev, VmCreateFlags::empty()).expect("vm");
+    let queue = ExecQueue::create(&vm, EngineClass::Copy).expect("queue");
+    let (batch, flag) = (sys_bo(&dev, 0x1000), sys_bo(&dev, 0x1000));
+    vm.bind()
+        .map(&batch, 0, BATCH_VA, 0x1000)
+        .map(&flag, 0, OUT_VA, 0x1000)
+        .submit()
+        .expect("bind");
+    let mut b = Batch::new();
+    b.semaphore_wait(OUT_VA, SemOp::Eq, 1, true).batch_end();
+    batch.mmap().unwrap().write_dwords(0, b.dwords()).unwrap();
+    queue
+        .exec(BATCH_VA)
+        .signal(&gate)
+        .submit()
+        .expect("spinner");
+    let mut next = 4 * LIMIT + 1;
+    gate.transfer(0, &s, next, false).expect("pending point");
+    let mut refused = None;
+    for _ in 0..2 * LIMIT {
+        next += 1;
+        if let Err(e) = s.signal_point(next) {
+            refused = Some(e.errno());
+            break;
+        }
+    }
+    assert_eq!(
+        refused,
+        Some(libgpu::errno::ENOSPC),
+        "points behind a pending one must be charged"
+    );
+    assert!(
+        next - 4 * LIMIT <= LIMIT + 1,
+        "refused only after {next} points"
+    );
+    // Another client is not charged for them.
+    let other = daemon.device();
+    let t = Syncobj::create(&other, false).expect("other syncobj");
+    t.signal_point(1).expect("another client's point");
+    // The gate signals: the points are collected and the client may go on.
+    flag.mmap().unwrap().write_dwords(0, &[1]).unwrap();
+    assert!(gate.wait(Timeout::Relative(5_000_000_000)).expect("wait"));
+    s.signal_point(next)
+        .expect("room again once the points signalled");
+}

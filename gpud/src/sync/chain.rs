@@ -130,6 +130,18 @@ impl ChainNode {
         }
     }
 
+    /// Number of nodes still linked from this head (itself included), collecting signalled
+    /// links on the way: what the timeline really keeps alive.
+    pub fn collect_len(self: &Arc<Self>) -> usize {
+        let mut len = 1;
+        let mut node = self.clone();
+        while let Some(prev) = node.prev() {
+            len += 1;
+            node = prev;
+        }
+        len
+    }
+
     /// Number of nodes still linked from this head (itself included).
     pub fn linked_len(self: &Arc<Self>) -> usize {
         let mut len = 1;

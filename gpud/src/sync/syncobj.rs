@@ -85,6 +85,9 @@ struct Hooks {
 #[derive(Default)]
 struct State {
     head: Option<Head>,
+    /// Timeline nodes the head keeps linked, an upper bound: collection elsewhere only
+    /// lowers the real number ([`Syncobj::timeline_points`] recounts).
+    points: usize,
     listeners: Vec<(u64, Arc<WaitQueue>)>,
     next_listener: u64,
 }
@@ -154,7 +157,16 @@ impl Syncobj {
             Some(Head::Fence(fence)) => Some(ChainNode::new(None, fence, 0)),
         };
         let node = ChainNode::new(prev, fence, point);
+        // A signalled predecessor is collected at once: a timeline whose points all signalled
+        // keeps one node, however many points were added (each would otherwise stay linked
+        // until a walk collected it).
+        let points = if node.prev().is_some() {
+            state.points + 1
+        } else {
+            1
+        };
         let listeners = Self::set_head(&mut state, Some(Head::Chain(node)));
+        state.points = points;
         drop(state);
         self.after_change(listeners);
     }
@@ -172,6 +184,10 @@ impl Syncobj {
         head: Option<Head>,
     ) -> (Vec<Arc<WaitQueue>>, Option<Arc<Fence>>) {
         let fence = head.as_ref().map(|h| h.fence().clone());
+        state.points = match &head {
+            Some(Head::Chain(_)) => 1,
+            _ => 0,
+        };
         state.head = head;
         let listeners = state.listeners.iter().map(|(_, q)| q.clone()).collect();
         (listeners, fence)
@@ -217,6 +233,26 @@ impl Syncobj {
             Some(Head::Chain(node)) => node.last_signalled_point(),
             _ => 0,
         }
+    }
+
+    /// Timeline nodes this syncobj keeps alive (0 for binary or empty syncobjs): what a
+    /// client is charged for. `exact` recounts (a walk that collects signalled links, linear
+    /// in the points still pending); otherwise an upper bound in constant time.
+    pub fn timeline_points(&self, exact: bool) -> usize {
+        if !exact {
+            return shim::lock(&self.state).points;
+        }
+        // The walk takes link and fence locks: not under the content lock.
+        let head = shim::lock(&self.state).head.clone();
+        let Some(Head::Chain(node)) = head else {
+            return 0;
+        };
+        let len = node.collect_len();
+        let mut state = shim::lock(&self.state);
+        if matches!(&state.head, Some(Head::Chain(h)) if Arc::ptr_eq(h, &node)) {
+            state.points = len;
+        }
+        state.points
     }
 
     /// The latest timeline point submitted (0 for binary or empty syncobjs).

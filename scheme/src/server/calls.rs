@@ -100,6 +100,7 @@ impl<D: GpuDriver> GpuScheme<D> {
                     kind: "syncobj",
                     id: s.0,
                 })?;
+                c.set_points(s.0, 0);
                 Ok(Reply::None)
             }
             Request::SyncobjWait(req) => self.syncobj_wait(handle, client, req, ctx),
@@ -346,12 +347,44 @@ impl<D: GpuDriver> GpuScheme<D> {
         // Resolve all first: an unknown id fails the call before anything is signalled.
         let objs = points
             .iter()
-            .map(|p| Ok((c.syncobj(p.syncobj)?.clone(), p.point)))
+            .map(|p| Ok((p.syncobj.0, c.syncobj(p.syncobj)?.clone(), p.point)))
             .collect::<R<Vec<_>>>()?;
-        for (s, point) in &objs {
+        let adding = objs.iter().filter(|(_, _, point)| *point != 0).count() as u64;
+        self.check_points(client, adding)?;
+        for (_, s, point) in &objs {
             self.driver.syncobj_signal(s, *point)?;
         }
+        for (id, s, _) in &objs {
+            let points = self.driver.syncobj_points(s, false);
+            self.client_mut(client)?.set_points(*id, points);
+        }
         Ok(Reply::None)
+    }
+
+    /// Room for `adding` more timeline points of `client`: past its limit, the syncobjs it
+    /// is charged for are recounted (signalled points collected) before the call is refused.
+    fn check_points(&mut self, client: ClientId, adding: u64) -> R<()> {
+        let limit = self.limits.timeline_points;
+        let c = self
+            .clients
+            .get_mut(&client)
+            .ok_or(SchemeError::BadHandle(0))?;
+        if c.timeline_points.saturating_add(adding) <= limit {
+            return Ok(());
+        }
+        for id in c.charged_syncobjs() {
+            let points = c
+                .syncobjs
+                .get(&id)
+                .map_or(0, |s| self.driver.syncobj_points(s, true));
+            c.set_points(id, points);
+        }
+        check_usage(
+            c.timeline_points.saturating_add(adding),
+            limit,
+            Limit::TimelinePoints,
+            true,
+        )
     }
 
     fn syncobj_transfer(&mut self, client: ClientId, req: SyncobjTransferRequest) -> R<Reply> {
@@ -365,8 +398,12 @@ impl<D: GpuDriver> GpuScheme<D> {
             }
             .into());
         }
+        self.check_points(client, u64::from(req.dst.point != 0))?;
         self.driver
             .syncobj_transfer(&src, req.src.point, &dst, req.dst.point)?;
+        let points = self.driver.syncobj_points(&dst, false);
+        self.client_mut(client)?
+            .set_points(req.dst.syncobj.0, points);
         Ok(Reply::None)
     }
 }

@@ -32,6 +32,9 @@ pub struct Limits {
     /// Device handles one process (caller pid at `open`) may hold at once, so that opening
     /// more clients does not multiply the limits above without bound.
     pub devices_per_process: u64,
+    /// Timeline points the client's syncobjs keep alive at once (a signalled point costs
+    /// nothing once a later one is added; points behind an unsignalled one stay linked).
+    pub timeline_points: u64,
 }
 
 impl Default for Limits {
@@ -45,6 +48,7 @@ impl Default for Limits {
             objects: 1 << 16,
             handles: 1024,
             devices_per_process: 64,
+            timeline_points: 1 << 16,
         }
     }
 }
@@ -110,6 +114,10 @@ pub(crate) struct Client<D: GpuDriver> {
     pub counters: Counters,
     /// Bit `1 << Limit` per limit the client has hit (the first hit is logged as a warning).
     pub limits_hit: u16,
+    /// Timeline points charged per syncobj id (the driver's count when last looked at: an
+    /// upper bound, recounted when the limit is reached) and their sum.
+    points: BTreeMap<u32, u64>,
+    pub timeline_points: u64,
 }
 
 impl<D: GpuDriver> Client<D> {
@@ -128,6 +136,8 @@ impl<D: GpuDriver> Client<D> {
             closed: false,
             counters: Counters::default(),
             limits_hit: 0,
+            points: BTreeMap::new(),
+            timeline_points: 0,
         }
     }
 
@@ -242,6 +252,21 @@ impl<D: GpuDriver> Client<D> {
             self.system_bytes = self.system_bytes.saturating_sub(c.system);
             self.charges.remove(&key);
         }
+    }
+
+    /// Records that syncobj `id` now keeps `points` timeline points alive.
+    pub fn set_points(&mut self, id: u32, points: u64) {
+        let old = if points == 0 {
+            self.points.remove(&id)
+        } else {
+            self.points.insert(id, points)
+        };
+        self.timeline_points = (self.timeline_points + points).saturating_sub(old.unwrap_or(0));
+    }
+
+    /// The syncobj ids charged for timeline points.
+    pub fn charged_syncobjs(&self) -> Vec<u32> {
+        self.points.keys().copied().collect()
     }
 
     pub fn vm(&self, id: VmId) -> Result<&VmEntry<D>, SchemeError> {

@@ -339,3 +339,35 @@ fn syncobj_stress_timeline_waiters_see_every_point_they_wait_for() {
     }
     assert_eq!(s.last_signalled_point(), POINTS);
 }
+
+#[test]
+fn syncobj_timeline_of_signalled_points_keeps_one_node() {
+    let s = Syncobj::new();
+    for point in 1..=10_000 {
+        s.add_point(point, Fence::signalled_stub());
+    }
+    assert_eq!(s.timeline_points(false), 1);
+    assert_eq!(s.timeline_points(true), 1);
+    assert_eq!(s.last_signalled_point(), 10_000);
+}
+
+#[test]
+fn syncobj_timeline_points_count_what_a_pending_point_keeps_alive() {
+    let s = Syncobj::new();
+    s.add_point(1, Fence::signalled_stub());
+    let gate = fence();
+    s.add_point(2, gate.clone());
+    for point in 3..=102 {
+        s.add_point(point, Fence::signalled_stub());
+    }
+    // Point 1 was collected when point 2 came; every point after the pending one waits for
+    // it: all stay linked.
+    assert_eq!(s.timeline_points(false), 101);
+    assert_eq!(s.timeline_points(true), 101);
+    gate.signal().unwrap();
+    // Signalled now: the recount collects them; the cheap count is an upper bound until then.
+    assert!(s.timeline_points(false) >= 1);
+    assert_eq!(s.timeline_points(true), 1);
+    s.replace_fence(None);
+    assert_eq!(s.timeline_points(false), 0);
+}
