@@ -115,12 +115,14 @@ impl std::fmt::Debug for Vm {
 
 /// Empties the TLB of a new VM's context without waiting: the context may have served a
 /// destroyed VM, so its TLB can still hold that VM's translations (to memory since freed and
-/// reused). The invalidation is the first job of the VM's default bind queue, which waits for
-/// it on the queue's thread (VM_CREATE never waits for the device); the returned fence
+/// reused). The invalidation runs as the first job on the thread of the VM's default bind
+/// queue, which waits for it (VM_CREATE never waits for the device); the returned fence
 /// signals when it is done, and no exec job of the VM reaches a ring before that
-/// (`lock_and_validate` makes it a dependency). Bind jobs do not need it: they write tables
-/// in memory, and nothing is cached for the context until a job runs. If the invalidation
-/// fails the job bans the VM, as any failed bind job does.
+/// (`lock_and_validate` makes it a dependency). Binds do not need it: they write tables in
+/// memory, and nothing is cached for the context until a job runs. So the job has its own
+/// fence, not one of the queue's (which would order the VM's first binds behind it and park
+/// a synchronous one). If the invalidation fails the job bans the VM, as any failed bind
+/// job does.
 fn flush_context(
     core: &Arc<Core>,
     ctx: HwCtx,
@@ -128,7 +130,7 @@ fn flush_context(
     banned: &Arc<AtomicBool>,
     closed: &Arc<AtomicBool>,
 ) -> Arc<Fence> {
-    let (fence, _) = queue.next_fence();
+    let fence = Fence::new(crate::sync::FenceContext::alloc(), 1);
     queue.push(BindJob {
         deps: Vec::new(),
         writes: Vec::new(),
