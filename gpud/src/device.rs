@@ -621,10 +621,8 @@ impl Device {
     /// Creates an extra bind queue (in order within itself, independent of other queues).
     pub fn bind_queue_create(&self, vm: &Arc<Vm>) -> Result<BindQueue, BindError> {
         vm.check_alive()?;
-        let q = BindQueue::new().map_err(|_| BindError::Timeout {
-            what: "bind queue thread creation",
-        })?;
-        vm.queues.lock().push(q.clone());
+        let q = BindQueue::new();
+        vm.add_queue(&q);
         Ok(q)
     }
 

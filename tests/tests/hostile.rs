@@ -125,3 +125,44 @@ fn timeline_points_are_charged_and_bounded() {
     s.signal_point(next)
         .expect("room again once the points signalled");
 }
+
+/// Threads of this process (the test's daemon runs in it).
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .count()
+}
+
+/// Creating and destroying a bind queue used to leave a daemon thread behind per cycle (500
+/// cycles → 507 threads): bind queues now cost no thread, and the VM forgets destroyed ones.
+#[test]
+fn bind_queue_churn_leaves_no_thread_behind() {
+    let daemon = Daemon::start();
+    let dev = daemon.device();
+    let vm = Vm::create(&dev, VmCreateFlags::empty()).expect("vm");
+    let bo = sys_bo(&dev, 0x1000);
+    let cycle = |i: u64| {
+        let q = ExecQueue::create(&vm, EngineClass::VmBind).expect("bind queue");
+        let done = Syncobj::create(&dev, false).expect("syncobj");
+        let va = 0x1_0000_0000 + (i % 16) * 0x1000;
+        vm.bind()
+            .queue(&q)
+            .map(&bo, 0, va, 0x1000)
+            .signal(&done)
+            .submit()
+            .expect("bind on the queue");
+        assert!(done.wait(Timeout::Relative(5_000_000_000)).expect("wait"));
+        vm.bind().unmap(va, 0x1000).submit().expect("unmap");
+        q.destroy().expect("destroy");
+    };
+    cycle(0);
+    let before = threads();
+    for i in 1..500 {
+        cycle(i);
+    }
+    let after = threads();
+    assert!(
+        after <= before + 2,
+        "bind queue churn grew the daemon from {before} to {after} threads"
+    );
+}

@@ -1,8 +1,9 @@
 //! Bind queues: ordered CPU execution of bind jobs (page-table entry writes, one TLB
 //! invalidation, the user-fence write, the fence signal) once their dependencies signalled.
 //!
-//! Owns: [`BindQueue`] (one worker thread per queue, jobs run strictly in submission order),
-//! [`BindJob`] and [`run_job`], which the synchronous path calls inline. Must not: touch the
+//! Owns: [`BindQueue`] (jobs run strictly in submission order, each once its dependencies
+//! signalled, on a small pool of threads shared by every queue: a queue costs no thread and
+//! nothing polls), [`BindJob`] and [`run_job`], which the exec path's rebind calls inline. Must not: touch the
 //! VA tree or the page-table shadow; a job only performs the writes the commit produced (the
 //! shadow was updated under `vm.lock` when the call committed).
 //!
@@ -17,10 +18,10 @@ use crate::sync::{Fence, FenceContext, FenceFault};
 use crate::types::{GpuVa, PhysAddr};
 use crate::vm::pagetable::memory::PtMemory;
 use parking_lot::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Sender};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 /// How long a bind job waits for one dependency or an invalidation before failing (and
@@ -45,7 +46,7 @@ pub struct BindJob {
     /// The VM's hardware context.
     pub ctx: HwCtx,
     /// Whether a job of the VM was ever submitted. Until then the context has nothing cached
-    /// (the VM's first job, which flushed its TLB, runs before any exec job), so changed
+    /// (the flush after VM creation completes before any exec job runs), so changed
     /// entries need no invalidation.
     pub ctx_used: Arc<AtomicBool>,
     /// The user fence: BO, byte offset, value.
@@ -167,20 +168,157 @@ pub struct BindQueueId(pub u64);
 
 static NEXT_QUEUE: AtomicU64 = AtomicU64::new(1);
 
+/// The threads that run ready bind jobs, shared by every bind queue of the process: a queue
+/// costs no thread (a client creating and destroying bind queues leaves nothing behind). A job
+/// reaches a thread only once its dependencies signalled (fence callbacks arm it), so a thread
+/// never waits on another client's fence; it does wait for its own writes' TLB invalidation
+/// and copy-engine writes, which the device completes without anyone's help.
+struct Pool {
+    tx: Mutex<Sender<Box<dyn FnOnce() + Send>>>,
+}
+
+/// Threads of the bind pool: enough that one slow invalidation does not stall every queue.
+const POOL_THREADS: usize = 2;
+
+fn pool() -> Option<&'static Pool> {
+    static POOL: OnceLock<Option<Pool>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let (tx, rx) = channel::<Box<dyn FnOnce() + Send>>();
+        let rx = Arc::new(Mutex::new(rx));
+        for n in 0..POOL_THREADS {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("gpud-bind-{n}"))
+                .spawn(move || loop {
+                    // The receiver lock is held only to take one task.
+                    let task = rx.lock().recv();
+                    match task {
+                        Ok(task) => task(),
+                        Err(_) => return,
+                    }
+                });
+            if spawned.is_err() && n == 0 {
+                return None;
+            }
+        }
+        Some(Pool { tx: Mutex::new(tx) })
+    })
+    .as_ref()
+}
+
+/// Runs `task` on the pool (on this thread if the pool could not start).
+fn dispatch(task: Box<dyn FnOnce() + Send>) {
+    let Some(pool) = pool() else {
+        return task();
+    };
+    if let Err(e) = pool.tx.lock().send(task) {
+        (e.0)();
+    }
+}
+
+/// The queue's head job, armed: dispatched once every dependency signalled (a callback per
+/// pending dependency, plus one count for the arming itself), or at once when its VM closes
+/// (the job then cancels).
+struct Armed {
+    job: Mutex<Option<BindJob>>,
+    remaining: AtomicUsize,
+    queue: Arc<Inner>,
+}
+
+impl Armed {
+    fn release(self: &Arc<Self>) {
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.fire();
+        }
+    }
+
+    /// Hands the job to the pool (once: later calls find it gone).
+    fn fire(self: &Arc<Self>) {
+        let Some(job) = self.job.lock().take() else {
+            return;
+        };
+        let queue = self.queue.clone();
+        dispatch(Box::new(move || {
+            run_job(job);
+            queue.advance();
+        }));
+    }
+}
+
+/// Jobs of a queue not yet handed to the pool.
+#[derive(Default)]
+struct Waiting {
+    jobs: VecDeque<BindJob>,
+    /// A job is armed or running: the next one waits for it (in order).
+    busy: bool,
+    armed: Weak<Armed>,
+}
+
 struct Inner {
     id: BindQueueId,
     fctx: FenceContext,
     seqno: AtomicU64,
     /// The fence of the newest job (submission order = completion order).
     last: Mutex<Option<Arc<Fence>>>,
-    tx: Mutex<Option<Sender<BindJob>>>,
-    worker: Mutex<Option<JoinHandle<()>>>,
+    waiting: Mutex<Waiting>,
 }
 
-/// An ordered bind queue of a VM.
+impl Inner {
+    /// Arms `job`: it runs once its dependencies signalled, or at once if it is cancelled.
+    fn arm(self: &Arc<Self>, job: BindJob) {
+        let pending: Vec<Arc<Fence>> = job
+            .deps
+            .iter()
+            .filter(|d| !d.is_signalled())
+            .cloned()
+            .collect();
+        let cancelled = job.cancel.load(Ordering::Acquire);
+        let armed = Arc::new(Armed {
+            job: Mutex::new(Some(job)),
+            remaining: AtomicUsize::new(pending.len() + 1),
+            queue: self.clone(),
+        });
+        self.waiting.lock().armed = Arc::downgrade(&armed);
+        if cancelled {
+            return armed.fire();
+        }
+        for dep in pending {
+            let a = armed.clone();
+            dep.on_signal(move |_| a.release());
+        }
+        armed.release();
+    }
+
+    /// The running job finished: arm the next one, if any.
+    fn advance(self: &Arc<Self>) {
+        let next = {
+            let mut w = self.waiting.lock();
+            let next = w.jobs.pop_front();
+            w.busy = next.is_some();
+            w.armed = Weak::new();
+            next
+        };
+        if let Some(job) = next {
+            self.arm(job);
+        }
+    }
+}
+
+/// An ordered bind queue of a VM. Clones share the queue.
 #[derive(Clone)]
 pub struct BindQueue {
     inner: Arc<Inner>,
+}
+
+/// A reference to a bind queue that does not keep it alive (the VM's list of its queues).
+#[derive(Clone)]
+pub struct WeakBindQueue(Weak<Inner>);
+
+impl WeakBindQueue {
+    /// The queue, while a client or a pending job still holds it.
+    pub fn upgrade(&self) -> Option<BindQueue> {
+        self.0.upgrade().map(|inner| BindQueue { inner })
+    }
 }
 
 impl std::fmt::Debug for BindQueue {
@@ -191,33 +329,35 @@ impl std::fmt::Debug for BindQueue {
     }
 }
 
+impl Default for BindQueue {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl BindQueue {
-    /// A queue with its worker thread.
-    pub fn new() -> std::io::Result<Self> {
-        let (tx, rx) = channel::<BindJob>();
+    /// An empty queue. It costs no thread: jobs run on the process's bind pool.
+    pub fn new() -> Self {
         let id = BindQueueId(NEXT_QUEUE.fetch_add(1, Ordering::Relaxed));
-        let worker = std::thread::Builder::new()
-            .name(format!("bindq-{}", id.0))
-            .spawn(move || {
-                while let Ok(job) = rx.recv() {
-                    run_job(job);
-                }
-            })?;
-        Ok(Self {
+        Self {
             inner: Arc::new(Inner {
                 id,
                 fctx: FenceContext::alloc(),
                 seqno: AtomicU64::new(0),
                 last: Mutex::new(None),
-                tx: Mutex::new(Some(tx)),
-                worker: Mutex::new(Some(worker)),
+                waiting: Mutex::new(Waiting::default()),
             }),
-        })
+        }
     }
 
     /// The queue's id.
     pub fn id(&self) -> BindQueueId {
         self.inner.id
+    }
+
+    /// A reference that does not keep the queue alive.
+    pub fn downgrade(&self) -> WeakBindQueue {
+        WeakBindQueue(Arc::downgrade(&self.inner))
     }
 
     /// The newest job's fence (pending or not).
@@ -234,39 +374,36 @@ impl BindQueue {
         (fence, prev.filter(|f| !f.is_signalled()))
     }
 
-    /// Queues `job` behind the earlier jobs; runs it inline if the worker is gone.
+    /// Queues `job` behind the earlier jobs. Never waits: the job runs on the bind pool once
+    /// its dependencies signalled.
     pub(crate) fn push(&self, job: BindJob) {
-        let tx = self.inner.tx.lock().clone();
-        match tx {
-            Some(tx) => {
-                if let Err(e) = tx.send(job) {
-                    run_job(e.0);
-                }
+        let arm_now = {
+            let mut w = self.inner.waiting.lock();
+            if w.busy {
+                w.jobs.push_back(job);
+                None
+            } else {
+                w.busy = true;
+                Some(job)
             }
-            None => {
-                run_job(job);
-            }
+        };
+        if let Some(job) = arm_now {
+            self.inner.arm(job);
         }
     }
 
-    /// Stops the worker after the queued jobs ran.
-    pub fn shutdown(&self) {
-        self.inner.tx.lock().take();
-        let worker = self.inner.worker.lock().take();
-        if let Some(w) = worker {
-            if w.thread().id() != std::thread::current().id() {
-                let _ = w.join();
-            }
-        }
-    }
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        self.tx.get_mut().take();
-        if let Some(w) = self.worker.get_mut().take() {
-            if w.thread().id() != std::thread::current().id() {
-                let _ = w.join();
+    /// The VM closed: a job armed and waiting for its dependencies runs now (and cancels),
+    /// and so, in order, do the queued ones.
+    pub(crate) fn kick(&self) {
+        let armed = self.inner.waiting.lock().armed.upgrade();
+        if let Some(armed) = armed {
+            let cancelled = armed
+                .job
+                .lock()
+                .as_ref()
+                .is_some_and(|j| j.cancel.load(Ordering::Acquire));
+            if cancelled {
+                armed.fire();
             }
         }
     }

@@ -15,7 +15,7 @@
 use super::claims::TableClaims;
 use super::error::BindError;
 use super::op::VmFlags;
-use super::queue::{run_job, BindJob, BindQueue, BindQueueId};
+use super::queue::{run_job, BindJob, BindQueue, BindQueueId, WeakBindQueue};
 use crate::device::Core;
 use crate::exec::{publish_job_fence, JobVm, JobVmError};
 use crate::hw::pte::{CacheMode, LeafFlags, VA_BITS};
@@ -96,8 +96,9 @@ pub struct Vm {
     /// Signals once the context's TLB was emptied after creation (see [`flush_context`]):
     /// every exec job of the VM depends on it.
     pub(crate) ctx_flushed: Arc<Fence>,
-    /// Extra bind queues (destroy waits for them).
-    pub(crate) queues: Mutex<Vec<BindQueue>>,
+    /// Extra bind queues (destroy cancels and waits for their jobs). Weak: a queue the
+    /// client destroyed goes once its last job ran.
+    pub(crate) queues: Mutex<Vec<WeakBindQueue>>,
     pub(crate) default_queue: BindQueue,
     /// Pending bind jobs' claims on table pages (the cross-queue ordering rule).
     pub(crate) claims: Mutex<TableClaims>,
@@ -115,23 +116,22 @@ impl std::fmt::Debug for Vm {
 
 /// Empties the TLB of a new VM's context without waiting: the context may have served a
 /// destroyed VM, so its TLB can still hold that VM's translations (to memory since freed and
-/// reused). The invalidation runs as the first job on the thread of the VM's default bind
-/// queue, which waits for it (VM_CREATE never waits for the device); the returned fence
-/// signals when it is done, and no exec job of the VM reaches a ring before that
-/// (`lock_and_validate` makes it a dependency). Binds do not need it: they write tables in
-/// memory, and nothing is cached for the context until a job runs. So the job has its own
-/// fence, not one of the queue's (which would order the VM's first binds behind it and park
-/// a synchronous one). If the invalidation fails the job bans the VM, as any failed bind
-/// job does.
+/// reused). The invalidation is a bind job on a queue of its own, run and waited for on the
+/// bind pool (VM_CREATE never waits for the device); the returned fence signals when it is
+/// done, and no exec job of the VM reaches a ring before that (`lock_and_validate` makes it
+/// a dependency). Binds do not need it: they write tables in memory, and nothing is cached
+/// for the context until a job runs. So it is not on the VM's default queue, which would
+/// order the VM's first binds behind it and park a synchronous one. If the invalidation
+/// fails the job bans the VM, as any failed bind job does.
 fn flush_context(
     core: &Arc<Core>,
     ctx: HwCtx,
-    queue: &BindQueue,
     banned: &Arc<AtomicBool>,
     closed: &Arc<AtomicBool>,
 ) -> Arc<Fence> {
     let fence = Fence::new(crate::sync::FenceContext::alloc(), 1);
-    queue.push(BindJob {
+    // A queue of its own (queues cost no thread): binds are not ordered behind it.
+    BindQueue::new().push(BindJob {
         deps: Vec::new(),
         writes: Vec::new(),
         mem: core.pt_mem.clone(),
@@ -173,14 +173,12 @@ impl Vm {
             FaultMode::Fatal
         };
         core.mmu.bind_context(ctx, pt.root(), mode)?;
-        let default_queue = BindQueue::new().map_err(|_| BindError::Timeout {
-            what: "bind queue thread creation",
-        })?;
+        let default_queue = BindQueue::new();
         let (banned, closed) = (
             Arc::new(AtomicBool::new(false)),
             Arc::new(AtomicBool::new(false)),
         );
-        let ctx_flushed = flush_context(&core, ctx, &default_queue, &banned, &closed);
+        let ctx_flushed = flush_context(&core, ctx, &banned, &closed);
         Ok(Arc::new(Self {
             id,
             flags,
@@ -269,13 +267,31 @@ impl Vm {
     /// [`Vm::release_tree`] once they signalled.
     pub fn close(&self) -> Vec<Arc<Fence>> {
         self.closed.store(true, Ordering::Release);
-        let mut queues = self.queues.lock().clone();
-        queues.push(self.default_queue.clone());
-        queues
+        self.live_queues()
             .iter()
+            .inspect(|q| q.kick())
             .filter_map(BindQueue::last_fence)
             .filter(|f| !f.is_signalled())
             .collect()
+    }
+
+    /// The default queue and the extra ones still alive.
+    fn live_queues(&self) -> Vec<BindQueue> {
+        let mut queues: Vec<BindQueue> = self
+            .queues
+            .lock()
+            .iter()
+            .filter_map(WeakBindQueue::upgrade)
+            .collect();
+        queues.push(self.default_queue.clone());
+        queues
+    }
+
+    /// Registers an extra bind queue (forgetting the ones that are gone).
+    pub(crate) fn add_queue(&self, queue: &BindQueue) {
+        let mut queues = self.queues.lock();
+        queues.retain(|q| q.upgrade().is_some());
+        queues.push(queue.downgrade());
     }
 
     /// The second half of [`Vm::destroy`]: empties the tree and drops the VM's hold on its
@@ -484,8 +500,10 @@ impl Drop for Vm {
         // No exec queue is left (they hold the VM), and bind jobs hold no reference: cancel
         // the queued ones and wait for them before the tables go.
         self.closed.store(true, Ordering::Release);
-        let mut queues = self.queues.get_mut().clone();
-        queues.push(self.default_queue.clone());
+        let queues = self.live_queues();
+        for q in &queues {
+            q.kick();
+        }
         for f in queues.iter().filter_map(BindQueue::last_fence) {
             let _ = f.wait(Some(super::queue::BIND_WAIT_LIMIT));
         }
