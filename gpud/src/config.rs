@@ -130,10 +130,10 @@ pub struct Settings {
     /// DMA pool to allocate (gpud pcid, settings file only; default 64M).
     #[arg(skip)]
     pub dma_pool: Option<Size>,
-    /// Per-client limit: bytes of BOs in VRAM (default 4G).
+    /// Per-process limit: bytes of BOs in VRAM (default: half the device's VRAM).
     #[arg(long, value_name = "SIZE", help_heading = "Per-client limits")]
     pub limit_vram: Option<Size>,
-    /// Per-client limit: bytes of BOs in system memory (default 4G).
+    /// Per-process limit: bytes of BOs in system memory (default: half the device's).
     #[arg(long, value_name = "SIZE", help_heading = "Per-client limits")]
     pub limit_system: Option<Size>,
     /// Per-client limit: CPU mappings of BOs at once (default 4096).
@@ -228,7 +228,11 @@ impl Settings {
         if let Some(s) = self.system_memory {
             cfg.device.sys_size = s.0;
         }
-        cfg.limits = self.limits(cfg.limits);
+        cfg.limits = self.limits(fair_share(
+            cfg.limits,
+            cfg.device.vram_size,
+            cfg.device.sys_size,
+        ));
         if let Some(m) = self.socket_mode {
             cfg.socket_mode = Some(m.0);
         }
@@ -248,6 +252,17 @@ impl Settings {
         }
         cfg.limits = self.limits(cfg.limits);
         cfg
+    }
+}
+
+/// `base` with the memory limits a fair share of a device with `vram` and `system` bytes: a
+/// process may hold half of each pool (across its device handles), so no one process can take
+/// all of it. The other limits count objects, not device memory, and keep their defaults.
+pub fn fair_share(base: Limits, vram: u64, system: u64) -> Limits {
+    Limits {
+        vram_bytes: base.vram_bytes.min(vram / 2),
+        system_bytes: base.system_bytes.min(system / 2),
+        ..base
     }
 }
 
@@ -319,6 +334,18 @@ mod tests {
         assert_eq!(cfg.socket_mode, Some(0o600));
         let pcid = s.pcid_config();
         assert_eq!(pcid.limits.in_flight, 4);
+    }
+
+    #[test]
+    fn memory_limits_default_to_half_of_each_pool_unless_set() {
+        let cfg = Settings::default().host_config().expect("config");
+        assert_eq!(cfg.limits.vram_bytes, cfg.device.vram_size / 2);
+        assert_eq!(cfg.limits.system_bytes, cfg.device.sys_size / 2);
+        let set = Settings {
+            limit_vram: Some(Size(64 << 20)),
+            ..Settings::default()
+        };
+        assert_eq!(set.host_config().unwrap().limits.vram_bytes, 64 << 20);
     }
 
     #[test]

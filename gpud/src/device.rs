@@ -16,8 +16,8 @@ use crate::bind::fault::{FaultWorker, VmLookup};
 use crate::bind::queue::BindJob;
 use crate::bind::{BindError, BindQueue, Vm, VmFlags};
 use crate::exec::{
-    ExecError, ExecHw, ExecQueue, FencePage, IrqDispatcher, KernelQueue, Priority, QueueConfig,
-    QueueMode, QueueOwner, SchedConfig, Scheduler,
+    EngineBusy, ExecError, ExecHw, ExecQueue, FencePage, IrqDispatcher, KernelQueue, Priority,
+    QueueConfig, QueueMode, QueueOwner, SchedConfig, Scheduler,
 };
 use crate::hw::pte::MemLocation;
 use crate::hw::regs::IrqCauses;
@@ -616,6 +616,16 @@ impl Device {
             let _ = self.core.dma.free(page);
         }
         Ok(queue?)
+    }
+
+    /// `owner`'s engine busy time so far (the scheduler's account, running jobs included).
+    pub fn engine_busy(&self, owner: QueueOwner) -> EngineBusy {
+        self.sched.busy(owner)
+    }
+
+    /// `owner` went away: its busy-time account goes.
+    pub fn forget_owner(&self, owner: QueueOwner) {
+        self.sched.forget_owner(owner);
     }
 
     /// Creates an extra bind queue (in order within itself, independent of other queues).

@@ -114,6 +114,8 @@ struct ClientState {
     in_flight: Vec<Arc<Fence>>,
     /// Its exec queues, killed when the client stops.
     exec_queues: Vec<Weak<ExecQueue>>,
+    /// The BOs it created (their memory and evictions are in its stats).
+    bos: Vec<Weak<Bo>>,
     bos_created: u64,
     binds: u64,
     execs: u64,
@@ -123,6 +125,7 @@ impl ClientState {
     fn prune(&mut self) {
         self.in_flight.retain(|f| !f.is_signalled());
         self.vms.retain(|w| w.strong_count() > 0);
+        self.bos.retain(|w| w.strong_count() > 0);
     }
 }
 
@@ -520,18 +523,28 @@ impl GpuDriver for Driver {
                 q.kill();
             }
         }
+        self.device.forget_owner(client.0);
     }
 
     fn stats(&self, client: Option<ClientId>) -> Vec<(String, String)> {
         match client {
-            Some(c) => self.with_client(c, |st| {
-                vec![
-                    ("vms".into(), st.vms.len().to_string()),
-                    ("bos_created".into(), st.bos_created.to_string()),
-                    ("binds".into(), st.binds.to_string()),
-                    ("execs".into(), st.execs.to_string()),
-                ]
-            }),
+            Some(c) => {
+                let (mut lines, bos, vms) = self.with_client(c, |st| {
+                    let lines: Vec<(String, String)> = vec![
+                        ("vms".into(), st.vms.len().to_string()),
+                        ("bos_created".into(), st.bos_created.to_string()),
+                        ("binds".into(), st.binds.to_string()),
+                        ("execs".into(), st.execs.to_string()),
+                    ];
+                    let bos: Vec<Arc<Bo>> = st.bos.iter().filter_map(Weak::upgrade).collect();
+                    let vms: Vec<Arc<Vm>> = st.vms.iter().filter_map(Weak::upgrade).collect();
+                    (lines, bos, vms)
+                });
+                // BOs and the scheduler are read after the client table is released.
+                let busy = self.device.engine_busy(c.0);
+                lines.extend(stats::fdinfo_lines(c.0, busy, &bos, &vms));
+                lines
+            }
             None => {
                 let mem = self.device.mem_stats();
                 let clients = self.clients.lock().len();
@@ -612,7 +625,10 @@ impl GpuDriver for Driver {
             .device
             .bo_create_with(req.size, placement(req.placement)?, vm, visible)
             .map_err(bind_err)?;
-        self.with_client(client, |st| st.bos_created += 1);
+        self.with_client(client, |st| {
+            st.bos_created += 1;
+            st.bos.push(Arc::downgrade(&bo));
+        });
         Ok(bo)
     }
 
@@ -906,6 +922,8 @@ impl gpu_scheme::host::HostMemory for Driver {
     }
 }
 
+#[path = "driver_stats.rs"]
+mod stats;
 #[path = "driver_worker.rs"]
 mod worker;
 

@@ -481,3 +481,74 @@ fn pat_index_reaches_the_pte() {
         Err(DriverError::Invalid(_))
     ));
 }
+
+/// The value of `key` among stats lines.
+fn stat_of<'a>(lines: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    lines
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn client_stats_carry_drm_fdinfo_keys_of_that_client_only() {
+    let d = driver();
+    let other = ClientId(2);
+    let vram = bo(&d, 0x4000, WirePlacement::VRAM);
+    let sys = bo(&d, 0x3000, WirePlacement::SYSTEM);
+    let lines = d.stats(Some(C));
+    assert_eq!(stat_of(&lines, "drm-driver"), Some("gpud"));
+    assert_eq!(stat_of(&lines, "drm-client-id"), Some("1"));
+    assert_eq!(stat_of(&lines, "drm-engine-copy"), Some("0 ns"));
+    assert_eq!(stat_of(&lines, "drm-engine-compute"), Some("0 ns"));
+    assert_eq!(stat_of(&lines, "drm-total-vram"), Some("16384"));
+    assert_eq!(stat_of(&lines, "drm-resident-vram"), Some("16384"));
+    assert_eq!(stat_of(&lines, "drm-total-system"), Some("12288"));
+    assert_eq!(stat_of(&lines, "drm-resident-system"), Some("12288"));
+    assert_eq!(stat_of(&lines, "gpud-faults"), Some("0"));
+    assert_eq!(stat_of(&lines, "gpud-evictions"), Some("0"));
+    // Another client's lines show none of it.
+    let theirs = d.stats(Some(other));
+    assert_eq!(stat_of(&theirs, "drm-client-id"), Some("2"));
+    assert_eq!(stat_of(&theirs, "drm-total-vram"), Some("0"));
+    // A destroyed BO no longer counts.
+    drop(vram);
+    assert_eq!(stat_of(&d.stats(Some(C)), "drm-total-vram"), Some("0"));
+    drop(sys);
+}
+
+#[test]
+fn a_clients_running_job_shows_in_its_engine_busy_time() {
+    let d = driver();
+    let vm = d.vm_create(C, VmCreateFlags::empty()).expect("vm");
+    let q = d.queue_create(C, &vm, EngineClass::Copy).expect("queue");
+    let DriverQueue::Exec { queue, .. } = &q else {
+        panic!("an exec queue");
+    };
+    // A job that never finishes on its own: it holds its hardware queue until killed.
+    let hang = Job::commands(vec![0x0001_00FE]);
+    let fence = queue.submit(hang).expect("submit");
+    let busy = |c| {
+        let lines = d.stats(Some(c));
+        let v = stat_of(&lines, "drm-engine-copy").expect("key").to_string();
+        v.strip_suffix(" ns")
+            .expect("unit")
+            .parse::<u64>()
+            .expect("ns")
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while busy(C) < 20_000_000 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        busy(C) >= 20_000_000,
+        "a running job's time is not in drm-engine-copy"
+    );
+    assert_eq!(busy(ClientId(2)), 0);
+    d.client_stop(C);
+    let _ = fence.wait(Some(Duration::from_secs(30)));
+    assert!(
+        fence.is_signalled(),
+        "the stopped client's job was not taken off"
+    );
+}

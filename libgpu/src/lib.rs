@@ -42,6 +42,7 @@ mod queue;
 mod syncobj;
 mod syncs;
 pub mod transport;
+mod usage;
 mod vm;
 mod vm_table;
 
@@ -52,6 +53,7 @@ pub use error::{Call, Error, Result, TransportError};
 pub use export::{token_from_bytes, token_to_bytes, Exported};
 pub use queue::{ExecBuilder, ExecQueue};
 pub use syncobj::{wait_many, Syncobj, WaitMode, EVENT_READ};
+pub use usage::{ClientUsage, UsageParseError};
 pub use vm::{wait_user_fence, Vm};
 pub use vm_table::{read_table, read_view, MappingKind, TableParseError, VmMapping, VmTable};
 

@@ -728,3 +728,28 @@ fn exec_user_fence_is_written_in_the_queues_vm() {
         "the fence value is visible in the VM"
     );
 }
+
+/// Memory limits apply to a process across its device handles: a second handle of the same
+/// process does not get a second allowance; another process does.
+#[test]
+fn memory_limits_are_shared_by_a_process_handles() {
+    let limits = Limits {
+        vram_bytes: 0x3000,
+        ..Limits::default()
+    };
+    let mut h = Harness::with_limits(limits);
+    let (dev, same_process) = (h.open(), h.open());
+    let pid = |p| gpu_scheme::dispatch::caller_ctx(p, 0);
+    let other_process = opened(h.s.openat(h.root, DEVICE, 0, 0, &pid(7))).unwrap();
+    let bo = h.try_bo(dev, 0x2000, Placement::VRAM).unwrap();
+    assert_eq!(
+        h.try_bo(same_process, 0x2000, Placement::VRAM),
+        Err(ENOSPC),
+        "a second handle of the process must not double its VRAM"
+    );
+    h.try_bo(other_process, 0x2000, Placement::VRAM)
+        .expect("another process has its own share");
+    h.call(dev, &Request::BoDestroy(bo)).unwrap();
+    h.try_bo(same_process, 0x2000, Placement::VRAM)
+        .expect("the refund is the process's too");
+}

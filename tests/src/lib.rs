@@ -186,3 +186,31 @@ pub fn stat(text: &str, key: &str) -> Option<u64> {
         (k.trim() == key).then(|| v.trim().parse().ok())?
     })
 }
+
+/// gpuctl of this workspace, built (a no-op when up to date) into the target directory this
+/// test binary runs from, with the profile tests use, so a stale gpuctl never runs.
+pub fn gpuctl() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // <target>/<profile dir>/deps/<this test>
+    let profile_dir = exe.parent().and_then(Path::parent).expect("profile dir");
+    let target = profile_dir.parent().expect("target dir");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "-q",
+            "--profile",
+            "test",
+            "-p",
+            "libgpu",
+            "--bin",
+            "gpuctl",
+        ])
+        .arg("--target-dir")
+        .arg(target)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building gpuctl failed: {status}");
+    profile_dir.join("gpuctl")
+}

@@ -289,8 +289,11 @@ fn root_stats_list_every_client_for_gpuctl() {
     let mut buf = vec![0u8; 16 << 10];
     let n = root.read(&mut buf, 0).expect("read root stats");
     let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-    assert_eq!(text.matches("client-id:").count(), 2, "{text}");
+    let blocks = text.lines().filter(|l| l.starts_with("client-id:")).count();
+    assert_eq!(blocks, 2, "{text}");
     assert!(text.contains("client-vms: 1"));
+    // Each block carries the DRM fdinfo keys of its client.
+    assert_eq!(text.matches("\ndrm-client-id: ").count(), 2, "{text}");
     assert!(text.contains("client-bos: 1"));
     assert!(text.starts_with("device-clients: 2"));
 }

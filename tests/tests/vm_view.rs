@@ -2,11 +2,11 @@
 //! libgpu, another client cannot open it, and `gpuctl vm` run as a process prints it through
 //! the root.
 
-use gpu_tests::{sys_bo, Daemon};
+use gpu_tests::{gpuctl, sys_bo, Daemon};
 use libgpu::errno::ENOENT;
 use libgpu::flags::VmCreateFlags;
 use libgpu::{MappingKind, TransportError, Vm, VmTable};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 const PAGE: u64 = 0x1000;
@@ -67,34 +67,6 @@ fn another_client_cannot_open_the_view() {
     let own = Vm::create(&b, VmCreateFlags::empty()).expect("vm");
     assert_eq!(own.id(), vm.id(), "ids are per client");
     assert!(own.mapping_table().expect("own table").is_empty());
-}
-
-/// gpuctl of this workspace, built (a no-op when up to date) into the target directory this
-/// test binary runs from, with the profile tests use, so a stale gpuctl never runs.
-fn gpuctl() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    // <target>/<profile dir>/deps/<this test>
-    let profile_dir = exe.parent().and_then(Path::parent).expect("profile dir");
-    let target = profile_dir.parent().expect("target dir");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "-q",
-            "--profile",
-            "test",
-            "-p",
-            "libgpu",
-            "--bin",
-            "gpuctl",
-        ])
-        .arg("--target-dir")
-        .arg(target)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building gpuctl failed: {status}");
-    profile_dir.join("gpuctl")
 }
 
 fn run_gpuctl(bin: &Path, socket: &Path, args: &[&str]) -> Output {

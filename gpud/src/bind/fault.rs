@@ -18,6 +18,8 @@ use std::thread::JoinHandle;
 impl Vm {
     /// Populates the mapping covering `va`; `Abort` if none does (or the VM is gone).
     pub fn handle_fault(&self, va: GpuVa) -> FaultReply {
+        self.faults
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if !self.flags.contains(VmFlags::FAULT_MODE) || self.check_alive().is_err() {
             return FaultReply::Abort;
         }
@@ -46,6 +48,13 @@ impl Vm {
             Ok(()) => FaultReply::Retry,
             Err(_) => FaultReply::Abort,
         }
+    }
+}
+
+impl Vm {
+    /// Page faults the device reported for this VM so far.
+    pub fn faults(&self) -> u64 {
+        self.faults.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

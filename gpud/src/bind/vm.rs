@@ -96,6 +96,8 @@ pub struct Vm {
     /// Signals once the context's TLB was emptied after creation (see [`flush_context`]):
     /// every exec job of the VM depends on it.
     pub(crate) ctx_flushed: Arc<Fence>,
+    /// Page faults the device reported for this VM (per-client stats).
+    pub(crate) faults: std::sync::atomic::AtomicU64,
     /// Extra bind queues (destroy cancels and waits for their jobs). Weak: a queue the
     /// client destroyed goes once its last job ran.
     pub(crate) queues: Mutex<Vec<WeakBindQueue>>,
@@ -201,6 +203,7 @@ impl Vm {
             ctx_used: Arc::new(AtomicBool::new(false)),
             ctx_flushed,
             mapping_count: std::sync::atomic::AtomicU64::new(0),
+            faults: std::sync::atomic::AtomicU64::new(0),
             queues: Mutex::new(Vec::new()),
             default_queue,
             claims: Mutex::new(TableClaims::default()),

@@ -9,6 +9,7 @@
 //! ([`JobVm`]). Must not: build page tables, own buffer objects or know the uAPI wire format;
 //! errors become errno in the scheme only. See `docs/exec.md`.
 
+mod busy;
 mod error;
 mod irq;
 mod job;
@@ -20,6 +21,7 @@ mod scheduler;
 mod slots;
 mod vm_hook;
 
+pub use busy::EngineBusy;
 pub use error::{ErrorKind, ExecError, QueueId, QueueLimit};
 pub use irq::{IrqDispatcher, IrqHandler};
 pub use job::{Job, OutSync, Payload, UserFenceWrite};

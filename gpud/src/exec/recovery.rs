@@ -113,6 +113,10 @@ pub(crate) fn ban_queue(
         return;
     }
     tracing::warn!(queue = ?id, engine = ?q.engine, reason = ?ban, "exec queue banned");
+    if !q.inflight.is_empty() {
+        // A hung or failed job occupied its hardware queue too: its time is charged.
+        st.busy.charge_oldest(q, shared.hw.clock.now());
+    }
     q.ban(ban, fault, done);
     // The queue is stopped (preempted, reset, context error); its ring goes.
     slots::drop_ring(st, id);

@@ -11,11 +11,13 @@
 //! queues and time-slices them. Must not: decide hang policy (see `recovery.rs`) or build
 //! page tables.
 
+use super::busy::{BusyLedger, EngineBusy};
 use super::error::{ExecError, QueueId, QueueLimit};
 use super::irq::IrqDispatcher;
 use super::job::{Job, FENCE_TAIL_DWORDS};
 use super::queue::{
-    Ban, ExecQueue, InflightJob, PendingJob, PreemptWhy, QueueConfig, QueueMode, QueueState, Run,
+    Ban, ExecQueue, InflightJob, PendingJob, PreemptWhy, QueueConfig, QueueMode, QueueOwner,
+    QueueState, Run,
 };
 use super::recovery;
 use super::ring::ExecHw;
@@ -125,6 +127,8 @@ pub(crate) struct State {
     next_id: u32,
     /// Which exec queue runs on which hardware queue.
     pub slots: Slots,
+    /// Engine busy time charged per owner.
+    pub busy: BusyLedger,
 }
 
 impl State {
@@ -233,6 +237,25 @@ impl Scheduler {
         self.shared.user_fences.clone()
     }
 
+    /// `owner`'s engine busy time so far, including its running jobs' elapsed time (on the
+    /// scheduler's clock; see `busy.rs`).
+    pub fn busy(&self, owner: QueueOwner) -> EngineBusy {
+        let now = self.shared.hw.clock.now();
+        let st = self.shared.lock();
+        st.busy.sample(owner, st.queues.values(), now)
+    }
+
+    /// `owner` went away: its busy-time entry goes (its draining queues charge nothing more).
+    pub fn forget_owner(&self, owner: QueueOwner) {
+        self.shared.lock().busy.forget(owner);
+    }
+
+    /// Owners with a busy-time entry.
+    #[cfg(test)]
+    pub(crate) fn busy_owners(&self) -> usize {
+        self.shared.lock().busy.len()
+    }
+
     /// Counters.
     pub fn stats(&self) -> SchedStats {
         SchedStats {
@@ -321,6 +344,9 @@ impl Shared {
             .rings
             .create_ring(cfg.engine, cfg.ctx, self.cfg.ring_bytes)?;
         let id = st.fresh_id();
+        if let Some(owner) = cfg.owner {
+            st.busy.open(owner);
+        }
         st.queues.insert(id, QueueState::new(cfg, ring));
         Ok(id)
     }
@@ -455,7 +481,7 @@ impl Shared {
             q.closing = true;
             q.killed = true;
             if q.run == Run::Unloaded {
-                slots::finish_kill(&mut st, id, &mut done);
+                slots::finish_kill(&mut st, id, now, &mut done);
             } else {
                 self.kills.fetch_add(1, Ordering::Relaxed);
                 slots::request_preempt(self, q, PreemptWhy::Kill, now);
@@ -490,7 +516,8 @@ impl Shared {
                 }
             }
             if q.inflight.len() != before {
-                q.restart_job_clock(now);
+                // The retired jobs' run time goes to the owner; the next job's clock starts.
+                st.busy.charge_oldest(q, now);
             }
         }
         reap_closed(st, &*self.hw.dma);

@@ -127,16 +127,20 @@ pub(crate) fn off_engine(
     }
     match why {
         PreemptWhy::Slice => {}
-        PreemptWhy::Kill => finish_kill(st, id, done),
+        PreemptWhy::Kill => finish_kill(st, id, now, done),
         PreemptWhy::Hang => {
             super::recovery::ban_queue(shared, st, id, Ban::Hang, FenceFault::JobTimeout, done)
         }
     }
 }
 
-/// A killed queue is off the engine: its jobs fail in order and its ring goes.
-pub(crate) fn finish_kill(st: &mut State, id: QueueId, done: &mut Vec<Completion>) {
+/// A killed queue is off the engine: its running job's time is charged, its jobs fail in
+/// order and its ring goes.
+pub(crate) fn finish_kill(st: &mut State, id: QueueId, now: Duration, done: &mut Vec<Completion>) {
     if let Some(q) = st.queues.get_mut(&id) {
+        if !q.inflight.is_empty() {
+            st.busy.charge_oldest(q, now);
+        }
         q.cancel_all(done);
     }
     drop_ring(st, id);

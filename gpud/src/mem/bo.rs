@@ -128,6 +128,8 @@ pub struct Bo {
     /// Held for the whole of a move (eviction or validation), so two moves of one BO never
     /// interleave. Evictors only try-lock it, so moves never wait on each other in a cycle.
     pub(super) move_lock: Mutex<()>,
+    /// Times it was evicted from VRAM (per-client stats).
+    pub(super) evictions: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Bo {
@@ -181,6 +183,7 @@ impl Bo {
                 cpu_mapped: false,
             }),
             move_lock: Mutex::new(()),
+            evictions: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -203,6 +206,11 @@ impl Bo {
     /// Whether the BO shares its VM's reservation.
     pub fn is_vm_private(&self) -> bool {
         self.private
+    }
+
+    /// How many times it was evicted from VRAM.
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Where the backing is now.

@@ -279,6 +279,8 @@ impl MemoryManager {
         }
         tracing::debug!(bo = ?bo.id(), size = bo.size(), "evicted from VRAM to system memory");
         report.evicted.push(bo.id());
+        bo.evictions
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 

@@ -177,6 +177,15 @@ impl<D: GpuDriver> GpuScheme<D> {
             Some(vm) => Some(c.vm(vm)?.vm.clone()),
             None => None,
         };
+        let pid = c.pid;
+        let used = self
+            .clients
+            .values()
+            .filter(|o| o.pid == pid)
+            .fold((0, 0), |(v, s), o| (v + o.vram_bytes, s + o.system_bytes));
+        let add = super::client::charge_of(req.size, req.placement);
+        super::client::check_process(used, add, &limits)?;
+        let c = self.client_mut(client)?;
         let id = c.fresh_id();
         // Charge before creating: a refused charge must not leave a driver object behind.
         c.charge(id, req.size, req.placement, &limits)?;

@@ -99,6 +99,9 @@ pub(crate) struct Counters {
 
 /// One client's state.
 pub(crate) struct Client<D: GpuDriver> {
+    /// The process that opened the device handle: memory limits apply to a process across
+    /// its device handles.
+    pub pid: usize,
     pub vms: BTreeMap<u32, VmEntry<D>>,
     pub bos: BTreeMap<u32, BoEntry<D>>,
     pub queues: BTreeMap<u32, QueueEntry<D>>,
@@ -121,8 +124,9 @@ pub(crate) struct Client<D: GpuDriver> {
 }
 
 impl<D: GpuDriver> Client<D> {
-    pub fn new() -> Self {
+    pub fn new(pid: usize) -> Self {
         Client {
+            pid,
             vms: BTreeMap::new(),
             bos: BTreeMap::new(),
             queues: BTreeMap::new(),
@@ -204,16 +208,7 @@ impl<D: GpuDriver> Client<D> {
         placement: Placement,
         limits: &Limits,
     ) -> Result<(), SchemeError> {
-        let vram = if placement.contains(Placement::VRAM) {
-            size
-        } else {
-            0
-        };
-        let system = if placement.contains(Placement::SYSTEM) {
-            size
-        } else {
-            0
-        };
+        let (vram, system) = charge_of(size, placement);
         let new_vram = checked_total(self.vram_bytes, vram, Limit::VramBytes, limits.vram_bytes)?;
         let new_sys = checked_total(
             self.system_bytes,
@@ -296,6 +291,35 @@ impl<D: GpuDriver> Client<D> {
             id: id.0,
         })
     }
+}
+
+/// The (VRAM, system) bytes a BO of `size` with `placement` is charged: every region it may
+/// live in (a migratable BO can occupy either).
+pub(crate) fn charge_of(size: u64, placement: Placement) -> (u64, u64) {
+    let vram = if placement.contains(Placement::VRAM) {
+        size
+    } else {
+        0
+    };
+    let system = if placement.contains(Placement::SYSTEM) {
+        size
+    } else {
+        0
+    };
+    (vram, system)
+}
+
+/// Error unless a process already charged `(vram, system)` may add `add`: the memory limits
+/// apply to a process across its device handles, so opening more handles does not multiply
+/// them.
+pub(crate) fn check_process(
+    used: (u64, u64),
+    add: (u64, u64),
+    limits: &Limits,
+) -> Result<(), SchemeError> {
+    checked_total(used.0, add.0, Limit::VramBytes, limits.vram_bytes)?;
+    checked_total(used.1, add.1, Limit::SystemBytes, limits.system_bytes)?;
+    Ok(())
 }
 
 fn checked_total(

@@ -170,7 +170,7 @@ impl<D: GpuDriver> GpuScheme<D> {
         self.devices_per_pid.insert(pid, open + 1);
         let client = ClientId(self.next_client);
         self.next_client += 1;
-        self.clients.insert(client, Client::new());
+        self.clients.insert(client, Client::new(pid));
         self.log_connect(client, pid);
         Ok(self.insert_handle(Handle::Device { client, pid }))
     }

@@ -2,6 +2,7 @@
 //! timeout fires unless a test moves the clock).
 
 mod basic;
+mod busy;
 mod hang;
 mod harness;
 mod lr;

@@ -1,25 +1,30 @@
 //! gpuctl: inspect a running gpud over the gpu scheme.
 //!
-//! `gpuctl [--socket PATH] [--json] info|clients|stats|vm <id>|vm <client>:<vm>`: `info` prints
+//! `gpuctl [--socket PATH] [--json] info|clients|stats|vm <id>|vm <client>:<vm>|top`: `info` prints
 //! the device (engines, memory regions, VA layout), `clients` the per-client usage blocks of
 //! the root stats, `vm` the whole mapping table of one VM read through a VM view on the root
 //! (`<id>`: gpud's daemon-wide VM id, as the `vm-<id>-…` stats lines name it;
 //! `<client>:<vm>`: a client id from `gpuctl clients` and that client's VM id), `stats` the
-//! device-wide stats. `--json` prints the same as one JSON value (`json.rs`). The socket
+//! device-wide stats, `top` a live per-client view (`top.rs`, `tty.rs`; `--once` or `--json`:
+//! one table from two samples one interval apart). `--json` prints the same as one JSON value (`json.rs`). The socket
 //! defaults to gpud's default path. Owns only argument parsing and printing; everything it
 //! shows comes from the scheme.
 
 #![forbid(unsafe_code)]
 
 mod json;
+mod top;
+mod tty;
 
 use clap::{Parser, Subcommand};
 use gpu_scheme::host::{default_socket_path, HostError, HostHandle};
 use libgpu::flags::EngineClass;
 use libgpu::{Device, DeviceInfo};
 use serde_json::Value;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 /// Inspect a running gpud: device, clients, stats, VM mapping tables.
 #[derive(Parser)]
@@ -51,6 +56,29 @@ enum Command {
         #[arg(value_name = "ID|CLIENT:VM")]
         vm: String,
     },
+    /// Live per-client view: engine busy %, resident memory, VMs, queues, faults and
+    /// evictions per second (needs root or gpud's admin uid to see clients). Keys: q quit,
+    /// <-/-> sort column, r reverse, +/- interval.
+    Top {
+        /// Seconds between samples (0.1 to 60).
+        #[arg(long, short = 'd', value_name = "SECONDS", default_value = "1", value_parser = interval)]
+        interval: Duration,
+        /// Print one table (two samples one interval apart) and exit; implied by --json and
+        /// when stdout is not a terminal.
+        #[arg(long)]
+        once: bool,
+    },
+}
+
+/// A refresh interval in seconds, 0.1 to 60.
+fn interval(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(0.1..=60.0).contains(&secs) {
+        return Err(format!("{s}: the interval is 0.1 to 60 seconds"));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 /// What a command prints: text, or the JSON value `--json` asks for.
@@ -71,6 +99,48 @@ fn not_running(socket: &Path, e: impl std::fmt::Display) -> String {
 
 fn connect(socket: &Path) -> Result<HostHandle, String> {
     HostHandle::connect(socket).map_err(|e| not_running(socket, e))
+}
+
+/// The whole text of a root read, paged by offset.
+fn read_all(root: &HostHandle) -> Result<String, String> {
+    let mut text = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = root
+            .read(&mut buf, text.len() as u64)
+            .map_err(|e| format!("read stats: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        text.extend_from_slice(buf.get(..n).unwrap_or_default());
+    }
+    Ok(String::from_utf8_lossy(&text).into_owned())
+}
+
+/// `gpuctl top`: the live view, or one table from two samples.
+fn top(socket: &Path, interval: Duration, once: bool) -> Result<Option<Shown>, String> {
+    let root = connect(socket)?;
+    let sample = || top::Sample::parse(&read_all(&root)?, Instant::now());
+    if !once {
+        tty::run(sample, interval)?;
+        return Ok(None);
+    }
+    let prev = sample()?;
+    std::thread::sleep(interval);
+    let cur = sample()?;
+    let mut table = top::rows(&prev, &cur);
+    let sort = top::Sort::default();
+    table.sort(sort);
+    let mut text = top::summary(&cur, table.rows.len()).join("\n");
+    text.push_str("\n\n");
+    for l in table.lines(sort) {
+        text.push_str(&l);
+        text.push('\n');
+    }
+    Ok(Some(Shown {
+        text,
+        json: table.json(),
+    }))
 }
 
 fn root_stats(socket: &Path) -> Result<String, String> {
@@ -180,24 +250,30 @@ fn vm_table(socket: &Path, arg: &str) -> Result<Shown, String> {
     })
 }
 
-fn run(cli: &Cli) -> Result<Shown, String> {
+/// Runs the command; `None` when it printed everything itself (the live view).
+fn run(cli: &Cli) -> Result<Option<Shown>, String> {
     let socket = cli.socket.clone().unwrap_or_else(default_socket_path);
     match &cli.command {
-        Command::Info => info(&socket),
-        Command::Clients => root_stats(&socket).map(|t| clients(&t)),
-        Command::Stats => root_stats(&socket).map(|t| device_stats(&t)),
-        Command::Vm { vm } => vm_table(&socket, vm),
+        Command::Info => info(&socket).map(Some),
+        Command::Clients => root_stats(&socket).map(|t| Some(clients(&t))),
+        Command::Stats => root_stats(&socket).map(|t| Some(device_stats(&t))),
+        Command::Vm { vm } => vm_table(&socket, vm).map(Some),
+        Command::Top { interval, once } => {
+            let once = *once || cli.json || !std::io::stdout().is_terminal();
+            top(&socket, *interval, once)
+        }
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(&cli) {
-        Ok(shown) if cli.json => {
+        Ok(None) => ExitCode::SUCCESS,
+        Ok(Some(shown)) if cli.json => {
             println!("{:#}", shown.json);
             ExitCode::SUCCESS
         }
-        Ok(shown) => {
+        Ok(Some(shown)) => {
             print!("{}", shown.text);
             ExitCode::SUCCESS
         }
@@ -243,6 +319,17 @@ mod tests {
         assert_eq!(cli.socket.as_deref(), Some(Path::new("/s")));
         assert!(Cli::try_parse_from(["gpuctl", "bogus"]).is_err());
         assert!(Cli::try_parse_from(["gpuctl", "vm"]).is_err());
+        let top = Cli::try_parse_from(["gpuctl", "top", "-d", "0.5", "--once"]).expect("top");
+        assert!(matches!(
+            top.command,
+            Command::Top { interval, once: true } if interval == Duration::from_millis(500)
+        ));
+        for bad in ["0", "0.05", "61", "x", "-1"] {
+            assert!(
+                Cli::try_parse_from(["gpuctl", "top", "--interval", bad]).is_err(),
+                "{bad}"
+            );
+        }
         let help = Cli::try_parse_from(["gpuctl", "--help"])
             .err()
             .expect("help");
