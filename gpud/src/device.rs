@@ -309,6 +309,24 @@ fn start_engines(
 
 /// What every VM shares: the MMU, the memory manager over `pools`, page-table memory, fail
 /// points and the hardware-context slots (slot 0 is the kernel's).
+/// Tells the in-process device which backing memory the driver allocates and frees (its
+/// freed-page check, off unless a test turns it on with `SimGpu::track_freed_pages`).
+fn freed_page_observer(gpu: &Arc<SimGpu>) -> crate::mem::pools::MemObserver {
+    let gpu = Arc::downgrade(gpu);
+    Arc::new(move |loc, addr: PhysAddr, len, allocated| {
+        let Some(gpu) = gpu.upgrade() else { return };
+        let loc = match loc {
+            MemLocation::System => simgpu::Location::System,
+            MemLocation::Vram => simgpu::Location::Vram,
+        };
+        if allocated {
+            gpu.note_allocated(loc, addr.get(), len);
+        } else {
+            gpu.note_freed(loc, addr.get(), len);
+        }
+    })
+}
+
 fn new_core(
     cfg: &DeviceConfig,
     hw: &Arc<SimHw>,
@@ -434,6 +452,9 @@ impl Device {
         let engines = start_engines(&cfg, &hw, &dma, sys_end)?;
         let vram = Arc::new(Mutex::new(VramAllocator::new(cfg.vram_size)));
         let pools = Pools::with_sharing(vram, aperture, dma.clone(), shared);
+        if let Some(gpu) = &gpu {
+            pools.set_observer(freed_page_observer(gpu));
+        }
         let core = new_core(&cfg, &hw, &engines.copy, &pools, dma);
         let Engines {
             kmap, irq, sched, ..

@@ -366,6 +366,9 @@ impl Device {
                 .translate(mems, tag, root, cur, access)
                 .map_err(AccessError::Fault)?;
             let n = t.remaining.min(len - done);
+            self.mmu
+                .freed
+                .check((tag, cur, access), t.location, t.phys, n, t.cached_at);
             chunks.push(Chunk {
                 phys: t.phys,
                 location: t.location,

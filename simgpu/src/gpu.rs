@@ -5,7 +5,8 @@
 //! and its wake-up protocol. Must not: implement device behaviour (see `device.rs`).
 
 use crate::device::{Config, Counters, Device};
-use crate::mem::{HeapMemory, PhysMemory};
+use crate::freed::FreedAccess;
+use crate::mem::{HeapMemory, Location, PhysMemory};
 use crate::pci::CONFIG_SIZE;
 use parking_lot::{Condvar, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -220,6 +221,45 @@ impl SimGpu {
     /// Translations currently cached in the TLB.
     pub fn tlb_len(&self) -> usize {
         self.shared.dev.lock().mmu.tlb_len()
+    }
+
+    /// Turns freed-page tracking on or off (see [`crate::freed`]): with it on, every GPU
+    /// access to memory reported freed is recorded. `linear_maps`: contexts (besides the
+    /// global GTT) whose tables map memory permanently, like a driver's kernel context.
+    pub fn track_freed_pages(&self, on: bool, linear_maps: &[u32]) {
+        self.shared
+            .dev
+            .lock()
+            .mmu
+            .freed
+            .set_enabled(on, linear_maps);
+    }
+
+    /// The driver freed `[addr, addr + len)` of `location`: from now on no GPU access may
+    /// reach it (until [`SimGpu::note_allocated`]), and no translation cached before now
+    /// may be used to reach it ever again.
+    pub fn note_freed(&self, location: Location, addr: u64, len: u64) {
+        self.shared
+            .dev
+            .lock()
+            .mmu
+            .freed
+            .note_freed(location, addr, len);
+    }
+
+    /// The driver allocated `[addr, addr + len)` of `location` again.
+    pub fn note_allocated(&self, location: Location, addr: u64, len: u64) {
+        self.shared
+            .dev
+            .lock()
+            .mmu
+            .freed
+            .note_allocated(location, addr, len);
+    }
+
+    /// GPU accesses to freed memory seen so far (the first ones) and their number.
+    pub fn freed_page_violations(&self) -> (Vec<FreedAccess>, u64) {
+        self.shared.dev.lock().mmu.freed.violations()
     }
 }
 

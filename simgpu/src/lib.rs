@@ -1,7 +1,8 @@
 //! simgpu: a register-level simulated PCI GPU.
 //!
 //! Owns the device model: PCI config space ([`pci`]), the BAR0 register map ([`regs`]),
-//! physical memory ([`mem`]), the MMU and TLB ([`mmu`], [`pte`]), the command set ([`cmd`]),
+//! physical memory ([`mem`]), the MMU and TLB ([`mmu`], [`pte`]), the freed-page check
+//! ([`freed`]), the command set ([`cmd`]),
 //! engines ([`engine`]) fed by hardware queues ([`queue`]), the fault queue ([`fault`]), the device state machine
 //! ([`device`]) and the handle a platform holds ([`SimGpu`]). It never depends on gpud: a
 //! driver reaches it only through registers, memory and interrupts. The programming model is
@@ -13,6 +14,7 @@ pub mod cmd;
 pub mod device;
 pub mod engine;
 pub mod fault;
+pub mod freed;
 pub mod gpu;
 pub mod mem;
 pub mod mmu;

@@ -8,6 +8,7 @@
 //! removes it, whatever the page tables say now. A driver that changes a PTE without
 //! invalidating keeps seeing the old translation, exactly like silicon.
 
+use crate::freed::FreedPages;
 use crate::mem::{Location, MemError, PhysMemory};
 use crate::pte::{self, level_shift};
 use std::collections::BTreeMap;
@@ -98,6 +99,8 @@ pub struct Translation {
     pub cache: u8,
     /// Bytes from `phys` to the end of the page.
     pub remaining: u64,
+    /// The freed-page epoch the translation was cached at (see [`crate::freed`]).
+    pub cached_at: u64,
 }
 
 /// A cached leaf translation.
@@ -108,6 +111,8 @@ struct TlbEntry {
     writable: bool,
     null: bool,
     cache: u8,
+    /// The freed-page epoch at the fill.
+    filled: u64,
 }
 
 /// Page sizes the TLB can hold, as log2 (4K, 64K, 2M, 1G).
@@ -131,6 +136,8 @@ pub struct Mmu {
     capacity: usize,
     /// Statistics.
     pub counters: MmuCounters,
+    /// Freed-page tracking (off unless a driver or test turns it on).
+    pub freed: FreedPages,
 }
 
 impl Mmu {
@@ -140,6 +147,7 @@ impl Mmu {
             tlb: BTreeMap::new(),
             capacity: capacity.max(1),
             counters: MmuCounters::default(),
+            freed: FreedPages::default(),
         }
     }
 
@@ -187,6 +195,7 @@ impl Mmu {
             null: entry.null,
             cache: entry.cache,
             remaining: (1u64 << shift) - offset,
+            cached_at: entry.filled,
         })
     }
 
@@ -244,6 +253,7 @@ impl Mmu {
                 writable: e.writable,
                 null: e.null,
                 cache: e.cache,
+                filled: self.freed.epoch(),
             };
             // A null entry above level 2 covers more than the largest TLB page: cache the
             // 1 GiB block around the address, so lookups (which try the TLB sizes) find it.

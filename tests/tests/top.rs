@@ -50,6 +50,16 @@ impl Drop for Tmux {
     }
 }
 
+/// Opens the busy job's gate when dropped, so a failing assertion never leaves a job holding
+/// the engine while the daemon shuts down.
+struct Gate<'a>(&'a libgpu::BoMap);
+
+impl Drop for Gate<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.write_u64(GATE_OFFSET as usize, 1);
+    }
+}
+
 /// The table row of `client` on `screen`: its cells.
 fn row(screen: &str, client: u64) -> Option<Vec<&str>> {
     let heading = screen.lines().position(|l| l.starts_with("CLIENT"))?;
@@ -96,6 +106,7 @@ fn gpuctl_top_in_a_terminal_shows_the_busy_client_busy_and_the_idle_one_idle() {
     b.batch_end();
     map.write_dwords(0, b.dwords()).expect("batch fits");
     let queue = ExecQueue::create(&vm, EngineClass::Copy).expect("queue");
+    let gate = Gate(&map);
     queue.exec(BATCH_VA).submit().expect("exec");
     // The idle client: a VM and a queue, no work.
     let idle = daemon.device();
@@ -121,7 +132,7 @@ fn gpuctl_top_in_a_terminal_shows_the_busy_client_busy_and_the_idle_one_idle() {
     ]);
     assert!(started.status.success(), "tmux: {started:?}");
     // Two samples at least, then a screen with both rows.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(20);
     let mut screen = tmux.capture();
     while Instant::now() < deadline {
         screen = tmux.capture();
@@ -174,7 +185,6 @@ fn gpuctl_top_in_a_terminal_shows_the_busy_client_busy_and_the_idle_one_idle() {
     assert!(of(busy_id).is_some_and(|p| p > 50.0), "{j:#}");
     assert_eq!(of(idle_id), Some(0.0), "{j:#}");
 
-    // Release the job so everything tears down cleanly.
-    map.write_u64(GATE_OFFSET as usize, 1).expect("gate");
-    drop((queue, idle_queue, idle_vm, map, batch, vm));
+    drop(gate);
+    drop((queue, idle_queue, idle_vm));
 }

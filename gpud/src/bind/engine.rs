@@ -18,12 +18,13 @@ use super::op::{
 use super::queue::{run_job, BindJob, BindQueue};
 use super::vm::{leaf_flags, Vm, VmState};
 use crate::mem::bo::Bo;
+use crate::mem::mappings::BoMappings;
 use crate::sync::{Exec, ExecFlags, Fence, FenceFault, Resv, Usage};
 use crate::types::{BoId, GpuVa, PhysAddr};
 use crate::vm::pagetable::{MapTarget, PtOp};
 use crate::vm::{GpuBo, MappingFlags, MappingSpec, Plan, Step, UndoLog, VaRange};
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 /// One applied step and whether its op asked for PTEs now.
 struct Applied {
@@ -120,7 +121,7 @@ impl Vm {
     /// Plans and applies every op, each against the tree as the previous ones left it.
     /// `created`: BOs whose vm_bo this call created and still holds.
     fn plan_all(
-        &self,
+        self: &Arc<Self>,
         st: &mut VmState,
         ops: &[BindOp],
         log: &mut UndoLog,
@@ -149,7 +150,7 @@ impl Vm {
     }
 
     fn plan_op(
-        &self,
+        self: &Arc<Self>,
         st: &mut VmState,
         op: &BindOp,
         created: &mut Vec<BoId>,
@@ -196,9 +197,10 @@ impl Vm {
     }
 
     /// The vm_bo of `bo`, created (and registered with the BO and the lists) if new. A hold
-    /// is taken; new ones are recorded in `created` so the caller releases it.
+    /// is taken; new ones are recorded in `created` so the caller releases it. The BO learns
+    /// of this VM's tables, so a move of it zaps them first.
     fn obtain(
-        &self,
+        self: &Arc<Self>,
         st: &mut VmState,
         bo: &Arc<Bo>,
         created: &mut Vec<BoId>,
@@ -208,6 +210,8 @@ impl Vm {
         created.push(id);
         if new {
             bo.register_vm_bo(&vm_bo);
+            let me: Weak<dyn BoMappings> = Arc::downgrade(self) as Weak<Vm>;
+            bo.register_mappings(me);
             st.bos.insert(id, bo.clone());
             let _ = self.lists.lock().extobj_add(&vm_bo);
         }
@@ -242,6 +246,7 @@ impl Vm {
         self.core.fail.check(FailPoint::JobCreate)?;
         // Commit point: nothing below fails.
         let (commit, writes) = update.commit_deferred();
+        self.record_mapped(st, applied.iter().map(|a| &a.step));
         let (fence, prev) = queue.next_fence();
         let deps = self.job_deps(
             syncs,

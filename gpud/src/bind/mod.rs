@@ -10,6 +10,7 @@ mod claims;
 pub mod error;
 pub mod failpoint;
 pub mod fault;
+pub mod mapped;
 pub mod op;
 pub mod queue;
 pub mod vm;

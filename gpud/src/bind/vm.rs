@@ -14,6 +14,7 @@
 
 use super::claims::TableClaims;
 use super::error::BindError;
+use super::mapped::MappedRanges;
 use super::op::VmFlags;
 use super::queue::{run_job, BindJob, BindQueue, BindQueueId, WeakBindQueue};
 use crate::device::Core;
@@ -80,6 +81,9 @@ pub struct Vm {
     /// The page tables, under their own lock (class NotifierLock, taken after `vm.lock` and
     /// the reservations): a zap needs only this one.
     pub(crate) pt: OrderedMutex<PageTable>,
+    /// Which ranges of the tables map which BO (see `mapped.rs`): written and read only with
+    /// `pt` held.
+    pub(crate) mapped: Mutex<MappedRanges>,
     pub(crate) lists: Mutex<VmBoLists>,
     /// vm_bos of this VM's private BOs evicted by someone else's allocation: moved onto the
     /// evict list by the next path holding the VM resv.
@@ -195,6 +199,7 @@ impl Vm {
                 },
             ),
             pt: OrderedMutex::new(LockClass::NotifierLock, pt),
+            mapped: Mutex::new(MappedRanges::default()),
             resv,
             lists: Mutex::new(VmBoLists::new(id)),
             foreign_evictions: Mutex::new(Vec::new()),

@@ -1,7 +1,8 @@
 //! The notifier-safe zap: what every invalidation of backing memory (userptr and SVM
 //! notifiers, eviction before freeing) calls to take a GPU VA range away from the device.
 //!
-//! Owns: [`Vm::zap_range`] and [`ZapError`]. Must not: take `vm.lock` (a notifier can fire
+//! Owns: [`Vm::zap_range`], [`ZapError`], and the VM's side of
+//! [`crate::mem::mappings::BoMappings`] (the zap a BO move runs in every VM that mapped it). Must not: take `vm.lock` (a notifier can fire
 //! while a bind holds it and waits for that very memory), allocate or free a table page, or
 //! change the VA tree: the mappings stay, only their PTEs go. Whoever zaps marks the mappings
 //! for revalidation itself (a fault-mode VM repopulates on the next fault).
@@ -13,10 +14,12 @@
 use super::queue::BIND_WAIT_LIMIT;
 use super::vm::Vm;
 use crate::hw::HwError;
-use crate::types::GpuVa;
-use crate::vm::pagetable::PtError;
-use crate::vm::VaRange;
+use crate::mem::mappings::{BoMappings, ZapFailed};
+use crate::types::{BoId, GpuVa, VmId};
+use crate::vm::pagetable::{PageTable, PtError};
+use crate::vm::{VaRange, VmBo};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use thiserror::Error;
 
 /// Why a zap did not complete.
@@ -46,27 +49,40 @@ impl Vm {
     /// page-table lock only — never `vm.lock` — and allocates no table page, so a notifier
     /// may call it while a bind of the same VM holds `vm.lock`.
     pub fn zap_range(&self, range: VaRange) -> Result<(), ZapError> {
-        let (start, len) = (range.start(), range.len());
         let mut pt = self.pt.lock();
-        let pages = pt.zap_pages(start, len)?;
+        self.zap_locked(&mut pt, &[(range.start().get(), range.len())])
+    }
+
+    /// Zaps `ranges` with the page-table lock held: waits for the pending bind jobs writing
+    /// their table pages, clears the leaves, then one TLB invalidation (of the range when
+    /// there is one, of the whole context otherwise), waited for.
+    fn zap_locked(&self, pt: &mut PageTable, ranges: &[(u64, u64)]) -> Result<(), ZapError> {
+        let mut pages = Vec::new();
+        for &(start, len) in ranges {
+            pages.extend(pt.zap_pages(GpuVa(start), len)?);
+        }
         let pending = self.claims.lock().pending_on(&pages);
         for f in pending {
             // A failed job banned the VM and wrote what it could; the zap clears anyway.
             if f.wait(Some(BIND_WAIT_LIMIT)).is_err() && !f.is_signalled() {
-                return Err(ZapError::BindTimeout {
-                    start: start.get(),
-                    len,
-                });
+                let (start, len) = ranges.first().copied().unwrap_or_default();
+                return Err(ZapError::BindTimeout { start, len });
             }
         }
-        let changed = pt.zap(start, len)?;
+        let mut changed = false;
+        for &(start, len) in ranges {
+            changed |= pt.zap(GpuVa(start), len)?;
+        }
         // As for bind jobs: before the VM's first exec nothing can be cached.
         std::sync::atomic::fence(Ordering::SeqCst);
         if changed && self.ctx_used.load(Ordering::SeqCst) {
-            let inv = self.core.mmu.invalidate(self.ctx, Some((start, len)))?;
+            let scope = match ranges {
+                [(start, len)] => Some((GpuVa(*start), *len)),
+                _ => None,
+            };
+            let inv = self.core.mmu.invalidate(self.ctx, scope)?;
             self.core.mmu.wait_invalidation(inv, BIND_WAIT_LIMIT)?;
         }
-        drop(pt);
         Ok(())
     }
 
@@ -75,5 +91,30 @@ impl Vm {
         let range = VaRange::new(GpuVa(start), len)
             .map_err(|_| ZapError::Range(PtError::OutOfRange { va: start, len }))?;
         self.zap_range(range)
+    }
+}
+
+impl BoMappings for Vm {
+    fn vm_id(&self) -> VmId {
+        self.id
+    }
+
+    /// Zaps every range the tables map `bo` at (as `MappedRanges` records them, read under
+    /// the same page-table lock the zap holds, so no bind commits in between).
+    fn zap_bo(&self, bo: BoId) -> Result<(), ZapFailed> {
+        let mut pt = self.pt.lock();
+        let ranges = self.mapped.lock().ranges_of(bo);
+        if ranges.is_empty() {
+            return Ok(());
+        }
+        self.zap_locked(&mut pt, &ranges).map_err(|e| ZapFailed {
+            bo: bo.0,
+            vm: self.id.0,
+            reason: e.to_string(),
+        })
+    }
+
+    fn private_bo_moved(&self, vm_bo: Arc<VmBo>) {
+        self.foreign_evictions.lock().push(vm_bo);
     }
 }

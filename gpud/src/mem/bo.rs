@@ -17,6 +17,7 @@
 //! cannot see a host `munmap`, so "mapped" lasts for the BO's life; a client mapping thus
 //! always shows the pages the GPU uses, and after destruction only that BO's stale pages.
 
+use super::mappings::BoMappings;
 pub use super::pools::{Pools, SharedWindows};
 use super::vram::VramBlock;
 use crate::hw::pte::{LeafFlags, MemLocation};
@@ -102,6 +103,9 @@ pub(super) struct BoState {
     pub pins: u32,
     pub last_use: u64,
     pub vm_bos: Vec<Weak<VmBo>>,
+    /// Every VM that has mapped the BO (while the VM lives its tables may still point at
+    /// it): moves zap through these before freeing.
+    pub mappers: Vec<Weak<dyn BoMappings>>,
     /// Its memory was handed out for a CPU mapping: it stays where it is until destroyed.
     pub cpu_mapped: bool,
 }
@@ -180,6 +184,7 @@ impl Bo {
                 pins: 0,
                 last_use: now,
                 vm_bos: Vec::new(),
+                mappers: Vec::new(),
                 cpu_mapped: false,
             }),
             move_lock: Mutex::new(()),
@@ -296,6 +301,28 @@ impl Bo {
         let mut s = self.state.lock();
         s.vm_bos.retain(|w| w.strong_count() > 0);
         s.vm_bos.push(Arc::downgrade(vm_bo));
+    }
+
+    /// Registers a VM that maps (or is about to map) this BO, so a move zaps its entries
+    /// before freeing the old memory. Idempotent; registrations of dropped VMs are pruned.
+    pub fn register_mappings(&self, vm: Weak<dyn BoMappings>) {
+        let mut s = self.state.lock();
+        s.mappers.retain(|w| w.strong_count() > 0);
+        if !s.mappers.iter().any(|w| Weak::ptr_eq(w, &vm)) {
+            s.mappers.push(vm);
+        }
+    }
+
+    /// The live VMs that mapped the BO.
+    pub(super) fn mappers(&self) -> Vec<Arc<dyn BoMappings>> {
+        let s = self.state.lock();
+        s.mappers.iter().filter_map(Weak::upgrade).collect()
+    }
+
+    /// The live vm_bos of the BO.
+    pub(super) fn vm_bos(&self) -> Vec<Arc<VmBo>> {
+        let s = self.state.lock();
+        s.vm_bos.iter().filter_map(Weak::upgrade).collect()
     }
 
     /// The map operation for `[offset, offset + len)` of the BO at `va`, following the

@@ -1,23 +1,33 @@
 //! The memory manager: creates BOs in their placement, evicts least-recently-used BOs when
 //! VRAM runs out, and validates (moves back) evicted BOs.
 //!
-//! Owns: the LRU of BOs, the eviction policy (unpinned, migratable, least recently used
+//! Owns: the LRU of BOs, the eviction policy (unpinned, migratable, idle, least recently used
 //! first), and the copies that move a BO between VRAM and the system pool (submitted to the
-//! [`CopyEngine`] behind the BO's reservation fences). Must not: write page tables (the
-//! caller rebinds the mappings of a validated BO with [`Bo::map_op`]) or take the VM lock.
+//! [`CopyEngine`] behind the BO's reservation fences). Must not: write page tables itself
+//! (it zaps through [`super::mappings::BoMappings`]; the caller rebinds the mappings of a
+//! validated BO with [`Bo::map_op`]) or take the VM lock.
 //!
-//! Eviction never frees memory the GPU might still access: the copy waits for every fence in
-//! the BO's reservation, the old VRAM is freed only after the copy's fence signalled, and the
-//! BO's vm_bos are marked evicted so the VM's exec path rebinds them before any new job runs
-//! (drm_gpuvm's validate step). VM-private vm_bos are returned for the caller to move onto
-//! the VM's evict list with `VmBoLists::evict_local` under the VM reservation.
+//! Zap, invalidate, then free: every move (eviction or validation) copies the BO after every
+//! fence in its reservation, then removes every GPU mapping of it in every VM that mapped it
+//! (entries cleared, TLB invalidated and waited for), installs the new backing, and only
+//! then frees the old one. A job that still runs on the BO (its completion was believed too
+//! early, or it was submitted before the BO was bound) faults or reads the scratch page; it
+//! never reaches freed memory. The vm_bos are then flagged so each VM rebinds before its next
+//! job (drm_gpuvm's validate step).
+//!
+//! Never waiting on the request path: an allocation evicts only BOs that are idle (every
+//! fence signalled) and whose reservation and move lock it can take without waiting, and
+//! holds that reservation for the whole move, so an EXEC or bind of the victim waits for it
+//! and then sees the move. It still waits for the copy of such an idle BO (the kernel copy
+//! queue, no client work): see `docs/memory.md`.
 
 use super::bo::{Backing, Bo, Placement, Pools};
 use super::copy::{copy_commands, CopyEngine, CopyError, KernelMap};
+use super::mappings::ZapFailed;
 use super::shm::ShareError;
 use crate::hw::cmd::CommandStream;
 use crate::hw::pte::MemLocation;
-use crate::sync::{Fence, FenceStatus, Resv, Usage};
+use crate::sync::{AcquireCtx, Fence, FenceStatus, Resv, Usage};
 use crate::types::{BoId, PhysAddr, PAGE_SIZE};
 use crate::vm::vm_bo::{GpuBo, VmBo};
 use parking_lot::Mutex;
@@ -70,6 +80,7 @@ pub struct MemoryManager {
     lru: Mutex<Vec<Weak<Bo>>>,
     clock: AtomicU64,
     next_id: AtomicU64,
+    leaked: AtomicU64,
 }
 
 impl MemoryManager {
@@ -81,6 +92,7 @@ impl MemoryManager {
             lru: Mutex::new(Vec::new()),
             clock: AtomicU64::new(1),
             next_id: AtomicU64::new(1),
+            leaked: AtomicU64::new(0),
         }
     }
 
@@ -205,14 +217,22 @@ impl MemoryManager {
         }
     }
 
-    /// Evicts the least recently used candidate whose move lock is free; false if none.
+    /// Evicts the least recently used candidate that is idle and free to take right now;
+    /// false if none. Never waits: a BO another thread is moving (its move lock) or whose
+    /// reservation someone holds (an EXEC validating it, a bind mapping it) is skipped, and so
+    /// is one with an unsignalled fence (a job may still use it): the request path never waits
+    /// for another client's job or lock. Holding the victim's reservation for the whole move
+    /// is what keeps a new EXEC of its VMs from validating it halfway: that EXEC waits for the
+    /// reservation and then finds the vm_bos flagged evicted.
     fn evict_one(&self, keep: Option<BoId>, report: &mut EvictReport) -> Result<bool, MemError> {
         for victim in self.lru_candidates(keep) {
-            // A BO another thread is moving is skipped, never waited for: no lock cycles.
             let Some(_moving) = victim.move_lock.try_lock() else {
                 continue;
             };
-            if is_candidate(&victim) {
+            let Some(_resv) = ResvTryGuard::new(victim.reservation()) else {
+                continue;
+            };
+            if victim.reservation().test_signalled(Usage::Bookkeep) && is_candidate(&victim) {
                 self.evict_locked(&victim, report)?;
                 return Ok(true);
             }
@@ -239,8 +259,8 @@ impl MemoryManager {
     }
 
     /// Moves `bo` to the system pool and marks its vm_bos evicted (no-op if it is not in
-    /// VRAM). The caller holds the BO's reservation. A pinned or CPU-mapped BO does not move:
-    /// `MemError::Pinned`.
+    /// VRAM). The caller holds the BO's reservation; the copy runs after every fence in it.
+    /// A pinned or CPU-mapped BO does not move: `MemError::Pinned`.
     pub fn evict(&self, bo: &Arc<Bo>, report: &mut EvictReport) -> Result<(), MemError> {
         let _moving = bo.move_lock.lock();
         if bo.location() != Some(MemLocation::Vram) {
@@ -255,28 +275,8 @@ impl MemoryManager {
     fn evict_locked(&self, bo: &Arc<Bo>, report: &mut EvictReport) -> Result<(), MemError> {
         let target = self.alloc_sys(bo.size())?;
         let deps = bo.reservation().fences(Usage::Bookkeep);
-        let old = match self.move_backing(bo, target.clone(), &deps) {
-            Ok(old) => old,
-            Err(e) => {
-                self.pools.free(target);
-                return Err(e);
-            }
-        };
-        self.pools.free(old);
-        let vm_bos: Vec<Arc<VmBo>> = bo
-            .state
-            .lock()
-            .vm_bos
-            .iter()
-            .filter_map(Weak::upgrade)
-            .collect();
-        for vm_bo in vm_bos {
-            if vm_bo.is_external() {
-                vm_bo.set_evicted(true);
-            } else {
-                report.private_vm_bos.push(vm_bo);
-            }
-        }
+        self.move_to(bo, target, &deps)?;
+        self.flag_moved(bo, None, report);
         tracing::debug!(bo = ?bo.id(), size = bo.size(), "evicted from VRAM to system memory");
         report.evicted.push(bo.id());
         bo.evictions
@@ -284,13 +284,14 @@ impl MemoryManager {
         Ok(())
     }
 
-    /// Moves an evicted migratable BO back to VRAM (evicting others if needed). `by` is the
-    /// vm_bo of the VM validating it, which rebinds its mappings with [`Bo::map_op`] right
-    /// after: after a move its external evicted flag is cleared, while every *other* VM's
-    /// external vm_bo is flagged evicted, because their PTEs still point at the old pages and
-    /// must be rebound before their next job. VM-private vm_bos are the caller's to
-    /// un-evict. A pinned or CPU-mapped BO stays where it is (the GPU keeps using it in
-    /// system memory, where the CPU mapping points). Returns whether it moved.
+    /// Moves an evicted migratable BO back to VRAM (evicting idle others if needed). `by` is
+    /// the vm_bo of the VM validating it, which rebinds its mappings with [`Bo::map_op`]
+    /// right after; every *other* VM's vm_bo is flagged evicted (external) or handed to its
+    /// VM (private), because their entries were zapped by the move and must be rebound
+    /// before their next job. A pinned or CPU-mapped BO stays where it is (the GPU keeps
+    /// using it in system memory, where the CPU mapping points), and so does a BO for which
+    /// no VRAM can be had without waiting (every VRAM BO busy, held or pinned): it works from
+    /// system memory and moves at a later validation. Returns whether it moved.
     pub fn validate(
         &self,
         bo: &Arc<Bo>,
@@ -306,38 +307,53 @@ impl MemoryManager {
             return Ok(false);
         }
         let target =
-            self.alloc_vram_evicting(bo.size(), bo.is_contiguous(), Some(bo.id()), report)?;
+            match self.alloc_vram_evicting(bo.size(), bo.is_contiguous(), Some(bo.id()), report) {
+                Ok(t) => t,
+                Err(MemError::NoSpace { .. }) => {
+                    self.touch(bo);
+                    return Ok(false);
+                }
+                Err(e) => return Err(e),
+            };
         let deps = bo.reservation().fences(Usage::Bookkeep);
-        match self.move_backing(bo, target.clone(), &deps) {
-            Ok(old) => self.pools.free(old),
-            Err(e) => {
-                self.pools.free(target);
-                return Err(e);
-            }
-        }
-        let vm_bos: Vec<Arc<VmBo>> = bo
-            .state
-            .lock()
-            .vm_bos
-            .iter()
-            .filter_map(Weak::upgrade)
-            .collect();
-        for v in vm_bos.iter().filter(|v| v.is_external()) {
-            v.set_evicted(by.is_none_or(|by| !Arc::ptr_eq(by, v)));
-        }
+        self.move_to(bo, target, &deps)?;
+        self.flag_moved(bo, by, report);
         self.touch(bo);
         Ok(true)
     }
 
-    /// Copies the BO into `target` after `deps`, waits for the copy, installs `target` and
-    /// returns the old backing (now unused by any job).
-    fn move_backing(
-        &self,
-        bo: &Bo,
-        target: Backing,
-        deps: &[Arc<Fence>],
-    ) -> Result<Backing, MemError> {
+    /// After a move: every vm_bo but `by` must rebind before its VM's next job. External ones
+    /// are flagged (their VM's next EXEC moves them onto its evict list); VM-private ones go
+    /// to their VM now (we hold its reservation), or into the report without one.
+    fn flag_moved(&self, bo: &Bo, by: Option<&Arc<VmBo>>, report: &mut EvictReport) {
+        let mappers = bo.mappers();
+        for vm_bo in bo.vm_bos() {
+            if by.is_some_and(|by| Arc::ptr_eq(by, &vm_bo)) {
+                // The validating VM rebinds at once (a private one clears its list entry).
+                if vm_bo.is_external() {
+                    vm_bo.set_evicted(false);
+                }
+                continue;
+            }
+            if vm_bo.is_external() {
+                vm_bo.set_evicted(true);
+            } else if let Some(vm) = mappers.iter().find(|m| m.vm_id() == vm_bo.vm()) {
+                vm.private_bo_moved(vm_bo);
+            } else {
+                report.private_vm_bos.push(vm_bo);
+            }
+        }
+    }
+
+    /// Copies the BO into `target` after `deps` and waits for the copy; then zaps every GPU
+    /// mapping of the BO in every VM (entries cleared, TLB invalidated and waited for),
+    /// installs `target`, and only then frees the old backing. A zap that failed leaves
+    /// translations that may reach the old memory: it is never freed (counted in
+    /// [`MemoryManager::leaked_backings`]). The caller holds the BO's reservation and move
+    /// lock, so no bind, rebind or fault maps the BO meanwhile.
+    fn move_to(&self, bo: &Bo, target: Backing, deps: &[Arc<Fence>]) -> Result<(), MemError> {
         let Some(source) = bo.state.lock().backing.clone() else {
+            self.pools.free(target);
             return Err(MemError::InvalidSize { size: 0 });
         };
         let mut s = CommandStream::new();
@@ -349,10 +365,71 @@ impl MemoryManager {
                 len,
             );
         }
-        let fence = self.copy.submit(s.dwords(), deps)?;
-        wait_copy(&fence)?;
-        let mut st = bo.state.lock();
-        Ok(st.backing.replace(target).unwrap_or(source))
+        let copied = self
+            .copy
+            .submit(s.dwords(), deps)
+            .map_err(MemError::from)
+            .and_then(|fence| wait_copy(&fence));
+        if let Err(e) = copied {
+            self.pools.free(target);
+            return Err(e);
+        }
+        let zapped = self.zap_mappings(bo);
+        let old = {
+            let mut st = bo.state.lock();
+            st.backing.replace(target).unwrap_or(source)
+        };
+        match zapped {
+            Ok(()) => self.pools.free(old),
+            Err(e) => {
+                tracing::error!(bo = ?bo.id(), error = %e, "zap failed: old backing kept out of use");
+                self.leaked.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    /// Zaps the BO's entries in every VM that mapped it; the first failure is returned after
+    /// every VM was tried.
+    fn zap_mappings(&self, bo: &Bo) -> Result<(), ZapFailed> {
+        let mut result = Ok(());
+        for vm in bo.mappers() {
+            if let Err(e) = vm.zap_bo(bo.id()) {
+                if result.is_ok() {
+                    result = Err(e);
+                }
+            }
+        }
+        result
+    }
+
+    /// Backings kept out of use forever because a zap before their free failed.
+    pub fn leaked_backings(&self) -> u64 {
+        self.leaked.load(Ordering::Relaxed)
+    }
+}
+
+/// A reservation taken with a try-lock for as long as the guard lives.
+struct ResvTryGuard<'a> {
+    resv: &'a Resv,
+    ctx: AcquireCtx,
+}
+
+impl<'a> ResvTryGuard<'a> {
+    /// The reservation if it is free right now (never waits).
+    fn new(resv: &'a Resv) -> Option<Self> {
+        let mut ctx = AcquireCtx::new();
+        match resv.ww().try_lock(&mut ctx) {
+            Ok(true) => Some(Self { resv, ctx }),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for ResvTryGuard<'_> {
+    fn drop(&mut self) {
+        // Locked by this context in `new`, so unlock cannot fail.
+        let _ = self.resv.ww().unlock(&mut self.ctx);
     }
 }
 

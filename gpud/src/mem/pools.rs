@@ -20,13 +20,13 @@ use super::vram::{AllocRequest, VramAllocator, VramError};
 use crate::hw::pte::MemLocation;
 use crate::hw::{DmaMemory, DmaRegion, HwError};
 use crate::sync::Fence;
-use crate::types::PAGE_SIZE;
+use crate::types::{PhysAddr, PAGE_SIZE};
 use parking_lot::Mutex;
 use rustix::fd::OwnedFd;
 use simgpu::PhysMemory;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// The shared windows behind system memory and VRAM (the host's `gpud serve`): the same
 /// memories the device and `Pools` use, as [`ShmPool`]s that can bind per-backing objects.
@@ -60,7 +60,12 @@ pub struct Pools {
     /// The object of every live backing (with `shared`).
     objects: Mutex<HashMap<Key, ShmObject>>,
     lost: AtomicU64,
+    observer: OnceLock<MemObserver>,
 }
+
+/// Told of every backing range allocated (`true`) and freed (`false`): an in-process
+/// simulated device uses it to check that no GPU access reaches freed memory.
+pub type MemObserver = Arc<dyn Fn(MemLocation, PhysAddr, u64, bool) + Send + Sync>;
 
 impl Pools {
     /// Pools over the given memories (no CPU sharing with other processes).
@@ -88,7 +93,21 @@ impl Pools {
             shared,
             objects: Mutex::new(HashMap::new()),
             lost: AtomicU64::new(0),
+            observer: OnceLock::new(),
         })
+    }
+
+    /// Sets the observer of allocations and frees (once; later calls are ignored).
+    pub fn set_observer(&self, observer: MemObserver) {
+        let _ = self.observer.set(observer);
+    }
+
+    fn observe(&self, backing: &Backing, allocated: bool) {
+        if let Some(o) = self.observer.get() {
+            for s in backing.segments() {
+                o(backing.location(), s.addr, s.len, allocated);
+            }
+        }
     }
 
     /// Whether backings have memory objects clients can map.
@@ -106,7 +125,9 @@ impl Pools {
             Ok(region) => vec![region],
             Err(_) => self.sys_scattered(size)?,
         };
-        self.share(Backing::System(regions))
+        let backing = self.share(Backing::System(regions))?;
+        self.observe(&backing, true);
+        Ok(backing)
     }
 
     fn sys_region(&self, bytes: u64) -> Result<DmaRegion, HwError> {
@@ -172,7 +193,11 @@ impl Pools {
             }
         };
         match blocks {
-            Ok(b) => self.share(Backing::Vram(b)),
+            Ok(b) => {
+                let backing = self.share(Backing::Vram(b))?;
+                self.observe(&backing, true);
+                Ok(backing)
+            }
             Err(VramError::NoSpace { free, .. }) => Err(MemError::NoSpace {
                 requested: size,
                 free,
@@ -238,6 +263,7 @@ impl Pools {
     }
 
     fn release(&self, backing: Backing) {
+        self.observe(&backing, false);
         match backing {
             // A refusal means blocks that are not allocated: nothing to return.
             Backing::Vram(blocks) => drop(self.vram.lock().free(&blocks)),

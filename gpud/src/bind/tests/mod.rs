@@ -1,6 +1,7 @@
 //! Bind-engine tests at the driver API level on simgpu in thread mode.
 
 mod async_binds;
+mod evict;
 mod exec_vm;
 mod failpoints;
 mod fault_mode;
