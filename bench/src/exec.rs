@@ -9,7 +9,7 @@ use gpud::exec::{
     ExecHw, ExecQueue, FencePage, IrqDispatcher, Job, Priority, QueueConfig, QueueMode,
     SchedConfig, Scheduler,
 };
-use gpud::hw::cmd::CommandStream;
+use gpud::hw::cmd::{CommandStream, SemOp, Width};
 use gpud::hw::pte::{CacheMode, LeafFlags};
 use gpud::hw::sim::dma::HeapDma;
 use gpud::hw::sim::irq::IrqLatch;
@@ -17,7 +17,7 @@ use gpud::hw::sim::platform::SimMmio;
 use gpud::hw::sim::SimHw;
 use gpud::hw::{DmaMemory, Engine, FaultMode, HwCtx, MemLocation, Mmio, Mmu, SystemClock};
 use gpud::sync::Fence;
-use gpud::types::{GpuVa, PAGE_SIZE};
+use gpud::types::{GpuVa, PhysAddr, PAGE_SIZE};
 use simgpu::{Config, HeapMemory, SimGpu};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,6 +38,8 @@ struct Bench {
     dma: Arc<dyn DmaMemory>,
     /// The global GTT, where fence pages are mapped.
     ggtt: SimplePageTable,
+    /// Where the context's data page is (the device writes it, the bench reads it).
+    data: PhysAddr,
     queues: u64,
 }
 
@@ -62,6 +64,9 @@ impl Bench {
         hw.bind_ggtt(ggtt.root()).expect("bind GGTT");
         let mut pt = SimplePageTable::new(dma.clone()).expect("page table");
         let data = dma.alloc(PAGE_SIZE).expect("data page").addr;
+        // The kill benchmark's gate word is read before anything wrote the page.
+        dma.write_u64(PhysAddr(data.get() + 8 * GATE_SLOT), 0)
+            .expect("clear gate");
         pt.map_4k(DATA_VA, data, MemLocation::System, RW)
             .expect("map");
         hw.bind_context(CTX, pt.root(), FaultMode::Fatal)
@@ -75,6 +80,7 @@ impl Bench {
             gpu,
             dma,
             ggtt,
+            data,
             queues: 0,
         }
     }
@@ -132,20 +138,26 @@ fn submit_to_signal() -> u64 {
     median_ns(&mut samples)
 }
 
-/// Jobs per second on four queues (two per engine); `chained`: each job also depends on the
-/// previous job, which ran on another queue.
-fn throughput(chained: bool) -> f64 {
+/// Jobs per second on `queues` queues (alternating between the engines); `chained`: each job
+/// also depends on the previous job, which ran on another queue. With more queues than the
+/// engines have hardware queues, the scheduler time-slices them.
+fn throughput(queues: usize, chained: bool) -> f64 {
     const JOBS: u64 = 8000;
     let mut b = Bench::new();
-    let qs: Vec<ExecQueue> = [Engine::Copy, Engine::Compute, Engine::Copy, Engine::Compute]
-        .into_iter()
-        .map(|e| b.queue(e))
+    let qs: Vec<ExecQueue> = (0..queues)
+        .map(|i| {
+            b.queue(if i % 2 == 0 {
+                Engine::Copy
+            } else {
+                Engine::Compute
+            })
+        })
         .collect();
     let start = Instant::now();
     let mut last: Option<Arc<Fence>> = None;
     let mut fences = Vec::with_capacity(JOBS as usize);
     for k in 0..JOBS {
-        let qi = (k % 4) as usize;
+        let qi = (k % queues as u64) as usize;
         let mut job = store_job(qi as u64, k);
         if let (true, Some(prev)) = (chained, last.clone()) {
             job = job.with_deps([prev]);
@@ -158,11 +170,52 @@ fn throughput(chained: bool) -> f64 {
     JOBS as f64 / start.elapsed().as_secs_f64()
 }
 
+/// Data slots of the kill benchmark: the running job's marker and the word it waits on.
+const MARK_SLOT: u64 = 500;
+const GATE_SLOT: u64 = 501;
+
+/// Median microseconds from killing a queue whose job is running on the engine (spinning on
+/// a semaphore that is never released) to that job's fence failing, which happens only once
+/// the queue is off its hardware queue. This is what a client's death costs the engine: the
+/// scheme kills every queue of a client that goes away.
+fn kill_to_engine_free_us() -> f64 {
+    const SAMPLES: usize = 200;
+    let mut b = Bench::new();
+    let mark = PhysAddr(b.data.get() + 8 * MARK_SLOT);
+    let mut samples = Vec::with_capacity(SAMPLES);
+    for _ in 0..SAMPLES {
+        b.dma.write_u64(mark, 0).expect("clear mark");
+        let q = b.queue(Engine::Compute);
+        let spin = CommandStream::new()
+            .store_qword(GpuVa(DATA_VA.get() + 8 * MARK_SLOT), 1)
+            .semaphore_wait(
+                GpuVa(DATA_VA.get() + 8 * GATE_SLOT),
+                SemOp::Ne,
+                0,
+                Width::U64,
+            )
+            .dwords()
+            .to_vec();
+        let f = q.submit(Job::commands(spin)).expect("submit");
+        let bound = Instant::now() + Duration::from_secs(10);
+        while b.dma.read_u64(mark).expect("mark") != 1 && Instant::now() < bound {
+            std::thread::yield_now();
+        }
+        let start = Instant::now();
+        q.kill();
+        wait(&f);
+        samples.push(start.elapsed().as_nanos() as u64);
+    }
+    median_ns(&mut samples) as f64 / 1000.0
+}
+
 /// The exec group.
 pub fn exec() -> Report {
     let mut r = Report::new("exec");
     r.push("submit_to_signal_ns", submit_to_signal());
-    r.push("jobs_per_s_4_queues", throughput(false).round());
-    r.push("dep_chain_jobs_per_s", throughput(true).round());
+    r.push("jobs_per_s_4_queues", throughput(4, false).round());
+    r.push("jobs_per_s_64_queues", throughput(64, false).round());
+    r.push("dep_chain_jobs_per_s", throughput(4, true).round());
+    r.push("kill_to_engine_free_us", kill_to_engine_free_us());
     r
 }

@@ -96,6 +96,12 @@ extern "C" {
 #define GPU_ENGINE_CLASS_COMPUTE 4
 #define GPU_ENGINE_CLASS_VM_BIND 5
 
+/* EXEC_QUEUE_CREATE flags and priorities (Xe's values; HIGH needs privilege: EPERM). */
+#define GPU_EXEC_QUEUE_CREATE_PRIORITY (1u << 0)
+#define GPU_QUEUE_PRIORITY_LOW 0
+#define GPU_QUEUE_PRIORITY_NORMAL 1
+#define GPU_QUEUE_PRIORITY_HIGH 2
+
 /* WAIT_USER_FENCE comparisons and flags. */
 #define GPU_WAIT_OP_EQ 0
 #define GPU_WAIT_OP_NEQ 1
@@ -168,9 +174,9 @@ struct gpu_bo_create_args {
 struct gpu_exec_queue_create_args {
 	uint32_t vm_id;
 	uint16_t engine_class;  /* GPU_ENGINE_CLASS_* */
-	uint16_t flags;
+	uint16_t flags;         /* GPU_EXEC_QUEUE_CREATE_* */
 	uint32_t queue_id;      /* out */
-	uint32_t pad;
+	uint32_t priority;      /* GPU_QUEUE_PRIORITY_* with GPU_EXEC_QUEUE_CREATE_PRIORITY, else 0 */
 	uint64_t reserved[2];
 };
 

@@ -55,6 +55,10 @@ int gpu_bo_import(struct gpu_device *dev, const uint64_t token[2], uint32_t *bo_
 /* Exec queues (and bind queues: GPU_ENGINE_CLASS_VM_BIND). */
 int gpu_exec_queue_create(struct gpu_device *dev, uint32_t vm_id, uint16_t engine_class,
 			  uint32_t *queue_id);
+/* At GPU_QUEUE_PRIORITY_*: HIGH needs privilege (-EPERM), bind queues take only NORMAL. */
+int gpu_exec_queue_create_with_priority(struct gpu_device *dev, uint32_t vm_id,
+					uint16_t engine_class, uint32_t priority,
+					uint32_t *queue_id);
 int gpu_exec_queue_destroy(struct gpu_device *dev, uint32_t queue_id);
 
 /* VM_BIND: `num_ops` operations, all or nothing, then the syncs (waits before, signals and

@@ -15,7 +15,7 @@
 mod call;
 
 use call::{call, errno_of};
-use gpu_scheme::uapi::flags::ObjectKind;
+use gpu_scheme::uapi::flags::{ExecQueueCreateFlags, ObjectKind, QueuePriority};
 use gpu_scheme::uapi::wire::{self, Opcode};
 use libgpu::transport::{Handle, Mapping};
 use libgpu::Device;
@@ -388,10 +388,36 @@ pub unsafe extern "C" fn gpu_exec_queue_create(
 ) -> c_int {
     // SAFETY: contract forwarded.
     unsafe {
+        gpu_exec_queue_create_with_priority(
+            dev,
+            vm_id,
+            engine_class,
+            QueuePriority::Normal as u32,
+            queue_id,
+        )
+    }
+}
+
+/// EXEC_QUEUE_CREATE at `priority` (`GPU_QUEUE_PRIORITY_*`).
+///
+/// # Safety
+/// `dev` open; `queue_id` writable.
+#[no_mangle]
+pub unsafe extern "C" fn gpu_exec_queue_create_with_priority(
+    dev: *mut GpuDevice,
+    vm_id: u32,
+    engine_class: u16,
+    priority: u32,
+    queue_id: *mut u32,
+) -> c_int {
+    // SAFETY: contract forwarded.
+    unsafe {
         with_dev(dev, |d| {
             let mut a = wire::ExecQueueCreateArgs {
                 vm_id,
                 engine_class,
+                flags: ExecQueueCreateFlags::PRIORITY.bits(),
+                priority,
                 ..Default::default()
             };
             call(d.dev.handle(), Opcode::ExecQueueCreate, &mut a, &[])?;

@@ -6,8 +6,9 @@ mod common;
 
 use common::{cc, include_dir, run, scratch};
 use gpu_scheme::uapi::flags::{
-    bind_op, sync_type, BindFlags, BoCreateFlags, EngineClass, ObjectKind, Placement, Region,
-    SyncFlags, SyncobjCreateFlags, SyncobjWaitFlags, VmCreateFlags, WaitFlags, WaitOp,
+    bind_op, sync_type, BindFlags, BoCreateFlags, EngineClass, ExecQueueCreateFlags, ObjectKind,
+    Placement, QueuePriority, Region, SyncFlags, SyncobjCreateFlags, SyncobjWaitFlags,
+    VmCreateFlags, WaitFlags, WaitOp,
 };
 use gpu_scheme::uapi::wire::{self, Opcode};
 use std::collections::BTreeMap;
@@ -47,7 +48,7 @@ fn expected() -> Vec<(String, u64)> {
         IdArgs => "gpu_id_args" { id, pad, reserved }
         BoCreateArgs => "gpu_bo_create_args" { size, placement, flags, vm_id, bo_id, reserved }
         ExecQueueCreateArgs => "gpu_exec_queue_create_args" { vm_id, engine_class, flags,
-            queue_id, pad, reserved }
+            queue_id, priority, reserved }
         VmBindArgs => "gpu_vm_bind_args" { vm_id, queue_id, num_ops, op_stride, num_syncs,
             sync_stride, reserved }
         BindOpWire => "gpu_bind_op" { op, flags, bo_id, pat_index, pad, obj_offset, addr, range,
@@ -118,6 +119,7 @@ fn expected() -> Vec<(String, u64)> {
     flags!("GPU_SYNC_FLAG_", SyncFlags);
     flags!("GPU_WAIT_FLAG_", WaitFlags);
     flags!("GPU_SYNCOBJ_CREATE_", SyncobjCreateFlags);
+    flags!("GPU_EXEC_QUEUE_CREATE_", ExecQueueCreateFlags);
     // SYNCOBJ_WAIT flags all read GPU_SYNCOBJ_WAIT_* in C (ABSTIME included).
     for (name, f) in SyncobjWaitFlags::all().iter_names() {
         let name = name.strip_prefix("WAIT_").unwrap_or(name);
@@ -145,6 +147,13 @@ fn expected() -> Vec<(String, u64)> {
         ("VM_BIND", EngineClass::VmBind),
     ] {
         v.push(c(&format!("GPU_ENGINE_CLASS_{name}"), e as u64));
+    }
+    for (name, p) in [
+        ("LOW", QueuePriority::Low),
+        ("NORMAL", QueuePriority::Normal),
+        ("HIGH", QueuePriority::High),
+    ] {
+        v.push(c(&format!("GPU_QUEUE_PRIORITY_{name}"), p as u64));
     }
     for (name, r) in [
         ("SYSTEM", Region::System),

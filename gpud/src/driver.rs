@@ -25,7 +25,7 @@ use gpu_scheme::driver::{
     ResolvedBindOp, ResolvedSync, Submitted, VmMapping, WakeToken,
 };
 use gpu_scheme::uapi::flags::{
-    BoCreateFlags, EngineClass, Placement as WirePlacement, VmCreateFlags,
+    BoCreateFlags, EngineClass, Placement as WirePlacement, QueuePriority, VmCreateFlags,
 };
 use gpu_scheme::uapi::request::{BindOpKind, BoCreateRequest};
 use parking_lot::Mutex;
@@ -290,6 +290,15 @@ impl Driver {
                 })
                 .collect()
         })
+    }
+}
+
+/// The scheduler's priority for a wire priority.
+fn exec_priority(p: QueuePriority) -> Priority {
+    match p {
+        QueuePriority::Low => Priority::Low,
+        QueuePriority::Normal => Priority::Normal,
+        QueuePriority::High => Priority::High,
     }
 }
 
@@ -641,6 +650,7 @@ impl GpuDriver for Driver {
         client: ClientId,
         vm: &Arc<Vm>,
         class: EngineClass,
+        priority: QueuePriority,
     ) -> Result<DriverQueue, DriverError> {
         let engine = match class {
             EngineClass::VmBind => {
@@ -652,7 +662,7 @@ impl GpuDriver for Driver {
         };
         let queue = self
             .device
-            .exec_queue_create_with(vm, engine, Priority::Normal, Some(client.0))
+            .exec_queue_create_with(vm, engine, exec_priority(priority), Some(client.0))
             .map_err(bind_err)?;
         let queue = Arc::new(queue);
         self.with_client(client, |st| {

@@ -6,7 +6,7 @@ use crate::device::DeviceConfig;
 use crate::hw::cmd::CommandStream;
 use crate::mem::manager::MemError;
 use crate::types::VmId;
-use gpu_scheme::uapi::flags::{BindFlags as WireFlags, BoCreateFlags};
+use gpu_scheme::uapi::flags::{BindFlags as WireFlags, BoCreateFlags, QueuePriority};
 use gpu_scheme::uapi::request::BindOp as WireOp;
 use gpu_scheme::uapi::BoId as WireBoId;
 use std::time::Duration;
@@ -118,7 +118,7 @@ fn gpu_store_through_a_bound_bo_is_read_back() {
     cs.store_dword(GpuVa(0x10_1000), 0xC0FFEE).batch_end();
     b.write(0, &cs.to_bytes()).expect("batch");
     let q = d
-        .queue_create(C, &vm, EngineClass::Copy)
+        .queue_create(C, &vm, EngineClass::Copy, QueuePriority::Normal)
         .expect("exec queue");
     let done = d.syncobj_create(false).expect("syncobj");
     d.exec(
@@ -200,8 +200,12 @@ fn invalid_binds_are_einval_class_and_change_nothing() {
 fn exec_and_bind_queue_kinds_are_checked() {
     let d = driver();
     let vm = d.vm_create(C, VmCreateFlags::empty()).expect("vm");
-    let bq = d.queue_create(C, &vm, EngineClass::VmBind).expect("bq");
-    let eq = d.queue_create(C, &vm, EngineClass::Compute).expect("eq");
+    let bq = d
+        .queue_create(C, &vm, EngineClass::VmBind, QueuePriority::Normal)
+        .expect("bq");
+    let eq = d
+        .queue_create(C, &vm, EngineClass::Compute, QueuePriority::Normal)
+        .expect("eq");
     assert!(matches!(
         d.exec(C, &bq, &[0x1000], vec![]),
         Err(DriverError::Invalid(_))
@@ -215,7 +219,9 @@ fn exec_and_bind_queue_kinds_are_checked() {
         Err(DriverError::Invalid(_))
     ));
     let lr = d.vm_create(C, VmCreateFlags::LR_MODE).expect("lr vm");
-    let lq = d.queue_create(C, &lr, EngineClass::Copy).expect("lr queue");
+    let lq = d
+        .queue_create(C, &lr, EngineClass::Copy, QueuePriority::Normal)
+        .expect("lr queue");
     let s = d.syncobj_create(false).expect("s");
     assert!(matches!(
         d.exec(C, &lq, &[], vec![ResolvedSync::Signal(s, 0)]),
@@ -521,7 +527,9 @@ fn client_stats_carry_drm_fdinfo_keys_of_that_client_only() {
 fn a_clients_running_job_shows_in_its_engine_busy_time() {
     let d = driver();
     let vm = d.vm_create(C, VmCreateFlags::empty()).expect("vm");
-    let q = d.queue_create(C, &vm, EngineClass::Copy).expect("queue");
+    let q = d
+        .queue_create(C, &vm, EngineClass::Copy, QueuePriority::Normal)
+        .expect("queue");
     let DriverQueue::Exec { queue, .. } = &q else {
         panic!("an exec queue");
     };

@@ -11,7 +11,7 @@ use thiserror::Error;
 
 pub use syscall::error::{
     E2BIG, EBADF, EBUSY, ECANCELED, EFAULT, EINTR, EINVAL, EIO, EMFILE, ENOENT, ENOMEM, ENOSPC,
-    ENOTTY, EOPNOTSUPP, ETIME, EWOULDBLOCK,
+    ENOTTY, EOPNOTSUPP, EPERM, ETIME, EWOULDBLOCK,
 };
 
 /// The operation of a failed call.

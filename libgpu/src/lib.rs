@@ -66,13 +66,14 @@ pub use gpu_scheme::uapi::{
 pub mod errno {
     pub use crate::error::{
         E2BIG, EBADF, EBUSY, ECANCELED, EFAULT, EINTR, EINVAL, EIO, EMFILE, ENOENT, ENOMEM, ENOSPC,
-        ENOTTY, EOPNOTSUPP, ETIME, EWOULDBLOCK,
+        ENOTTY, EOPNOTSUPP, EPERM, ETIME, EWOULDBLOCK,
     };
 }
 
 /// Flag words and enumerations of the uAPI.
 pub mod flags {
     pub use gpu_scheme::uapi::flags::{
-        BindFlags, BoCreateFlags, EngineClass, ObjectKind, Placement, Region, VmCreateFlags, WaitOp,
+        BindFlags, BoCreateFlags, EngineClass, ObjectKind, Placement, QueuePriority, Region,
+        VmCreateFlags, WaitOp,
     };
 }

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use gpu_scheme::uapi::flags::{EngineClass, WaitOp};
+use gpu_scheme::uapi::flags::{EngineClass, QueuePriority, WaitOp};
 use gpu_scheme::uapi::wire::ExecQueueCreateArgs;
 use gpu_scheme::uapi::{ExecRequest, QueueId, Request, Timeout};
 
@@ -36,9 +36,23 @@ impl std::fmt::Debug for ExecQueue {
 
 impl ExecQueue {
     /// EXEC_QUEUE_CREATE on `vm` for an engine `class` (`Copy`, `Compute`, or `VmBind` for an
-    /// extra in-order bind queue).
+    /// extra in-order bind queue), at normal priority.
     pub fn create(vm: &Vm, class: EngineClass) -> Result<ExecQueue> {
-        let req = Request::ExecQueueCreate { vm: vm.id(), class };
+        Self::create_with_priority(vm, class, QueuePriority::Normal)
+    }
+
+    /// EXEC_QUEUE_CREATE at `priority`. `High` needs privilege (`EPERM` otherwise); bind
+    /// queues take only `Normal` (`EINVAL`).
+    pub fn create_with_priority(
+        vm: &Vm,
+        class: EngineClass,
+        priority: QueuePriority,
+    ) -> Result<ExecQueue> {
+        let req = Request::ExecQueueCreate {
+            vm: vm.id(),
+            class,
+            priority,
+        };
         let args: ExecQueueCreateArgs = vm.device().request(&req)?;
         Ok(ExecQueue {
             vm: Arc::clone(&vm.inner),

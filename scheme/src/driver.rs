@@ -11,7 +11,7 @@
 use syscall::flag::MapFlags;
 use thiserror::Error;
 
-use crate::uapi::flags::{EngineClass, VmCreateFlags, WaitOp};
+use crate::uapi::flags::{EngineClass, QueuePriority, VmCreateFlags, WaitOp};
 use crate::uapi::request::{BindOp, BoCreateRequest};
 pub use crate::wake::WakeToken;
 
@@ -239,12 +239,14 @@ pub trait GpuDriver {
     ) -> Result<Self::Bo, DriverError>;
     /// Size of a BO in bytes.
     fn bo_size(&self, bo: &Self::Bo) -> u64;
-    /// Exec/bind queue creation.
+    /// Exec/bind queue creation. `priority` is normal for bind queues; the scheme checked
+    /// the caller's privilege for a high one.
     fn queue_create(
         &self,
         client: ClientId,
         vm: &Self::Vm,
         class: EngineClass,
+        priority: QueuePriority,
     ) -> Result<Self::Queue, DriverError>;
     /// Queue destruction (also called on teardown, which ignores the pending part). `Some`:
     /// answered once the queue's work in flight retired.

@@ -97,6 +97,10 @@ pub enum SchemeError {
     /// Not allowed for this caller.
     #[error("permission denied")]
     PermissionDenied,
+    /// Needs privilege the caller lacks (uid 0 or the daemon's administrator), as Xe's
+    /// high exec-queue priority needs CAP_SYS_NICE (EPERM).
+    #[error("not privileged: {0}")]
+    NotPrivileged(&'static str),
 }
 
 impl SchemeError {
@@ -114,6 +118,7 @@ impl SchemeError {
             SchemeError::WouldBlock => EWOULDBLOCK,
             SchemeError::TimedOut => ETIME,
             SchemeError::PermissionDenied => EACCES,
+            SchemeError::NotPrivileged(_) => EPERM,
         }
     }
 }

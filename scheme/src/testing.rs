@@ -14,7 +14,7 @@ use redox_scheme::{CallerCtx, Request, RequestKind};
 use syscall::flag::MapFlags;
 
 use crate::driver::*;
-use crate::uapi::flags::{EngineClass, VmCreateFlags};
+use crate::uapi::flags::{EngineClass, QueuePriority, VmCreateFlags};
 use crate::uapi::request::BoCreateRequest;
 
 /// A caller context for calling `SchemeSync` methods directly (pid 0, request id 0).
@@ -39,7 +39,7 @@ pub enum Call {
     /// `bo_create`.
     BoCreate(ClientId, u64),
     /// `queue_create`.
-    QueueCreate(ClientId, EngineClass),
+    QueueCreate(ClientId, EngineClass, QueuePriority),
     /// `queue_destroy`.
     QueueDestroy(u64),
     /// `vm_bind`: VM, number of ops, number of syncs.
@@ -416,9 +416,10 @@ impl GpuDriver for FakeDriver {
         client: ClientId,
         vm: &FakeVm,
         class: EngineClass,
+        priority: QueuePriority,
     ) -> Result<FakeQueue, DriverError> {
         self.fallible(|s| {
-            s.calls.push(Call::QueueCreate(client, class));
+            s.calls.push(Call::QueueCreate(client, class, priority));
             let id = Self::fresh(s);
             s.queue_vms.insert(id, vm.0);
             FakeQueue(id)

@@ -165,7 +165,8 @@ fn object_lifecycle_errors() {
             dev,
             &Request::ExecQueueCreate {
                 vm,
-                class: EngineClass::Copy
+                class: EngineClass::Copy,
+                priority: QueuePriority::Normal,
             }
         ),
         ENOENT
@@ -726,6 +727,56 @@ fn exec_user_fence_is_written_in_the_queues_vm() {
     assert!(
         h.call(a, &wait).is_ok(),
         "the fence value is visible in the VM"
+    );
+}
+
+/// EXEC_QUEUE_CREATE's priority: low and normal for anyone, high only for uid 0 or the
+/// daemon's administrator (EPERM otherwise, as Xe without CAP_SYS_NICE); bind queues have
+/// none (EINVAL). The driver gets the priority that was asked for.
+#[test]
+fn a_high_priority_queue_needs_privilege() {
+    let mut h = Harness::new();
+    let dev = h.open();
+    let vm = h.vm(dev, VmCreateFlags::empty());
+    let create = |h: &mut Harness, class, priority, uid: u32| {
+        let (op, mut bytes) = encode(&Request::ExecQueueCreate {
+            vm,
+            class,
+            priority,
+        });
+        let mut ctx = caller();
+        ctx.uid = uid;
+        h.s.call(dev, &mut bytes, &[op, 0, 0], &ctx)
+            .map(|_| ())
+            .map_err(|e| e.errno)
+    };
+    let created = |h: &Harness| {
+        h.driver()
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::QueueCreate(_, class, p) => Some((class, p)),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let (copy, bind) = (EngineClass::Copy, EngineClass::VmBind);
+    assert_eq!(create(&mut h, copy, QueuePriority::High, 1000), Err(EPERM));
+    assert_eq!(create(&mut h, bind, QueuePriority::Low, 0), Err(EINVAL));
+    assert_eq!(created(&h), vec![], "a refused queue reached the driver");
+    assert_eq!(create(&mut h, copy, QueuePriority::Low, 1000), Ok(()));
+    assert_eq!(create(&mut h, copy, QueuePriority::Normal, 1000), Ok(()));
+    assert_eq!(create(&mut h, copy, QueuePriority::High, 0), Ok(()));
+    h.s.set_admin_uid(1000);
+    assert_eq!(create(&mut h, copy, QueuePriority::High, 1000), Ok(()));
+    assert_eq!(
+        created(&h),
+        vec![
+            (copy, QueuePriority::Low),
+            (copy, QueuePriority::Normal),
+            (copy, QueuePriority::High),
+            (copy, QueuePriority::High),
+        ]
     );
 }
 

@@ -131,11 +131,13 @@ fn request() -> impl Strategy<Value = Request> {
         small_id().prop_map(|i| Request::BoDestroy(BoId(i))),
         (
             small_id(),
-            prop_oneof![Just(EngineClass::Copy), Just(EngineClass::VmBind)]
+            prop_oneof![Just(EngineClass::Copy), Just(EngineClass::VmBind)],
+            0u32..3
         )
-            .prop_map(|(vm, class)| Request::ExecQueueCreate {
+            .prop_map(|(vm, class, p)| Request::ExecQueueCreate {
                 vm: VmId(vm),
-                class
+                class,
+                priority: QueuePriority::from_raw(p).unwrap_or_default(),
             }),
         small_id().prop_map(|i| Request::ExecQueueDestroy(QueueId(i))),
         (

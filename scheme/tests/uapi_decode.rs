@@ -135,11 +135,17 @@ fn request() -> impl Strategy<Value = Request> {
                 Just(EngineClass::Copy),
                 Just(EngineClass::Compute),
                 Just(EngineClass::VmBind)
+            ],
+            prop_oneof![
+                Just(QueuePriority::Low),
+                Just(QueuePriority::Normal),
+                Just(QueuePriority::High)
             ]
         )
-            .prop_map(|(vm, class)| Request::ExecQueueCreate {
+            .prop_map(|(vm, class, priority)| Request::ExecQueueCreate {
                 vm: VmId(vm),
-                class
+                class,
+                priority
             }),
         (
             any::<u32>(),
@@ -294,6 +300,7 @@ fn sample(op: Opcode) -> Request {
         Opcode::ExecQueueCreate => Request::ExecQueueCreate {
             vm: VmId(1),
             class: EngineClass::Copy,
+            priority: QueuePriority::Normal,
         },
         Opcode::ExecQueueDestroy => Request::ExecQueueDestroy(QueueId(1)),
         Opcode::VmBind => Request::VmBind(VmBindRequest {
@@ -471,8 +478,41 @@ fn queue_create_rules() {
     set_u16(&mut b, 20, 0);
     assert_eq!(errno_of(raw, &b), EINVAL, "render class unsupported");
     let mut b = good.clone();
-    set_u16(&mut b, 22, 1);
-    assert_eq!(errno_of(raw, &b), EINVAL, "flags");
+    set_u16(&mut b, 22, 2);
+    assert_eq!(errno_of(raw, &b), EINVAL, "unknown flag");
+}
+
+/// The args of an EXEC_QUEUE_CREATE (after the 16-byte call header) with `flags` and
+/// `priority` as given; `None` when the decoder accepts them, else the errno.
+fn priority_errno(flags: u16, priority: u32) -> (Option<i32>, Option<QueuePriority>) {
+    let (raw, mut b) = encode(&sample(Opcode::ExecQueueCreate));
+    set_u16(&mut b, 22, flags);
+    b[28..32].copy_from_slice(&priority.to_le_bytes());
+    match decode(raw, &b) {
+        Ok(Request::ExecQueueCreate { priority, .. }) => (None, Some(priority)),
+        Ok(other) => panic!("decoded as {other:?}"),
+        Err(e) => (Some(SchemeError::Decode(e).errno()), None),
+    }
+}
+
+#[test]
+fn queue_priority_rules() {
+    let p = ExecQueueCreateFlags::PRIORITY.bits();
+    assert_eq!(priority_errno(0, 0), (None, Some(QueuePriority::Normal)));
+    assert_eq!(priority_errno(p, 0), (None, Some(QueuePriority::Low)));
+    assert_eq!(priority_errno(p, 1), (None, Some(QueuePriority::Normal)));
+    assert_eq!(priority_errno(p, 2), (None, Some(QueuePriority::High)));
+    assert_eq!(
+        priority_errno(p, 3),
+        (Some(EINVAL), None),
+        "unknown priority"
+    );
+    assert_eq!(priority_errno(p, u32::MAX), (Some(EINVAL), None));
+    assert_eq!(
+        priority_errno(0, 2),
+        (Some(EINVAL), None),
+        "a priority without the flag"
+    );
 }
 
 /// A VM_BIND with one op, after `edit` changed its wire form.

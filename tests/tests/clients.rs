@@ -189,12 +189,16 @@ fn request() -> impl Strategy<Value = Request> {
             vm: None,
         })),
         id.clone().prop_map(|i| Request::BoDestroy(BoId(i))),
-        (id.clone(), prop_oneof![Just(1u16), Just(4), Just(5)]).prop_map(|(vm, c)| {
-            Request::ExecQueueCreate {
+        (
+            id.clone(),
+            prop_oneof![Just(1u16), Just(4), Just(5)],
+            0u32..3
+        )
+            .prop_map(|(vm, c, p)| Request::ExecQueueCreate {
                 vm: VmId(vm),
                 class: EngineClass::from_raw(c).unwrap_or(EngineClass::Copy),
-            }
-        }),
+                priority: QueuePriority::from_raw(p).unwrap_or_default(),
+            }),
         (id.clone(), id.clone(), addr.clone(), 0u64..3).prop_map(|(vm, bo, addr, pages)| {
             Request::VmBind(VmBindRequest {
                 vm: VmId(vm),

@@ -137,6 +137,7 @@ framing!(bo_destroy_framing, |f| Request::BoDestroy(f.bo.id()));
 framing!(exec_queue_create_framing, |f| Request::ExecQueueCreate {
     vm: f.vm.id(),
     class: EngineClass::Copy,
+    priority: QueuePriority::Low,
 });
 framing!(exec_queue_destroy_framing, |f| Request::ExecQueueDestroy(
     f.queue.id()

@@ -9,7 +9,9 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
-use gpu_scheme::uapi::flags::{EngineClass, Placement, SyncobjWaitFlags, VmCreateFlags};
+use gpu_scheme::uapi::flags::{
+    EngineClass, Placement, QueuePriority, SyncobjWaitFlags, VmCreateFlags,
+};
 use gpu_scheme::uapi::request::{
     BindOp, BindOpKind, BoCreateRequest, BoId, ExecRequest, QueueId, Request, SyncKind, SyncSpec,
     SyncobjId, SyncobjPoint, SyncobjWaitRequest, Timeout, VmBindRequest, VmId,
@@ -632,6 +634,7 @@ fn store_through_the_loop(rig: &mut Rig) -> u32 {
     let queue = read_args::<ExecQueueCreateArgs>(&rig.run(&Request::ExecQueueCreate {
         vm: VmId(vm),
         class: EngineClass::Copy,
+        priority: QueuePriority::Normal,
     }))
     .expect("args")
     .queue_id;

@@ -11,7 +11,7 @@ use super::handles::Handle;
 use super::GpuScheme;
 use crate::driver::{ClientId, GpuDriver, ResolvedBindOp, ResolvedSync};
 use crate::errno::{Limit, SchemeError};
-use crate::uapi::flags::{EngineClass, VmCreateFlags};
+use crate::uapi::flags::{EngineClass, QueuePriority, VmCreateFlags};
 use crate::uapi::request::*;
 use crate::uapi::{decode, write_reply};
 
@@ -88,7 +88,11 @@ impl<D: GpuDriver> GpuScheme<D> {
             Request::VmDestroy(vm) => self.vm_destroy(handle, client, vm, ctx),
             Request::BoCreate(req) => self.bo_create(client, req),
             Request::BoDestroy(bo) => self.bo_destroy(client, bo),
-            Request::ExecQueueCreate { vm, class } => self.queue_create(client, vm, class),
+            Request::ExecQueueCreate {
+                vm,
+                class,
+                priority,
+            } => self.queue_create(client, vm, class, priority, ctx),
             Request::ExecQueueDestroy(q) => self.queue_destroy(handle, client, q, ctx),
             Request::VmBind(req) => self.vm_bind(handle, client, req, ctx),
             Request::Exec(req) => self.exec(handle, client, req, ctx),
@@ -217,7 +221,21 @@ impl<D: GpuDriver> GpuScheme<D> {
         Ok(Reply::None)
     }
 
-    fn queue_create(&mut self, client: ClientId, vm: VmId, class: EngineClass) -> R<Reply> {
+    fn queue_create(
+        &mut self,
+        client: ClientId,
+        vm: VmId,
+        class: EngineClass,
+        priority: QueuePriority,
+        ctx: &CallerCtx,
+    ) -> R<Reply> {
+        if class == EngineClass::VmBind && priority != QueuePriority::Normal {
+            return Err(SchemeError::Invalid("bind queues have no priority"));
+        }
+        // As Xe (CAP_SYS_NICE): only the administrator may jump ahead of everyone else.
+        if priority == QueuePriority::High && !self.privileged(ctx) {
+            return Err(SchemeError::NotPrivileged("high exec-queue priority"));
+        }
         let limits = self.limits;
         let engines = self.driver.device_info().engine_mask;
         let c = self.client_mut(client)?;
@@ -228,7 +246,7 @@ impl<D: GpuDriver> GpuScheme<D> {
                 "engine class not present on this device",
             ));
         }
-        let queue = self.driver.queue_create(client, &vm_obj, class)?;
+        let queue = self.driver.queue_create(client, &vm_obj, class, priority)?;
         let c = self.client_mut(client)?;
         let id = c.fresh_id();
         c.queues

@@ -9,8 +9,9 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use super::error::{ArrayKind, DecodeError};
 use super::flags::{
-    bind_op, sync_type, BindFlags, BoCreateFlags, EngineClass, ObjectKind, Placement, Region,
-    SyncFlags, SyncobjCreateFlags, SyncobjWaitFlags, VmCreateFlags, WaitFlags, WaitOp,
+    bind_op, sync_type, BindFlags, BoCreateFlags, EngineClass, ExecQueueCreateFlags, ObjectKind,
+    Placement, QueuePriority, Region, SyncFlags, SyncobjCreateFlags, SyncobjWaitFlags,
+    VmCreateFlags, WaitFlags, WaitOp,
 };
 use super::request::*;
 use super::wire::*;
@@ -291,21 +292,28 @@ fn decode_bo_create(cur: &Cursor<'_>) -> Result<Request, DecodeError> {
 fn decode_queue_create(cur: &Cursor<'_>) -> Result<Request, DecodeError> {
     let a: ExecQueueCreateArgs = cur.args();
     nonzero_is_err(a.queue_id as u64, "queue_id (out)")?;
-    nonzero_is_err(a.pad as u64, "pad")?;
     reserved2(a.reserved)?;
-    if a.flags != 0 {
-        return Err(DecodeError::UnknownFlags {
-            field: "queue.flags",
-            bits: a.flags as u64,
-        });
-    }
+    let flags = ExecQueueCreateFlags::from_bits(a.flags).ok_or(DecodeError::UnknownFlags {
+        field: "queue.flags",
+        bits: a.flags as u64,
+    })?;
     let class = EngineClass::from_raw(a.engine_class).ok_or(DecodeError::BadEnum {
         field: "engine_class",
         value: a.engine_class as u64,
     })?;
+    let priority = if flags.contains(ExecQueueCreateFlags::PRIORITY) {
+        QueuePriority::from_raw(a.priority).ok_or(DecodeError::BadEnum {
+            field: "priority",
+            value: a.priority as u64,
+        })?
+    } else {
+        nonzero_is_err(a.priority as u64, "priority (no PRIORITY flag)")?;
+        QueuePriority::Normal
+    };
     Ok(Request::ExecQueueCreate {
         vm: VmId(a.vm_id),
         class,
+        priority,
     })
 }
 

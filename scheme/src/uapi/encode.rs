@@ -7,8 +7,8 @@
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 use super::flags::{
-    bind_op, sync_type, BindFlags, ObjectKind, Region, SyncFlags, SyncobjCreateFlags,
-    SyncobjWaitFlags, WaitFlags,
+    bind_op, sync_type, BindFlags, ExecQueueCreateFlags, ObjectKind, QueuePriority, Region,
+    SyncFlags, SyncobjCreateFlags, SyncobjWaitFlags, WaitFlags,
 };
 use super::request::*;
 use super::wire::*;
@@ -57,14 +57,27 @@ pub fn encode_with(req: &Request, layout: Layout) -> (u64, Vec<u8>) {
                 ..Default::default()
             },
         ),
-        Request::ExecQueueCreate { vm, class } => p.args(
-            Opcode::ExecQueueCreate,
-            &ExecQueueCreateArgs {
-                vm_id: vm.0,
-                engine_class: *class as u16,
-                ..Default::default()
-            },
-        ),
+        Request::ExecQueueCreate {
+            vm,
+            class,
+            priority,
+        } => {
+            // Normal priority is sent the way clients that predate priorities send it.
+            let (flags, priority) = match priority {
+                QueuePriority::Normal => (ExecQueueCreateFlags::empty(), 0),
+                p => (ExecQueueCreateFlags::PRIORITY, *p as u32),
+            };
+            p.args(
+                Opcode::ExecQueueCreate,
+                &ExecQueueCreateArgs {
+                    vm_id: vm.0,
+                    engine_class: *class as u16,
+                    flags: flags.bits(),
+                    priority,
+                    ..Default::default()
+                },
+            )
+        }
         Request::VmBind(b) => p.vm_bind(b),
         Request::Exec(e) => p.exec(e),
         Request::WaitUserFence(w) => p.args(Opcode::WaitUserFence, &wait_args(w)),

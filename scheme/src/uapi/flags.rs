@@ -20,6 +20,16 @@ bitflags! {
 }
 
 bitflags! {
+    /// `ExecQueueCreateArgs::flags`.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub struct ExecQueueCreateFlags: u16 {
+        /// `priority` holds the queue's priority (without it the queue is normal priority
+        /// and `priority` must be zero).
+        const PRIORITY = 1 << 0;
+    }
+}
+
+bitflags! {
     /// `BoCreateArgs::placement`: where the BO may live.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
     pub struct Placement: u32 {
@@ -139,6 +149,32 @@ impl EngineClass {
             1 => Some(EngineClass::Copy),
             4 => Some(EngineClass::Compute),
             5 => Some(EngineClass::VmBind),
+            _ => None,
+        }
+    }
+}
+
+/// Scheduling priority of an exec queue (`ExecQueueCreateArgs::priority`, the values of Xe's
+/// exec-queue priority property). High needs privilege.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u32)]
+pub enum QueuePriority {
+    /// Background work: runs on hardware queues the others leave free.
+    Low = 0,
+    /// The default.
+    #[default]
+    Normal = 1,
+    /// Latency-sensitive work: preempts normal and low queues at once. Privileged.
+    High = 2,
+}
+
+impl QueuePriority {
+    /// The priority for a wire value, if this uAPI knows it.
+    pub fn from_raw(raw: u32) -> Option<QueuePriority> {
+        match raw {
+            0 => Some(QueuePriority::Low),
+            1 => Some(QueuePriority::Normal),
+            2 => Some(QueuePriority::High),
             _ => None,
         }
     }

@@ -5,8 +5,8 @@
 //! overflow, the op/flag table). Must not: hold driver objects (ids are resolved by the server).
 
 use super::flags::{
-    BindFlags, BoCreateFlags, EngineClass, ObjectKind, Placement, Region, SyncobjWaitFlags,
-    VmCreateFlags, WaitOp,
+    BindFlags, BoCreateFlags, EngineClass, ObjectKind, Placement, QueuePriority, Region,
+    SyncobjWaitFlags, VmCreateFlags, WaitOp,
 };
 
 macro_rules! client_id {
@@ -237,6 +237,8 @@ pub enum Request {
         vm: VmId,
         /// Engine class.
         class: EngineClass,
+        /// Scheduling priority (normal unless the client asked).
+        priority: QueuePriority,
     },
     /// EXEC_QUEUE_DESTROY.
     ExecQueueDestroy(QueueId),

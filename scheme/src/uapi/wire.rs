@@ -235,12 +235,13 @@ pub struct ExecQueueCreateArgs {
     pub vm_id: u32,
     /// `ENGINE_CLASS_*`.
     pub engine_class: u16,
-    /// Must be zero (no flags defined yet).
+    /// `ExecQueueCreateFlags`.
     pub flags: u16,
     /// Out: the new queue's id in this client.
     pub queue_id: u32,
-    /// Must be zero.
-    pub pad: u32,
+    /// With `ExecQueueCreateFlags::PRIORITY`: `QueuePriority` (0 low, 1 normal, 2 high);
+    /// without it, zero.
+    pub priority: u32,
     /// Must be zero.
     pub reserved: [u64; 2],
 }

@@ -103,7 +103,14 @@ impl Harness {
 
     pub fn queue(&mut self, h: usize, vm: VmId, class: flags::EngineClass) -> QueueId {
         let p = self
-            .call(h, &Request::ExecQueueCreate { vm, class })
+            .call(
+                h,
+                &Request::ExecQueueCreate {
+                    vm,
+                    class,
+                    priority: flags::QueuePriority::Normal,
+                },
+            )
             .expect("queue");
         QueueId(read_args::<ExecQueueCreateArgs>(&p).expect("args").queue_id)
     }
