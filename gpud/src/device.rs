@@ -523,6 +523,12 @@ impl Device {
         }
     }
 
+    /// Hardware contexts held by VMs (a VM releases its context when its last reference
+    /// goes, after its last job retired): back to its old value once a client's VMs are gone.
+    pub fn contexts_in_use(&self) -> usize {
+        self.core.ctxs.lock().iter().filter(|used| **used).count()
+    }
+
     /// Creates a VM.
     pub fn vm_create(&self, flags: VmFlags) -> Result<Arc<Vm>, BindError> {
         flags.check()?;

@@ -560,6 +560,10 @@ impl GpuDriver for Driver {
                 let clients = self.clients.lock().len();
                 vec![
                     ("clients".into(), clients.to_string()),
+                    (
+                        "contexts_in_use".into(),
+                        self.device.contexts_in_use().to_string(),
+                    ),
                     ("vram_free".into(), mem.vram_free.to_string()),
                     ("sys_free".into(), mem.sys_free.to_string()),
                     (

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use gpu_scheme::host::{HostHandle, HostServer};
+use gpu_scheme::host::{HostHandle, HostServer, LoopWaker};
 use gpu_scheme::testing::FakeDriver;
 use gpu_scheme::uapi::flags::*;
 use gpu_scheme::uapi::wire::*;
@@ -23,6 +23,7 @@ struct Server {
     path: PathBuf,
     driver: FakeDriver,
     stop: Arc<AtomicBool>,
+    waker: LoopWaker,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -64,6 +65,7 @@ impl Server {
         let mut server = configure(server);
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let waker = server.waker();
         let thread = std::thread::spawn(move || {
             server
                 .serve(tick, |_| flag.load(Ordering::Relaxed))
@@ -73,6 +75,7 @@ impl Server {
             path,
             driver,
             stop,
+            waker,
             thread: Some(thread),
         }
     }
@@ -85,6 +88,8 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        // The loop may be asleep in `poll` with a long tick: wake it to see the flag.
+        self.waker.wake();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -221,12 +226,11 @@ fn a_blocking_wait_does_not_stall_other_clients() {
 
 #[test]
 fn a_parked_call_is_answered_through_the_wake_source_not_a_poll() {
-    // The loop's own tick is long: the eventfd the driver's watch fires is what wakes it to
-    // answer the parked bind, checked by counting re-checks below. (It was an hour, but then
-    // the server thread sometimes never left `poll` after the test, when `Server::drop` set
-    // its stop flag: the test hung in about half the runs on an idle machine. Not yet
-    // understood; a one-second tick bounds the drop.)
-    let server = Server::start_ticking(Duration::from_secs(1));
+    // The loop's own tick is an hour: the eventfd the driver's watch fires is what wakes it
+    // to answer the parked bind, checked by counting re-checks below. (`Server::drop` wakes
+    // the loop after setting its stop flag; without that the loop, having handled the
+    // handles' closes before the flag was set, slept in `poll` for the rest of the hour.)
+    let server = Server::start_ticking(Duration::from_secs(3600));
     server.driver.park_sync_binds(true);
     let root = server.connect();
     let a = root.open("card0").unwrap();

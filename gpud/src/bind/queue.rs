@@ -46,7 +46,8 @@ pub struct BindJob {
     /// The VM's hardware context.
     pub ctx: HwCtx,
     /// Whether a job of the VM was ever submitted. Until then the context has nothing cached
-    /// (VM creation flushed its TLB), so changed entries need no invalidation.
+    /// (the flush after VM creation completes before any exec job runs), so changed
+    /// entries need no invalidation.
     pub ctx_used: Arc<AtomicBool>,
     /// The user fence: BO, byte offset, value.
     pub user_fence: Option<(Arc<Bo>, u64, u64)>,

@@ -33,7 +33,6 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Size of the VA space (`hw::pte::VA_BITS`).
 pub const VA_SPACE: u64 = 1 << VA_BITS;
@@ -102,6 +101,9 @@ pub struct Vm {
     /// last commit left them: read without the page-table lock, which a zap holds across its
     /// invalidation (the owner's memory charge must not wait for it).
     pub(crate) table_pages: std::sync::atomic::AtomicU64,
+    /// Signals once the context's TLB was emptied after creation (see [`flush_context`]):
+    /// every exec job of the VM depends on it.
+    pub(crate) ctx_flushed: Arc<Fence>,
     /// Page faults the device reported for this VM (per-client stats).
     pub(crate) faults: std::sync::atomic::AtomicU64,
     /// Extra bind queues (destroy cancels and waits for their jobs). Weak: a queue the
@@ -122,11 +124,44 @@ impl std::fmt::Debug for Vm {
     }
 }
 
-/// How long VM creation waits for the full TLB invalidation of its context.
-const CTX_FLUSH_LIMIT: Duration = Duration::from_secs(5);
+/// Empties the TLB of a new VM's context without waiting: the context may have served a
+/// destroyed VM, so its TLB can still hold that VM's translations (to memory since freed and
+/// reused). The invalidation is a bind job on a queue of its own, run and waited for on the
+/// bind pool (VM_CREATE never waits for the device); the returned fence signals when it is
+/// done, and no exec job of the VM reaches a ring before that (`lock_and_validate` makes it
+/// a dependency). Binds do not need it: they write tables in memory, and nothing is cached
+/// for the context until a job runs. So it is not on the VM's default queue, which would
+/// order the VM's first binds behind it and park a synchronous one. If the invalidation
+/// fails the job bans the VM, as any failed bind job does.
+fn flush_context(
+    core: &Arc<Core>,
+    ctx: HwCtx,
+    banned: &Arc<AtomicBool>,
+    closed: &Arc<AtomicBool>,
+) -> Arc<Fence> {
+    let fence = Fence::new(crate::sync::FenceContext::alloc(), 1);
+    // A queue of its own (queues cost no thread): binds are not ordered behind it.
+    BindQueue::new().push(BindJob {
+        deps: Vec::new(),
+        writes: Vec::new(),
+        mem: core.pt_mem.clone(),
+        invalidate: Some((GpuVa(0), VA_SPACE)),
+        mmu: core.mmu.clone(),
+        ctx,
+        // Always invalidate: this job is what makes "unused means nothing cached" true.
+        ctx_used: Arc::new(AtomicBool::new(true)),
+        user_fence: None,
+        fence: fence.clone(),
+        banned: banned.clone(),
+        cancel: closed.clone(),
+        copy: None,
+    });
+    fence
+}
 
 impl Vm {
-    /// Creates the VM's tables and binds its context (with an empty TLB).
+    /// Creates the VM's tables and binds its context; its TLB is emptied asynchronously
+    /// ([`flush_context`]).
     pub(crate) fn new(
         core: Arc<Core>,
         id: VmId,
@@ -149,11 +184,12 @@ impl Vm {
             FaultMode::Fatal
         };
         core.mmu.bind_context(ctx, pt.root(), mode)?;
-        // The context may have served a destroyed VM: its TLB can still hold that VM's
-        // translations (to memory since freed and reused), so start from an empty one.
-        let inv = core.mmu.invalidate(ctx, None)?;
-        core.mmu.wait_invalidation(inv, CTX_FLUSH_LIMIT)?;
         let default_queue = BindQueue::new();
+        let (banned, closed) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let ctx_flushed = flush_context(&core, ctx, &banned, &closed);
         Ok(Arc::new(Self {
             id,
             flags,
@@ -172,9 +208,10 @@ impl Vm {
             resv,
             lists: Mutex::new(VmBoLists::new(id)),
             foreign_evictions: Mutex::new(Vec::new()),
-            banned: Arc::new(AtomicBool::new(false)),
-            closed: Arc::new(AtomicBool::new(false)),
+            banned,
+            closed,
             ctx_used: Arc::new(AtomicBool::new(false)),
+            ctx_flushed,
             mapping_count: std::sync::atomic::AtomicU64::new(0),
             table_pages: std::sync::atomic::AtomicU64::new(tables),
             faults: std::sync::atomic::AtomicU64::new(0),
@@ -541,7 +578,11 @@ impl JobVm for Vm {
             ext.iter().try_for_each(|r| e.prepare_obj(r, 1))
         })?;
         self.validate_evicted(&mut st)?;
-        Ok(self.resv.fences(Usage::Kernel))
+        let mut deps = self.resv.fences(Usage::Kernel);
+        if !self.ctx_flushed.is_signalled() {
+            deps.push(self.ctx_flushed.clone());
+        }
+        Ok(deps)
     }
 
     fn publish(&self, exec: &Exec, fence: &Arc<Fence>) -> Result<(), JobVmError> {

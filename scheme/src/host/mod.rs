@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use crate::driver::{DriverError, GpuDriver};
 
 pub use client::{BoMapping, HostError, HostHandle, SharedBoMapping};
-pub use server::HostServer;
+pub use server::{HostServer, LoopWaker};
 
 /// What the host transport needs beyond `GpuDriver`: BO memory another process can map.
 pub trait HostMemory: GpuDriver {

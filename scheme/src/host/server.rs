@@ -66,6 +66,20 @@ enum Outcome {
     Park,
 }
 
+/// Wakes a [`HostServer`]'s loop from another thread: its `poll` returns at once. A thread
+/// that sets the flag `serve`'s `stop` reads must wake the loop too, or the loop notices only
+/// at the end of its tick (an idle loop sleeps in `poll` until then).
+#[derive(Clone)]
+pub struct LoopWaker(Arc<OwnedFd>);
+
+impl LoopWaker {
+    /// Makes the loop's wake source readable.
+    pub fn wake(&self) {
+        // A full counter (never reached) or any error still leaves the fd readable.
+        let _ = rustix::io::write(&*self.0, &1u64.to_ne_bytes());
+    }
+}
+
 /// The host transport server around a `GpuScheme`.
 pub struct HostServer<D: HostMemory> {
     scheme: GpuScheme<D>,
@@ -105,11 +119,8 @@ impl<D: HostMemory> HostServer<D> {
             0,
             EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK,
         )?);
-        let hook_fd = wake.clone();
-        scheme.set_wake_hook(Arc::new(move || {
-            // A full counter (never reached) or any error still leaves the fd readable.
-            let _ = rustix::io::write(&*hook_fd, &1u64.to_ne_bytes());
-        }));
+        let hook = LoopWaker(wake.clone());
+        scheme.set_wake_hook(Arc::new(move || hook.wake()));
         // The daemon's own user administers it (as root does on Redox).
         scheme.set_admin_uid(rustix::process::getuid().as_raw());
         Ok(HostServer {
@@ -154,12 +165,18 @@ impl<D: HostMemory> HostServer<D> {
         self.wakeups
     }
 
+    /// A handle that wakes this server's loop (for a thread that stops it).
+    pub fn waker(&self) -> LoopWaker {
+        LoopWaker(self.wake.clone())
+    }
+
     /// Requests parked now.
     pub fn parked_len(&self) -> usize {
         self.parked.len()
     }
 
-    /// Serve until `stop` returns true (checked at least every `tick`).
+    /// Serve until `stop` returns true (checked after every turn: at least every `tick`, and
+    /// at once after a [`LoopWaker::wake`]).
     pub fn serve(
         &mut self,
         tick: Duration,

@@ -508,6 +508,14 @@ fn invalidations_start_with_the_first_job_of_the_vm() {
             .mmio_read32(regs::TLB_INV_REQ_SEQNO)
     };
     let t = r.vm(VmFlags::empty());
+    // The creation flush (the first job of the default queue) is the last request counted.
+    let flushed =
+        t.vm.ctx_flushed
+            .wait(Some(std::time::Duration::from_secs(10)));
+    assert!(
+        matches!(flushed, Ok(Ok(()))),
+        "context flushed: {flushed:?}"
+    );
     let (a, b) = (r.bo(K4), r.bo(K4));
     let before = requests();
     for _ in 0..4 {
