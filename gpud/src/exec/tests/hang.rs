@@ -210,12 +210,29 @@ impl std::io::Write for CaptureWriter {
     }
 }
 
+/// Waits (bounded, in real time) until one of simgpu's hardware queues shows HUNG.
+fn wait_until_a_queue_is_hung(rig: &Rig) {
+    use simgpu::regs::{q_status, queue_reg, Q_STATUS};
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        // Two engines of eight queues each (the rig's default configuration).
+        if (0..16).any(|i| rig.gpu.mmio_read32(queue_reg(i, Q_STATUS)) & q_status::HUNG != 0) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    panic!("no hardware queue ran the HANG command");
+}
+
 #[test]
 fn a_hang_is_logged_as_an_engine_reset_and_a_banned_queue() {
     let log = captured_log();
     let rig = Rig::new(1);
     let guilty = rig.queue(0, Engine::Copy, TIMEOUT);
     let g = guilty.submit(Job::commands(vec![HANG])).unwrap();
+    // The device must have run HANG before the timeout passes: otherwise the timeout
+    // preempts a queue that has not started it, and no reset happens (a loaded machine).
+    wait_until_a_queue_is_hung(&rig);
     assert_eq!(rig.advance_until(&g, STEP), Err(FenceFault::JobTimeout));
     assert!(guilty.is_banned());
     let text = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
