@@ -112,6 +112,18 @@ pub fn sys_bo(dev: &Device, size: u64) -> Bo {
     Bo::create(dev, size, Placement::SYSTEM, BoCreateFlags::empty()).expect("system BO")
 }
 
+/// A bystander client's work: a VM on `dev` and a 4 KiB system BO bound at 0x10_0000, for
+/// tests that check another client's misbehaviour leaves it alone.
+pub fn bystander(dev: &Device) -> (Gpu, Bo) {
+    let g = Gpu::new(dev, VmCreateFlags::empty());
+    let mine = sys_bo(dev, 0x1000);
+    g.vm.bind()
+        .map(&mine, 0, 0x10_0000, 0x1000)
+        .submit()
+        .expect("bind");
+    (g, mine)
+}
+
 /// A VM with a copy queue and a mapped batch buffer: runs STORE_DWORD batches.
 pub struct Gpu {
     /// The VM.

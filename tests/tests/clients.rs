@@ -136,12 +136,7 @@ fn sigkill_mid_async_work_frees_the_clients_resources() {
     }
     let d = Daemon::start();
     let other = d.device();
-    let g = Gpu::new(&other, VmCreateFlags::empty());
-    let mine = sys_bo(&other, 0x1000);
-    g.vm.bind()
-        .map(&mine, 0, 0x10_0000, 0x1000)
-        .submit()
-        .expect("bind");
+    let (g, mine) = gpu_tests::bystander(&other);
     let baseline = free_memory(&other);
     let mut child = spawn_client(
         "sigkill_mid_async_work_frees_the_clients_resources",

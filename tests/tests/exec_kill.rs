@@ -65,12 +65,7 @@ fn a_killed_clients_running_job_leaves_the_engine_before_any_timeout() {
     // No job timeout can be what takes the spinner off the engine within the test's bound.
     let d = Daemon::start_with(|cfg| cfg.device.job_timeout = Duration::from_secs(3600));
     let other = d.device();
-    let g = Gpu::new(&other, VmCreateFlags::empty());
-    let mine = sys_bo(&other, 0x1000);
-    g.vm.bind()
-        .map(&mine, 0, 0x10_0000, 0x1000)
-        .submit()
-        .expect("bind");
+    let (g, mine) = gpu_tests::bystander(&other);
     let baseline = free_memory(&other);
     let mut child = spawn_client(TEST, d.socket())
         .stdout(Stdio::piped())

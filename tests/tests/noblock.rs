@@ -417,12 +417,7 @@ fn a_parked_client_killed_with_sigkill_is_cleaned_up() {
     // A short job timeout: the orphaned spinner is killed as a hang, freeing A's memory.
     let d = Daemon::start_with(|c| c.device.job_timeout = Duration::from_secs(3));
     let other = d.device();
-    let g = Gpu::new(&other, VmCreateFlags::empty());
-    let mine = sys_bo(&other, 0x1000);
-    g.vm.bind()
-        .map(&mine, 0, 0x10_0000, 0x1000)
-        .submit()
-        .expect("bind");
+    let (g, mine) = gpu_tests::bystander(&other);
     let baseline = free_memory(&d);
     let mut a = spawn(TEST, &d, "a", None);
     assert!(a.printed("submitting"), "A reached its call");
