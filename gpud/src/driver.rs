@@ -518,7 +518,11 @@ impl GpuDriver for Driver {
         ClientUsage {
             in_flight,
             gpu_mappings: vms.iter().map(|vm| vm.mapping_count()).sum(),
-            table_bytes: vms.iter().map(|vm| vm.table_bytes()).sum(),
+            // Pinned userptr pages count like the tables: the client's system memory.
+            table_bytes: vms
+                .iter()
+                .map(|vm| vm.table_bytes() + vm.userptr_bytes())
+                .sum(),
         }
     }
 

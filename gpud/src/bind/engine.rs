@@ -16,11 +16,13 @@ use super::op::{
     parse_syncs, validate_ops, BindFlags, BindOp, BindSync, OpKind, ParsedSyncs, VmFlags,
 };
 use super::queue::{run_job, BindJob, BindQueue};
+use super::userptr::{mm_error, PageWindow, PendingUserptr, USERPTR_RETRIES};
 use super::vm::{leaf_flags, Vm, VmState};
 use crate::mem::bo::Bo;
 use crate::mem::mappings::BoMappings;
+use crate::svm::{CpuRange, MmError};
 use crate::sync::{Exec, ExecFlags, Fence, FenceFault, Resv, Usage};
-use crate::types::{BoId, GpuVa, PhysAddr};
+use crate::types::{BoId, CpuVa, GpuVa, PhysAddr};
 use crate::vm::pagetable::{MapTarget, PtOp};
 use crate::vm::{GpuBo, MappingFlags, MappingSpec, Plan, Step, UndoLog, VaRange};
 use std::collections::HashSet;
@@ -69,25 +71,53 @@ impl Vm {
         let fault_vm = self.flags.contains(VmFlags::FAULT_MODE);
         validate_ops(ops, fault_vm)?;
         for op in ops {
-            if op.kind == OpKind::MapUserptr || op.flags.contains(BindFlags::CPU_ADDR_MIRROR) {
+            if op.flags.contains(BindFlags::CPU_ADDR_MIRROR) {
                 return Err(BindError::NotSupported {
-                    what: "MAP_USERPTR and CPU_ADDR_MIRROR come with SVM",
+                    what: "CPU_ADDR_MIRROR comes with SVM",
                 });
             }
         }
         fail.check(FailPoint::SyncParse)?;
         let syncs = parse_syncs(syncs, self.flags.contains(VmFlags::LR_MODE), ops.len())?;
         let queue = queue.unwrap_or(&self.default_queue);
+        // A userptr whose CPU range an event touched between resolving and committing is
+        // resolved again: the whole call is retried from a clean VM.
+        let mut attempt = 1;
+        loop {
+            match self.bind_once(ops, &syncs, queue) {
+                Err(BindError::Userptr {
+                    source: MmError::Again,
+                    ..
+                }) if attempt < USERPTR_RETRIES => attempt += 1,
+                res => return res,
+            }
+        }
+    }
+
+    /// One attempt of [`Vm::bind_nowait`] after validation.
+    fn bind_once(
+        self: &Arc<Self>,
+        ops: &[BindOp],
+        syncs: &ParsedSyncs,
+        queue: &BindQueue,
+    ) -> Result<Arc<Fence>, BindError> {
         let mut guard = self.lock.write();
         self.check_alive()?;
         let st: &mut VmState = &mut guard;
         let mut log = UndoLog::new();
         let mut applied = Vec::new();
         let mut created = Vec::new();
-        let res = self.plan_all(st, ops, &mut log, &mut applied, &mut created);
+        let mut pending = Vec::new();
+        let res = self.plan_all(
+            st,
+            ops,
+            &mut log,
+            &mut applied,
+            (&mut created, &mut pending),
+        );
         let res = res.and_then(|()| {
             let mut exec = Exec::new(ExecFlags::IGNORE_DUPLICATES);
-            self.commit_all(st, &applied, &syncs, queue, &mut exec)
+            self.commit_all(st, &applied, (syncs, &mut pending), queue, &mut exec)
         });
         match res {
             Ok(fence) => {
@@ -126,11 +156,11 @@ impl Vm {
         ops: &[BindOp],
         log: &mut UndoLog,
         applied: &mut Vec<Applied>,
-        created: &mut Vec<BoId>,
+        (created, pending): (&mut Vec<BoId>, &mut Vec<PendingUserptr>),
     ) -> Result<(), BindError> {
         for op in ops {
             self.core.fail.check(FailPoint::Plan)?;
-            let plan = self.plan_op(st, op, created)?;
+            let plan = self.plan_op(st, op, created, pending)?;
             let immediate = !self.flags.contains(VmFlags::FAULT_MODE)
                 || op.flags.contains(BindFlags::IMMEDIATE)
                 || op.kind == OpKind::Prefetch;
@@ -154,6 +184,7 @@ impl Vm {
         st: &mut VmState,
         op: &BindOp,
         created: &mut Vec<BoId>,
+        pending: &mut Vec<PendingUserptr>,
     ) -> Result<Plan, BindError> {
         let range = || st.gpuvm.space().range(op.addr, op.range);
         match op.kind {
@@ -190,9 +221,22 @@ impl Vm {
                 Some(bo) => Ok(st.gpuvm.plan_bo_unmap(GpuBo::id(&**bo))?),
                 None => Ok(Plan::default()),
             },
-            OpKind::MapUserptr => Err(BindError::NotSupported {
-                what: "MAP_USERPTR comes with SVM",
-            }),
+            OpKind::MapUserptr => {
+                let range = range()?;
+                let read_only = op.flags.contains(BindFlags::READONLY);
+                let cpu = CpuRange::new(op.offset, op.range).map_err(|_| BindError::InvalidOp {
+                    index: 0,
+                    reason: "userptr range not page aligned or overflowing",
+                })?;
+                let spec = MappingSpec::userptr(range, CpuVa(op.offset), read_only)?
+                    .with_pat_index(op.pat_index)
+                    .ok_or(BindError::InvalidOp {
+                        index: 0,
+                        reason: "pat_index beyond the PAT table",
+                    })?;
+                pending.push(self.resolve_userptr(range.start().get(), cpu, read_only)?);
+                Ok(st.gpuvm.plan_map(&spec)?)
+            }
         }
     }
 
@@ -223,7 +267,7 @@ impl Vm {
         self: &Arc<Self>,
         st: &mut VmState,
         applied: &[Applied],
-        syncs: &ParsedSyncs,
+        (syncs, pending): (&ParsedSyncs, &mut Vec<PendingUserptr>),
         queue: &BindQueue,
         exec: &mut Exec,
     ) -> Result<Arc<Fence>, BindError> {
@@ -235,11 +279,17 @@ impl Vm {
         })?;
         self.check_busy(st, applied)?;
         self.core.fail.check(FailPoint::BoValidate)?;
-        let ptops = self.translate(st, applied)?;
+        let ptops = self.translate(st, applied, pending)?;
         let user_fence = match syncs.user_fence {
             Some((va, value)) => Some(self.user_fence_target(st, va, value)?),
             None => None,
         };
+        // The notifier lock across the commit: no event may slip between the race check of
+        // the resolved userptr pages and their PTEs (it would miss them).
+        let mut notifier = self.notifier.write();
+        if let Some(p) = pending.iter().find(|p| notifier.raced(p.since, p.cpu)) {
+            return Err(mm_error(p.cpu.start(), MmError::Again));
+        }
         let mut pt = self.pt.lock();
         self.core.fail.check(FailPoint::PtPrepare)?;
         let update = pt.prepare(&ptops)?;
@@ -265,6 +315,11 @@ impl Vm {
         pt.retire(commit.freed, None, vec![fence.clone()]);
         self.note_tables(&pt);
         drop(pt);
+        let steps = applied.iter().map(|a| (&a.step, a.immediate));
+        let released = Vm::record_userptrs(&mut notifier, steps, pending);
+        self.note_userptrs(&notifier);
+        drop(notifier);
+        self.release_after(&fence, released);
         let job = self.job(
             deps,
             writes,
@@ -349,10 +404,31 @@ impl Vm {
     }
 
     /// The page-table ops of the steps, in order.
-    fn translate(&self, st: &VmState, applied: &[Applied]) -> Result<Vec<PtOp>, BindError> {
+    fn translate(
+        &self,
+        st: &VmState,
+        applied: &[Applied],
+        pending: &[PendingUserptr],
+    ) -> Result<Vec<PtOp>, BindError> {
         let mut ops = Vec::new();
+        // Each MAP_USERPTR op plans exactly one Map step, in op order: the k-th userptr Map
+        // step takes the k-th resolved pages (two ops at the same address stay apart).
+        let mut userptrs = pending.iter();
         for a in applied {
             match &a.step {
+                Step::Map(spec) if spec.flags().contains(MappingFlags::USERPTR) => {
+                    match userptrs.next() {
+                        Some(p) if a.immediate => ops.push(Vm::userptr_op(
+                            spec.range().start().get(),
+                            spec.range().len(),
+                            spec.flags(),
+                            &PageWindow::whole(p.pages.clone()),
+                        )),
+                        _ => {}
+                    }
+                }
+                // A userptr is populated by its next fault, not by PREFETCH.
+                Step::Prefetch(m) if m.flags().contains(MappingFlags::USERPTR) => {}
                 Step::Map(spec) if a.immediate => ops.push(self.map_op(
                     st,
                     spec.range(),

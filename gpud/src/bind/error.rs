@@ -106,6 +106,14 @@ pub enum BindError {
     /// No free hardware context for another VM.
     #[error("no free hardware context ({count} in use)")]
     NoContext { count: u32 },
+    /// Client memory behind a MAP_USERPTR (or its revalidation) could not be resolved, at
+    /// CPU address `va`.
+    #[error("userptr at {va:#x}: {source}")]
+    Userptr {
+        va: u64,
+        #[source]
+        source: crate::svm::MmError,
+    },
     /// An injected failure (tests).
     #[error(transparent)]
     Injected(#[from] Injected),
@@ -141,9 +149,15 @@ impl BindError {
                 crate::exec::ErrorKind::Busy => ErrorClass::Busy,
                 crate::exec::ErrorKind::NotSupported => ErrorClass::NotSupported,
                 crate::exec::ErrorKind::TooMany => ErrorClass::TooMany,
+                crate::exec::ErrorKind::Fault => ErrorClass::Fault,
                 _ => ErrorClass::Device,
             },
             E::Hw(_) | E::Timeout { .. } => ErrorClass::Device,
+            E::Userptr { source, .. } => match source {
+                crate::svm::MmError::Again => ErrorClass::Busy,
+                crate::svm::MmError::NotSupported => ErrorClass::NotSupported,
+                _ => ErrorClass::Fault,
+            },
         }
     }
 }
@@ -153,6 +167,11 @@ impl From<&BindError> for gpu_scheme::driver::DriverError {
         use gpu_scheme::driver::DriverError as D;
         match (e.class(), e) {
             (_, BindError::Fault { va }) => D::Fault { addr: va.get() },
+            (ErrorClass::Fault, BindError::Userptr { va, .. }) => D::Fault { addr: *va },
+            (
+                ErrorClass::Fault,
+                BindError::Exec(crate::exec::ExecError::Vm(crate::exec::JobVmError::Fault { va })),
+            ) => D::Fault { addr: *va },
             (_, BindError::Mem(MemError::NoSpace { requested, .. })) => {
                 D::NoSpace { needed: *requested }
             }

@@ -7,10 +7,12 @@
 //! invalidation), or populate anything for a VM not in fault mode.
 
 use super::op::VmFlags;
-use super::vm::Vm;
+use super::userptr::USERPTR_RETRIES;
+use super::vm::{Vm, VmState};
 use crate::hw::{FaultQueue, FaultReply, HwCtx};
 use crate::sync::{Exec, ExecFlags};
 use crate::types::GpuVa;
+use crate::vm::MappingFlags;
 use std::sync::mpsc::{channel, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -27,6 +29,9 @@ impl Vm {
         let Some(m) = st.mapping_at(va).cloned() else {
             return FaultReply::Abort;
         };
+        if m.flags().contains(MappingFlags::USERPTR) {
+            return self.refault_userptr(&mut st, m.range().start().get());
+        }
         let resv = m
             .bo_id()
             .and_then(|id| st.bos.get(&id))
@@ -52,6 +57,19 @@ impl Vm {
 }
 
 impl Vm {
+    /// Refaults a userptr (its pages went with an invalidation, or were never resolved on
+    /// this fault-mode VM): resolve and map them, retried if an invalidation raced.
+    fn refault_userptr(&self, st: &mut VmState, start: u64) -> FaultReply {
+        for _ in 0..USERPTR_RETRIES {
+            match self.populate_userptrs(st, Some(start)) {
+                Ok(0) => return FaultReply::Retry,
+                Ok(_) => continue,
+                Err(_) => return FaultReply::Abort,
+            }
+        }
+        FaultReply::Abort
+    }
+
     /// Page faults the device reported for this VM so far.
     pub fn faults(&self) -> u64 {
         self.faults.load(std::sync::atomic::Ordering::Relaxed)

@@ -91,6 +91,11 @@ pub struct BindOp {
 }
 
 impl BindOp {
+    /// MAP_USERPTR `[addr, addr + range)` to the client's CPU memory at `cpu`.
+    pub fn map_userptr(cpu: u64, addr: u64, range: u64) -> Self {
+        Self::new(OpKind::MapUserptr, None, cpu, addr, range)
+    }
+
     /// MAP `[addr, addr + range)` to `bo` from `offset`.
     pub fn map(bo: &Arc<Bo>, offset: u64, addr: u64, range: u64) -> Self {
         Self::new(OpKind::Map, Some(bo.clone()), offset, addr, range)

@@ -17,13 +17,14 @@ use super::error::BindError;
 use super::mapped::MappedRanges;
 use super::op::VmFlags;
 use super::queue::{run_job, BindJob, BindQueue, BindQueueId, WeakBindQueue};
+use super::userptr::{Notifier, USERPTR_RETRIES};
 use crate::device::Core;
 use crate::exec::{publish_job_fence, JobVm, JobVmError};
 use crate::hw::pte::{CacheMode, LeafFlags, VA_BITS};
 use crate::hw::{FaultMode, HwCtx};
 use crate::mem::bo::Bo;
 use crate::mem::manager::EvictReport;
-use crate::svm::{ClientMm, ClientPager};
+use crate::svm::{ClientMm, ClientPager, MmError, MmTarget};
 use crate::sync::{Exec, Fence, LockClass, OrderedMutex, OrderedRwLock, Resv, Usage};
 use crate::types::{BoId, GpuVa, PhysAddr, VmId, PAGE_SIZE};
 use crate::vm::pagetable::{PageTable, PtConfig, PtOp};
@@ -115,6 +116,13 @@ pub struct Vm {
     pub(crate) claims: Mutex<TableClaims>,
     /// The owning client's address space (userptr pages), if the VM has an owner.
     pub(crate) pager: Option<Arc<ClientPager>>,
+    /// The notifier lock (class MmNotifier, after the reservations and before the page-table
+    /// lock): userptr sequences and pages (see `userptr.rs`).
+    pub(crate) notifier: OrderedRwLock<Notifier>,
+    /// Bytes of client pages the userptrs hold, as the last notifier change left them.
+    pub(crate) userptr_bytes: std::sync::atomic::AtomicU64,
+    /// How many userptrs wait for revalidation, as the last notifier change left them.
+    pub(crate) userptr_invalid: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Vm {
@@ -194,7 +202,7 @@ impl Vm {
             Arc::new(AtomicBool::new(false)),
         );
         let ctx_flushed = flush_context(&core, ctx, &banned, &closed);
-        Ok(Arc::new(Self {
+        let vm = Arc::new(Self {
             id,
             flags,
             ctx,
@@ -223,7 +231,15 @@ impl Vm {
             default_queue,
             claims: Mutex::new(TableClaims::default()),
             pager,
-        }))
+            notifier: OrderedRwLock::new(LockClass::MmNotifier, Notifier::default()),
+            userptr_bytes: std::sync::atomic::AtomicU64::new(0),
+            userptr_invalid: std::sync::atomic::AtomicU64::new(0),
+        });
+        if let Some(p) = &vm.pager {
+            let me: std::sync::Weak<dyn MmTarget> = Arc::downgrade(&vm) as std::sync::Weak<Vm>;
+            p.add_vm(me);
+        }
+        Ok(vm)
     }
 
     /// The address space the VM's userptrs resolve through: its owner's, once registered.
@@ -331,6 +347,12 @@ impl Vm {
             let _ = st.gpuvm.apply_plan(plan, &mut log);
         }
         st.ufences.clear();
+        {
+            // The tables keep their entries until the VM goes: so do the pages.
+            let mut n = self.notifier.write();
+            n.release_all();
+            self.note_userptrs(&n);
+        }
         let mut lists = self.lists.lock();
         for vb in st.gpuvm.prune_vm_bos(&mut lists) {
             st.bos.remove(&vb.bo_id());
@@ -560,12 +582,47 @@ impl Vm {
     /// list, external ones flagged, or evictions other VMs routed here): the preparation
     /// then waits for copies, so a server runs it on a worker.
     pub fn needs_revalidation(&self) -> bool {
-        if !self.foreign_evictions.lock().is_empty() {
+        // Invalidated userptrs are resolved again (a platform may page them in).
+        let refault = self.flags.contains(VmFlags::FAULT_MODE);
+        if !self.foreign_evictions.lock().is_empty() || (!refault && self.has_invalid_userptrs()) {
             return true;
         }
         let lists = self.lists.lock();
         let evicted = lists.evicted().any(|vb| vb.is_evicted());
         evicted || lists.extobjs().any(|vb| vb.is_evicted())
+    }
+}
+
+impl Vm {
+    /// EXEC revalidation of userptrs (not in fault mode, which refaults them): up to
+    /// `rounds` times, resolve and rebind the invalid ones, until the notifier lock shows
+    /// none invalid. A userptr whose memory cannot be resolved fails the job with EFAULT.
+    fn revalidate_userptrs(&self, st: &mut VmState, rounds: u32) -> Result<(), JobVmError> {
+        if self.flags.contains(VmFlags::FAULT_MODE) {
+            return Ok(());
+        }
+        for _ in 0..rounds {
+            if self.notifier.read().invalid_count() == 0 {
+                return Ok(());
+            }
+            match self.populate_userptrs(st, None) {
+                Ok(_) => {}
+                Err(BindError::Userptr { va, source }) if source != MmError::Again => {
+                    return Err(JobVmError::Fault { va })
+                }
+                Err(e) => {
+                    return Err(JobVmError::NoMemory {
+                        what: e.to_string(),
+                    })
+                }
+            }
+        }
+        if rounds > 1 && self.notifier.read().invalid_count() > 0 {
+            return Err(JobVmError::NoMemory {
+                what: "userptr revalidation kept racing invalidations".into(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -577,6 +634,8 @@ impl JobVm for Vm {
         // Before the job can reach a ring: bind jobs from now on invalidate (see BindJob).
         self.ctx_used.store(true, Ordering::SeqCst);
         let mut st = self.lock.write();
+        // Userptr pages are resolved under `vm.lock`, outside the reservations.
+        self.revalidate_userptrs(&mut st, 1)?;
         let ext: Vec<Arc<Resv>> = st
             .bos
             .values()
@@ -588,6 +647,9 @@ impl JobVm for Vm {
             ext.iter().try_for_each(|r| e.prepare_obj(r, 1))
         })?;
         self.validate_evicted(&mut st)?;
+        // The final check, under the notifier lock: an invalidation that raced the rebinds
+        // is redone before the job may run.
+        self.revalidate_userptrs(&mut st, USERPTR_RETRIES)?;
         let mut deps = self.resv.fences(Usage::Kernel);
         if !self.ctx_flushed.is_signalled() {
             deps.push(self.ctx_flushed.clone());

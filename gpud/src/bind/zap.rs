@@ -56,7 +56,11 @@ impl Vm {
     /// Zaps `ranges` with the page-table lock held: waits for the pending bind jobs writing
     /// their table pages, clears the leaves, then one TLB invalidation (of the range when
     /// there is one, of the whole context otherwise), waited for.
-    fn zap_locked(&self, pt: &mut PageTable, ranges: &[(u64, u64)]) -> Result<(), ZapError> {
+    pub(crate) fn zap_locked(
+        &self,
+        pt: &mut PageTable,
+        ranges: &[(u64, u64)],
+    ) -> Result<(), ZapError> {
         let mut pages = Vec::new();
         for &(start, len) in ranges {
             pages.extend(pt.zap_pages(GpuVa(start), len)?);

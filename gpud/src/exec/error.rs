@@ -95,6 +95,8 @@ pub enum ErrorKind {
     Vm,
     /// A device error → EIO.
     Device,
+    /// Client memory (a userptr) could not be resolved → EFAULT.
+    Fault,
 }
 
 impl ExecError {
@@ -110,6 +112,7 @@ impl ExecError {
             ExecError::TooManyQueues { .. } => ErrorKind::TooMany,
             ExecError::QueueClosed { .. } => ErrorKind::NotFound,
             ExecError::Vm(JobVmError::Banned) => ErrorKind::Cancelled,
+            ExecError::Vm(JobVmError::Fault { .. }) => ErrorKind::Fault,
             ExecError::Vm(_) => ErrorKind::Vm,
             ExecError::Hw(_) => ErrorKind::Device,
         }

@@ -19,6 +19,10 @@ pub enum JobVmError {
     /// A BO could not be made resident again.
     #[error("revalidation of {what} failed: no memory")]
     NoMemory { what: String },
+    /// Client memory behind a userptr could not be resolved again (EFAULT): `va` is its CPU
+    /// address.
+    #[error("userptr at {va:#x} cannot be revalidated")]
+    Fault { va: u64 },
     /// The VM was banned or closed (ECANCELED).
     #[error("the VM was banned")]
     Banned,

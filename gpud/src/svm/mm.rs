@@ -84,7 +84,7 @@ impl CpuRange {
     /// The common part of `self` and `other`, if any.
     pub fn intersect(self, other: CpuRange) -> Option<CpuRange> {
         let (s, e) = (self.start.max(other.start), self.end().min(other.end()));
-        (s < e).then_some(CpuRange {
+        (s < e).then(|| CpuRange {
             start: s,
             len: e - s,
         })

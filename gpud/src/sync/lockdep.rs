@@ -1,7 +1,7 @@
 //! The lock-order checker ("lockdep") and the lock wrappers that register with it.
 //!
 //! Owns: the documented lock classes (ARCHITECTURE §5), outermost first:
-//! `VmLock` → `Resv` → `NotifierLock` → `Internal`, a per-thread record of held classes, and
+//! `VmLock` → `Resv` → `MmNotifier` → `NotifierLock` → `Internal`, a per-thread record of held classes, and
 //! [`OrderedMutex`] / [`OrderedRwLock`], which register their class on every acquisition.
 //! Acquiring a class while holding a later (inner) class is an inversion and panics with a
 //! message naming both classes. [`assert_no_locks_held`] guards waits that may block without
@@ -22,6 +22,9 @@ pub enum LockClass {
     VmLock,
     /// Reservation objects (ww-mutex class), acquired through the exec helper.
     Resv,
+    /// A VM's userptr notifier lock (rw): userptr sequences and pages; taken before the
+    /// page-table lock (the notifier path zaps under it).
+    MmNotifier,
     /// The per-VM / per-SVM notifier lock (rw).
     NotifierLock,
     /// Short internal locks (lists, fence state).
@@ -49,7 +52,7 @@ mod imp {
                 // and it exists only in debug builds.
                 panic!(
                     "lock order inversion: acquiring {class:?} while holding {inner:?} \
-                     (documented order: VmLock -> Resv -> NotifierLock -> Internal)"
+                     (documented order: VmLock -> Resv -> MmNotifier -> NotifierLock -> Internal)"
                 );
             }
             held.push(class);

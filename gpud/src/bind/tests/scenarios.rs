@@ -323,11 +323,9 @@ fn flag_validation_table() {
         ),
         (BindOp::map(&bo, 0, 1 << 48, K4), ErrorClass::Invalid),
         (
-            BindOp {
-                kind: crate::bind::OpKind::MapUserptr,
-                ..BindOp::unmap(VA, K4)
-            },
-            ErrorClass::NotSupported,
+            // A VM without an owner has no address space to resolve: EFAULT.
+            BindOp::map_userptr(0x10_0000, VA, K4),
+            ErrorClass::Fault,
         ),
     ];
     for (i, (op, class)) in cases.into_iter().enumerate() {
