@@ -10,4 +10,5 @@ mod isolation;
 mod oracle;
 mod rig;
 mod scenarios;
+mod userptr;
 mod zap;
