@@ -541,7 +541,7 @@ impl Vm {
 /// The whole CPU address space (as far as a page-aligned range reaches).
 fn everything() -> CpuRange {
     // Page aligned, non-empty, and the end fits: cannot fail.
-    CpuRange::new(0, u64::MAX & !(PAGE_SIZE - 1)).unwrap_or_else(|_| unreachable!())
+    CpuRange::new(0, !(PAGE_SIZE - 1)).unwrap_or_else(|_| unreachable!())
 }
 
 /// The userptr record of `piece`, a part of `old` (at GPU `old_start`) a partial unmap left.
