@@ -673,9 +673,9 @@ fn assert_irq_path_used(rig: &mut Rig) {
     assert!(rig.irq.calls() >= 1);
     assert!(rig.irq.marked().contains(IrqCauses::COPY_USER));
     assert!(rig.platform.apic.delivered.load(Ordering::SeqCst) >= 1);
-    // Only the IRQ thread acknowledges COPY_USER, and only for causes the latch reports:
-    // the bit clears iff the hook's mark reached the dispatcher. (The fence alone would
-    // not prove it: the scheduler also polls fence pages while a job can time out.)
+    // Only the scheduler's completion watcher acknowledges COPY_USER, and only for causes
+    // the latch reports: the bit clears iff the hook's mark reached it. (The fence alone
+    // would not prove it: the scheduler also polls fence pages while a job can time out.)
     let copy_user = IrqCauses::COPY_USER.bits();
     let gpu = rig.platform.gpu.clone();
     let acked = (0..MAX_WAKES).any(|_| {
@@ -687,7 +687,7 @@ fn assert_irq_path_used(rig: &mut Rig) {
         }
         !pending
     });
-    assert!(acked, "the IRQ thread never acknowledged COPY_USER");
+    assert!(acked, "the completion watcher never acknowledged COPY_USER");
 }
 
 /// Stands in for the device's MSI engine or INTx pin, which simgpu does not model: its
@@ -718,6 +718,20 @@ fn gpud_pcid_runs_a_batch_on_the_device_pcid_handed_over_and_irqs_complete_the_w
         rig.platform.apic.stray.load(Ordering::SeqCst),
         0,
         "every message used the allocated vector"
+    );
+}
+
+#[test]
+fn the_clients_fdinfo_names_the_pci_function_pcid_handed_over() {
+    use gpu_scheme::driver::{ClientId, GpuDriver};
+    let mut rig = Rig::start(vec![PciFeature::MsiX]);
+    let lines = rig.scheme().driver().stats(Some(ClientId(1)));
+    // simgpu_pcid puts the function at 0000:00:04.0.
+    assert!(
+        lines
+            .iter()
+            .any(|(k, v)| k == "drm-pdev" && v == "0000:00:04.0"),
+        "{lines:?}"
     );
 }
 
