@@ -93,6 +93,9 @@ pub enum ErrorKind {
     NotFound,
     /// Revalidation ran out of memory or hit contention → per the VM error.
     Vm,
+    /// Memory for the queue's driver structures (its ring) ran out → ENOMEM: a resource
+    /// shortage the client can retry, not a device failure.
+    NoMemory,
     /// A device error → EIO.
     Device,
     /// Client memory (a userptr) could not be resolved → EFAULT.
@@ -114,6 +117,7 @@ impl ExecError {
             ExecError::Vm(JobVmError::Banned) => ErrorKind::Cancelled,
             ExecError::Vm(JobVmError::Fault { .. }) => ErrorKind::Fault,
             ExecError::Vm(_) => ErrorKind::Vm,
+            ExecError::Hw(HwError::OutOfDma { .. }) => ErrorKind::NoMemory,
             ExecError::Hw(_) => ErrorKind::Device,
         }
     }
