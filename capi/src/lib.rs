@@ -28,7 +28,7 @@ use zerocopy::{FromZeros, IntoBytes};
 /// A live BO mapping and the BO handle it was made through.
 type BoMapping = (Box<dyn Handle>, Box<dyn Mapping>);
 
-/// A device handle: the client and what this library keeps alive for it.
+/// A device handle (one client of gpud): opaque.
 pub struct GpuDevice {
     dev: Device,
     /// Live BO mappings by address, each with the BO handle it was made through.
@@ -104,7 +104,9 @@ unsafe fn read_token(token: *const u64) -> Result<[u64; 2], c_int> {
     Ok(unsafe { [token.read_unaligned(), token.add(1).read_unaligned()] })
 }
 
-/// Opens card0 at `socket_path` (NULL: the default path).
+/// Opens card0 of the gpud listening at `socket_path` (NULL: $GPUD_SOCKET, else
+/// $XDG_RUNTIME_DIR/gpud.sock, else gpud.sock in the temporary directory; on Redox NULL is
+/// /scheme/gpu). -ENOENT / -ECONNREFUSED: no gpud there (start it with `gpud serve`).
 ///
 /// # Safety
 /// `socket_path` is NULL or a NUL-terminated string; `out` is valid for a pointer write.
@@ -151,7 +153,7 @@ fn default_open() -> libgpu::Result<Device> {
     Device::open("card0")
 }
 
-/// Closes a device and everything this library kept for it.
+/// Closes the device: every object, mapping and export of it goes away. NULL is ignored.
 ///
 /// # Safety
 /// `dev` is NULL or a pointer `gpu_device_open` returned that was not closed; no other
@@ -164,10 +166,10 @@ pub unsafe extern "C" fn gpu_device_close(dev: *mut GpuDevice) {
     }
 }
 
-/// DEVICE_QUERY.
+/// DEVICE_QUERY: the device's facts (VA bits, engines, page sizes, memory).
 ///
 /// # Safety
-/// `dev` as for [`gpu_device_close`] (but still open); `out` writable.
+/// `dev` open; `out` writable.
 #[no_mangle]
 pub unsafe extern "C" fn gpu_device_query(
     dev: *mut GpuDevice,
@@ -183,7 +185,7 @@ pub unsafe extern "C" fn gpu_device_query(
     }
 }
 
-/// VM_CREATE.
+/// VM_CREATE (flags: `GPU_VM_CREATE_*`).
 ///
 /// # Safety
 /// `dev` open; `vm_id` writable.
@@ -211,7 +213,7 @@ fn destroy(d: &GpuDevice, op: Opcode, id: u32) -> Result<(), c_int> {
     call(d.dev.handle(), op, &mut a, &[])
 }
 
-/// VM_DESTROY.
+/// VM_DESTROY. -EBUSY while exec or bind queues of the VM remain.
 ///
 /// # Safety
 /// `dev` open.
@@ -221,7 +223,8 @@ pub unsafe extern "C" fn gpu_vm_destroy(dev: *mut GpuDevice, vm_id: u32) -> c_in
     unsafe { with_dev(dev, |d| destroy(d, Opcode::VmDestroy, vm_id)) }
 }
 
-/// BO_CREATE.
+/// BO_CREATE: `placement` is a `GPU_PLACEMENT_*` mask, `flags` `GPU_BO_CREATE_*`; `vm_id` 0
+/// makes an external (shareable) BO, else a BO private to that VM.
 ///
 /// # Safety
 /// `dev` open; `bo_id` writable.
@@ -250,7 +253,8 @@ pub unsafe extern "C" fn gpu_bo_create(
     }
 }
 
-/// BO_DESTROY (and this library's export handle of the BO).
+/// BO_DESTROY: drops the id (and this library's export of it); the memory lives on while
+/// mapped or bound.
 ///
 /// # Safety
 /// `dev` open.
@@ -271,7 +275,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Maps `len` bytes at `offset` of a BO.
+/// Maps `len` bytes at `offset` (page-aligned) of a BO, shared and read-write; the GPU writes
+/// it concurrently, so read it through volatile pointers or atomics.
 ///
 /// # Safety
 /// `dev` open; `ptr` writable.
@@ -302,7 +307,7 @@ pub unsafe extern "C" fn gpu_bo_mmap(
     }
 }
 
-/// Unmaps what [`gpu_bo_mmap`] returned.
+/// Unmaps a pointer `gpu_bo_mmap` returned. -EINVAL: not one.
 ///
 /// # Safety
 /// `dev` open; the caller no longer touches the mapping.
@@ -341,7 +346,7 @@ fn import(d: &GpuDevice, kind: ObjectKind, token: [u64; 2]) -> Result<u32, c_int
     Ok(a.id)
 }
 
-/// A token for a BO.
+/// A token another client passes to `gpu_bo_import`; valid while this BO id lives.
 ///
 /// # Safety
 /// `dev` open; `token` writable for two `u64`.
@@ -356,7 +361,7 @@ pub unsafe extern "C" fn gpu_bo_export(dev: *mut GpuDevice, bo_id: u32, token: *
     }
 }
 
-/// Imports a BO by token.
+/// Imports a BO by the token of `gpu_bo_export`: a new id for the same object.
 ///
 /// # Safety
 /// `dev` open; `token` readable for two `u64`; `bo_id` writable.
@@ -375,7 +380,8 @@ pub unsafe extern "C" fn gpu_bo_import(
     }
 }
 
-/// EXEC_QUEUE_CREATE.
+/// EXEC_QUEUE_CREATE: an exec queue on `engine_class` (`GPU_ENGINE_CLASS_*`), or a bind queue
+/// with `GPU_ENGINE_CLASS_VM_BIND`.
 ///
 /// # Safety
 /// `dev` open; `queue_id` writable.
@@ -398,7 +404,8 @@ pub unsafe extern "C" fn gpu_exec_queue_create(
     }
 }
 
-/// EXEC_QUEUE_CREATE at `priority` (`GPU_QUEUE_PRIORITY_*`).
+/// EXEC_QUEUE_CREATE at `priority` (`GPU_QUEUE_PRIORITY_*`): HIGH needs privilege (-EPERM),
+/// bind queues take only NORMAL.
 ///
 /// # Safety
 /// `dev` open; `queue_id` writable.
@@ -438,7 +445,9 @@ pub unsafe extern "C" fn gpu_exec_queue_destroy(dev: *mut GpuDevice, queue_id: u
 
 const SYNC_SIZE: u32 = size_of::<wire::SyncWire>() as u32;
 
-/// VM_BIND with the caller's ops and syncs.
+/// VM_BIND: `num_ops` operations (`GPU_BIND_OP_*`), all or nothing, then the syncs (waits
+/// before, signals and user fences after). `queue_id` 0 is the VM's default bind queue. With no
+/// signal sync the bind completes before this returns.
 ///
 /// # Safety
 /// `dev` open; `ops` readable for `num_ops` elements, `syncs` for `num_syncs`.
@@ -476,7 +485,7 @@ pub unsafe extern "C" fn gpu_vm_bind(
     }
 }
 
-/// EXEC with the caller's batch addresses and syncs.
+/// EXEC: batch buffers (GPU VAs) on an exec queue, ordered by the syncs.
 ///
 /// # Safety
 /// `dev` open; `batch_addrs` readable for `num_batches`, `syncs` for `num_syncs`.
@@ -506,7 +515,8 @@ pub unsafe extern "C" fn gpu_exec(
     }
 }
 
-/// WAIT_USER_FENCE.
+/// WAIT_USER_FENCE: waits until (*addr & mask) `op` (value & mask), `op` a `GPU_WAIT_OP_*`;
+/// -ETIME on timeout (`timeout_ns` < 0: none).
 ///
 /// # Safety
 /// `dev` open.
@@ -542,7 +552,8 @@ pub unsafe extern "C" fn gpu_wait_user_fence(
     }
 }
 
-/// SYNCOBJ_CREATE.
+/// SYNCOBJ_CREATE: binary, or a timeline when used with points (`flags`:
+/// `GPU_SYNCOBJ_CREATE_SIGNALED` or 0).
 ///
 /// # Safety
 /// `dev` open; `syncobj_id` writable.
@@ -565,7 +576,7 @@ pub unsafe extern "C" fn gpu_syncobj_create(
     }
 }
 
-/// SYNCOBJ_DESTROY (and this library's export handle of it).
+/// SYNCOBJ_DESTROY (and this library's export of it).
 ///
 /// # Safety
 /// `dev` open.
@@ -583,7 +594,8 @@ pub unsafe extern "C" fn gpu_syncobj_destroy(dev: *mut GpuDevice, syncobj_id: u3
 
 const POINT_SIZE: u32 = size_of::<wire::SyncobjPointWire>() as u32;
 
-/// SYNCOBJ_WAIT.
+/// SYNCOBJ_WAIT: for all (`GPU_SYNCOBJ_WAIT_ALL`) or any of `count` points; -ETIME on timeout.
+/// `first_signaled` (may be NULL) gets the index of a signalled point.
 ///
 /// # Safety
 /// `dev` open; `points` readable for `count`; `first_signaled` NULL or writable.
@@ -616,7 +628,7 @@ pub unsafe extern "C" fn gpu_syncobj_wait(
     }
 }
 
-/// SYNCOBJ_SIGNAL.
+/// SYNCOBJ_SIGNAL: signals `count` points from the CPU.
 ///
 /// # Safety
 /// `dev` open; `points` readable for `count`.
@@ -640,7 +652,7 @@ pub unsafe extern "C" fn gpu_syncobj_signal(
     }
 }
 
-/// SYNCOBJ_QUERY.
+/// SYNCOBJ_QUERY: the last signalled timeline point (binary: 1 if signalled, else 0).
 ///
 /// # Safety
 /// `dev` open; `point` writable.
@@ -663,7 +675,7 @@ pub unsafe extern "C" fn gpu_syncobj_query(
     }
 }
 
-/// SYNCOBJ_TRANSFER.
+/// SYNCOBJ_TRANSFER: `src_id` at `src_point` becomes `dst_id` at `dst_point`.
 ///
 /// # Safety
 /// `dev` open.
@@ -692,7 +704,7 @@ pub unsafe extern "C" fn gpu_syncobj_transfer(
     }
 }
 
-/// A token for a syncobj.
+/// A token another client passes to `gpu_syncobj_import`; valid while this syncobj id lives.
 ///
 /// # Safety
 /// `dev` open; `token` writable for two `u64`.
@@ -711,7 +723,7 @@ pub unsafe extern "C" fn gpu_syncobj_export(
     }
 }
 
-/// Imports a syncobj by token.
+/// Imports a syncobj by the token of `gpu_syncobj_export`.
 ///
 /// # Safety
 /// `dev` open; `token` readable for two `u64`; `syncobj_id` writable.
@@ -730,7 +742,7 @@ pub unsafe extern "C" fn gpu_syncobj_import(
     }
 }
 
-/// A static description of an errno value (sign ignored).
+/// A static description of a (negative or positive) errno value from this library.
 #[no_mangle]
 pub extern "C" fn gpu_strerror(err: c_int) -> *const c_char {
     let s: &'static CStr = match err.abs() {

@@ -31,6 +31,7 @@ use crate::mem::copy::{CopyEngine, CopyError, KernelMap, GPU_PT_UPDATE_THRESHOLD
 use crate::mem::manager::{EvictReport, MemoryManager};
 use crate::mem::vram::VramAllocator;
 use crate::mem::window::CpuWindow;
+use crate::svm::{ClientMm, ClientPager};
 use crate::sync::{Exec, ExecFlags, Fence};
 use crate::types::{PhysAddr, VmId, PAGE_SIZE};
 use crate::vm::pagetable::memory::{PtAllocError, PtMemory, SysPtMemory};
@@ -134,6 +135,9 @@ pub struct Core {
     pt_copy_threshold: u64,
     /// Bind jobs the copy engine completed (a test and benchmark counter).
     pub(crate) pt_copy_jobs: Arc<AtomicU64>,
+    /// Each client's address space (userptr), by owner: registered by the platform
+    /// ([`Device::set_client_mm`]), looked up by the client's VMs.
+    pagers: Mutex<HashMap<QueueOwner, Arc<ClientPager>>>,
 }
 
 impl Core {
@@ -157,6 +161,11 @@ impl Core {
             job.copy = Some((self.copy.clone(), self.pt_copy_jobs.clone()));
         }
         job
+    }
+
+    /// `owner`'s pager, created on first use.
+    pub(crate) fn pager(&self, owner: QueueOwner) -> Arc<ClientPager> {
+        self.pagers.lock().entry(owner).or_default().clone()
     }
 
     pub(crate) fn release_ctx(&self, ctx: HwCtx) {
@@ -350,6 +359,7 @@ fn new_core(
         copy: copy.clone(),
         pt_copy_threshold: cfg.pt_copy_threshold,
         pt_copy_jobs: Arc::new(AtomicU64::new(0)),
+        pagers: Mutex::new(HashMap::new()),
         pt_mem,
         fail,
         dma,
@@ -529,8 +539,19 @@ impl Device {
         self.core.ctxs.lock().iter().filter(|used| **used).count()
     }
 
-    /// Creates a VM.
+    /// Creates a VM owned by no client (its MAP_USERPTR finds no address space: EFAULT).
     pub fn vm_create(&self, flags: VmFlags) -> Result<Arc<Vm>, BindError> {
+        self.vm_create_for(flags, None)
+    }
+
+    /// Creates a VM of `owner`: its userptrs resolve through the address space `owner`
+    /// registered ([`Device::set_client_mm`], before or after this call) and its changes
+    /// reach the VM.
+    pub fn vm_create_for(
+        &self,
+        flags: VmFlags,
+        owner: Option<QueueOwner>,
+    ) -> Result<Arc<Vm>, BindError> {
         flags.check()?;
         let ctx = {
             let mut ctxs = self.core.ctxs.lock();
@@ -545,7 +566,8 @@ impl Device {
             HwCtx(i as u32)
         };
         let id = VmId(self.next_vm.fetch_add(1, Ordering::Relaxed));
-        match Vm::new(self.core.clone(), id, flags, ctx) {
+        let pager = owner.map(|o| self.core.pager(o));
+        match Vm::new(self.core.clone(), id, flags, ctx, pager) {
             Ok(vm) => {
                 self.core.vms.lock().insert(id, Arc::downgrade(&vm));
                 Ok(vm)
@@ -644,9 +666,34 @@ impl Device {
         self.sched.busy(owner)
     }
 
-    /// `owner` went away: its busy-time account goes.
+    /// `owner` went away: its busy-time account and its address space go (every VM of it
+    /// drops its userptr pages: zap, invalidate, then release).
     pub fn forget_owner(&self, owner: QueueOwner) {
         self.sched.forget_owner(owner);
+        let pager = self.core.pagers.lock().remove(&owner);
+        if let Some(p) = pager {
+            p.forget();
+        }
+    }
+
+    /// Registers `owner`'s address space (the platform calls this once per client
+    /// connection that hands gpud its memory manager): MAP_USERPTR of the owner's VMs
+    /// resolves pages through it, and its events reach those VMs' notifier path. A second
+    /// registration replaces the first (the VMs drop the pages of the old one).
+    pub fn set_client_mm(&self, owner: QueueOwner, mm: Arc<dyn ClientMm>) {
+        self.core.pager(owner).set_mm(mm);
+    }
+
+    /// The address space `owner` registered, if any (what its VMs' MAP_USERPTR uses).
+    pub fn client_mm(&self, owner: QueueOwner) -> Option<Arc<dyn ClientMm>> {
+        let pager = self.core.pagers.lock().get(&owner).cloned();
+        pager.and_then(|p| p.mm())
+    }
+
+    /// The system memory the device reaches by DMA (test clients' fake address spaces take
+    /// their pages from it, see `svm::fake`).
+    pub fn dma(&self) -> &Arc<dyn DmaMemory> {
+        &self.core.dma
     }
 
     /// Creates an extra bind queue (in order within itself, independent of other queues).

@@ -576,7 +576,10 @@ impl GpuDriver for Driver {
     }
 
     fn vm_create(&self, client: ClientId, flags: VmCreateFlags) -> Result<Arc<Vm>, DriverError> {
-        let vm = self.device.vm_create(vm_flags(flags)?).map_err(bind_err)?;
+        let vm = self
+            .device
+            .vm_create_for(vm_flags(flags)?, Some(client.0))
+            .map_err(bind_err)?;
         self.with_client(client, |st| st.vms.push(Arc::downgrade(&vm)));
         Ok(vm)
     }

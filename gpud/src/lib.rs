@@ -15,6 +15,7 @@
 //! - [`mem`]: buffer objects, VRAM buddy allocator, system-memory pool, LRU eviction and
 //!   validation through the copy engine, the kernel linear map.
 //! - [`bind`]: the VM object and the VM_BIND engine; [`device`]: the driver core object.
+//! - [`svm`]: gpud as the pager of client memory (the memory-manager seam, its fake).
 //! - [`config`]: the daemon's settings (command line and settings file); [`logging`]: where
 //!   its `tracing` output goes and how it is filtered.
 //! - [`platform`]: the host daemon (`gpud serve`) and the Redox pcid launch (startup, event
@@ -34,6 +35,7 @@ pub mod hw;
 pub mod logging;
 pub mod mem;
 pub mod platform;
+pub mod svm;
 pub mod sync;
 pub mod types;
 pub mod vm;

@@ -23,6 +23,7 @@ use crate::hw::pte::{CacheMode, LeafFlags, VA_BITS};
 use crate::hw::{FaultMode, HwCtx};
 use crate::mem::bo::Bo;
 use crate::mem::manager::EvictReport;
+use crate::svm::{ClientMm, ClientPager};
 use crate::sync::{Exec, Fence, LockClass, OrderedMutex, OrderedRwLock, Resv, Usage};
 use crate::types::{BoId, GpuVa, PhysAddr, VmId, PAGE_SIZE};
 use crate::vm::pagetable::{PageTable, PtConfig, PtOp};
@@ -112,6 +113,8 @@ pub struct Vm {
     pub(crate) default_queue: BindQueue,
     /// Pending bind jobs' claims on table pages (the cross-queue ordering rule).
     pub(crate) claims: Mutex<TableClaims>,
+    /// The owning client's address space (userptr pages), if the VM has an owner.
+    pub(crate) pager: Option<Arc<ClientPager>>,
 }
 
 impl std::fmt::Debug for Vm {
@@ -167,6 +170,7 @@ impl Vm {
         id: VmId,
         flags: VmFlags,
         ctx: HwCtx,
+        pager: Option<Arc<ClientPager>>,
     ) -> Result<Arc<Self>, BindError> {
         flags.check()?;
         let resv = Resv::new();
@@ -218,7 +222,13 @@ impl Vm {
             queues: Mutex::new(Vec::new()),
             default_queue,
             claims: Mutex::new(TableClaims::default()),
+            pager,
         }))
+    }
+
+    /// The address space the VM's userptrs resolve through: its owner's, once registered.
+    pub fn client_mm(&self) -> Option<Arc<dyn ClientMm>> {
+        self.pager.as_ref().and_then(|p| p.mm())
     }
 
     /// The VM's id.
