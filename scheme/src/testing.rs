@@ -345,6 +345,7 @@ impl GpuDriver for FakeDriver {
             in_flight: s.pending.iter().filter(|p| p.client == client).count() as u64,
             gpu_mappings: s.gpu_mappings.get(&client).copied().unwrap_or(0),
             table_bytes: 0,
+            userptr_bytes: 0,
         })
     }
 

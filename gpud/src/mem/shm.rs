@@ -381,7 +381,7 @@ impl ShmPool {
 
 /// Whether a client's `fd` may be mapped into a window for `[offset, offset + len)`: a
 /// memfd (it has seals) sealed against shrinking, at least that long.
-fn check_foreign(fd: BorrowedFd<'_>, offset: u64, len: u64) -> Result<(), ShareError> {
+pub(crate) fn check_foreign(fd: BorrowedFd<'_>, offset: u64, len: u64) -> Result<(), ShareError> {
     let seals = memfd::seals(fd).map_err(|_| ShareError::Foreign("not a sealable memfd"))?;
     if !seals.contains(rustix::fs::SealFlags::SHRINK) {
         return Err(ShareError::Foreign("memfd not sealed against shrinking"));
