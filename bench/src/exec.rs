@@ -123,11 +123,39 @@ fn wait(f: &Fence) {
     let _ = f.wait(Some(Duration::from_secs(60)));
 }
 
-/// Median nanoseconds from `submit` to the fence signalling, one job at a time.
-fn submit_to_signal() -> u64 {
+/// Times the process's threads went to sleep so far (voluntary context switches, summed
+/// over its threads): each one is a hand-off some other thread has to wake up. `None` where
+/// the kernel does not report it.
+fn sleeps() -> Option<u64> {
+    let tasks = std::fs::read_dir("/proc/self/task").ok()?;
+    let mut total = 0;
+    for task in tasks.flatten() {
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue; // the thread ended
+        };
+        total += status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Some(total)
+}
+
+/// Thread sleeps per job between two [`sleeps`] readings.
+fn per_job(before: Option<u64>, after: Option<u64>, jobs: u64) -> Option<f64> {
+    let (b, a) = (before?, after?);
+    Some(((a.saturating_sub(b)) as f64 / jobs as f64 * 100.0).round() / 100.0)
+}
+
+/// Median nanoseconds from `submit` to the fence signalling, one job at a time, and the
+/// thread sleeps (hand-offs) per job.
+fn submit_to_signal() -> (u64, Option<f64>) {
+    const JOBS: u64 = 2000;
     let mut b = Bench::new();
     let q = b.queue(Engine::Copy);
-    let mut samples: Vec<u64> = (0..2000u64)
+    let before = sleeps();
+    let mut samples: Vec<u64> = (0..JOBS)
         .map(|k| {
             let start = Instant::now();
             let f = q.submit(store_job(0, k)).expect("submit");
@@ -135,13 +163,15 @@ fn submit_to_signal() -> u64 {
             start.elapsed().as_nanos() as u64
         })
         .collect();
-    median_ns(&mut samples)
+    let handoffs = per_job(before, sleeps(), JOBS);
+    (median_ns(&mut samples), handoffs)
 }
 
 /// Jobs per second on `queues` queues (alternating between the engines); `chained`: each job
 /// also depends on the previous job, which ran on another queue. With more queues than the
-/// engines have hardware queues, the scheduler time-slices them.
-fn throughput(queues: usize, chained: bool) -> f64 {
+/// engines have hardware queues, the scheduler time-slices them. Also returns the thread
+/// sleeps (hand-offs) per job.
+fn throughput(queues: usize, chained: bool) -> (f64, Option<f64>) {
     const JOBS: u64 = 8000;
     let mut b = Bench::new();
     let qs: Vec<ExecQueue> = (0..queues)
@@ -153,6 +183,7 @@ fn throughput(queues: usize, chained: bool) -> f64 {
             })
         })
         .collect();
+    let before = sleeps();
     let start = Instant::now();
     let mut last: Option<Arc<Fence>> = None;
     let mut fences = Vec::with_capacity(JOBS as usize);
@@ -167,7 +198,8 @@ fn throughput(queues: usize, chained: bool) -> f64 {
         fences.push(f);
     }
     fences.iter().for_each(|f| wait(f));
-    JOBS as f64 / start.elapsed().as_secs_f64()
+    let rate = JOBS as f64 / start.elapsed().as_secs_f64();
+    (rate, per_job(before, sleeps(), JOBS))
 }
 
 /// Data slots of the kill benchmark: the running job's marker and the word it waits on.
@@ -212,10 +244,26 @@ fn kill_to_engine_free_us() -> f64 {
 /// The exec group.
 pub fn exec() -> Report {
     let mut r = Report::new("exec");
-    r.push("submit_to_signal_ns", submit_to_signal());
-    r.push("jobs_per_s_4_queues", throughput(4, false).round());
-    r.push("jobs_per_s_64_queues", throughput(64, false).round());
-    r.push("dep_chain_jobs_per_s", throughput(4, true).round());
+    let (latency, latency_sleeps) = submit_to_signal();
+    r.push("submit_to_signal_ns", latency);
+    let (four, four_sleeps) = throughput(4, false);
+    r.push("jobs_per_s_4_queues", four.round());
+    let (many, many_sleeps) = throughput(64, false);
+    r.push("jobs_per_s_64_queues", many.round());
+    let (chain, chain_sleeps) = throughput(4, true);
+    r.push("dep_chain_jobs_per_s", chain.round());
     r.push("kill_to_engine_free_us", kill_to_engine_free_us());
+    // Hand-offs: how often a thread of the process went to sleep per job (each one costs a
+    // wake-up later); Linux only.
+    for (key, v) in [
+        ("submit_to_signal_sleeps_per_job", latency_sleeps),
+        ("jobs_4_queues_sleeps_per_job", four_sleeps),
+        ("jobs_64_queues_sleeps_per_job", many_sleeps),
+        ("dep_chain_sleeps_per_job", chain_sleeps),
+    ] {
+        if let Some(v) = v {
+            r.push(key, v);
+        }
+    }
     r
 }

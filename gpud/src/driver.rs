@@ -21,7 +21,7 @@ use crate::sync::{Fence, FenceContext, FenceStatus, Syncobj, Usage};
 use crate::types::{GpuVa, PAGE_SIZE};
 use crate::vm::{GpuBo, MappingFlags};
 use gpu_scheme::driver::{
-    ClientId, ClientUsage, DeviceInfo, DriverError, GpuDriver, MappingBacking, PointState,
+    ClientId, ClientUsage, DeviceInfo, DriverError, GpuDriver, HeldBo, MappingBacking, PointState,
     ResolvedBindOp, ResolvedSync, Submitted, VmMapping, WakeToken,
 };
 use gpu_scheme::uapi::flags::{
@@ -144,6 +144,8 @@ pub struct Driver {
     sys_size: u64,
     /// Live in-process CPU mappings (only with a CPU window).
     cpu_maps: CpuMaps,
+    /// The device's PCI address (`drm-pdev`), when gpud drives a PCI function.
+    pdev: Option<String>,
     /// How host clients get BO memory when it is not in shared windows (`gpud vfio`).
     #[cfg(target_os = "linux")]
     exporter: Option<Arc<dyn BoExporter>>,
@@ -192,6 +194,7 @@ impl Driver {
             prep_seqno: std::sync::atomic::AtomicU64::new(0),
             start: Instant::now(),
             cpu_maps: CpuMaps::new(),
+            pdev: None,
             #[cfg(target_os = "linux")]
             exporter: None,
             #[cfg(target_os = "linux")]
@@ -220,6 +223,13 @@ impl Driver {
     #[cfg(target_os = "linux")]
     pub fn client_uffd_mm(&self, client: ClientId) -> Option<Arc<crate::svm::uffd::UffdMm>> {
         self.mms.lock().get(&client).cloned()
+    }
+
+    /// Names the PCI function the device is (`segment:bus:device.function`, as
+    /// `0000:00:04.0`), for the clients' `drm-pdev` stats line.
+    pub fn with_pdev(mut self, pdev: String) -> Self {
+        self.pdev = Some(pdev);
+        self
     }
 
     /// Hands host clients BO memory through `exporter` when the BO is not in a shared window.
@@ -595,7 +605,11 @@ impl GpuDriver for Driver {
                 });
                 // BOs and the scheduler are read after the client table is released.
                 let busy = self.device.engine_busy(c.0);
-                lines.extend(stats::fdinfo_lines(c.0, busy, &bos, &vms));
+                let device = stats::DeviceLines {
+                    pdev: self.pdev.as_deref(),
+                    queues_per_engine: self.device.hw().info().queues_per_engine,
+                };
+                lines.extend(stats::fdinfo_lines(c.0, &device, busy, &bos, &vms));
                 #[cfg(target_os = "linux")]
                 if let Some(mm) = self.client_uffd_mm(c) {
                     lines.push(("userptr_regions".into(), mm.regions().to_string()));
@@ -626,6 +640,10 @@ impl GpuDriver for Driver {
                 lines
             }
         }
+    }
+
+    fn memory_stats(&self, bos: &[HeldBo<'_, Arc<Bo>>]) -> Vec<(String, String)> {
+        stats::memory_lines(bos)
     }
 
     fn vm_create(&self, client: ClientId, flags: VmCreateFlags) -> Result<Arc<Vm>, DriverError> {

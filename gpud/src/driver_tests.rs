@@ -500,27 +500,59 @@ fn stat_of<'a>(lines: &'a [(String, String)], key: &str) -> Option<&'a str> {
 fn client_stats_carry_drm_fdinfo_keys_of_that_client_only() {
     let d = driver();
     let other = ClientId(2);
-    let vram = bo(&d, 0x4000, WirePlacement::VRAM);
-    let sys = bo(&d, 0x3000, WirePlacement::SYSTEM);
     let lines = d.stats(Some(C));
     assert_eq!(stat_of(&lines, "drm-driver"), Some("gpud"));
     assert_eq!(stat_of(&lines, "drm-client-id"), Some("1"));
     assert_eq!(stat_of(&lines, "drm-engine-copy"), Some("0 ns"));
     assert_eq!(stat_of(&lines, "drm-engine-compute"), Some("0 ns"));
-    assert_eq!(stat_of(&lines, "drm-total-vram"), Some("16384"));
-    assert_eq!(stat_of(&lines, "drm-resident-vram"), Some("16384"));
-    assert_eq!(stat_of(&lines, "drm-total-system"), Some("12288"));
-    assert_eq!(stat_of(&lines, "drm-resident-system"), Some("12288"));
+    let queues = d.device().hw().info().queues_per_engine.to_string();
+    assert_eq!(stat_of(&lines, "drm-engine-capacity-copy"), Some(&*queues));
+    assert_eq!(
+        stat_of(&lines, "drm-engine-capacity-compute"),
+        Some(&*queues)
+    );
+    assert_eq!(stat_of(&lines, "drm-pdev"), None, "no PCI function named");
     assert_eq!(stat_of(&lines, "gpud-faults"), Some("0"));
     assert_eq!(stat_of(&lines, "gpud-evictions"), Some("0"));
     // Another client's lines show none of it.
     let theirs = d.stats(Some(other));
     assert_eq!(stat_of(&theirs, "drm-client-id"), Some("2"));
-    assert_eq!(stat_of(&theirs, "drm-total-vram"), Some("0"));
-    // A destroyed BO no longer counts.
-    drop(vram);
-    assert_eq!(stat_of(&d.stats(Some(C)), "drm-total-vram"), Some("0"));
-    drop(sys);
+}
+
+#[test]
+fn a_named_pci_function_is_the_drm_pdev_line() {
+    let d = driver().with_pdev("0000:00:04.0".into());
+    assert_eq!(stat_of(&d.stats(Some(C)), "drm-pdev"), Some("0000:00:04.0"));
+}
+
+#[test]
+fn memory_lines_count_held_bos_per_region_and_the_shared_ones() {
+    let d = driver();
+    let vram = bo(&d, 0x4000, WirePlacement::VRAM);
+    let sys = bo(&d, 0x3000, WirePlacement::SYSTEM);
+    let imported = bo(&d, 0x1000, WirePlacement::SYSTEM);
+    let held = [
+        HeldBo {
+            bo: &vram,
+            shared: false,
+        },
+        HeldBo {
+            bo: &sys,
+            shared: false,
+        },
+        HeldBo {
+            bo: &imported,
+            shared: true,
+        },
+    ];
+    let lines = d.memory_stats(&held);
+    assert_eq!(stat_of(&lines, "drm-total-vram"), Some("16384"));
+    assert_eq!(stat_of(&lines, "drm-resident-vram"), Some("16384"));
+    assert_eq!(stat_of(&lines, "drm-shared-vram"), Some("0"));
+    assert_eq!(stat_of(&lines, "drm-total-system"), Some("16384"));
+    assert_eq!(stat_of(&lines, "drm-resident-system"), Some("16384"));
+    assert_eq!(stat_of(&lines, "drm-shared-system"), Some("4096"));
+    assert_eq!(stat_of(&d.memory_stats(&[]), "drm-total-vram"), Some("0"));
 }
 
 #[test]

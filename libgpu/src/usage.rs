@@ -51,8 +51,16 @@ pub struct ClientUsage {
     pub client: u64,
     /// `drm-engine-<class>`: busy nanoseconds per engine class name (`copy`, `compute`).
     pub engine_ns: BTreeMap<String, u64>,
-    /// `drm-total-<region>`: bytes per region name (`vram`, `system`).
+    /// `drm-engine-capacity-<class>`: hardware queues (identical engines) of a class; a
+    /// class without one has 1 (the fdinfo rule), and 0 is refused.
+    pub capacity: BTreeMap<String, u64>,
+    /// `drm-pdev`: the device's PCI address, when the driver gives one.
+    pub pdev: Option<String>,
+    /// `drm-total-<region>`: bytes per region name (`vram`, `system`) of the BOs the client
+    /// holds, imported ones included.
     pub total: BTreeMap<String, u64>,
+    /// `drm-shared-<region>`: bytes of those BOs another client holds too.
+    pub shared: BTreeMap<String, u64>,
     /// `drm-resident-<region>`: bytes per region name.
     pub resident: BTreeMap<String, u64>,
     /// `client-vms`.
@@ -68,22 +76,25 @@ pub struct ClientUsage {
 /// What a known key's value is.
 enum Kind {
     Uint,
+    /// An unsigned integer above zero.
+    Positive,
     Nanoseconds,
     Bytes,
 }
 
 /// Where a known key goes, with its value kind; `None` for a key this version skips.
 fn field<'a>(u: &'a mut ClientUsage, key: &str) -> Option<(&'a mut u64, Kind)> {
-    let (map, name, kind) = if let Some(class) = key.strip_prefix("drm-engine-") {
-        if class.starts_with("capacity-") {
-            return None;
-        }
+    let (map, name, kind) = if let Some(class) = key.strip_prefix("drm-engine-capacity-") {
+        (&mut u.capacity, class, Kind::Positive)
+    } else if let Some(class) = key.strip_prefix("drm-engine-") {
         (&mut u.engine_ns, class, Kind::Nanoseconds)
     } else if let Some(region) = key.strip_prefix("drm-total-") {
         if region.starts_with("cycles-") {
             return None;
         }
         (&mut u.total, region, Kind::Bytes)
+    } else if let Some(region) = key.strip_prefix("drm-shared-") {
+        (&mut u.shared, region, Kind::Bytes)
     } else if let Some(region) = key.strip_prefix("drm-resident-") {
         (&mut u.resident, region, Kind::Bytes)
     } else {
@@ -118,6 +129,7 @@ fn value_of(value: &str, kind: &Kind) -> Option<u64> {
     }
     match (kind, unit) {
         (Kind::Uint, None) | (Kind::Bytes, None) => Some(n),
+        (Kind::Positive, None) => (n > 0).then_some(n),
         (Kind::Nanoseconds, Some("ns")) => Some(n),
         (Kind::Bytes, Some("KiB")) => n.checked_mul(1 << 10),
         (Kind::Bytes, Some("MiB")) => n.checked_mul(1 << 20),
@@ -141,6 +153,22 @@ impl ClientUsage {
                 return Err(bad());
             }
             let value = value.trim();
+            if key == "drm-pdev" {
+                if value.is_empty() || value.chars().any(char::is_whitespace) {
+                    return Err(UsageParseError::BadValue {
+                        line,
+                        key: key.to_string(),
+                        value: value.to_string(),
+                    });
+                }
+                if u.pdev.replace(value.to_string()).is_some() {
+                    return Err(UsageParseError::Duplicate {
+                        line,
+                        key: key.to_string(),
+                    });
+                }
+                continue;
+            }
             let Some((slot, kind)) = field(&mut u, key) else {
                 continue;
             };
@@ -186,6 +214,16 @@ impl ClientUsage {
     pub fn busy_ns(&self, class: &str) -> u64 {
         self.engine_ns.get(class).copied().unwrap_or(0)
     }
+
+    /// Hardware queues of engine class `class` (1 when not given).
+    pub fn capacity(&self, class: &str) -> u64 {
+        self.capacity.get(class).copied().unwrap_or(1)
+    }
+
+    /// Bytes of shared BOs over all regions.
+    pub fn shared_bytes(&self) -> u64 {
+        self.shared.values().fold(0, |a, &b| a.saturating_add(b))
+    }
 }
 
 #[cfg(test)]
@@ -196,7 +234,8 @@ mod tests {
     const BLOCK: &str = "client-id: 4\nclient-vms: 2\nclient-queues: 3\n\
         drm-driver: gpud\ndrm-client-id: 4\ndrm-engine-copy: 1500 ns\n\
         drm-engine-compute: 0 ns\ndrm-engine-capacity-copy: 8\ndrm-total-vram: 4 KiB\n\
-        drm-total-system: 8192\ndrm-resident-vram: 4096\ndrm-resident-system: 1 MiB\n\
+        drm-total-system: 8192\ndrm-shared-system: 4096\ndrm-resident-vram: 4096\n\
+        drm-resident-system: 1 MiB\ndrm-pdev: 0000:00:04.0\n\
         gpud-faults: 7\ngpud-evictions: 1\nsome-future-key: anything at all\n";
 
     #[test]
@@ -208,6 +247,10 @@ mod tests {
         assert_eq!(u.busy_ns("copy"), 1500);
         assert_eq!(u.busy_ns("compute"), 0);
         assert_eq!(u.engine_ns.len(), 2, "capacity is not an engine");
+        assert_eq!((u.capacity("copy"), u.capacity("compute")), (8, 1));
+        assert_eq!(u.pdev.as_deref(), Some("0000:00:04.0"));
+        assert_eq!(u.shared["system"], 4096);
+        assert_eq!(u.shared_bytes(), 4096);
         assert_eq!(u.total["vram"], 4096);
         assert_eq!(u.total["system"], 8192);
         assert_eq!(u.resident["system"], 1 << 20);
@@ -226,6 +269,10 @@ mod tests {
             ("drm-client-id: 0x4", "hex"),
             ("gpud-faults: 1 2", "two numbers"),
             ("client-vms:", "empty"),
+            ("drm-engine-capacity-copy: 0", "zero capacity"),
+            ("drm-engine-capacity-copy: 2 ns", "unit on a count"),
+            ("drm-shared-vram: 1 GiB", "unknown unit"),
+            ("drm-pdev:", "empty address"),
         ] {
             let block = format!("drm-client-id: 1\n{line}\n");
             let block = block.replacen("drm-client-id: 1\ndrm-client-id", "drm-client-id", 1);
@@ -247,6 +294,10 @@ mod tests {
         ));
         assert!(matches!(
             ClientUsage::parse("drm-client-id: 1\ndrm-engine-copy: 1 ns\ndrm-engine-copy: 2 ns\n"),
+            Err(UsageParseError::Duplicate { line: 3, .. })
+        ));
+        assert!(matches!(
+            ClientUsage::parse("drm-client-id: 1\ndrm-pdev: a\ndrm-pdev: b\n"),
             Err(UsageParseError::Duplicate { line: 3, .. })
         ));
         assert_eq!(
@@ -280,10 +331,14 @@ mod tests {
 
         #[test]
         fn rendered_usage_round_trips(client in any::<u64>(), copy in any::<u64>(),
-                                      vram in any::<u64>(), faults in any::<u64>()) {
-            let mut u = ClientUsage { client, faults, ..Default::default() };
+                                      vram in any::<u64>(), faults in any::<u64>(),
+                                      capacity in 1..u64::MAX, shared in any::<u64>(),
+                                      pdev in proptest::option::of("[0-9a-f:.]{1,12}")) {
+            let mut u = ClientUsage { client, faults, pdev, ..Default::default() };
             u.engine_ns.insert("copy".into(), copy);
+            u.capacity.insert("copy".into(), capacity);
             u.total.insert("vram".into(), vram);
+            u.shared.insert("system".into(), shared);
             u.resident.insert("vram".into(), vram);
             prop_assert_eq!(ClientUsage::parse(&render(&u)), Ok(u));
         }
@@ -303,6 +358,15 @@ mod tests {
         }
         for (k, v) in &u.resident {
             s += &format!("drm-resident-{k}: {v}\n");
+        }
+        for (k, v) in &u.shared {
+            s += &format!("drm-shared-{k}: {v}\n");
+        }
+        for (k, v) in &u.capacity {
+            s += &format!("drm-engine-capacity-{k}: {v}\n");
+        }
+        if let Some(p) = &u.pdev {
+            s += &format!("drm-pdev: {p}\n");
         }
         s
     }

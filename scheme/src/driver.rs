@@ -63,6 +63,18 @@ pub struct ClientUsage {
     pub userptr_bytes: u64,
 }
 
+/// A BO a client holds, for its DRM fdinfo memory lines: each object once, whether the
+/// client created it or imported it (Linux counts every GEM handle of the file, imported ones
+/// included).
+#[derive(Debug)]
+pub struct HeldBo<'a, B> {
+    /// The BO.
+    pub bo: &'a B,
+    /// Another client holds it too (it imported this client's BO, or this client imported
+    /// another's): Linux's `drm-shared-*` rule, a GEM object with handles in more than one file.
+    pub shared: bool,
+}
+
 /// A resolved bind operation: the BO id replaced by the driver's BO.
 #[derive(Debug, Clone)]
 pub struct ResolvedBindOp<B> {
@@ -216,6 +228,12 @@ pub trait GpuDriver {
     fn client_stop(&self, client: ClientId);
     /// Extra `key: value` stats lines for a client (`None`: device-wide).
     fn stats(&self, client: Option<ClientId>) -> Vec<(String, String)>;
+    /// A client's DRM fdinfo memory lines (`drm-total-<region>`, `drm-shared-<region>`,
+    /// `drm-resident-<region>`) for the BOs it holds. The scheme knows who holds what (imports
+    /// are its business); the driver knows where the memory is.
+    fn memory_stats(&self, _bos: &[HeldBo<'_, Self::Bo>]) -> Vec<(String, String)> {
+        Vec::new()
+    }
 
     /// VM_CREATE.
     fn vm_create(&self, client: ClientId, flags: VmCreateFlags) -> Result<Self::Vm, DriverError>;

@@ -363,6 +363,20 @@ impl GpuDriver for FakeDriver {
         }
     }
 
+    /// All memory is `system`, resident.
+    fn memory_stats(&self, bos: &[HeldBo<'_, FakeBo>]) -> Vec<(String, String)> {
+        let sum = |shared_only: bool| -> u64 {
+            bos.iter()
+                .filter(|h| h.shared || !shared_only)
+                .map(|h| h.bo.1)
+                .sum()
+        };
+        vec![
+            ("drm-total-system".into(), sum(false).to_string()),
+            ("drm-shared-system".into(), sum(true).to_string()),
+        ]
+    }
+
     fn vm_create(&self, client: ClientId, flags: VmCreateFlags) -> Result<FakeVm, DriverError> {
         self.fallible(|s| {
             s.calls.push(Call::VmCreate(client, flags));

@@ -690,6 +690,58 @@ fn stats_text() {
     assert_eq!(root.matches("client-id:").count(), 1, "{root}");
 }
 
+/// The value of `key` in a stats text.
+fn stat(text: &str, key: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(": ")?.parse().ok())
+}
+
+#[test]
+fn fdinfo_memory_counts_imported_bos_and_marks_shared_ones() {
+    // Linux's drm-total-* counts every handle of the file, imports included; drm-shared-*
+    // the objects held by more than one file.
+    let mut h = Harness::new();
+    let a = h.open();
+    let b = h.open();
+    let shared = h.bo(a, 0x2000, None);
+    let _private = h.bo(a, 0x1000, None);
+    let boh = h.dup(a, &format!("bo/{}", shared.0)).unwrap();
+    let token = h.token(boh);
+    let (ta, tb) = (h.read(a), h.read(b));
+    assert_eq!(stat(&ta, "drm-total-system"), Some(0x3000), "{ta}");
+    assert_eq!(
+        stat(&ta, "drm-shared-system"),
+        Some(0),
+        "exported, not yet imported"
+    );
+    assert_eq!(stat(&tb, "drm-total-system"), Some(0), "{tb}");
+
+    let import = Request::Import {
+        kind: ObjectKind::Bo,
+        token: Some(token),
+    };
+    let p = h.call(b, &import).unwrap();
+    let b_bo = BoId(read_args::<ImportArgs>(&p).unwrap().id);
+    // Importing twice gives B a second id for the same object: counted once.
+    let p = h.call(b, &import).unwrap();
+    let b_bo2 = BoId(read_args::<ImportArgs>(&p).unwrap().id);
+    let (ta, tb) = (h.read(a), h.read(b));
+    assert_eq!(stat(&ta, "drm-total-system"), Some(0x3000), "{ta}");
+    assert_eq!(stat(&ta, "drm-shared-system"), Some(0x2000), "{ta}");
+    assert_eq!(stat(&tb, "drm-total-system"), Some(0x2000), "{tb}");
+    assert_eq!(stat(&tb, "drm-shared-system"), Some(0x2000), "{tb}");
+    // The privileged root read gives the same per-client lines.
+    let root = h.read(h.root);
+    assert_eq!(root.matches("drm-shared-system: 8192").count(), 2, "{root}");
+
+    // Once B drops both ids, A's BO is private again.
+    h.call(b, &Request::BoDestroy(b_bo)).unwrap();
+    h.call(b, &Request::BoDestroy(b_bo2)).unwrap();
+    let (ta, tb) = (h.read(a), h.read(b));
+    assert_eq!(stat(&ta, "drm-shared-system"), Some(0), "{ta}");
+    assert_eq!(stat(&tb, "drm-total-system"), Some(0), "{tb}");
+}
+
 #[test]
 fn exec_user_fence_is_written_in_the_queues_vm() {
     // Regression: the fake driver once filed EXEC user fences under the queue id, so

@@ -217,6 +217,14 @@ where
     })
 }
 
+/// A PCI address as Linux's `drm-pdev` writes it: `segment:bus:device.function` in hex.
+pub fn pdev_name(a: &pcid_config::protocol::PciAddress) -> String {
+    format!(
+        "{:04x}:{:02x}:{:02x}.{:x}",
+        a.segment, a.bus, a.device, a.function
+    )
+}
+
 /// Brings the device up on `res` and returns the scheme server and its loop hooks.
 pub fn build_with<P>(mut res: DeviceResources<P>, cfg: PcidConfig) -> Result<Built, String>
 where
@@ -235,6 +243,7 @@ where
         irq,
         chunks,
     } = bring_up(res.registers, res.vram, &mut res.dma, routing, &cfg)?;
+    let driver = driver.with_pdev(pdev_name(&res.args.func.addr));
     let scheme = GpuScheme::new(driver, cfg.limits);
     let hook_irq = irq.clone();
     // The hook owns the pcid channel and the memory-scheme handle: both must stay open

@@ -722,6 +722,20 @@ fn gpud_pcid_runs_a_batch_on_the_device_pcid_handed_over_and_irqs_complete_the_w
 }
 
 #[test]
+fn the_clients_fdinfo_names_the_pci_function_pcid_handed_over() {
+    use gpu_scheme::driver::{ClientId, GpuDriver};
+    let mut rig = Rig::start(vec![PciFeature::MsiX]);
+    let lines = rig.scheme().driver().stats(Some(ClientId(1)));
+    // simgpu_pcid puts the function at 0000:00:04.0.
+    assert!(
+        lines
+            .iter()
+            .any(|(k, v)| k == "drm-pdev" && v == "0000:00:04.0"),
+        "{lines:?}"
+    );
+}
+
+#[test]
 fn after_bring_up_every_used_msix_entry_carries_the_platform_message() {
     let rig = Rig::start(vec![PciFeature::MsiX]);
     let gpu = &rig.platform.gpu;

@@ -6,11 +6,12 @@
 //! (for `gpuctl clients`); a BO handle its size and
 //! mappings; a syncobj handle its last signalled point. (A VM view's table is `vm_view.rs`.) Must not: change any state.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
 
 use super::handles::Handle;
 use super::GpuScheme;
-use crate::driver::{ClientId, GpuDriver};
+use crate::driver::{ClientId, GpuDriver, HeldBo};
 use crate::errno::SchemeError;
 
 impl<D: GpuDriver> GpuScheme<D> {
@@ -23,13 +24,14 @@ impl<D: GpuDriver> GpuScheme<D> {
                 self.device_stats(VmLines::All, &mut out);
                 // Then every client's block, each starting with its `client-id` line.
                 let clients: Vec<ClientId> = self.clients.keys().copied().collect();
+                let holders = self.bo_holders();
                 for c in clients {
-                    self.client_stats(c, &mut out);
+                    self.client_stats(c, &holders, &mut out);
                 }
             }
             Handle::Root => self.device_stats(VmLines::None, &mut out),
             Handle::Device { client, .. } => {
-                self.client_stats(*client, &mut out);
+                self.client_stats(*client, &self.bo_holders(), &mut out);
                 self.device_stats(VmLines::Of(*client), &mut out);
             }
             Handle::Bo(d) => {
@@ -52,7 +54,37 @@ impl<D: GpuDriver> GpuScheme<D> {
         Ok(out)
     }
 
-    fn client_stats(&self, client: ClientId, out: &mut String) {
+    /// How many clients hold each BO (by the driver's BO key): more than one is shared.
+    fn bo_holders(&self) -> HashMap<u64, usize> {
+        let mut holders = HashMap::new();
+        for c in self.clients.values() {
+            let keys: HashSet<u64> = c.bos.values().map(|e| self.driver.bo_key(&e.bo)).collect();
+            for k in keys {
+                *holders.entry(k).or_insert(0) += 1;
+            }
+        }
+        holders
+    }
+
+    /// The BOs `client` holds, each object once (a client may import its own export).
+    fn held_bos(&self, client: ClientId, holders: &HashMap<u64, usize>) -> Vec<HeldBo<'_, D::Bo>> {
+        let Some(c) = self.clients.get(&client) else {
+            return Vec::new();
+        };
+        let mut seen = HashSet::new();
+        c.bos
+            .values()
+            .filter_map(|e| {
+                let key = self.driver.bo_key(&e.bo);
+                seen.insert(key).then(|| HeldBo {
+                    bo: &e.bo,
+                    shared: holders.get(&key).is_some_and(|&n| n > 1),
+                })
+            })
+            .collect()
+    }
+
+    fn client_stats(&self, client: ClientId, holders: &HashMap<u64, usize>, out: &mut String) {
         line(out, "client-id", client.0);
         if let Some(c) = self.clients.get(&client) {
             line(out, "client-vms", c.vms.len());
@@ -80,6 +112,9 @@ impl<D: GpuDriver> GpuScheme<D> {
         line(out, "client-in-flight", usage.in_flight);
         line(out, "client-gpu-mappings", usage.gpu_mappings);
         for (k, v) in self.driver.stats(Some(client)) {
+            line(out, &k, v);
+        }
+        for (k, v) in self.driver.memory_stats(&self.held_bos(client, holders)) {
             line(out, &k, v);
         }
     }

@@ -4,7 +4,7 @@
 use super::harness::*;
 use crate::exec::{ErrorKind, ExecError, ExecQueue, Job, Priority, QueueLimit, SchedConfig};
 use crate::hw::cmd::{CommandStream, SemOp, Width};
-use crate::hw::Engine;
+use crate::hw::{regs, Engine};
 use crate::sync::{Fence, FenceFault};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,32 +40,70 @@ fn gate_job(off: u64) -> Job {
     )
 }
 
-/// Advances the fake clock by `step` until `done` (bounded by `max_steps`); returns the
-/// fake time that passed. After each step it gives the system `real` of wall time and waits
-/// until the scheduler thread has run a few rounds, so a slow (loaded) machine does not let
-/// fake time run ahead of the scheduler.
-fn tick_until(
-    rig: &Rig,
-    step: Duration,
-    real: Duration,
-    max_steps: u32,
-    done: impl Fn() -> bool,
-) -> Duration {
-    let mut passed = Duration::ZERO;
-    for _ in 0..max_steps {
-        if done() {
-            break;
-        }
-        let ticks = rig.sched.stats().ticks;
-        rig.clock.advance(step);
-        passed += step;
-        std::thread::sleep(real);
-        let bound = Instant::now() + Duration::from_secs(1);
-        while rig.sched.stats().ticks < ticks + 3 && Instant::now() < bound && !done() {
-            std::thread::sleep(Duration::from_micros(200));
+/// Runs the device in lock-step with the scheduler's clock, so that what each queue gets is
+/// counted in device steps per quantum and does not depend on how a loaded machine schedules
+/// threads: the device thread is stopped, and each quantum moves the fake clock by one
+/// quantum, waits until the scheduler has seen it (and asked the queues that ran it out to
+/// stop), lets the device stop them, waits until the scheduler has loaded the next queues,
+/// then runs a fixed number of device steps (each gives one command to the next loaded queue
+/// of each engine, round-robin). Every wait is gated on an event, bounded by [`PATIENCE`].
+struct Lockstep<'a> {
+    rig: &'a Rig,
+    engine: Engine,
+}
+
+impl<'a> Lockstep<'a> {
+    /// Stops the device thread; queues created from now on only run in [`Lockstep::quantum`].
+    fn new(rig: &'a Rig, engine: Engine) -> Self {
+        rig.gpu.stop();
+        Self { rig, engine }
+    }
+
+    /// Waits until the scheduler thread has run a whole round that started after this call.
+    fn scheduler_round(&self) {
+        let ticks = self.rig.sched.stats().ticks;
+        let bound = Instant::now() + PATIENCE;
+        while self.rig.sched.stats().ticks < ticks + 2 && Instant::now() < bound {
+            std::thread::sleep(Duration::from_micros(100));
         }
     }
-    passed
+
+    /// Whether every hardware queue of the engine is loaded with no preemption pending.
+    fn settled(&self) -> bool {
+        let per = self.rig.hw.info().queues_per_engine;
+        (0..per).all(|q| {
+            let index = self.engine.index() * per + q;
+            let reg = |r| self.rig.gpu.mmio_read32(regs::queue_reg(index, r));
+            reg(regs::Q_CTRL) & 1 == 1 && reg(regs::Q_PREEMPT) & 1 == 0
+        })
+    }
+
+    /// Waits until the scheduler has filled every hardware queue of the engine.
+    fn until_settled(&self) {
+        let bound = Instant::now() + PATIENCE;
+        while !self.settled() && Instant::now() < bound {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+
+    /// One quantum of scheduler time, then `steps` device steps.
+    fn quantum(&self, steps: u32) {
+        self.until_settled();
+        self.rig.clock.advance(SchedConfig::default().quantum);
+        self.scheduler_round();
+        // The preemptions the scheduler asked for complete at the next command boundary,
+        // which is the next step; then the scheduler loads the queues that waited.
+        self.rig.gpu.step();
+        self.until_settled();
+        for _ in 0..steps {
+            self.rig.gpu.step();
+        }
+    }
+
+    /// Hands the device back to its thread (so that kills and cleanup run freely).
+    fn finish(self) {
+        self.rig.gpu.start();
+    }
 }
 
 #[test]
@@ -99,35 +137,39 @@ fn sixty_four_queues_of_eight_clients_all_complete() {
 #[test]
 fn spinning_queues_each_get_a_fair_share_of_the_engine() {
     const N: usize = 16;
+    /// Device steps per quantum: 100 commands for each of the 8 loaded queues.
+    const STEPS: u32 = 800;
     let rig = Rig::new(N as u32);
+    let lockstep = Lockstep::new(&rig, Engine::Compute);
     let queues: Vec<ExecQueue> = (0..N)
         .map(|i| rig.queue(i, Engine::Compute, NEVER))
         .collect();
     let mut fences = Vec::new();
-    // Far more work than the measured window: no queue runs dry during it, however slowly
-    // the fake clock moves against the device.
+    // Far more work than the measured window: no queue runs dry during it.
     for (i, q) in queues.iter().enumerate() {
         let job = spin_job(&rig, i);
-        for _ in 0..50 {
+        for _ in 0..4 {
             fences.push(q.submit(job.clone()).unwrap());
         }
     }
     let counts = || (0..N).map(|i| rig.read(i, 0)).collect::<Vec<_>>();
-    let quantum = SchedConfig::default().quantum;
-    let real = Duration::from_micros(300);
-    // Warm up until every queue has run, then measure a window of four batches per queue.
-    tick_until(&rig, quantum, real, 100_000, || {
-        counts().iter().all(|&c| c > 0)
-    });
+    // Warm up until every queue has run (bounded: a queue that never runs fails below).
+    for _ in 0..16 {
+        if counts().iter().all(|&c| c > 0) {
+            break;
+        }
+        lockstep.quantum(STEPS);
+    }
+    // The measured window: eight quanta of scheduler time.
     let start = counts();
-    let window = 4 * N as u64 * u64::from(ROUNDS);
-    tick_until(&rig, quantum, real, 100_000, || {
-        counts().iter().zip(&start).map(|(c, s)| c - s).sum::<u64>() >= window
-    });
+    for _ in 0..8 {
+        lockstep.quantum(STEPS);
+    }
     let end = counts();
     let got: Vec<u64> = end.iter().zip(&start).map(|(e, s)| e - s).collect();
     let total: u64 = got.iter().sum();
-    assert!(total >= window, "the window did not complete: {got:?}");
+    lockstep.finish();
+    assert!(total > 0, "nothing ran in the window");
     for (i, g) in got.iter().enumerate() {
         assert!(
             *g * 2 * N as u64 >= total,
@@ -138,14 +180,17 @@ fn spinning_queues_each_get_a_fair_share_of_the_engine() {
         q.kill();
     }
     for f in &fences {
-        assert!(wait(f).is_ok() || wait(f) == Err(FenceFault::Canceled));
+        let r = wait(f);
+        assert!(r.is_ok() || r == Err(FenceFault::Canceled), "{r:?}");
     }
 }
 
 #[test]
 fn a_spinning_client_does_not_delay_a_short_job_by_more_than_a_few_quanta() {
+    /// Device steps per quantum: 50 commands for each of the 8 loaded queues.
+    const STEPS: u32 = 400;
     let rig = Rig::new(2);
-    let quantum = SchedConfig::default().quantum;
+    let lockstep = Lockstep::new(&rig, Engine::Compute);
     let per_engine = rig.hw.info().queues_per_engine as usize;
     // The spinner has twice as many busy queues as the engine has hardware queues.
     let spinners: Vec<ExecQueue> = (0..2 * per_engine)
@@ -153,21 +198,27 @@ fn a_spinning_client_does_not_delay_a_short_job_by_more_than_a_few_quanta() {
         .collect();
     let job = spin_job(&rig, 0);
     for q in &spinners {
-        for _ in 0..50 {
+        for _ in 0..4 {
             q.submit(job.clone()).unwrap();
         }
     }
-    let real = Duration::from_millis(2);
-    tick_until(&rig, quantum, real, 20, || false); // the spinners own the engine
+    for _ in 0..4 {
+        lockstep.quantum(STEPS); // the spinners own the engine
+    }
     let normal = rig.queue(1, Engine::Compute, NEVER);
     let f = normal.submit(Job::commands(store(8, 42))).unwrap();
-    let waited = tick_until(&rig, quantum / 2, real, 40, || f.is_signalled());
-    assert_eq!(wait_bounded(&f), Some(Ok(())), "the short job never ran");
-    assert_eq!(rig.read(1, 8), 42);
+    // Quanta of scheduler time until the short job has run on the device.
+    let mut waited = 0;
+    while rig.read(1, 8) != 42 && waited < 40 {
+        lockstep.quantum(STEPS);
+        waited += 1;
+    }
+    lockstep.finish();
+    assert_eq!(rig.read(1, 8), 42, "the short job never ran");
+    assert_eq!(wait_bounded(&f), Some(Ok(())));
     assert!(
-        waited <= 4 * quantum,
-        "the short job waited {waited:?} of scheduler time ({} quanta)",
-        waited.as_secs_f64() / quantum.as_secs_f64()
+        waited <= 4,
+        "the short job waited {waited} quanta of scheduler time"
     );
     for q in &spinners {
         q.kill();

@@ -85,7 +85,9 @@ pub fn run(args: VfioArgs) -> Result<(), String> {
         args.address,
         chunks.len()
     );
-    let driver = driver.with_exporter(Arc::new(dma.exporter()?));
+    let driver = driver
+        .with_exporter(Arc::new(dma.exporter()?))
+        .with_pdev(args.address.clone());
     // The interrupt: every vector signals the one eventfd; the hook marks the causes the
     // device latched for the IRQ dispatcher thread, as `gpud pcid`'s loop does.
     std::thread::Builder::new()

@@ -4,8 +4,11 @@
 //! Owns: a reading ([`Sample`]), turning two readings into rows ([`rows`]), sorting them and
 //! rendering the table as lines of text (shared by the live view, `--once` and the pane test).
 //! Must not: touch the terminal (`tty.rs`) or talk to the daemon beyond one root read per
-//! sample. A busy percentage is the engine time a client's jobs occupied a hardware queue
-//! during the interval over the interval's length (100 % = one hardware queue all the time).
+//! sample. A busy percentage is the engine time a client's jobs occupied the engine's hardware
+//! queues during the interval over the interval's length times the engine's capacity
+//! (`drm-engine-capacity-<class>`, its hardware queues): 100 % = every hardware queue of the
+//! engine all the time, so the clients of one engine add up to at most 100 % (as IGT's gputop
+//! computes it).
 
 use libgpu::ClientUsage;
 use serde_json::{json, Value};
@@ -56,6 +59,8 @@ pub struct Row {
     pub busy: Vec<f64>,
     pub vram: u64,
     pub system: u64,
+    /// Bytes of BOs another client holds too (`drm-shared-*`, all regions).
+    pub shared: u64,
     pub vms: u64,
     pub queues: u64,
     pub faults_per_s: f64,
@@ -65,6 +70,8 @@ pub struct Row {
 /// What the table shows: engine columns and rows.
 pub struct Table {
     pub engines: Vec<String>,
+    /// Hardware queues of each engine in `engines`, as the clients report them.
+    pub capacity: Vec<u64>,
     pub rows: Vec<Row>,
     pub interval: Duration,
 }
@@ -77,6 +84,7 @@ pub enum Column {
     Engine(usize),
     Vram,
     System,
+    Shared,
     Vms,
     Queues,
     Faults,
@@ -121,6 +129,12 @@ pub fn rows(prev: &Sample, cur: &Sample) -> Table {
             .filter(|n| !KNOWN_ENGINES.contains(n))
             .map(str::to_string),
     );
+    // Every client reports the same device's capacity; the largest guards against a client
+    // block read from an older daemon without the key.
+    let capacity: Vec<u64> = engines
+        .iter()
+        .map(|e| cur.clients.iter().map(|c| c.capacity(e)).max().unwrap_or(1))
+        .collect();
     let zero = ClientUsage::default();
     let rows = cur
         .clients
@@ -133,9 +147,10 @@ pub fn rows(prev: &Sample, cur: &Sample) -> Table {
                 .unwrap_or(&zero);
             let busy = engines
                 .iter()
-                .map(|e| {
+                .zip(&capacity)
+                .map(|(e, &cap)| {
                     let ns = c.busy_ns(e).saturating_sub(before.busy_ns(e));
-                    ns as f64 / 1e9 / secs * 100.0
+                    ns as f64 / 1e9 / secs * 100.0 / cap as f64
                 })
                 .collect();
             Row {
@@ -143,6 +158,7 @@ pub fn rows(prev: &Sample, cur: &Sample) -> Table {
                 busy,
                 vram: c.resident.get("vram").copied().unwrap_or(0),
                 system: c.resident.get("system").copied().unwrap_or(0),
+                shared: c.shared_bytes(),
                 vms: c.vms,
                 queues: c.queues,
                 faults_per_s: rate(before.faults, c.faults, secs),
@@ -152,6 +168,7 @@ pub fn rows(prev: &Sample, cur: &Sample) -> Table {
         .collect();
     Table {
         engines,
+        capacity,
         rows,
         interval,
     }
@@ -165,6 +182,7 @@ impl Table {
         c.extend([
             Column::Vram,
             Column::System,
+            Column::Shared,
             Column::Vms,
             Column::Queues,
             Column::Faults,
@@ -186,6 +204,7 @@ impl Table {
             ),
             Column::Vram => "VRAM".into(),
             Column::System => "SYSTEM".into(),
+            Column::Shared => "SHARED".into(),
             Column::Vms => "VMS".into(),
             Column::Queues => "QUEUES".into(),
             Column::Faults => "FAULTS/S".into(),
@@ -201,6 +220,7 @@ impl Table {
                 Column::Engine(i) => r.busy.get(i).copied().unwrap_or(0.0),
                 Column::Vram => r.vram as f64,
                 Column::System => r.system as f64,
+                Column::Shared => r.shared as f64,
                 Column::Vms => r.vms as f64,
                 Column::Queues => r.queues as f64,
                 Column::Faults => r.faults_per_s,
@@ -221,6 +241,7 @@ impl Table {
             Column::Engine(i) => format!("{:.1}", r.busy.get(i).copied().unwrap_or(0.0)),
             Column::Vram => bytes(r.vram),
             Column::System => bytes(r.system),
+            Column::Shared => bytes(r.shared),
             Column::Vms => r.vms.to_string(),
             Column::Queues => r.queues.to_string(),
             Column::Faults => format!("{:.1}", r.faults_per_s),
@@ -268,6 +289,7 @@ impl Table {
                     "busy-percent": busy,
                     "vram-resident": r.vram,
                     "system-resident": r.system,
+                    "shared": r.shared,
                     "vms": r.vms,
                     "queues": r.queues,
                     "faults-per-s": r.faults_per_s,
@@ -275,8 +297,15 @@ impl Table {
                 })
             })
             .collect();
+        let capacity: serde_json::Map<String, Value> = self
+            .engines
+            .iter()
+            .zip(&self.capacity)
+            .map(|(e, c)| (e.clone(), json!(c)))
+            .collect();
         json!({
             "interval-ms": self.interval.as_millis() as u64,
+            "engine-capacity": capacity,
             "clients": clients,
         })
     }
@@ -308,8 +337,12 @@ fn bytes(b: u64) -> String {
 /// The summary above the table.
 pub fn summary(cur: &Sample, clients_shown: usize) -> Vec<String> {
     let mib = |k: &str| cur.device_value(k).map_or(0, |v| v >> 20);
+    let device = match cur.clients.iter().find_map(|c| c.pdev.as_deref()) {
+        Some(pdev) => format!("gpud {pdev}"),
+        None => "gpud".to_string(),
+    };
     let mut out = vec![format!(
-        "gpud: {} clients, VRAM {}/{} MiB used, system {}/{} MiB used",
+        "{device}: {} clients, VRAM {}/{} MiB used, system {}/{} MiB used",
         cur.device_value("device-clients").unwrap_or(0),
         mib("device-memory-vram-total").saturating_sub(mib("device-memory-vram-free")),
         mib("device-memory-vram-total"),
@@ -369,6 +402,32 @@ mod tests {
         // New since the first sample: counted from zero.
         let r3 = t.rows.iter().find(|r| r.client == 3).expect("client 3");
         assert!((r3.faults_per_s - 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn busy_is_a_share_of_the_engines_capacity_and_shared_memory_and_pdev_show() {
+        let t0 = Instant::now();
+        let block = |copy_ns: u64| {
+            format!(
+                "device-clients: 1\nclient-id: 5\ndrm-client-id: 5\ndrm-pdev: 0000:00:04.0\n\
+                 drm-engine-copy: {copy_ns} ns\ndrm-engine-capacity-copy: 4\n\
+                 drm-shared-vram: 8192\ndrm-shared-system: 4096\n"
+            )
+        };
+        let prev = Sample::parse(&block(0), t0).expect("sample");
+        let cur =
+            Sample::parse(&block(2_000_000_000), t0 + Duration::from_secs(1)).expect("sample");
+        let t = rows(&prev, &cur);
+        // Two seconds of queue time in one second on an engine of four queues: half of it.
+        assert!((t.rows[0].busy[0] - 50.0).abs() < 1e-9, "{:?}", t.rows[0]);
+        assert_eq!(t.capacity, [4, 1], "compute reports none: 1");
+        assert_eq!(t.rows[0].shared, 12288);
+        let lines = t.lines(Sort::default());
+        assert!(lines[0].contains("SHARED"), "{lines:?}");
+        assert!(lines[1].contains(" 12K "), "{lines:?}");
+        assert_eq!(t.json()["engine-capacity"]["copy"], 4);
+        assert_eq!(t.json()["clients"][0]["shared"], 12288);
+        assert!(summary(&cur, 1)[0].starts_with("gpud 0000:00:04.0: 1 clients"));
     }
 
     #[test]
