@@ -197,9 +197,9 @@ impl UffdMm {
         self.inner.pinned.load(Ordering::Relaxed)
     }
 
-    /// Events read from the client's userfaultfd so far.
+    /// Events read from the client's userfaultfd and handled (the listener returned) so far.
     pub fn events_read(&self) -> u64 {
-        self.inner.counters.events.load(Ordering::Relaxed)
+        self.inner.counters.events.load(Ordering::Acquire)
     }
 
     /// Whether the client's userfaultfd is full mode (kernel-mode faults handled too).
@@ -341,10 +341,15 @@ impl Inner {
 
     /// Applies one event to the table, then tells the listener (outside the table's lock).
     fn handle(&self, e: UffdEvent) {
-        self.counters.events.fetch_add(1, Ordering::Relaxed);
-        if self.gone.load(Ordering::Acquire) {
-            return;
+        // Counted once handled (after the listener returned): a reader of the counter knows
+        // the event's GPU mappings are zapped.
+        if !self.gone.load(Ordering::Acquire) {
+            self.apply(e);
         }
+        self.counters.events.fetch_add(1, Ordering::Release);
+    }
+
+    fn apply(&self, e: UffdEvent) {
         let event = match e {
             UffdEvent::Unmap { start, end } => {
                 self.counters.unmaps.fetch_add(1, Ordering::Relaxed);
