@@ -382,8 +382,9 @@ impl ShmPool {
 /// Whether a client's `fd` may be mapped into a window for `[offset, offset + len)`: a
 /// memfd (it has seals) sealed against shrinking, at least that long.
 pub(crate) fn check_foreign(fd: BorrowedFd<'_>, offset: u64, len: u64) -> Result<(), ShareError> {
-    let seals = memfd::seals(fd).map_err(|_| ShareError::Foreign("not a sealable memfd"))?;
-    if !seals.contains(rustix::fs::SealFlags::SHRINK) {
+    let sealed =
+        memfd::shrink_sealed(fd).map_err(|_| ShareError::Foreign("not a sealable memfd"))?;
+    if !sealed {
         return Err(ShareError::Foreign("memfd not sealed against shrinking"));
     }
     let size = rustix::fs::fstat(fd).map_err(os("fstat"))?.st_size;
@@ -428,9 +429,10 @@ mod memfd {
         fcntl_add_seals(fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)
     }
 
-    /// The seals of `fd` (`EINVAL` for a file that is not a sealable memfd or shmem file).
-    pub(super) fn seals(fd: BorrowedFd<'_>) -> Result<SealFlags, Errno> {
-        rustix::fs::fcntl_get_seals(fd)
+    /// Whether `fd` is sealed against shrinking (`EINVAL` for a file that is not a sealable
+    /// memfd or shmem file).
+    pub(super) fn shrink_sealed(fd: BorrowedFd<'_>) -> Result<bool, Errno> {
+        rustix::fs::fcntl_get_seals(fd).map(|s| s.contains(SealFlags::SHRINK))
     }
 
     /// Gives the pages of `[offset, offset + len)` back; they read as zero afterwards. Only a
@@ -461,7 +463,7 @@ mod memfd {
         Err(Errno::NOSYS)
     }
 
-    pub(super) fn seals(_fd: rustix::fd::BorrowedFd<'_>) -> Result<rustix::fs::SealFlags, Errno> {
+    pub(super) fn shrink_sealed(_fd: rustix::fd::BorrowedFd<'_>) -> Result<bool, Errno> {
         Err(Errno::NOSYS)
     }
 
