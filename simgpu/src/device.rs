@@ -145,6 +145,9 @@ pub struct Device {
     ggtt: [u32; 2],
     /// Bumped by every register write; the device thread sleeps only if it did not move.
     pub(crate) kicks: u64,
+    /// The device thread is waiting for a register write (set and cleared by it under the
+    /// device lock; the first write that gives it work clears it and notifies).
+    pub(crate) sleeping: bool,
 }
 
 impl Device {
@@ -176,6 +179,7 @@ impl Device {
             guilty: [regs::NO_CONTEXT; ENGINES],
             ggtt: [0; 2],
             kicks: 0,
+            sleeping: false,
             cfg,
             sys,
             vram,

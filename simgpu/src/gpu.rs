@@ -58,8 +58,14 @@ impl Shared {
 
     fn thread_main(&self) {
         while !self.stop.load(Ordering::Acquire) {
-            let kicks = self.dev.lock().kicks;
-            if self.step() {
+            let (kicks, progress, vectors) = {
+                let mut dev = self.dev.lock();
+                let kicks = dev.kicks;
+                let progress = dev.step();
+                (kicks, progress, dev.take_vectors())
+            };
+            self.deliver(vectors);
+            if progress {
                 continue;
             }
             let mut dev = self.dev.lock();
@@ -71,7 +77,10 @@ impl Shared {
             } else {
                 IDLE_SLEEP
             };
+            // Register writes notify only while this flag is set (see `mmio_write32`).
+            dev.sleeping = true;
             self.wake.wait_for(&mut dev, sleep);
+            dev.sleeping = false;
         }
     }
 }
@@ -148,11 +157,13 @@ impl SimGpu {
         self.shared.dev.lock().mmio_read32(offset)
     }
 
-    /// Writes a BAR0 register and wakes the device thread if the write may give it work.
+    /// Writes a BAR0 register and wakes the device thread if the write may give it work and
+    /// the thread sleeps (a running thread sees the write through `Device::kicks` before it
+    /// would sleep, so a notification then would only cost a futex call).
     pub fn mmio_write32(&self, offset: u32, value: u32) {
         let (wake, vectors) = {
             let mut dev = self.shared.dev.lock();
-            let wake = dev.mmio_write32(offset, value);
+            let wake = dev.mmio_write32(offset, value) && std::mem::take(&mut dev.sleeping);
             (wake, dev.take_vectors())
         };
         if wake {

@@ -58,6 +58,22 @@ impl IrqDispatcher {
         self.shared.handlers.lock().push((causes, handler));
     }
 
+    /// Like [`IrqDispatcher::register`], but where the platform can, `handler` runs right
+    /// where the interrupt is delivered (no hand-off to the IRQ thread: one thread wake-up
+    /// less per interrupt), after the causes are acknowledged. For handlers that only wake
+    /// someone (`Interrupts::watch`); elsewhere it is an ordinary registration.
+    pub fn watch(&self, causes: IrqCauses, handler: IrqHandler) {
+        let irq = self.shared.irq.clone();
+        let h = handler.clone();
+        let watcher = Arc::new(move |fired: IrqCauses| {
+            irq.ack(fired);
+            h(fired);
+        });
+        if !self.shared.irq.watch(causes, watcher) {
+            self.register(causes, handler);
+        }
+    }
+
     /// Stops and joins the thread (also done on drop).
     pub fn stop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);

@@ -190,7 +190,8 @@ impl Scheduler {
             ticks: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&shared);
-        irq.register(
+        // Completions wake the scheduler straight from the interrupt (no IRQ-thread hop).
+        irq.watch(
             IrqCauses::COPY_USER | IrqCauses::COMPUTE_USER,
             Arc::new(move |_| with_weak(&weak, Shared::on_user_irq)),
         );

@@ -222,7 +222,18 @@ pub trait Interrupts: Send + Sync {
     fn status(&self) -> IrqCauses;
     /// Acknowledges (clears) latched causes.
     fn ack(&self, causes: IrqCauses);
+    /// Calls `watcher` with the fired causes right where an interrupt of `causes` is
+    /// delivered (the device's interrupt sink, or the platform's IRQ hook), without a hand-off
+    /// to a dispatch thread. A watcher only wakes someone; it must not block. Returns false
+    /// (the default) where the platform cannot: callers then wait for the causes instead.
+    fn watch(&self, causes: IrqCauses, watcher: IrqWatcher) -> bool {
+        let _ = (causes, watcher);
+        false
+    }
 }
+
+/// A callback run where interrupts are delivered (see [`Interrupts::watch`]).
+pub type IrqWatcher = std::sync::Arc<dyn Fn(IrqCauses) + Send + Sync>;
 
 /// A fault reported by the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -673,9 +673,9 @@ fn assert_irq_path_used(rig: &mut Rig) {
     assert!(rig.irq.calls() >= 1);
     assert!(rig.irq.marked().contains(IrqCauses::COPY_USER));
     assert!(rig.platform.apic.delivered.load(Ordering::SeqCst) >= 1);
-    // Only the IRQ thread acknowledges COPY_USER, and only for causes the latch reports:
-    // the bit clears iff the hook's mark reached the dispatcher. (The fence alone would
-    // not prove it: the scheduler also polls fence pages while a job can time out.)
+    // Only the scheduler's completion watcher acknowledges COPY_USER, and only for causes
+    // the latch reports: the bit clears iff the hook's mark reached it. (The fence alone
+    // would not prove it: the scheduler also polls fence pages while a job can time out.)
     let copy_user = IrqCauses::COPY_USER.bits();
     let gpu = rig.platform.gpu.clone();
     let acked = (0..MAX_WAKES).any(|_| {
@@ -687,7 +687,7 @@ fn assert_irq_path_used(rig: &mut Rig) {
         }
         !pending
     });
-    assert!(acked, "the IRQ thread never acknowledged COPY_USER");
+    assert!(acked, "the completion watcher never acknowledged COPY_USER");
 }
 
 /// Stands in for the device's MSI engine or INTx pin, which simgpu does not model: its

@@ -11,7 +11,7 @@
 //! and wake.
 
 use crate::hw::regs::{self, IrqCauses};
-use crate::hw::{HwError, Interrupts, Mmio};
+use crate::hw::{HwError, Interrupts, IrqWatcher, Mmio};
 use parking_lot::{Condvar, Mutex};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +25,41 @@ struct LatchState {
     epoch: u64,
     /// Epoch at which each vector last fired (0 = never).
     last: [u64; VECTORS],
+    /// Threads waiting for each vector: a delivery wakes the waiters only if one of them
+    /// waits for it (a thread woken for a cause it does not wait for would only go back to
+    /// sleep: a wasted hand-off per interrupt).
+    waiting: [u32; VECTORS],
+}
+
+impl LatchState {
+    /// Whether a waiter waits for one of `causes`.
+    fn wanted(&self, causes: IrqCauses) -> bool {
+        self.waiting
+            .iter()
+            .enumerate()
+            .any(|(v, &n)| n > 0 && causes.bits() & (1 << v) != 0)
+    }
+
+    /// Counts a waiter in (`enter`) or out for each vector of `causes`.
+    fn count(&mut self, causes: IrqCauses, enter: bool) {
+        for (v, n) in self.waiting.iter_mut().enumerate() {
+            if causes.bits() & (1 << v) != 0 {
+                *n = if enter { *n + 1 } else { n.saturating_sub(1) };
+            }
+        }
+    }
+}
+
+/// Callbacks run on delivery, each with the causes it watches.
+#[derive(Default)]
+struct Watchers(Vec<(IrqCauses, IrqWatcher)>);
+
+impl std::fmt::Debug for Watchers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(c, _)| c))
+            .finish()
+    }
 }
 
 /// Records MSI-X messages. The driver programs each vector's message data to the vector
@@ -33,6 +68,8 @@ struct LatchState {
 pub struct IrqLatch {
     state: Mutex<LatchState>,
     wake: Condvar,
+    /// Called after recording, outside the state lock (see [`IrqLatch::watch`]).
+    watchers: Mutex<Watchers>,
 }
 
 impl simgpu::InterruptSink for IrqLatch {
@@ -43,8 +80,13 @@ impl simgpu::InterruptSink for IrqLatch {
         if let Some(slot) = usize::try_from(data).ok().and_then(|i| s.last.get_mut(i)) {
             *slot = epoch;
         }
+        let fired = IrqCauses::from_bits_truncate(1u32.checked_shl(data).unwrap_or(0));
+        let wanted = s.wanted(fired);
         drop(s);
-        self.wake.notify_all();
+        if wanted {
+            self.wake.notify_all();
+        }
+        self.notify_watchers(fired);
     }
 }
 
@@ -63,8 +105,35 @@ impl IrqLatch {
                 *slot = epoch;
             }
         }
+        let wanted = s.wanted(causes);
         drop(s);
-        self.wake.notify_all();
+        if wanted {
+            self.wake.notify_all();
+        }
+        self.notify_watchers(causes);
+    }
+
+    /// Calls `watcher` with the fired causes whenever one of `causes` is delivered, on the
+    /// delivering thread (the device's, or the platform's IRQ hook), after it is recorded.
+    pub fn watch(&self, causes: IrqCauses, watcher: IrqWatcher) {
+        self.watchers.lock().0.push((causes, watcher));
+    }
+
+    fn notify_watchers(&self, fired: IrqCauses) {
+        if fired.is_empty() {
+            return;
+        }
+        let mine: Vec<(IrqCauses, IrqWatcher)> = self
+            .watchers
+            .lock()
+            .0
+            .iter()
+            .filter(|(c, _)| c.intersects(fired))
+            .map(|(c, w)| (*c & fired, w.clone()))
+            .collect();
+        for (c, w) in mine {
+            w(c);
+        }
     }
 
     /// Interrupts delivered so far.
@@ -104,7 +173,9 @@ impl IrqLatch {
                     waited,
                 });
             }
+            s.count(causes, true);
             self.wake.wait_for(&mut s, timeout - waited);
+            s.count(causes, false);
         }
     }
 }
@@ -168,5 +239,10 @@ impl Interrupts for SimInterrupts {
 
     fn ack(&self, causes: IrqCauses) {
         self.mmio.write32(regs::INT_STATUS, causes.bits());
+    }
+
+    fn watch(&self, causes: IrqCauses, watcher: IrqWatcher) -> bool {
+        self.latch.watch(causes, watcher);
+        true
     }
 }

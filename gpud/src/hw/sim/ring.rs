@@ -39,6 +39,10 @@ pub struct SimRing {
     tail: u32,
     /// Saved head (valid while not loaded).
     head: u32,
+    /// While loaded: the head the device last reported. The device only moves it forward,
+    /// so free space computed from it is never more than there is; HEAD is read again only
+    /// when that is not enough (a submission costs no register read).
+    head_seen: u32,
     /// Saved batch cursor (valid while not loaded).
     cursor: [u32; 4],
     /// Hardware queue index within the engine while loaded.
@@ -71,6 +75,7 @@ impl SimRing {
             ctx,
             tail: 0,
             head: 0,
+            head_seen: 0,
             cursor: [0; 4],
             slot: None,
         })
@@ -107,6 +112,7 @@ impl SimRing {
         }
         self.mmio.write32(r(regs::Q_CTRL), 1);
         self.slot = Some(slot);
+        self.head_seen = self.head;
         Ok(())
     }
 
@@ -174,25 +180,35 @@ impl SimRing {
         })
     }
 
-    fn head(&self) -> u32 {
-        match self.slot {
-            Some(slot) => self.mmio.read32(self.reg(slot, regs::Q_HEAD)),
-            None => self.head,
-        }
-    }
-
     /// Bytes that can be written without overtaking the device (one dword stays empty so
-    /// that head == tail always means "empty").
-    pub fn free_bytes(&self) -> u32 {
+    /// that head == tail always means "empty"), counted from `head`.
+    fn free_from(&self, head: u32) -> u32 {
         // The head comes from the device: saturate rather than trust it to be sane.
-        let used = self.tail.wrapping_sub(self.head()) & (self.size - 1);
+        let used = self.tail.wrapping_sub(head) & (self.size - 1);
         self.size.saturating_sub(used).saturating_sub(4)
     }
 
-    /// Appends `dwords` (all or nothing); a loaded queue's tail moves and its doorbell rings.
+    /// Bytes that can be written without overtaking the device (reads HEAD if loaded).
+    pub fn free_bytes(&mut self) -> u32 {
+        if let Some(slot) = self.slot {
+            self.head_seen = self.mmio.read32(self.reg(slot, regs::Q_HEAD));
+            return self.free_from(self.head_seen);
+        }
+        self.free_from(self.head)
+    }
+
+    /// Appends `dwords` (all or nothing); a loaded queue's tail moves, which wakes its engine
+    /// (a TAIL write is the doorbell, `docs/simgpu.md` §3).
     pub fn submit(&mut self, dwords: &[u32]) -> Result<(), HwError> {
         let need = dwords.len() as u64 * 4;
-        let free = u64::from(self.free_bytes());
+        let known = match self.slot {
+            Some(_) => self.head_seen,
+            None => self.head,
+        };
+        let mut free = u64::from(self.free_from(known));
+        if need > free {
+            free = u64::from(self.free_bytes());
+        }
         if need > free {
             return Err(HwError::RingFull { need, free });
         }
@@ -206,7 +222,6 @@ impl SimRing {
         self.tail = tail;
         if let Some(slot) = self.slot {
             self.mmio.write32(self.reg(slot, regs::Q_TAIL), tail);
-            self.mmio.write32(self.reg(slot, regs::Q_DOORBELL), 1);
         }
         Ok(())
     }

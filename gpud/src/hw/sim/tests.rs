@@ -482,3 +482,84 @@ fn large_pages_written_by_the_driver_work_on_the_device() {
     }
     assert!(!h.hw.context_status(HwCtx(8)).unwrap().error());
 }
+
+#[test]
+fn a_watcher_runs_on_delivery_for_its_causes_only_and_a_waiter_for_others_stays_asleep() {
+    use super::irq::IrqLatch;
+    use simgpu::InterruptSink;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let latch = Arc::new(IrqLatch::default());
+    let seen = Arc::new(AtomicU32::new(0));
+    let s = seen.clone();
+    latch.watch(
+        IrqCauses::COPY_USER | IrqCauses::COMPUTE_USER,
+        Arc::new(move |c: IrqCauses| {
+            s.fetch_or(c.bits(), Ordering::SeqCst);
+        }),
+    );
+    // Delivered on this thread: the watcher has run when `interrupt` returns.
+    latch.interrupt(0, IrqCauses::FAULT.bits().trailing_zeros());
+    assert_eq!(seen.load(Ordering::SeqCst), 0, "FAULT is not watched");
+    latch.interrupt(0, IrqCauses::COMPUTE_USER.bits().trailing_zeros());
+    assert_eq!(seen.load(Ordering::SeqCst), IrqCauses::COMPUTE_USER.bits());
+    latch.mark(IrqCauses::COPY_USER | IrqCauses::FAULT);
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        (IrqCauses::COPY_USER | IrqCauses::COMPUTE_USER).bits()
+    );
+    // A waiter for FAULT still sees FAULT, and only it.
+    let since = latch.epoch();
+    latch.mark(IrqCauses::FAULT);
+    assert_eq!(
+        latch.wait(
+            since,
+            IrqCauses::FAULT | IrqCauses::TLB_INV_DONE,
+            Duration::ZERO
+        ),
+        Ok(IrqCauses::FAULT)
+    );
+}
+
+#[test]
+fn a_loaded_ring_takes_submissions_without_reading_head_until_it_looks_full() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    /// Counts HEAD reads of hardware queue 0 of the copy engine.
+    struct Counting(Arc<dyn Mmio>, AtomicU64);
+    impl Mmio for Counting {
+        fn read32(&self, offset: u32) -> u32 {
+            if offset == crate::hw::regs::queue_reg(0, crate::hw::regs::Q_HEAD) {
+                self.1.fetch_add(1, Ordering::SeqCst);
+            }
+            self.0.read32(offset)
+        }
+        fn write32(&self, offset: u32, value: u32) {
+            self.0.write32(offset, value)
+        }
+    }
+    let h = host();
+    h.gpu.stop(); // nothing moves HEAD
+    let mmio = Arc::new(Counting(
+        Arc::new(SimMmio(h.gpu.clone())),
+        AtomicU64::new(0),
+    ));
+    let mut ring = super::ring::SimRing::new(
+        mmio.clone(),
+        h.hw.dma(),
+        (Engine::Copy, h.hw.info().queues_per_engine),
+        HwCtx(1),
+        256,
+    )
+    .unwrap();
+    ring.load(0).unwrap();
+    let noops = [0u32; 8]; // 32 bytes (never run: the device is stopped)
+                           // 256-byte ring, one dword kept free: seven submissions fit before it could be full.
+    for _ in 0..7 {
+        ring.submit(&noops).unwrap();
+    }
+    assert_eq!(mmio.1.load(Ordering::SeqCst), 0, "a submission read HEAD");
+    // The eighth does not fit by the head seen at load: HEAD is read (and, with the device
+    // not running, the ring is full).
+    assert!(matches!(ring.submit(&noops), Err(HwError::RingFull { .. })));
+    assert!(mmio.1.load(Ordering::SeqCst) >= 1);
+    let _ = ring.destroy();
+}
