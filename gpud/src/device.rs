@@ -168,8 +168,13 @@ impl Core {
         self.pagers.lock().entry(owner).or_default().clone()
     }
 
+    /// Returns `ctx` to the free contexts once nothing of its VM can run on it any more.
+    /// A fault of the old VM stays latched in the context (that VM is banned for good): it is
+    /// cleared here, so that the next VM given the context starts clean and is never banned
+    /// for a fault it did not cause.
     pub(crate) fn release_ctx(&self, ctx: HwCtx) {
         let _ = self.mmu.unbind_context(ctx);
+        let _ = self.mmu.clear_context_error(ctx);
         if let Some(slot) = self.ctxs.lock().get_mut(ctx.0 as usize) {
             *slot = false;
         }

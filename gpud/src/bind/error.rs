@@ -141,8 +141,12 @@ impl BindError {
                 crate::exec::ErrorKind::Busy => ErrorClass::Busy,
                 crate::exec::ErrorKind::NotSupported => ErrorClass::NotSupported,
                 crate::exec::ErrorKind::TooMany => ErrorClass::TooMany,
+                crate::exec::ErrorKind::NoMemory => ErrorClass::NoMemory,
                 _ => ErrorClass::Device,
             },
+            // Driver memory (a fence page, a ring, page tables) ran out: a shortage, not a
+            // device failure.
+            E::Hw(HwError::OutOfDma { .. }) => ErrorClass::NoMemory,
             E::Hw(_) | E::Timeout { .. } => ErrorClass::Device,
         }
     }
@@ -175,5 +179,32 @@ impl From<&BindError> for gpu_scheme::driver::DriverError {
             (ErrorClass::Device, _) => D::DeviceError,
             (ErrorClass::TooMany, _) => D::TooMany("exec queue limit"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gpu_scheme::driver::DriverError;
+
+    /// Running out of driver memory (a queue's fence page or ring) is a shortage the client can
+    /// retry (ENOMEM), not a device failure (EIO); other hardware errors stay device errors.
+    #[test]
+    fn out_of_driver_memory_is_no_memory_not_a_device_error() {
+        let oom = HwError::OutOfDma { bytes: 4096 };
+        for e in [
+            BindError::Hw(oom.clone()),
+            BindError::Exec(ExecError::Hw(oom)),
+        ] {
+            assert!(
+                matches!(DriverError::from(&e), DriverError::NoMemory),
+                "{e:?}"
+            );
+        }
+        let broken = BindError::Hw(HwError::WrongDevice { found: 0 });
+        assert!(matches!(
+            DriverError::from(&broken),
+            DriverError::DeviceError
+        ));
     }
 }

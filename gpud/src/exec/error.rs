@@ -93,6 +93,9 @@ pub enum ErrorKind {
     NotFound,
     /// Revalidation ran out of memory or hit contention → per the VM error.
     Vm,
+    /// Memory for the queue's driver structures (its ring) ran out → ENOMEM: a resource
+    /// shortage the client can retry, not a device failure.
+    NoMemory,
     /// A device error → EIO.
     Device,
 }
@@ -111,6 +114,7 @@ impl ExecError {
             ExecError::QueueClosed { .. } => ErrorKind::NotFound,
             ExecError::Vm(JobVmError::Banned) => ErrorKind::Cancelled,
             ExecError::Vm(_) => ErrorKind::Vm,
+            ExecError::Hw(HwError::OutOfDma { .. }) => ErrorKind::NoMemory,
             ExecError::Hw(_) => ErrorKind::Device,
         }
     }

@@ -43,7 +43,10 @@ pub enum HostError {
     #[error("device bring-up: {0}")]
     Device(#[from] crate::bind::BindError),
     /// Another daemon answers on the socket path.
-    #[error("{path}: another gpud is listening there")]
+    #[error(
+        "{path}: another gpud is listening there (stop it, or serve on another path with \
+         --socket PATH)"
+    )]
     InUse {
         /// The socket path.
         path: PathBuf,
@@ -277,10 +280,11 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         drop(std::os::unix::net::UnixDatagram::bind(&path).expect("stale file"));
         let mut d = HostDaemon::start(small(path.clone())).expect("start");
-        assert!(matches!(
-            HostDaemon::start(small(path.clone())),
-            Err(HostError::InUse { .. })
-        ));
+        let second = HostDaemon::start(small(path.clone()));
+        assert!(matches!(second, Err(HostError::InUse { .. })));
+        // The message names the next step.
+        let msg = second.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(msg.contains("--socket PATH"), "{msg}");
         let stop = d.stopper();
         let t = std::thread::spawn(move || d.serve());
         let h = gpu_scheme::host::HostHandle::connect(&path).expect("connect");

@@ -18,6 +18,8 @@
 //! - `vfio` (Linux only): `gpud vfio <pci address>`, a PCI function through Linux VFIO,
 //!   brought up by [`pcid_driver::bring_up`] and served like `host`.
 //! - [`mapped`]: CPU access to DMA memory a platform mapped (Redox, VFIO).
+//! - [`redox_mm`]: a Redox client's address space for the SVM seam (`svm::ClientMm`): its
+//!   mappings of gpu-scheme objects, fed by the scheme's mmap and munmap messages.
 //! - `host` (Linux only): `gpud serve` on a Linux host (simgpu, shared-memory pool, Unix
 //!   socket).
 //!
@@ -32,6 +34,7 @@ pub mod interrupts;
 pub mod mapped;
 pub mod pcid_client;
 pub mod pcid_driver;
+pub mod redox_mm;
 pub mod scheme_events;
 pub mod startup;
 pub mod sys;

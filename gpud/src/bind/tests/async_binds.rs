@@ -498,3 +498,54 @@ fn waiting_exec_jobs_of_a_destroyed_vm_are_cancelled() {
     assert_eq!(wait(&job), Err(FenceFault::Canceled));
     assert_eq!(read(&out, 0), 0, "a destroyed VM's job ran");
 }
+
+/// A VM whose job faulted leaves its context with the error latched (the VM is banned). When
+/// that VM is gone and a new VM gets the context, the new VM starts clean: its jobs run, and a
+/// later context error of another VM does not ban its queues with the old VM's fault.
+/// (Found by the live fuzzer: innocent clients' queues were banned with a `Fault` they never
+/// caused.)
+#[test]
+fn a_reused_context_does_not_inherit_the_previous_vms_fault() {
+    use crate::hw::cmd::CommandStream;
+    use crate::types::GpuVa;
+    let r = rig();
+    let a = r.vm(VmFlags::empty());
+    let ctx = a.vm.ctx();
+    let mut c = CommandStream::new();
+    c.store_qword(GpuVa(VA + 0x70_0000), 1); // nothing mapped there: a fault
+    let bad =
+        a.q.submit(crate::exec::Job::commands(c.dwords().to_vec()))
+            .unwrap();
+    assert!(wait(&bad).is_err(), "the unmapped store faulted");
+    r.dev.vm_destroy(&a.vm);
+    drop(a);
+    // The faulted VM's context goes to the next VM (the lowest free one).
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let b = loop {
+        let b = r.vm(VmFlags::empty());
+        if b.vm.ctx() == ctx || std::time::Instant::now() > deadline {
+            break b;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    };
+    assert_eq!(b.vm.ctx(), ctx, "the faulted VM's context was never reused");
+    let out = r.bo(K4);
+    b.bind(&[BindOp::map(&out, 0, VA, K4)]).unwrap();
+    // Another VM faults: the error interrupt makes the driver look at every context.
+    let other = r.vm(VmFlags::empty());
+    let mut c = CommandStream::new();
+    c.store_qword(GpuVa(VA + 0x70_0000), 1);
+    let bad = other
+        .q
+        .submit(crate::exec::Job::commands(c.dwords().to_vec()))
+        .unwrap();
+    assert!(wait(&bad).is_err());
+    let mut c = CommandStream::new();
+    c.store_qword(GpuVa(VA), 0xc1ea2);
+    let good =
+        b.q.submit(crate::exec::Job::commands(c.dwords().to_vec()))
+            .unwrap();
+    assert_eq!(wait(&good), Ok(()), "the new VM's job ran");
+    assert_eq!(read(&out, 0), 0xc1ea2);
+    assert!(!b.vm.is_banned());
+}
