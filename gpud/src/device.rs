@@ -695,6 +695,12 @@ impl Device {
         pager.and_then(|p| p.mm())
     }
 
+    /// The memories BO backings come from (the host's userptr binds client memfds over
+    /// places of its system-memory window, `Pools::pin_foreign`).
+    pub fn pools(&self) -> &Arc<Pools> {
+        &self.pools
+    }
+
     /// The system memory the device reaches by DMA (test clients' fake address spaces take
     /// their pages from it, see `svm::fake`).
     pub fn dma(&self) -> &Arc<dyn DmaMemory> {

@@ -149,6 +149,13 @@ pub struct Driver {
     /// How host clients get BO memory when it is not in shared windows (`gpud vfio`).
     #[cfg(target_os = "linux")]
     exporter: Option<Arc<dyn BoExporter>>,
+    /// Each host client's memory manager (its userfaultfd and memfds, MM_FD), also
+    /// registered with the device for its VMs' MAP_USERPTR.
+    #[cfg(target_os = "linux")]
+    mms: Mutex<HashMap<ClientId, Arc<crate::svm::uffd::UffdMm>>>,
+    /// Per-client limits of those memory managers.
+    #[cfg(target_os = "linux")]
+    mm_limits: crate::svm::uffd::MmLimits,
     /// BOs whose memory an exporter handed out: kept allocated and in place while gpud runs,
     /// since a host client's `munmap` is invisible and the fd may outlive the BO handle.
     #[cfg(target_os = "linux")]
@@ -192,7 +199,30 @@ impl Driver {
             exporter: None,
             #[cfg(target_os = "linux")]
             exported: Mutex::new(HashMap::new()),
+            #[cfg(target_os = "linux")]
+            mms: Mutex::new(HashMap::new()),
+            #[cfg(target_os = "linux")]
+            mm_limits: crate::svm::uffd::MmLimits::default(),
         }
+    }
+
+    /// Sets the per-client limits of host clients' memory managers (userptr regions).
+    #[cfg(target_os = "linux")]
+    pub fn with_mm_limits(mut self, limits: crate::svm::uffd::MmLimits) -> Self {
+        self.mm_limits = limits;
+        self
+    }
+
+    /// Host clients whose memory manager gpud holds now (their userfaultfds).
+    #[cfg(target_os = "linux")]
+    pub fn userptr_clients(&self) -> usize {
+        self.mms.lock().len()
+    }
+
+    /// The memory manager a host client handed over (MM_FD), if any.
+    #[cfg(target_os = "linux")]
+    pub fn client_uffd_mm(&self, client: ClientId) -> Option<Arc<crate::svm::uffd::UffdMm>> {
+        self.mms.lock().get(&client).cloned()
     }
 
     /// Names the PCI function the device is (`segment:bus:device.function`, as
@@ -525,14 +555,17 @@ impl GpuDriver for Driver {
             let vms: Vec<Arc<Vm>> = st.vms.iter().filter_map(Weak::upgrade).collect();
             (st.in_flight.len() as u64, vms)
         });
+        #[cfg(target_os = "linux")]
+        let pinned = self
+            .client_uffd_mm(client)
+            .map_or(0, |mm| mm.pinned_bytes());
+        #[cfg(not(target_os = "linux"))]
+        let pinned = 0;
         ClientUsage {
             in_flight,
             gpu_mappings: vms.iter().map(|vm| vm.mapping_count()).sum(),
-            // Pinned userptr pages count like the tables: the client's system memory.
-            table_bytes: vms
-                .iter()
-                .map(|vm| vm.table_bytes() + vm.userptr_bytes())
-                .sum(),
+            table_bytes: vms.iter().map(|vm| vm.table_bytes()).sum(),
+            userptr_bytes: pinned,
         }
     }
 
@@ -541,6 +574,12 @@ impl GpuDriver for Driver {
         // (their fences fail once they are off; the queue keeps its VM and BOs alive until
         // then), destroying the queues cancels their queued jobs and destroying the VMs
         // cancels queued binds.
+        // The client's address space is gone for gpud: its memory manager says so to its
+        // VMs (their userptrs are invalid from now on) and releases its userfaultfd.
+        #[cfg(target_os = "linux")]
+        if let Some(mm) = self.mms.lock().remove(&client) {
+            mm.shutdown();
+        }
         let st = self.clients.lock().remove(&client);
         for q in st.iter().flat_map(|st| st.exec_queues.iter()) {
             if let Some(q) = q.upgrade() {
@@ -571,12 +610,19 @@ impl GpuDriver for Driver {
                     queues_per_engine: self.device.hw().info().queues_per_engine,
                 };
                 lines.extend(stats::fdinfo_lines(c.0, &device, busy, &bos, &vms));
+                #[cfg(target_os = "linux")]
+                if let Some(mm) = self.client_uffd_mm(c) {
+                    lines.push(("userptr_regions".into(), mm.regions().to_string()));
+                    lines.push(("userptr_bytes".into(), mm.pinned_bytes().to_string()));
+                    lines.push(("userptr_events".into(), mm.events_read().to_string()));
+                }
                 lines
             }
             None => {
                 let mem = self.device.mem_stats();
                 let clients = self.clients.lock().len();
-                vec![
+                #[allow(unused_mut)] // extended on Linux only
+                let mut lines = vec![
                     ("clients".into(), clients.to_string()),
                     (
                         "contexts_in_use".into(),
@@ -588,7 +634,10 @@ impl GpuDriver for Driver {
                         "pt_copy_jobs".into(),
                         self.device.pt_copy_jobs().to_string(),
                     ),
-                ]
+                ];
+                #[cfg(target_os = "linux")]
+                lines.push(("userptr_clients".into(), self.userptr_clients().to_string()));
+                lines
             }
         }
     }
@@ -955,6 +1004,57 @@ impl gpu_scheme::host::HostMemory for Driver {
         }
         // The BO's own memfd: exactly its size, offset 0 is its first byte.
         Ok((bo.cpu_memory().map_err(mapping_error)?, 0))
+    }
+
+    fn client_mm_fd(
+        &self,
+        client: ClientId,
+        req: gpu_scheme::uapi::mm::MmFdRequest,
+        fd: std::os::fd::OwnedFd,
+    ) -> Result<(), DriverError> {
+        use crate::svm::uffd::UffdMm;
+        use gpu_scheme::uapi::mm::MmFdRequest;
+        match req {
+            MmFdRequest::Userfaultfd { full_mode } => {
+                let mut mms = self.mms.lock();
+                if mms.contains_key(&client) {
+                    return Err(DriverError::Invalid("userfaultfd already handed over"));
+                }
+                let pools = self.device.pools().clone();
+                let mm = UffdMm::new(fd, full_mode, pools, self.mm_limits)
+                    .map(Arc::new)
+                    .map_err(|e| register_error(e, 0))?;
+                self.device.set_client_mm(client.0, mm.clone());
+                mms.insert(client, mm);
+                Ok(())
+            }
+            MmFdRequest::Region { va, len, offset } => {
+                let mm = self
+                    .client_uffd_mm(client)
+                    .ok_or(DriverError::Invalid("REGION before USERFAULTFD"))?;
+                let range = crate::svm::CpuRange::new(va, len)
+                    .map_err(|_| DriverError::Invalid("region range"))?;
+                mm.add_region(range, fd, offset)
+                    .map_err(|e| register_error(e, va))
+            }
+        }
+    }
+}
+
+/// The scheme's error for a refused MM_FD registration (`docs/uapi.md`, MM_FD).
+#[cfg(target_os = "linux")]
+fn register_error(e: crate::svm::uffd::RegisterError, va: u64) -> DriverError {
+    use crate::svm::uffd::RegisterError as R;
+    match e {
+        R::NotUffd => DriverError::Invalid("not a non-blocking userfaultfd"),
+        R::Memfd(why) => DriverError::Invalid(why),
+        R::Overlap { .. } => DriverError::Busy("range overlaps a registered region"),
+        R::TooMany { .. } => DriverError::TooMany("userptr regions"),
+        R::Register(rustix::io::Errno::BUSY) => {
+            DriverError::Busy("range registered with another userfaultfd")
+        }
+        R::Register(_) => DriverError::Fault { addr: va },
+        R::Gone => DriverError::Invalid("the client's address space is gone"),
     }
 }
 

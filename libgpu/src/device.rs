@@ -90,6 +90,10 @@ impl DeviceInfo {
 
 pub(crate) struct DeviceInner {
     pub(crate) handle: Box<dyn Handle>,
+    /// This process's userfaultfd as handed to the device (created at the first userptr
+    /// registration; see `userptr`).
+    #[cfg(target_os = "linux")]
+    pub(crate) mm: std::sync::Mutex<Option<crate::userptr::ClientMm>>,
 }
 
 /// An open device: one client of the scheme with its own id namespaces.
@@ -151,7 +155,11 @@ impl Device {
     /// A device over any transport's device handle.
     pub fn from_handle(handle: Box<dyn Handle>) -> Device {
         Device {
-            inner: Arc::new(DeviceInner { handle }),
+            inner: Arc::new(DeviceInner {
+                handle,
+                #[cfg(target_os = "linux")]
+                mm: std::sync::Mutex::new(None),
+            }),
         }
     }
 

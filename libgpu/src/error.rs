@@ -33,6 +33,9 @@ pub enum Call {
     Event,
     /// A check libgpu makes before sending (e.g. an object of another device).
     Local,
+    /// Making memory GPU-visible for userptr (moving it onto a memfd, the userfaultfd,
+    /// MM_FD).
+    Userptr,
 }
 
 impl std::fmt::Display for Call {

@@ -8,7 +8,8 @@
 //!
 //! Must not: re-implement the wire format (it uses `gpu_scheme::uapi`'s encoder, so client and
 //! server agree by construction) or validate what the server validates (the server's errno
-//! comes back in `Error`). `unsafe` lives only in `transport::redox` (Redox mmap and fds).
+//! comes back in `Error`). `unsafe` lives only in `transport::redox` (Redox mmap and fds) and
+//! `userptr` (whose `Device::userptr_adopt` moves the caller's memory: an `unsafe fn`).
 //!
 //! ```no_run
 //! use libgpu::{Bo, Device, ExecQueue, Syncobj, Timeout, Vm};
@@ -43,6 +44,9 @@ mod syncobj;
 mod syncs;
 pub mod transport;
 mod usage;
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+mod userptr;
 mod vm;
 mod vm_table;
 
@@ -54,6 +58,8 @@ pub use export::{token_from_bytes, token_to_bytes, Exported};
 pub use queue::{ExecBuilder, ExecQueue};
 pub use syncobj::{wait_many, Syncobj, WaitMode, EVENT_READ};
 pub use usage::{ClientUsage, UsageParseError};
+#[cfg(target_os = "linux")]
+pub use userptr::UserptrMode;
 pub use vm::{wait_user_fence, Vm};
 pub use vm_table::{read_table, read_view, MappingKind, TableParseError, VmMapping, VmTable};
 

@@ -58,6 +58,9 @@ pub struct ClientUsage {
     pub gpu_mappings: u64,
     /// Bytes of page-table pages the client's VMs hold (charged against its system memory).
     pub table_bytes: u64,
+    /// Bytes of system memory holding the client's userptr pages for the device (charged
+    /// against its system memory too).
+    pub userptr_bytes: u64,
 }
 
 /// A BO a client holds, for its DRM fdinfo memory lines: each object once, whether the

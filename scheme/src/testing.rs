@@ -32,6 +32,8 @@ pub fn caller() -> CallerCtx {
 pub enum Call {
     /// `client_stop`.
     ClientStop(ClientId),
+    /// `client_mm_fd` (host transport): the request, the fd's identity is not recorded.
+    MmFd(ClientId, crate::uapi::mm::MmFdRequest),
     /// `vm_create`.
     VmCreate(ClientId, VmCreateFlags),
     /// `vm_destroy`.
@@ -343,6 +345,7 @@ impl GpuDriver for FakeDriver {
             in_flight: s.pending.iter().filter(|p| p.client == client).count() as u64,
             gpu_mappings: s.gpu_mappings.get(&client).copied().unwrap_or(0),
             table_bytes: 0,
+            userptr_bytes: 0,
         })
     }
 
@@ -638,5 +641,14 @@ impl crate::host::HostMemory for FakeDriver {
             };
             Ok((fd.try_clone().map_err(|_| DriverError::NoMemory)?, 0))
         })
+    }
+
+    fn client_mm_fd(
+        &self,
+        client: ClientId,
+        req: crate::uapi::mm::MmFdRequest,
+        _fd: std::os::fd::OwnedFd,
+    ) -> Result<(), DriverError> {
+        self.fallible(|s| s.calls.push(Call::MmFd(client, req)))
     }
 }

@@ -491,3 +491,52 @@ fn running_out_of_descriptors_rests_the_listener_instead_of_spinning() {
     );
     let _ = std::fs::remove_file(&path);
 }
+
+/// MM_FD: decoded and checked by the transport, then handed to the driver with its fd; every
+/// bad input is an errno, never a dropped connection.
+#[test]
+fn mm_fd_is_decoded_checked_and_reaches_the_driver() {
+    use gpu_scheme::testing::Call;
+    use gpu_scheme::uapi::mm::{encode_mm_fd, MmFdRequest};
+    let server = Server::start();
+    let root = server.connect();
+    let dev = root.open("card0").expect("open card0");
+    let memfd = rustix::fs::memfd_create("t", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+    let region = MmFdRequest::Region {
+        va: 0x10_0000,
+        len: 0x2000,
+        offset: 0,
+    };
+    dev.send_mm_fd(&encode_mm_fd(&region), memfd.as_fd())
+        .expect("a valid MM_FD reaches the driver");
+    assert!(server
+        .driver
+        .calls()
+        .iter()
+        .any(|c| matches!(c, Call::MmFd(_, r) if *r == region)));
+    let errno = |r: Result<(), gpu_scheme::host::HostError>| r.err().and_then(|e| e.errno());
+    let mut bad = encode_mm_fd(&region);
+    bad[4] = 9; // unknown kind
+    assert_eq!(
+        errno(dev.send_mm_fd(&bad, memfd.as_fd())),
+        Some(syscall::error::EINVAL)
+    );
+    assert_eq!(
+        errno(dev.send_mm_fd(&bad[..40], memfd.as_fd())),
+        Some(syscall::error::EINVAL)
+    );
+    // Only a device handle has a client address space.
+    assert_eq!(
+        errno(root.send_mm_fd(&encode_mm_fd(&region), memfd.as_fd())),
+        Some(syscall::error::EBADF)
+    );
+    server
+        .driver
+        .fail_next(gpu_scheme::driver::DriverError::TooMany("regions"));
+    assert_eq!(
+        errno(dev.send_mm_fd(&encode_mm_fd(&region), memfd.as_fd())),
+        Some(syscall::error::EMFILE)
+    );
+    // The connection still serves calls.
+    assert!(call(&dev, &Request::DeviceQuery).is_ok());
+}

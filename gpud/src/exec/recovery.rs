@@ -29,7 +29,7 @@ use std::time::Duration;
 /// Context error reason the device gives a context guilty of a hang at reset.
 const REASON_RESET_GUILTY: u8 = 5;
 
-fn timeout_of(q: &QueueState) -> Option<Duration> {
+pub(crate) fn timeout_of(q: &QueueState) -> Option<Duration> {
     match q.mode {
         QueueMode::Dma { timeout } => Some(timeout),
         QueueMode::LongRunning => None,

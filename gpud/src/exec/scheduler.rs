@@ -129,6 +129,9 @@ pub(crate) struct State {
     pub slots: Slots,
     /// Engine busy time charged per owner.
     pub busy: BusyLedger,
+    /// The scheduler thread's coming sleep has a deadline (set at the end of each of its
+    /// rounds): it will look at job timeouts again within `WAIT_SLICE` without being woken.
+    timer_armed: bool,
 }
 
 impl State {
@@ -419,29 +422,61 @@ impl Shared {
             let wake = self.wake.clone();
             dep.on_signal(move |_| wake.notify_all());
         }
-        let refused = {
+        let mut done = Vec::new();
+        let (refused, handled) = {
             let mut st = self.lock();
+            let timer_armed = st.timer_armed;
             match st.queues.get_mut(&id) {
-                None => Some(ExecError::QueueClosed { queue: id }),
-                Some(q) => q.refusal(id).or_else(|| {
-                    q.pending.push_back(PendingJob {
-                        fence: fence.clone(),
-                        deps,
-                        dwords,
-                        fault,
-                    });
-                    None
-                }),
+                None => (Some(ExecError::QueueClosed { queue: id }), false),
+                Some(q) => match q.refusal(id) {
+                    Some(e) => (Some(e), false),
+                    None => {
+                        q.pending.push_back(PendingJob {
+                            fence: fence.clone(),
+                            deps,
+                            dwords,
+                            fault,
+                        });
+                        (None, self.write_inline(q, timer_armed, &mut done))
+                    }
+                },
             }
         };
+        complete_all(done);
         if let Some(e) = refused {
             // A refused queue was banned or closed: its earlier fences have all failed, so
             // this one failing now keeps the order.
             Completion::failed(fence, FenceFault::Canceled).complete();
             return Err(e);
         }
-        self.wake.notify_all();
+        if !handled {
+            self.wake.notify_all();
+        }
         Ok(())
+    }
+
+    /// Writes `q`'s ready jobs to its ring on the submitting thread when the queue holds a
+    /// hardware queue already, so the device starts without a hand-off to the scheduler
+    /// thread (which decides nothing here: which queue runs where stays its decision).
+    /// Returns whether the scheduler thread has nothing to do for this submission: the
+    /// queue is loaded, its ready jobs are on the ring (a job still waiting for a dependency
+    /// is the dependency's signal's to wake it for, one waiting for ring space the
+    /// completion interrupt's), and no job timeout needs a timer the thread has not armed.
+    fn write_inline(
+        &self,
+        q: &mut QueueState,
+        timer_armed: bool,
+        done: &mut Vec<Completion>,
+    ) -> bool {
+        let runnable =
+            matches!(q.run, Run::Loaded { .. }) && q.ban.is_none() && !q.killed && !q.closing;
+        if !runnable {
+            return false;
+        }
+        if push_ready_queue(q, self.hw.clock.now(), done).is_err() {
+            return false; // the scheduler thread bans the queue
+        }
+        timer_armed || recovery::timeout_of(q).is_none()
     }
 
     /// The handle went away: waiting jobs are cancelled (in order, through the ring) and the
@@ -603,6 +638,7 @@ impl Shared {
             let (sleep, dead) = {
                 let mut st = self.lock();
                 let sleep = self.tick(&mut st, &mut done);
+                st.timer_armed = sleep.is_some();
                 (sleep, std::mem::take(&mut st.graveyard))
             };
             if complete_all(done) {

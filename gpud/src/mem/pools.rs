@@ -22,7 +22,7 @@ use crate::hw::{DmaMemory, DmaRegion, HwError};
 use crate::sync::Fence;
 use crate::types::{PhysAddr, PAGE_SIZE};
 use parking_lot::Mutex;
-use rustix::fd::OwnedFd;
+use rustix::fd::{BorrowedFd, OwnedFd};
 use simgpu::PhysMemory;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -309,6 +309,111 @@ impl Pools {
     /// Ranges kept out of use because the pool's memory could not be restored over them.
     pub fn lost_ranges(&self) -> u64 {
         self.lost.load(Ordering::Relaxed)
+    }
+}
+
+/// A client's memfd pages bound over places of the system-memory window (userptr on the
+/// host): the places are allocated like a backing's, then the client's memfd is mapped over
+/// them, so the device reaches the client's own page-cache pages. Dropping it re-covers the
+/// places with the pool's memory before they go back to the allocator (or keeps them out of
+/// use if that fails), as [`Pools::free`] does for a backing.
+pub struct ForeignPages {
+    backing: Option<Backing>,
+    obj: Option<ShmObject>,
+    pools: Arc<Pools>,
+}
+
+impl ForeignPages {
+    /// The device physical address of each 4 KiB page, in file order.
+    pub fn pages(&self) -> impl Iterator<Item = PhysAddr> + '_ {
+        let segs = self
+            .backing
+            .as_ref()
+            .map(Backing::segments)
+            .unwrap_or_default();
+        segs.into_iter().flat_map(|s| {
+            (0..s.len / PAGE_SIZE).map(move |i| PhysAddr(s.addr.get() + i * PAGE_SIZE))
+        })
+    }
+
+    /// Bytes.
+    pub fn len(&self) -> u64 {
+        self.backing
+            .as_ref()
+            .map_or(0, |b| b.segments().iter().map(|s| s.len).sum())
+    }
+
+    /// Whether no page is held (never, for a successful pin).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for ForeignPages {
+    fn drop(&mut self) {
+        let (Some(obj), Some(backing)) = (self.obj.take(), self.backing.take()) else {
+            return;
+        };
+        if obj.unbind().is_err() {
+            // The places may still show the client's pages: never hand them out again.
+            self.pools.lost.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.pools.release(backing);
+    }
+}
+
+impl Pools {
+    /// Binds `len` bytes of a client's memfd `fd` from file offset `offset` over fresh
+    /// places of the system-memory window (userptr). The memfd must be sealed against
+    /// shrinking and long enough (`ShareError::Foreign` otherwise); without shared windows
+    /// there is nothing to bind into (`ShareError::Foreign`).
+    pub fn pin_foreign(
+        self: &Arc<Self>,
+        fd: BorrowedFd<'_>,
+        offset: u64,
+        len: u64,
+    ) -> Result<ForeignPages, MemError> {
+        let Some(shared) = &self.shared else {
+            return Err(MemError::Share(super::shm::ShareError::Foreign(
+                "no shared windows to bind client memory into",
+            )));
+        };
+        if len == 0 || len % PAGE_SIZE != 0 {
+            return Err(MemError::InvalidSize { size: len });
+        }
+        self.reclaim();
+        let regions = match self.sys_region(len) {
+            Ok(region) => vec![region],
+            Err(_) => self.sys_scattered(len)?,
+        };
+        let backing = Backing::System(regions);
+        let pieces: Vec<Piece> = backing
+            .segments()
+            .iter()
+            .map(|s| Piece {
+                addr: s.addr.get(),
+                len: s.len,
+            })
+            .collect();
+        match shared.sys.bind_foreign(&pieces, fd, offset) {
+            Ok(obj) => {
+                self.observe(&backing, true);
+                Ok(ForeignPages {
+                    backing: Some(backing),
+                    obj: Some(obj),
+                    pools: self.clone(),
+                })
+            }
+            Err(BindFailure { error, range_lost }) => {
+                if range_lost {
+                    self.lost.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    self.release(backing);
+                }
+                Err(MemError::Share(error))
+            }
+        }
     }
 }
 

@@ -4,8 +4,9 @@
 //!
 //! Owns: [`ShmPool`] (the window: the pool's own memfd mapped shared, word-atomic access to it
 //! as simgpu's [`PhysMemory`]), [`ShmObject`] (one backing's own memfd, sized exactly to the
-//! backing, mapped `MAP_FIXED|MAP_SHARED` over its place(s) in the window) and [`MapBudget`]
-//! (how many such places the process may have). This is the one module of `mem` with
+//! backing, mapped `MAP_FIXED|MAP_SHARED` over its place(s) in the window — or, for userptr, a
+//! *foreign* memfd a client handed over, bound with [`ShmPool::bind_foreign`]) and
+//! [`MapBudget`] (how many such places the process may have). This is the one module of `mem` with
 //! `unsafe`: the mappings and the atomic views of their words.
 //! Must not: hand out Rust references or slices to the mapped bytes (the device and clients
 //! write them concurrently, so every access is an atomic load or store), or hand out the pool's
@@ -13,7 +14,8 @@
 //!
 //! INVARIANT (isolation): every byte of a window is backed either by the pool's memfd (never
 //! exported) or by exactly one live [`ShmObject`]'s memfd, at file offset = offset within the
-//! object. Unbinding re-covers the range with the pool's memfd *before* the range can be
+//! object (plus the client's file offset, for a foreign object: the pages are the client's
+//! own, which only that client's VMs map). Unbinding re-covers the range with the pool's memfd *before* the range can be
 //! allocated again, so a client still holding an old object's mapping keeps that object's
 //! (stale, private) pages and never sees memory reused for someone else.
 //!
@@ -65,6 +67,11 @@ pub enum ShareError {
         what: &'static str,
         errno: rustix::io::Errno,
     },
+    /// A foreign descriptor the daemon may not map: not a sealable memfd, not sealed against
+    /// shrinking (its holder could cut pages from under the window: SIGBUS in the daemon),
+    /// or shorter than the range.
+    #[error("foreign memory refused: {0}")]
+    Foreign(&'static str),
 }
 
 /// A failed bind. `range_lost` is set when even restoring the pool's memory over the pieces
@@ -221,7 +228,44 @@ impl ShmPool {
                 return Err(clean(e));
             }
         };
-        let mut offset = 0;
+        self.bind_fd(pieces, fd, 0, size)
+    }
+
+    /// Binds a client's memfd over `pieces`, from file offset `offset` (userptr: the GPU then
+    /// reaches the very page-cache pages the client maps). The memfd must be sealed against
+    /// shrinking and cover `offset` + the pieces' total; the object keeps its own descriptor
+    /// of it. Unbinding re-covers the pieces with the pool's memory, as for any object.
+    pub fn bind_foreign(
+        self: &Arc<Self>,
+        pieces: &[Piece],
+        fd: BorrowedFd<'_>,
+        offset: u64,
+    ) -> Result<ShmObject, BindFailure> {
+        let clean = |error| BindFailure {
+            error,
+            range_lost: false,
+        };
+        let size = self.check_pieces(pieces).map_err(clean)?;
+        if offset % SHM_PAGE != 0 {
+            return Err(clean(ShareError::Foreign("unaligned file offset")));
+        }
+        check_foreign(fd, offset, size).map_err(clean)?;
+        let fd = rustix::io::fcntl_dupfd_cloexec(fd, 0)
+            .map_err(|e| clean(os("fcntl(F_DUPFD_CLOEXEC)")(e)))?;
+        self.budget.take(pieces.len() as u64).map_err(clean)?;
+        self.bind_fd(pieces, fd, offset, size)
+    }
+
+    /// Maps `fd` from file offset `first` over `pieces` (checked, budget taken); on failure
+    /// the pieces mapped so far are re-covered and the budget given back.
+    fn bind_fd(
+        self: &Arc<Self>,
+        pieces: &[Piece],
+        fd: OwnedFd,
+        first: u64,
+        size: u64,
+    ) -> Result<ShmObject, BindFailure> {
+        let mut offset = first;
         for (i, p) in pieces.iter().enumerate() {
             if let Err(error) = self.map_over(p, &fd, offset) {
                 let range_lost = self.cover(pieces.get(..i).unwrap_or_default()).is_err();
@@ -335,6 +379,24 @@ impl ShmPool {
     }
 }
 
+/// Whether a client's `fd` may be mapped into a window for `[offset, offset + len)`: a
+/// memfd (it has seals) sealed against shrinking, at least that long.
+pub(crate) fn check_foreign(fd: BorrowedFd<'_>, offset: u64, len: u64) -> Result<(), ShareError> {
+    let sealed =
+        memfd::shrink_sealed(fd).map_err(|_| ShareError::Foreign("not a sealable memfd"))?;
+    if !sealed {
+        return Err(ShareError::Foreign("memfd not sealed against shrinking"));
+    }
+    let size = rustix::fs::fstat(fd).map_err(os("fstat"))?.st_size;
+    let end = offset
+        .checked_add(len)
+        .ok_or(ShareError::Foreign("range overflows"))?;
+    if u64::try_from(size).map_or(true, |size| size < end) {
+        return Err(ShareError::Foreign("memfd shorter than the range"));
+    }
+    Ok(())
+}
+
 /// A zero-filled memfd of `size` bytes, sealed so nobody can resize it: a holder that
 /// shrank it would make the daemon's window accesses fault (SIGBUS).
 fn new_object_fd(size: u64) -> Result<OwnedFd, ShareError> {
@@ -367,6 +429,12 @@ mod memfd {
         fcntl_add_seals(fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)
     }
 
+    /// Whether `fd` is sealed against shrinking (`EINVAL` for a file that is not a sealable
+    /// memfd or shmem file).
+    pub(super) fn shrink_sealed(fd: BorrowedFd<'_>) -> Result<bool, Errno> {
+        rustix::fs::fcntl_get_seals(fd).map(|s| s.contains(SealFlags::SHRINK))
+    }
+
     /// Gives the pages of `[offset, offset + len)` back; they read as zero afterwards. Only a
     /// saving: a refusal changes nothing else.
     pub(super) fn punch_hole(fd: &OwnedFd, offset: u64, len: u64) {
@@ -392,6 +460,10 @@ mod memfd {
     }
 
     pub(super) fn seal_size(_fd: &OwnedFd) -> Result<(), Errno> {
+        Err(Errno::NOSYS)
+    }
+
+    pub(super) fn shrink_sealed(_fd: rustix::fd::BorrowedFd<'_>) -> Result<bool, Errno> {
         Err(Errno::NOSYS)
     }
 

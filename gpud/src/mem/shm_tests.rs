@@ -405,3 +405,77 @@ fn stress_concurrent_binds_and_unbinds() {
         "unbound pages read as the pool's (zeroed) pages"
     );
 }
+
+/// A client's memfd, `pages` long, each page filled with its index + 1; sealed as asked.
+fn client_memfd(pages: u64, seal_shrink: bool) -> OwnedFd {
+    use rustix::fs::{fcntl_add_seals, memfd_create, MemfdFlags, SealFlags};
+    let fd = memfd_create("client", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING).unwrap();
+    rustix::fs::ftruncate(&fd, pages * P).unwrap();
+    for i in 0..pages {
+        pwrite(&fd, &vec![i as u8 + 1; P as usize], i * P).unwrap();
+    }
+    if seal_shrink {
+        fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW).unwrap();
+    }
+    fd
+}
+
+#[test]
+fn foreign_memfd_is_reached_in_place_and_unbind_recovers_the_pool() {
+    let p = pool(8);
+    p.write(2 * P, &[0x55; 8]).unwrap();
+    let client = client_memfd(4, true);
+    // Client pages 1..3 over window pages 2 and 5: the device reaches the client's pages.
+    let obj = p
+        .bind_foreign(&[piece(2, 1), piece(5, 1)], client.as_fd(), P)
+        .unwrap();
+    let mut b = [0u8; 4];
+    p.read(2 * P, &mut b).unwrap();
+    assert_eq!(b, [2; 4]);
+    p.read(5 * P, &mut b).unwrap();
+    assert_eq!(b, [3; 4]);
+    // Device writes land in the client's page cache (zero copy, coherent both ways).
+    p.write(5 * P + 8, &[9; 4]).unwrap();
+    let mut c = [0u8; 4];
+    pread(&client, &mut c, 2 * P + 8).unwrap();
+    assert_eq!(c, [9; 4]);
+    pwrite(&client, &[7; 4], P + 16).unwrap();
+    p.read(2 * P + 16, &mut b).unwrap();
+    assert_eq!(b, [7; 4]);
+    assert_eq!(p.budget().used(), 2);
+    obj.unbind().unwrap();
+    assert_eq!(p.budget().used(), 0);
+    // The pool's memory is back (zero: its page was given back while the object covered
+    // it); the client's pages are untouched by later window writes.
+    p.read(2 * P, &mut b).unwrap();
+    assert_eq!(b, [0; 4]);
+    p.write(2 * P, &[0xee; 4]).unwrap();
+    pread(&client, &mut c, P).unwrap();
+    assert_eq!(c, [2; 4]);
+}
+
+#[test]
+fn foreign_memfd_must_be_sealed_long_enough_and_a_memfd() {
+    let p = pool(8);
+    let unsealed = client_memfd(2, false);
+    let refused = |r: Result<ShmObject, BindFailure>| match r {
+        Err(BindFailure {
+            error: ShareError::Foreign(_),
+            range_lost: false,
+        }) => {}
+        other => panic!("expected a Foreign refusal, got {other:?}"),
+    };
+    refused(p.bind_foreign(&[piece(0, 1)], unsealed.as_fd(), 0));
+    let sealed = client_memfd(2, true);
+    refused(p.bind_foreign(&[piece(0, 2)], sealed.as_fd(), P));
+    let (pipe, _w) = rustix::pipe::pipe().unwrap();
+    refused(p.bind_foreign(&[piece(0, 1)], pipe.as_fd(), 0));
+    assert!(p.bind_foreign(&[piece(0, 1)], sealed.as_fd(), 3).is_err());
+    assert_eq!(p.budget().used(), 0, "refusals take no budget");
+    drop(p.bind_foreign(&[piece(0, 2)], sealed.as_fd(), 0).unwrap());
+    assert_eq!(
+        p.budget().used(),
+        0,
+        "dropping an object gives its budget back"
+    );
+}

@@ -13,6 +13,8 @@
 pub mod client;
 pub mod fake;
 pub mod mm;
+#[cfg(target_os = "linux")]
+pub mod uffd;
 
 pub use client::{ClientPager, MmTarget};
 pub use mm::{

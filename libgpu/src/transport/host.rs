@@ -70,6 +70,10 @@ impl Handle for HostDevice {
         self.0.as_fd()
     }
 
+    fn send_mm_fd(&self, payload: &[u8], fd: BorrowedFd<'_>) -> Result<(), TransportError> {
+        self.0.send_mm_fd(payload, fd).map_err(err)
+    }
+
     fn clone_fd(&self) -> Result<OwnedFd, TransportError> {
         self.0
             .as_fd()

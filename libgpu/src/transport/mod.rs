@@ -42,6 +42,14 @@ pub trait Handle: Send + Sync {
 
     /// A new fd referring to the same handle, to pass to another process.
     fn clone_fd(&self) -> Result<std::os::fd::OwnedFd, TransportError>;
+
+    /// MM_FD on a device handle (host transport): pass `fd`, a descriptor of this process's
+    /// memory manager, with `payload` (`gpu_scheme::uapi::mm::encode_mm_fd`). Other transports
+    /// have no such request.
+    fn send_mm_fd(&self, payload: &[u8], fd: BorrowedFd<'_>) -> Result<(), TransportError> {
+        let _ = (payload, fd);
+        Err(TransportError::Unsupported)
+    }
 }
 
 /// A CPU mapping of (part of) a BO. Dropping it unmaps it.

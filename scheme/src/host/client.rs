@@ -223,6 +223,13 @@ impl HostHandle {
         Ok((fd.ok_or(HostError::BadReply)?, file_offset as u64))
     }
 
+    /// MM_FD on a device handle: pass `fd` (the client's userfaultfd or a memfd of its
+    /// memory) with `payload` (`uapi::mm::encode_mm_fd`).
+    pub fn send_mm_fd(&self, payload: &[u8], fd: BorrowedFd<'_>) -> Result<(), HostError> {
+        self.transact_fd(kind::MM_FD, [0; 4], payload, 0, Some(fd))
+            .map(drop)
+    }
+
     fn map_memory(&self, offset: u64, len: usize) -> Result<SharedMapping, HostError> {
         let (fd, file_offset) = self.mmap_fd(offset, len)?;
         Ok(SharedMapping::map(&fd, file_offset, len)?)
@@ -234,6 +241,17 @@ impl HostHandle {
         args: [u64; 4],
         payload: &[u8],
         out_len: u32,
+    ) -> Result<(usize, Vec<u8>, Option<OwnedFd>), HostError> {
+        self.transact_fd(kind, args, payload, out_len, None)
+    }
+
+    fn transact_fd(
+        &self,
+        kind: u32,
+        args: [u64; 4],
+        payload: &[u8],
+        out_len: u32,
+        pass: Option<BorrowedFd<'_>>,
     ) -> Result<(usize, Vec<u8>, Option<OwnedFd>), HostError> {
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let tag = match self.tag.fetch_add(1, Ordering::Relaxed) {
@@ -255,7 +273,7 @@ impl HostHandle {
         send(
             self.fd.as_fd(),
             &[frame.as_bytes(), payload],
-            None,
+            pass,
             SendFlags::empty(),
         )?;
         // Replies carry at most the payload back (CALL) or `out_len` bytes (READ).

@@ -25,9 +25,12 @@ pub mod kind {
     pub const MMAP: u32 = 6;
     /// `munmap(handle, offset = args[0], len = args[1], flags = args[2])`.
     pub const MUNMAP: u32 = 7;
+    /// `MM_FD(device handle, payload = uapi::mm::MmFdArgs)` with one fd (SCM_RIGHTS): a
+    /// descriptor of the client's memory manager (its userfaultfd, or a memfd of its memory).
+    pub const MM_FD: u32 = 8;
 }
 
-/// A request: this record, then `payload_len` bytes.
+/// A request: this record, then `payload_len` bytes (and, for `MM_FD`, one fd).
 #[derive(Debug, Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
 #[repr(C)]
 pub struct RequestFrame {

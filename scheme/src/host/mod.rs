@@ -1,22 +1,26 @@
 //! The host transport (Linux): the gpu scheme served on a Unix socket, so that gpud on a plain
 //! Linux host runs the same server code that runs on Redox.
 //!
-//! Owns: the framing (`frame.rs`), the server (`server.rs`), the client (`client.rs`) and
-//! shared-memory BO mappings (`shm.rs`). One connection per scheme handle: `open` and `dup`
+//! Owns: the framing (`frame.rs`), the server (`server.rs`), the client (`client.rs`),
+//! shared-memory BO mappings (`shm.rs`), and the two halves of userptr on a host: the
+//! userfaultfd ABI (`uffd.rs`) and moving client memory onto a memfd (`adopt.rs`). One connection per scheme handle: `open` and `dup`
 //! return a new connection (a socketpair end passed with SCM_RIGHTS), so a handle passed to
 //! another process keeps working there. Requests go through `crate::dispatch`, i.e. through
 //! redox-scheme's `Op::from_sqe_unchecked` and `handle_sync_dont_consume`. Must not: contain
 //! scheme logic.
 
+pub mod adopt;
 pub mod client;
 pub mod frame;
 pub mod server;
 pub mod shm;
+pub mod uffd;
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
-use crate::driver::{DriverError, GpuDriver};
+use crate::driver::{ClientId, DriverError, GpuDriver};
+use crate::uapi::mm::MmFdRequest;
 
 pub use client::{BoMapping, HostError, HostHandle, SharedBoMapping};
 pub use server::{HostServer, LoopWaker};
@@ -26,6 +30,19 @@ pub trait HostMemory: GpuDriver {
     /// An fd of shared memory backing `bo` (e.g. a memfd) and the file offset of the BO's first
     /// byte in it. Returned fresh (a dup) for each `mmap`.
     fn bo_memory(&self, bo: &Self::Bo) -> Result<(OwnedFd, u64), DriverError>;
+
+    /// MM_FD: `client` hands over a descriptor of its memory manager (`req` says which: its
+    /// userfaultfd, or a memfd mapped over a range of its memory), passed with the request.
+    /// The driver checks the descriptor itself. Drivers without userptr refuse it.
+    fn client_mm_fd(
+        &self,
+        client: ClientId,
+        req: MmFdRequest,
+        fd: OwnedFd,
+    ) -> Result<(), DriverError> {
+        let _ = (client, req, fd);
+        Err(DriverError::NotSupported("userptr on this driver"))
+    }
 }
 
 /// Environment variable that overrides the socket path.

@@ -353,9 +353,9 @@ impl<D: HostMemory> HostServer<D> {
             return;
         };
         let received = recv(conn.fd.as_fd(), &mut self.buf, RecvFlags::DONTWAIT);
-        let n = match received {
+        let (n, passed) = match received {
             Ok((0, _)) | Err(_) => return self.close_conn(id),
-            Ok((n, _)) => n,
+            Ok((n, passed)) => (n, passed),
         };
         // PANIC: recvmsg without MSG_TRUNC reports at most the buffer's length.
         let Ok((frame, rest)) = RequestFrame::read_from_prefix(&self.buf[..n]) else {
@@ -365,7 +365,34 @@ impl<D: HostMemory> HostServer<D> {
             return self.close_conn(id);
         };
         let payload = payload.to_vec();
+        if frame.kind == kind::MM_FD {
+            // Answered at once (never parked); an fd passed with any other request is
+            // dropped (closed) here.
+            let r = self.mm_fd(id, &payload, passed);
+            return self.reply(id, frame.tag, r, &[], None);
+        }
         self.run(id, frame, payload);
+    }
+
+    /// MM_FD: decode the payload, check the handle is a device handle, and give the driver
+    /// the descriptor. The result, or minus an errno.
+    fn mm_fd(&mut self, conn: u64, payload: &[u8], fd: Option<OwnedFd>) -> i64 {
+        let fail = |e: crate::errno::SchemeError| -(e.errno() as i64);
+        let req = match crate::uapi::mm::decode_mm_fd(payload) {
+            Ok(req) => req,
+            Err(e) => return fail(e.into()),
+        };
+        let Some(fd) = fd else {
+            return -(syscall::error::EBADF as i64);
+        };
+        let handle = self.conns.get(&conn).map(|c| c.handle);
+        let Some(client) = handle.and_then(|h| self.scheme.client_of(h)) else {
+            return -(syscall::error::EBADF as i64);
+        };
+        match self.scheme.driver().client_mm_fd(client, req, fd) {
+            Ok(()) => 0,
+            Err(e) => fail(e.into()),
+        }
     }
 
     fn run(&mut self, conn: u64, frame: RequestFrame, mut payload: Vec<u8>) {

@@ -318,7 +318,9 @@ impl<D: GpuDriver> GpuScheme<D> {
         // is refused once its BOs and tables reached the limit (one bind may overshoot by the
         // tables it creates, bounded by its op count).
         check_usage(
-            c.system_bytes.saturating_add(usage.table_bytes),
+            c.system_bytes
+                .saturating_add(usage.table_bytes)
+                .saturating_add(usage.userptr_bytes),
             limits.system_bytes,
             Limit::SystemBytes,
             maps > 0,

@@ -8,6 +8,7 @@ pub mod decode;
 pub mod encode;
 pub mod error;
 pub mod flags;
+pub mod mm;
 pub mod request;
 pub mod wire;
 
