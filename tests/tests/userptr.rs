@@ -180,3 +180,78 @@ fn a_client_killed_with_its_userfaultfd_outstanding_leaves_nothing_behind() {
         "the other client is unaffected"
     );
 }
+
+/// A fresh memfd, sealed against shrinking, mapped shared at exactly `addr` (over whatever was
+/// there).
+fn memfd_at(addr: u64, len: u64) -> OwnedFd {
+    use rustix::fs::{fcntl_add_seals, memfd_create, MemfdFlags, SealFlags};
+    let fd = memfd_create("t2", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING).expect("memfd");
+    rustix::fs::ftruncate(&fd, len).expect("ftruncate");
+    fcntl_add_seals(&fd, SealFlags::SHRINK).expect("seal");
+    let prot = ProtFlags::READ | ProtFlags::WRITE;
+    // SAFETY: `addr` is test memory this process just unmapped; nothing refers to it.
+    unsafe {
+        rustix::mm::mmap(
+            addr as *mut _,
+            len as usize,
+            prot,
+            MapFlags::SHARED | MapFlags::FIXED,
+            &fd,
+            0,
+        )
+    }
+    .expect("mmap fixed");
+    fd
+}
+
+/// The GPU reads and writes the client's own memory through MAP_USERPTR, and follows a CPU-side
+/// change: after the range is unmapped and a different memfd is mapped (and registered) at the
+/// same address, the GPU reads the new page, not the old one.
+#[test]
+fn the_gpu_uses_the_clients_own_pages_and_follows_a_remap() {
+    use libgpu::cmd::Batch;
+    use libgpu::flags::VmCreateFlags;
+    const UVA: u64 = 0x40_0000;
+    const OUT: u64 = 0x80_0000;
+    let d = Daemon::start();
+    let dev = d.device();
+    let g = gpu_tests::Gpu::new(&dev, VmCreateFlags::empty());
+    let out = gpu_tests::sys_bo(&dev, P);
+    g.vm.bind().map(&out, 0, OUT, P).submit().expect("bind out");
+    let buf = anon(4 * P);
+    write_u32(buf, 0x1111);
+    // SAFETY: this thread's own fresh memory.
+    unsafe { dev.userptr_adopt(buf, 4 * P) }.expect("adopt");
+    g.vm.bind()
+        .map_userptr(buf, UVA, 4 * P)
+        .submit()
+        .expect("bind userptr");
+    let mut b = Batch::new();
+    b.copy(UVA, OUT, 4).store_dword(UVA + P, 0x2222).batch_end();
+    assert!(g.run_dwords(b.dwords()).expect("exec"), "the batch ran");
+    assert_eq!(
+        gpu_tests::read_u32(&out, 0),
+        0x1111,
+        "the GPU read the CPU's data"
+    );
+    assert_eq!(read_u32(buf + P), 0x2222, "the CPU sees the GPU's write");
+    // Another page at the same address: the old one must not be what the GPU reads.
+    let events = device_stat(&dev, "userptr_events").unwrap_or(0);
+    unmap(buf, 4 * P);
+    let fd = memfd_at(buf, 4 * P);
+    write_u32(buf, 0x3333);
+    dev.userptr_register_memfd(fd.as_fd(), buf, 4 * P, 0)
+        .expect("register the new memory");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while device_stat(&dev, "userptr_events").unwrap_or(0) <= events && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut b = Batch::new();
+    b.copy(UVA, OUT, 4).batch_end();
+    let ran = g.run_dwords(b.dwords());
+    assert_eq!(
+        gpu_tests::read_u32(&out, 0),
+        0x3333,
+        "the GPU read the old page after a remap (exec: {ran:?})"
+    );
+}
