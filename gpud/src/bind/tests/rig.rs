@@ -114,6 +114,20 @@ impl TestVm {
     pub fn copy8(&self, src: u64, dst: u64) -> Result<(), FenceFault> {
         self.run(CommandStream::new().copy(GpuVa(src), GpuVa(dst), 8))
     }
+
+    /// [`TestVm::copy8`] where the submission itself may be refused (an EXEC whose userptr
+    /// revalidation meets a CPU range unmapped at that moment fails with EFAULT): whether the
+    /// copy was submitted and completed.
+    pub fn try_copy8(&self, src: u64, dst: u64) -> bool {
+        let cmds = CommandStream::new()
+            .copy(GpuVa(src), GpuVa(dst), 8)
+            .dwords()
+            .to_vec();
+        match self.q.submit(Job::commands(cmds)) {
+            Ok(fence) => wait(&fence).is_ok(),
+            Err(_) => false,
+        }
+    }
 }
 
 pub fn wait(fence: &Fence) -> Result<(), FenceFault> {
