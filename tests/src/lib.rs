@@ -191,6 +191,19 @@ pub fn read_u32(bo: &Bo, offset: usize) -> u32 {
     bo.mmap().expect("mmap").read_u32(offset).expect("in range")
 }
 
+/// Sends `req` as raw wire bytes (no libgpu checks): `Ok` or the errno. A transport failure
+/// (the daemon hung up) fails the test.
+pub fn raw_errno(dev: &Device, req: &gpu_scheme::uapi::Request) -> Result<(), i32> {
+    let (op, mut bytes) = gpu_scheme::uapi::encode(req);
+    dev.handle()
+        .call(&mut bytes, [op, 0, 0])
+        .map(|_| ())
+        .map_err(|e| match e {
+            libgpu::TransportError::Scheme(n) | libgpu::TransportError::Os(n) => n,
+            other => panic!("transport failure on {req:?}: {other:?}"),
+        })
+}
+
 /// The value of `key` in `key: value` stats text.
 pub fn stat(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|l| {

@@ -4,24 +4,13 @@
 
 use gpu_scheme::uapi::flags::*;
 use gpu_scheme::uapi::*;
-use gpu_tests::{read_u32, spawn_client, stat, sys_bo, Daemon, Gpu, CHILD_ENV};
+use gpu_tests::{raw_errno, read_u32, spawn_client, stat, sys_bo, Daemon, Gpu, CHILD_ENV};
 use libgpu::errno::*;
 use libgpu::{token_from_bytes, token_to_bytes, Bo, Device, Syncobj, Timeout, Vm};
 use proptest::prelude::*;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-fn errno_of(dev: &Device, req: &Request) -> Result<(), i32> {
-    let (op, mut bytes) = encode(req);
-    dev.handle()
-        .call(&mut bytes, [op, 0, 0])
-        .map(|_| ())
-        .map_err(|e| match e {
-            libgpu::TransportError::Scheme(n) | libgpu::TransportError::Os(n) => n,
-            other => panic!("transport failure {other:?}"),
-        })
-}
 
 #[test]
 fn client_b_cannot_reach_client_a_objects_by_guessing_ids() {
@@ -32,10 +21,10 @@ fn client_b_cannot_reach_client_a_objects_by_guessing_ids() {
     let bo = sys_bo(&a, 0x1000);
     let so = Syncobj::create(&a, false).expect("so");
     for id in 0..8u32 {
-        assert_eq!(errno_of(&b, &Request::VmDestroy(VmId(id))), Err(ENOENT));
-        assert_eq!(errno_of(&b, &Request::BoDestroy(BoId(id))), Err(ENOENT));
+        assert_eq!(raw_errno(&b, &Request::VmDestroy(VmId(id))), Err(ENOENT));
+        assert_eq!(raw_errno(&b, &Request::BoDestroy(BoId(id))), Err(ENOENT));
         assert_eq!(
-            errno_of(&b, &Request::SyncobjQuery(SyncobjId(id))),
+            raw_errno(&b, &Request::SyncobjQuery(SyncobjId(id))),
             Err(ENOENT)
         );
         assert!(b.handle().dup(&format!("bo/{id}")).is_err());
@@ -246,7 +235,7 @@ proptest! {
         let d = Daemon::start();
         let dev = d.device();
         for req in &reqs {
-            let _ = errno_of(&dev, req);
+            let _ = raw_errno(&dev, req);
         }
         let mut junk = garbage.clone();
         for op in 0..20u64 {

@@ -17,7 +17,9 @@
 
 use gpu_scheme::uapi::flags::*;
 use gpu_scheme::uapi::*;
-use gpu_tests::{bystander, read_u32, spawn_client, stat, sys_bo, Daemon, BATCH_VA, CHILD_ENV};
+use gpu_tests::{
+    bystander, raw_errno, read_u32, spawn_client, stat, sys_bo, Daemon, BATCH_VA, CHILD_ENV,
+};
 use libgpu::cmd::Batch;
 use libgpu::errno::*;
 use libgpu::{Bo, Device, ExecQueue, Syncobj, Timeout as Wait, Vm};
@@ -74,18 +76,6 @@ impl Rng {
 
 fn errno(e: &libgpu::Error) -> i32 {
     e.errno()
-}
-
-/// A raw call: `Ok` or the errno; a transport failure (the daemon hung up) is a bug.
-fn raw_call(dev: &Device, req: &Request) -> Result<(), i32> {
-    let (op, mut bytes) = encode(req);
-    dev.handle()
-        .call(&mut bytes, [op, 0, 0])
-        .map(|_| ())
-        .map_err(|e| match e {
-            libgpu::TransportError::Scheme(n) | libgpu::TransportError::Os(n) => n,
-            other => panic!("transport failure on {req:?}: {other:?}"),
-        })
 }
 
 fn random_sync(r: &mut Rng, signal_only: bool) -> SyncSpec {
@@ -367,7 +357,7 @@ fn child(socket: &str) {
         } else {
             for _ in 0..8 {
                 let req = random_request(&mut r);
-                if let Err(e) = raw_call(&raw, &req) {
+                if let Err(e) = raw_errno(&raw, &req) {
                     assert!(
                         DOCUMENTED.contains(&e),
                         "undocumented errno {e} for {req:?}"
