@@ -16,7 +16,7 @@ use crate::bind::fault::{FaultWorker, VmLookup};
 use crate::bind::queue::BindJob;
 use crate::bind::{BindError, BindQueue, Vm, VmFlags};
 use crate::exec::{
-    EngineBusy, ExecError, ExecHw, ExecQueue, FencePage, IrqDispatcher, KernelQueue, Priority,
+    ContextPool, ContextStats, EngineBusy, ExecError, ExecHw, ExecQueue, FencePage, IrqDispatcher, KernelQueue, Priority,
     QueueConfig, QueueMode, QueueOwner, SchedConfig, Scheduler,
 };
 use crate::hw::pte::MemLocation;
@@ -128,7 +128,8 @@ pub struct Core {
     pub(crate) pt_mem: Arc<dyn PtMemory>,
     pub(crate) fail: Arc<FailPoints>,
     pub(crate) dma: Arc<dyn DmaMemory>,
-    ctxs: Mutex<Vec<bool>>,
+    /// The hardware contexts, assigned to VMs while their work runs.
+    pub(crate) ctxs: Arc<ContextPool>,
     vms: Mutex<HashMap<VmId, Weak<Vm>>>,
     /// The kernel copy queue, for large page-table updates.
     copy: Arc<dyn CopyEngine>,
@@ -168,17 +169,6 @@ impl Core {
         self.pagers.lock().entry(owner).or_default().clone()
     }
 
-    /// Returns `ctx` to the free contexts once nothing of its VM can run on it any more.
-    /// A fault of the old VM stays latched in the context (that VM is banned for good): it is
-    /// cleared here, so that the next VM given the context starts clean and is never banned
-    /// for a fault it did not cause.
-    pub(crate) fn release_ctx(&self, ctx: HwCtx) {
-        let _ = self.mmu.unbind_context(ctx);
-        let _ = self.mmu.clear_context_error(ctx);
-        if let Some(slot) = self.ctxs.lock().get_mut(ctx.0 as usize) {
-            *slot = false;
-        }
-    }
 }
 
 /// Memory counters (every one must be unchanged by a failed bind).
@@ -353,11 +343,10 @@ fn new_core(
         inner: SysPtMemory::new(dma.clone()),
         fail: fail.clone(),
     });
-    // Never more slots than the device has contexts.
-    let mut ctxs = vec![false; cfg.contexts.min(hw.info().contexts) as usize];
-    if let Some(k) = ctxs.first_mut() {
-        *k = true;
-    }
+    // Never more contexts than the device has; the kernel's is not handed out.
+    let count = cfg.contexts.min(hw.info().contexts);
+    let mmu: Arc<dyn Mmu> = hw.clone();
+    let ctxs = ContextPool::new(mmu, count, &[KERNEL_CTX]);
     Arc::new(Core {
         mmu: hw.clone(),
         mm: MemoryManager::new(pools.clone(), copy.clone()),
@@ -368,7 +357,7 @@ fn new_core(
         pt_mem,
         fail,
         dma,
-        ctxs: Mutex::new(ctxs),
+        ctxs,
         vms: Mutex::new(HashMap::new()),
     })
 }
@@ -385,7 +374,7 @@ fn start_faults(
         let vms = core.vms.lock();
         vms.values()
             .filter_map(Weak::upgrade)
-            .find(|vm| vm.ctx() == ctx)
+            .find(|vm| vm.ctx() == Some(ctx))
     });
     let queue = Box::new(hw.create_fault_queue(64)?);
     let faults = FaultWorker::start(queue, lookup).map_err(|_| BindError::Timeout {
@@ -538,10 +527,16 @@ impl Device {
         }
     }
 
-    /// Hardware contexts held by VMs (a VM releases its context when its last reference
-    /// goes, after its last job retired): back to its old value once a client's VMs are gone.
+    /// Hardware contexts assigned to VMs now (a VM gets one when a job of it is loaded on a
+    /// hardware queue, keeps it while idle until another VM needs it, and gives it back when
+    /// its last reference goes): back to its old value once a client's VMs are gone.
     pub fn contexts_in_use(&self) -> usize {
-        self.core.ctxs.lock().iter().filter(|used| **used).count()
+        self.core.ctxs.stats().assigned as usize
+    }
+
+    /// The context pool's counters (contexts, assigned, busy, steals).
+    pub fn context_stats(&self) -> ContextStats {
+        self.core.ctxs.stats()
     }
 
     /// Creates a VM owned by no client (its MAP_USERPTR finds no address space: EFAULT).
@@ -558,30 +553,11 @@ impl Device {
         owner: Option<QueueOwner>,
     ) -> Result<Arc<Vm>, BindError> {
         flags.check()?;
-        let ctx = {
-            let mut ctxs = self.core.ctxs.lock();
-            let count = ctxs.len() as u32;
-            let i = ctxs
-                .iter()
-                .position(|used| !used)
-                .ok_or(BindError::NoContext { count })?;
-            if let Some(slot) = ctxs.get_mut(i) {
-                *slot = true;
-            }
-            HwCtx(i as u32)
-        };
         let id = VmId(self.next_vm.fetch_add(1, Ordering::Relaxed));
         let pager = owner.map(|o| self.core.pager(o));
-        match Vm::new(self.core.clone(), id, flags, ctx, pager) {
-            Ok(vm) => {
-                self.core.vms.lock().insert(id, Arc::downgrade(&vm));
-                Ok(vm)
-            }
-            Err(e) => {
-                self.core.release_ctx(ctx);
-                Err(e)
-            }
-        }
+        let vm = Vm::new(self.core.clone(), id, flags, pager)?;
+        self.core.vms.lock().insert(id, Arc::downgrade(&vm));
+        Ok(vm)
     }
 
     /// Creates a BO; with `vm` it is private to that VM (shares its reservation).
@@ -652,7 +628,8 @@ impl Device {
         };
         let queue = self.sched.create_queue(QueueConfig {
             engine,
-            ctx: vm.ctx(),
+            // Unused: the VM hands its queues a pool context each time they are loaded.
+            ctx: KERNEL_CTX,
             fence_page: FencePage { va, pa: page.addr },
             fence_region: Some(page),
             mode,

@@ -628,6 +628,14 @@ impl GpuDriver for Driver {
                         "contexts_in_use".into(),
                         self.device.contexts_in_use().to_string(),
                     ),
+                    (
+                        "contexts_busy".into(),
+                        self.device.context_stats().busy.to_string(),
+                    ),
+                    (
+                        "context_steals".into(),
+                        self.device.context_stats().steals.to_string(),
+                    ),
                     ("vram_free".into(), mem.vram_free.to_string()),
                     ("sys_free".into(), mem.sys_free.to_string()),
                     (

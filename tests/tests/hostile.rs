@@ -2,7 +2,7 @@
 //! one attack a client could mount against `gpud serve` (several clients on one daemon).
 
 use gpu_scheme::uapi::flags::{BoCreateFlags, EngineClass, Placement, VmCreateFlags};
-use gpu_tests::{sys_bo, Daemon, BATCH_VA};
+use gpu_tests::{bystander, read_u32, sys_bo, Daemon, BATCH_VA};
 use libgpu::cmd::{Batch, SemOp};
 use libgpu::{Bo, ExecQueue, Syncobj, Timeout, Vm};
 
@@ -214,4 +214,35 @@ fn page_tables_are_charged_to_the_client_that_causes_them() {
         .map(&bo, 0, region(0), 0x1000)
         .submit()
         .expect("room again once the tables went");
+}
+
+/// One client creating 63 VMs used to take every hardware context: every other client's
+/// VM_CREATE failed with EBUSY until gpud restarted. Contexts are now assigned when a VM's
+/// work runs and taken back from idle VMs: the attacker holds more VMs than the device has
+/// contexts and runs work on each, another client still creates a VM and runs its job, and
+/// every VM (the attacker's included, after their contexts were taken and given back) sees
+/// only its own memory.
+#[test]
+fn more_vms_than_hardware_contexts_leave_others_working() {
+    const VMS: u32 = 70;
+    let daemon = Daemon::start();
+    let attacker = daemon.device();
+    let held: Vec<_> = (0..VMS).map(|_| bystander(&attacker)).collect();
+    for (i, (g, _)) in held.iter().enumerate() {
+        g.store(&[(0x10_0000, 0x1000 + i as u32)]);
+    }
+    let other = daemon.device();
+    let (g, mine) = bystander(&other);
+    g.store(&[(0x10_0000, 0xabcd)]);
+    assert_eq!(read_u32(&mine, 0), 0xabcd, "the other client's job ran");
+    // Every attacker VM runs again (most on a context another VM used in between) and reads
+    // and writes its own memory only.
+    for (i, (g, bo)) in held.iter().enumerate() {
+        assert_eq!(read_u32(bo, 0), 0x1000 + i as u32, "VM {i} wrote elsewhere");
+        g.store(&[(0x10_0004, 0x2000 + i as u32)]);
+    }
+    for (i, (_, bo)) in held.iter().enumerate() {
+        assert_eq!(read_u32(bo, 4), 0x2000 + i as u32, "VM {i} ran again");
+    }
+    assert_eq!(read_u32(&mine, 0), 0xabcd, "no attacker VM wrote the other's memory");
 }

@@ -11,7 +11,8 @@
 //! shadow: it bans its VM (the `banned` flag it carries) and fails its fence, which fails
 //! every later job of the queue in turn.
 
-use crate::hw::{HwCtx, Mmu};
+use crate::exec::VmCtx;
+use crate::hw::Mmu;
 use crate::mem::bo::Bo;
 use crate::mem::copy::{pte_write_commands, CopyEngine};
 use crate::sync::{Fence, FenceContext, FenceFault};
@@ -43,11 +44,12 @@ pub struct BindJob {
     pub invalidate: Option<(GpuVa, u64)>,
     /// The device and the VM's context.
     pub mmu: Arc<dyn Mmu>,
-    /// The VM's hardware context.
-    pub ctx: HwCtx,
-    /// Whether a job of the VM was ever submitted. Until then the context has nothing cached
-    /// (the flush after VM creation completes before any exec job runs), so changed
-    /// entries need no invalidation.
+    /// The VM's entry in the context pool: the context to invalidate is the one serving the
+    /// VM when the entries are written (none: nothing of the VM is cached, since a context
+    /// is flushed whenever it is given to a VM). Weak: a job never keeps a gone VM's context.
+    pub ctx: Weak<VmCtx>,
+    /// Whether a job of the VM was ever submitted. Until then nothing of the VM is cached
+    /// (it never had a context), so changed entries need no invalidation.
     pub ctx_used: Arc<AtomicBool>,
     /// The user fence: BO, byte offset, value.
     pub user_fence: Option<(Arc<Bo>, u64, u64)>,
@@ -110,10 +112,12 @@ fn perform(job: &BindJob) -> Result<(), FenceFault> {
     // starts after the writes, with no translation cached from before them.
     std::sync::atomic::fence(Ordering::SeqCst);
     let cached = job.ctx_used.load(Ordering::SeqCst);
-    if let Some(range) = job.invalidate.filter(|_| cached) {
+    // Read after the writes: a context given to the VM later is flushed after them.
+    let ctx = job.invalidate.filter(|_| cached).and_then(|_| job.ctx.upgrade()?.current());
+    if let (Some(range), Some(ctx)) = (job.invalidate, ctx) {
         let inv = job
             .mmu
-            .invalidate(job.ctx, Some(range))
+            .invalidate(ctx, Some(range))
             .map_err(|_| FenceFault::Failed(FAULT_INVALIDATION))?;
         job.mmu
             .wait_invalidation(inv, BIND_WAIT_LIMIT)

@@ -19,7 +19,7 @@ use super::op::VmFlags;
 use super::queue::{run_job, BindJob, BindQueue, BindQueueId, WeakBindQueue};
 use super::userptr::{Notifier, USERPTR_RETRIES};
 use crate::device::Core;
-use crate::exec::{publish_job_fence, JobVm, JobVmError};
+use crate::exec::{publish_job_fence, JobVm, JobVmError, VmCtx};
 use crate::hw::pte::{CacheMode, LeafFlags, VA_BITS};
 use crate::hw::{FaultMode, HwCtx};
 use crate::mem::bo::Bo;
@@ -76,7 +76,9 @@ impl VmState {
 pub struct Vm {
     pub(crate) id: VmId,
     pub(crate) flags: VmFlags,
-    pub(crate) ctx: HwCtx,
+    /// The VM's entry in the context pool: a hardware context is assigned while its work
+    /// runs (see `exec/contexts.rs`).
+    pub(crate) ctx: Arc<VmCtx>,
     pub(crate) core: Arc<Core>,
     pub(crate) resv: Arc<Resv>,
     pub(crate) lock: OrderedRwLock<VmState>,
@@ -103,9 +105,6 @@ pub struct Vm {
     /// last commit left them: read without the page-table lock, which a zap holds across its
     /// invalidation (the owner's memory charge must not wait for it).
     pub(crate) table_pages: std::sync::atomic::AtomicU64,
-    /// Signals once the context's TLB was emptied after creation (see [`flush_context`]):
-    /// every exec job of the VM depends on it.
-    pub(crate) ctx_flushed: Arc<Fence>,
     /// Page faults the device reported for this VM (per-client stats).
     pub(crate) faults: std::sync::atomic::AtomicU64,
     /// Extra bind queues (destroy cancels and waits for their jobs). Weak: a queue the
@@ -135,49 +134,13 @@ impl std::fmt::Debug for Vm {
     }
 }
 
-/// Empties the TLB of a new VM's context without waiting: the context may have served a
-/// destroyed VM, so its TLB can still hold that VM's translations (to memory since freed and
-/// reused). The invalidation is a bind job on a queue of its own, run and waited for on the
-/// bind pool (VM_CREATE never waits for the device); the returned fence signals when it is
-/// done, and no exec job of the VM reaches a ring before that (`lock_and_validate` makes it
-/// a dependency). Binds do not need it: they write tables in memory, and nothing is cached
-/// for the context until a job runs. So it is not on the VM's default queue, which would
-/// order the VM's first binds behind it and park a synchronous one. If the invalidation
-/// fails the job bans the VM, as any failed bind job does.
-fn flush_context(
-    core: &Arc<Core>,
-    ctx: HwCtx,
-    banned: &Arc<AtomicBool>,
-    closed: &Arc<AtomicBool>,
-) -> Arc<Fence> {
-    let fence = Fence::new(crate::sync::FenceContext::alloc(), 1);
-    // A queue of its own (queues cost no thread): binds are not ordered behind it.
-    BindQueue::new().push(BindJob {
-        deps: Vec::new(),
-        writes: Vec::new(),
-        mem: core.pt_mem.clone(),
-        invalidate: Some((GpuVa(0), VA_SPACE)),
-        mmu: core.mmu.clone(),
-        ctx,
-        // Always invalidate: this job is what makes "unused means nothing cached" true.
-        ctx_used: Arc::new(AtomicBool::new(true)),
-        user_fence: None,
-        fence: fence.clone(),
-        banned: banned.clone(),
-        cancel: closed.clone(),
-        copy: None,
-    });
-    fence
-}
-
 impl Vm {
-    /// Creates the VM's tables and binds its context; its TLB is emptied asynchronously
-    /// ([`flush_context`]).
+    /// Creates the VM's tables and registers it with the context pool (it holds no
+    /// hardware context until a job of it is loaded on a hardware queue).
     pub(crate) fn new(
         core: Arc<Core>,
         id: VmId,
         flags: VmFlags,
-        ctx: HwCtx,
         pager: Option<Arc<ClientPager>>,
     ) -> Result<Arc<Self>, BindError> {
         flags.check()?;
@@ -195,13 +158,12 @@ impl Vm {
         } else {
             FaultMode::Fatal
         };
-        core.mmu.bind_context(ctx, pt.root(), mode)?;
+        let ctx = core.ctxs.register(pt.root(), mode);
         let default_queue = BindQueue::new();
         let (banned, closed) = (
             Arc::new(AtomicBool::new(false)),
             Arc::new(AtomicBool::new(false)),
         );
-        let ctx_flushed = flush_context(&core, ctx, &banned, &closed);
         let vm = Arc::new(Self {
             id,
             flags,
@@ -223,7 +185,6 @@ impl Vm {
             banned,
             closed,
             ctx_used: Arc::new(AtomicBool::new(false)),
-            ctx_flushed,
             mapping_count: std::sync::atomic::AtomicU64::new(0),
             table_pages: std::sync::atomic::AtomicU64::new(tables),
             faults: std::sync::atomic::AtomicU64::new(0),
@@ -257,9 +218,10 @@ impl Vm {
         self.flags
     }
 
-    /// The hardware context.
-    pub fn ctx(&self) -> HwCtx {
-        self.ctx
+    /// The hardware context serving the VM now (`None` while it has none: contexts are
+    /// assigned when its jobs run and taken back from idle VMs).
+    pub fn ctx(&self) -> Option<HwCtx> {
+        self.ctx.current()
     }
 
     /// The VM reservation (shared by VM-private BOs).
@@ -476,7 +438,7 @@ impl Vm {
             mem: self.core.pt_mem.clone(),
             invalidate,
             mmu: self.core.mmu.clone(),
-            ctx: self.ctx,
+            ctx: Arc::downgrade(&self.ctx),
             ctx_used: self.ctx_used.clone(),
             user_fence,
             fence,
@@ -564,8 +526,8 @@ impl Drop for Vm {
         for f in queues.iter().filter_map(BindQueue::last_fence) {
             let _ = f.wait(Some(super::queue::BIND_WAIT_LIMIT));
         }
-        // No job of the VM is on a ring any more (exec queues hold the VM until then).
-        self.core.release_ctx(self.ctx);
+        // No job of the VM is on a ring any more (exec queues hold the VM until then); its
+        // context goes back to the pool with the last reference to `ctx`.
     }
 }
 
@@ -650,11 +612,7 @@ impl JobVm for Vm {
         // The final check, under the notifier lock: an invalidation that raced the rebinds
         // is redone before the job may run.
         self.revalidate_userptrs(&mut st, USERPTR_RETRIES)?;
-        let mut deps = self.resv.fences(Usage::Kernel);
-        if !self.ctx_flushed.is_signalled() {
-            deps.push(self.ctx_flushed.clone());
-        }
-        Ok(deps)
+        Ok(self.resv.fences(Usage::Kernel))
     }
 
     fn publish(&self, exec: &Exec, fence: &Arc<Fence>) -> Result<(), JobVmError> {
@@ -664,5 +622,9 @@ impl JobVm for Vm {
 
     fn is_banned(&self) -> bool {
         Vm::is_banned(self) || self.is_closed()
+    }
+
+    fn hw_context(&self) -> Option<Arc<VmCtx>> {
+        Some(self.ctx.clone())
     }
 }

@@ -79,12 +79,15 @@ impl Vm {
         }
         // As for bind jobs: before the VM's first exec nothing can be cached.
         std::sync::atomic::fence(Ordering::SeqCst);
-        if changed && self.ctx_used.load(Ordering::SeqCst) {
+        // Without a context nothing of the VM is cached: one given to it later is flushed
+        // after these writes.
+        let ctx = self.ctx.current().filter(|_| changed);
+        if let Some(ctx) = ctx.filter(|_| self.ctx_used.load(Ordering::SeqCst)) {
             let scope = match ranges {
                 [(start, len)] => Some((GpuVa(*start), *len)),
                 _ => None,
             };
-            let inv = self.core.mmu.invalidate(self.ctx, scope)?;
+            let inv = self.core.mmu.invalidate(ctx, scope)?;
             self.core.mmu.wait_invalidation(inv, BIND_WAIT_LIMIT)?;
         }
         Ok(())

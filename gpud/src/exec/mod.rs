@@ -10,6 +10,7 @@
 //! errors become errno in the scheme only. See `docs/exec.md`.
 
 mod busy;
+mod contexts;
 mod error;
 mod irq;
 mod job;
@@ -22,6 +23,7 @@ mod slots;
 mod vm_hook;
 
 pub use busy::EngineBusy;
+pub use contexts::{Acquire, ContextPool, ContextStats, VmCtx};
 pub use error::{ErrorKind, ExecError, QueueId, QueueLimit};
 pub use irq::{IrqDispatcher, IrqHandler};
 pub use job::{Job, OutSync, Payload, UserFenceWrite};

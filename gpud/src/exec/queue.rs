@@ -8,6 +8,7 @@
 //! fence page does not show yet. Must not: touch rings or reset engines (the scheduler and
 //! recovery do), or sleep while holding the scheduler state lock.
 
+use super::contexts::VmCtx;
 use super::error::{ExecError, QueueId};
 use super::job::Job;
 use super::ring::RingQueue;
@@ -68,7 +69,9 @@ pub type QueueOwner = u64;
 pub struct QueueConfig {
     /// Engine class.
     pub engine: Engine,
-    /// Hardware context (the VM's page tables).
+    /// Hardware context (the VM's page tables) of a queue whose VM does not take its
+    /// contexts from the pool: ignored when `vm` supplies one ([`JobVm::hw_context`]), which
+    /// is then assigned each time the queue is loaded on a hardware queue.
     pub ctx: HwCtx,
     /// Seqno slot, mapped in the global GTT (never in `ctx`).
     pub fence_page: FencePage,
@@ -153,7 +156,12 @@ impl Run {
 /// The scheduler's view of one exec queue.
 pub(crate) struct QueueState {
     pub engine: Engine,
+    /// The fixed context (queues whose VM has no pool entry).
     pub ctx: HwCtx,
+    /// The VM's entry in the context pool: the context is assigned when the queue is loaded.
+    pub vm_ctx: Option<Arc<VmCtx>>,
+    /// The pool context the queue is on the hardware with (pinned until it leaves).
+    pub held_ctx: Option<HwCtx>,
     pub priority: Priority,
     pub owner: Option<QueueOwner>,
     pub ring: Option<Box<dyn RingQueue>>,
@@ -186,6 +194,8 @@ impl QueueState {
         Self {
             engine: cfg.engine,
             ctx: cfg.ctx,
+            vm_ctx: cfg.vm.as_ref().and_then(|vm| vm.hw_context()),
+            held_ctx: None,
             priority: cfg.priority,
             owner: cfg.owner,
             ring: Some(ring),
@@ -216,7 +226,7 @@ impl QueueState {
             Ban::Hang => ExecError::QueueBanned { queue: id },
             Ban::Context { reason } => ExecError::VmBanned {
                 queue: id,
-                ctx: self.ctx.0,
+                ctx: self.hw_ctx().map_or(u32::MAX, |c| c.0),
                 reason,
             },
             Ban::Device => ExecError::DeviceLost { queue: id },
@@ -240,6 +250,22 @@ impl QueueState {
         }
     }
 
+    /// The context the queue's jobs run with now: the fixed one, the pool context it holds on
+    /// the hardware, or the one its VM holds while the queue is off (`None`: none assigned).
+    pub(crate) fn hw_ctx(&self) -> Option<HwCtx> {
+        match &self.vm_ctx {
+            None => Some(self.ctx),
+            Some(v) => self.held_ctx.or_else(|| v.current()),
+        }
+    }
+
+    /// The queue left the hardware: its pool context is no longer pinned by it.
+    pub(crate) fn release_ctx(&mut self) {
+        if let (Some(v), Some(c)) = (&self.vm_ctx, self.held_ctx.take()) {
+            v.unpin(c);
+        }
+    }
+
     /// The ring was loaded on a hardware queue at `now`.
     pub(crate) fn loaded(&mut self, slot: u32, now: Duration) {
         self.run = Run::Loaded { slot, since: now };
@@ -250,6 +276,7 @@ impl QueueState {
     /// The ring left its hardware queue at `now` (its position is saved).
     pub(crate) fn unloaded(&mut self, now: Duration) {
         self.run = Run::Unloaded;
+        self.release_ctx();
         if let Some(s) = self.running_since.take() {
             self.job_ran += now.saturating_sub(s);
         }

@@ -16,6 +16,7 @@
 //! that context; other contexts keep running. Must not: run with fences being signalled
 //! under the state lock (it returns `Completion`s).
 
+use super::contexts::VmCtx;
 use super::error::QueueId;
 use super::queue::{Ban, PreemptWhy, QueueMode, QueueState, Run};
 use super::scheduler::{Completion, Shared, State};
@@ -24,6 +25,7 @@ use crate::hw::{Engine, HwCtx, QueueStatus};
 use crate::sync::FenceFault;
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Context error reason the device gives a context guilty of a hang at reset.
@@ -168,8 +170,8 @@ pub(crate) fn recover(
     for id in on_engine {
         let device_gone = reset.is_err();
         if guilty.contains(&id) || device_gone {
-            if let Some(q) = st.queues.get(&id) {
-                guilty_ctxs.insert(q.ctx);
+            if let Some(c) = st.queues.get(&id).and_then(QueueState::hw_ctx) {
+                guilty_ctxs.insert(c);
             }
             let (ban, fault) = if device_gone {
                 (Ban::Device, FenceFault::DeviceLost)
@@ -232,7 +234,7 @@ pub(crate) fn ban_failed_contexts(shared: &Shared, st: &mut State, done: &mut Ve
         .queues
         .values()
         .filter(|q| q.ban.is_none())
-        .map(|q| q.ctx)
+        .filter_map(QueueState::hw_ctx)
         .collect();
     for ctx in ctxs {
         let Ok(status) = shared.hw.mmu.context_status(ctx) else {
@@ -241,16 +243,20 @@ pub(crate) fn ban_failed_contexts(shared: &Shared, st: &mut State, done: &mut Ve
         if !status.error() || status.reason() == REASON_RESET_GUILTY {
             continue;
         }
-        let victims: Vec<QueueId> = st
+        let victims: Vec<(QueueId, Option<Arc<VmCtx>>)> = st
             .queues
             .iter()
-            .filter(|(_, q)| q.ctx == ctx)
-            .map(|(id, _)| *id)
+            .filter(|(_, q)| q.hw_ctx() == Some(ctx))
+            .map(|(id, q)| (*id, q.vm_ctx.clone()))
             .collect();
         let reason = status.reason();
         let fault = FenceFault::Failed(u32::from(reason));
-        for id in victims {
+        for (id, vm_ctx) in victims {
             ban_queue(shared, st, id, Ban::Context { reason }, fault, done);
+            // A pool context goes back (error cleared); the VM's later queues are refused.
+            if let Some(v) = vm_ctx {
+                v.fail(reason);
+            }
         }
     }
 }

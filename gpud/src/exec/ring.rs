@@ -22,6 +22,8 @@ pub trait RingQueue: Send {
     fn submit(&mut self, dwords: &[u32]) -> Result<(), HwError>;
     /// Programs hardware queue `slot` (disabled, unused) with this ring and enables it.
     fn load(&mut self, slot: u32) -> Result<(), HwError>;
+    /// The context the ring runs in from its next load on (only while not loaded).
+    fn set_ctx(&mut self, ctx: HwCtx);
     /// The hardware queue it is loaded on.
     fn slot(&self) -> Option<u32>;
     /// Asks the loaded hardware queue to stop at its next command boundary.
@@ -47,6 +49,9 @@ impl RingQueue for SimRing {
     }
     fn load(&mut self, slot: u32) -> Result<(), HwError> {
         SimRing::load(self, slot)
+    }
+    fn set_ctx(&mut self, ctx: HwCtx) {
+        SimRing::set_ctx(self, ctx)
     }
     fn slot(&self) -> Option<u32> {
         SimRing::slot(self)

@@ -52,6 +52,10 @@ pub struct SchedConfig {
     pub max_queues_per_owner: u32,
 }
 
+/// How soon the scheduler looks again at a context whose TLB flush has not completed (a
+/// flush takes a few device steps; the thread is not woken for it).
+const CTX_FLUSH_POLL: Duration = Duration::from_micros(20);
+
 /// Default time slice (Xe's default timeslice is 1 ms too).
 pub const DEFAULT_QUANTUM: Duration = Duration::from_millis(1);
 
@@ -577,20 +581,43 @@ impl Shared {
     }
 
     /// Loads waiting queues onto hardware queues, time-slices the rest; returns how long
-    /// until a time slice ends that a waiting queue needs.
+    /// until a time slice ends that a waiting queue needs (or until a context flush is
+    /// looked at again). Waiters that got a hardware queue but no context make the idle
+    /// queues of both engines leave (they hold contexts), get one more pass, and then
+    /// preempt queues holding contexts as they would for a hardware queue.
     fn schedule(
         &self,
         st: &mut State,
         now: Duration,
         done: &mut Vec<Completion>,
     ) -> Option<Duration> {
-        let mut lost = Vec::new();
-        let next = [Engine::Copy, Engine::Compute]
-            .into_iter()
-            .filter_map(|e| slots::schedule_engine(self, st, e, now, &mut lost))
-            .min();
-        for id in lost {
+        let mut out = slots::Leftover::default();
+        let pass = |st: &mut State, out: &mut slots::Leftover| {
+            [Engine::Copy, Engine::Compute]
+                .into_iter()
+                .filter_map(|e| slots::schedule_engine(self, st, e, now, out))
+                .min()
+        };
+        let mut next = pass(st, &mut out);
+        if !out.starved.is_empty() {
+            out.starved.clear();
+            slots::unload_all_idle(st, now);
+            next = pass(st, &mut out);
+            let mut starved = std::mem::take(&mut out.starved);
+            starved.sort_by_key(|&(p, t, _)| (std::cmp::Reverse(p), t));
+            starved.dedup_by_key(|w| w.2);
+            let slice = slots::preempt_for_contexts(self, st, &starved, now);
+            next = [next, slice].into_iter().flatten().min();
+        }
+        if out.flushing {
+            next = [next, Some(CTX_FLUSH_POLL)].into_iter().flatten().min();
+        }
+        for id in out.lost {
             recovery::ban_queue(self, st, id, Ban::Device, FenceFault::DeviceLost, done);
+        }
+        for (id, reason) in out.failed {
+            let fault = FenceFault::Failed(u32::from(reason));
+            recovery::ban_queue(self, st, id, Ban::Context { reason }, fault, done);
         }
         next
     }

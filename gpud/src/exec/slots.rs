@@ -12,10 +12,11 @@
 //! under the state lock (it returns `Completion`s) or decide hang policy beyond "banned once
 //! off the engine" (a queue that does not stop is `recovery.rs`'s).
 
+use super::contexts::Acquire;
 use super::error::QueueId;
 use super::queue::{Ban, PreemptWhy, Priority, QueueState, Run};
 use super::scheduler::{Completion, Shared, State};
-use crate::hw::{Engine, QueueStatus};
+use crate::hw::{Engine, HwCtx, QueueStatus};
 use crate::sync::FenceFault;
 use std::cmp::Reverse;
 use std::sync::atomic::Ordering;
@@ -60,6 +61,7 @@ pub(crate) fn drop_ring(st: &mut State, id: QueueId) {
     };
     let slot = q.run.slot();
     q.run = Run::Unloaded;
+    q.release_ctx();
     q.running_since = None;
     if let Some(ring) = q.ring.take() {
         // The queue is stopped, idle or cannot run; a failed teardown only leaks a ring.
@@ -176,16 +178,31 @@ pub(crate) fn request_preempt(shared: &Shared, q: &mut QueueState, why: PreemptW
 }
 
 /// A queue that wants a hardware queue: (priority, round-robin ticket, id).
-type Waiter = (Priority, u64, QueueId);
+pub(crate) type Waiter = (Priority, u64, QueueId);
+
+/// What a scheduling pass leaves for its caller.
+#[derive(Default)]
+pub(crate) struct Leftover {
+    /// Queues whose ring could not be loaded (the device is lost for them).
+    pub lost: Vec<QueueId>,
+    /// Queues whose VM's context went into error earlier (reason): banned.
+    pub failed: Vec<(QueueId, u8)>,
+    /// Waiters that had a hardware queue but no context (every context busy), best first.
+    pub starved: Vec<Waiter>,
+    /// A waiter's new context is still being flushed: look again soon.
+    pub flushing: bool,
+}
 
 /// Loads waiting queues of `engine` onto hardware queues and preempts for the rest. Returns
-/// how long until a time slice ends that matters to a waiting queue.
+/// how long until a time slice ends that matters to a waiting queue. A queue whose VM takes
+/// its contexts from the pool gets one right before it is loaded, in waiting order (see
+/// `contexts.rs`); one that gets none stays waiting (in `out.starved`).
 pub(crate) fn schedule_engine(
     shared: &Shared,
     st: &mut State,
     engine: Engine,
     now: Duration,
-    lost: &mut Vec<QueueId>,
+    out: &mut Leftover,
 ) -> Option<Duration> {
     let per = shared.hw.rings.queues_per_engine();
     let mut waiters = waiters(st, engine);
@@ -204,12 +221,102 @@ pub(crate) fn schedule_engine(
         .collect();
     let mut left = Vec::new();
     for w in waiters.drain(..) {
-        match free.pop() {
-            Some(slot) => load(st, w.2, slot, now, lost),
-            None => left.push(w),
-        }
+        let Some(&slot) = free.last() else {
+            left.push(w);
+            continue;
+        };
+        let vm_ctx = st.queues.get(&w.2).and_then(|q| q.vm_ctx.clone());
+        let ctx = match vm_ctx.map(|v| v.acquire()) {
+            None => None,
+            Some(Acquire::Ready(c)) => Some(c),
+            Some(Acquire::Flushing) => {
+                out.flushing = true;
+                continue;
+            }
+            Some(Acquire::Unavailable) => {
+                out.starved.push(w);
+                continue;
+            }
+            Some(Acquire::Failed(reason)) => {
+                out.failed.push((w.2, reason));
+                continue;
+            }
+        };
+        free.pop();
+        load(st, w.2, slot, ctx, now, &mut out.lost);
     }
     preempt_for(shared, st, engine, &left, now)
+}
+
+/// Unloads the idle queues of both engines: they hold contexts that `starved` waiters need.
+pub(crate) fn unload_all_idle(st: &mut State, now: Duration) {
+    for engine in [Engine::Copy, Engine::Compute] {
+        unload_idle(st, engine, now);
+    }
+}
+
+/// Preempts loaded queues (any engine) holding pool contexts for the waiters in `starved`
+/// (best first) that found no context: a lower-priority queue at once, one of the same
+/// priority after its quantum, as for hardware queues. Once off the hardware, a preempted
+/// queue's context is idle (unless its VM has another queue on) and goes, in waiting order,
+/// to a waiter that has waited longer than the preempted queue will. Returns the time until
+/// the next quantum ends for a queue a waiter could preempt.
+pub(crate) fn preempt_for_contexts(
+    shared: &Shared,
+    st: &mut State,
+    starved: &[Waiter],
+    now: Duration,
+) -> Option<Duration> {
+    let stopping = st
+        .queues
+        .values()
+        .filter(|q| {
+            q.held_ctx.is_some()
+                && matches!(
+                    q.run,
+                    Run::Preempting {
+                        why: PreemptWhy::Slice,
+                        ..
+                    }
+                )
+        })
+        .count();
+    let quantum = shared.cfg.quantum;
+    let mut running: Vec<(Priority, Duration, QueueId)> = st
+        .queues
+        .iter()
+        .filter_map(|(id, q)| match q.run {
+            Run::Loaded { since, .. } if q.held_ctx.is_some() => Some((q.priority, since, *id)),
+            _ => None,
+        })
+        .collect();
+    running.sort();
+    let mut next: Option<Duration> = None;
+    for w in starved.iter().skip(stopping) {
+        let victim = running.iter().position(|&(p, since, _)| {
+            p < w.0 || (p == w.0 && now.saturating_sub(since) >= quantum)
+        });
+        match victim {
+            Some(i) => {
+                let (_, _, id) = running.remove(i);
+                if let Some(q) = st.queues.get_mut(&id) {
+                    request_preempt(shared, q, PreemptWhy::Slice, now);
+                }
+            }
+            None => {
+                let soonest = running
+                    .iter()
+                    .filter(|&&(p, _, _)| p <= w.0)
+                    .map(|&(_, since, _)| (since + quantum).saturating_sub(now))
+                    .min();
+                next = match (next, soonest) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+        }
+    }
+    next
 }
 
 /// Queues of `engine` with work on their ring and no hardware queue, best first.
@@ -258,14 +365,34 @@ fn unload_idle(st: &mut State, engine: Engine, now: Duration) {
     }
 }
 
-fn load(st: &mut State, id: QueueId, slot: u32, now: Duration, lost: &mut Vec<QueueId>) {
+/// Loads `id`'s ring on hardware queue `slot` of its engine, in pool context `ctx` if it has
+/// one (pinned by the caller; unpinned again if the load fails).
+fn load(
+    st: &mut State,
+    id: QueueId,
+    slot: u32,
+    ctx: Option<HwCtx>,
+    now: Duration,
+    lost: &mut Vec<QueueId>,
+) {
     let Some(q) = st.queues.get_mut(&id) else {
         return;
     };
+    if q.vm_ctx.is_some() && ctx.is_none() {
+        // Never load a pool queue in the fixed context it was created with.
+        lost.push(id);
+        return;
+    }
+    q.held_ctx = ctx;
     let Some(ring) = q.ring.as_mut() else {
+        q.release_ctx();
         return;
     };
+    if let Some(c) = ctx {
+        ring.set_ctx(c);
+    }
     if ring.load(slot).is_err() {
+        q.release_ctx();
         lost.push(id);
         return;
     }

@@ -6,6 +6,7 @@
 //! arm the job (its fence exists) → publish the fence → queue the job → unlock. Must not:
 //! know how BOs are validated; that is the VM's business.
 
+use super::contexts::VmCtx;
 use crate::sync::{self, Exec, Fence, Resv, Usage};
 use std::sync::Arc;
 use thiserror::Error;
@@ -39,6 +40,12 @@ pub trait JobVm: Send + Sync {
     /// Publishes the armed job's fence on the locked objects: BOOKKEEP on the VM resv, WRITE
     /// on external objects (see [`publish_job_fence`]).
     fn publish(&self, exec: &Exec, fence: &Arc<Fence>) -> Result<(), JobVmError>;
+
+    /// The VM's entry in the context pool: its queues get a hardware context each time they
+    /// are loaded on a hardware queue (`None`: the queue's fixed `QueueConfig::ctx`).
+    fn hw_context(&self) -> Option<Arc<VmCtx>> {
+        None
+    }
 
     /// Whether the VM was banned; its queues then refuse jobs.
     fn is_banned(&self) -> bool {

@@ -439,7 +439,6 @@ fn a_destroyed_vm_keeps_its_context_until_its_running_job_retires() {
     use crate::types::GpuVa;
     let r = rig();
     let a = r.vm(VmFlags::empty());
-    let ctx = a.vm.ctx();
     let (sem, out) = (r.sys_bo(K4), r.bo(K4));
     a.bind(&[
         BindOp::map(&sem, 0, VA, K4),
@@ -455,26 +454,35 @@ fn a_destroyed_vm_keeps_its_context_until_its_running_job_retires() {
     // The job is on the ring, waiting for the semaphore in memory.
     std::thread::sleep(std::time::Duration::from_millis(50));
     assert!(!job.is_signalled());
+    let ctx = a.vm.ctx().expect("a running job's VM holds a context");
     r.dev.vm_destroy(&a.vm);
     drop(a);
+    // A job of a new VM gets a context: never the one the running job uses.
     let b = r.vm(VmFlags::empty());
+    let mine = r.bo(K4);
+    b.bind(&[BindOp::map(&mine, 0, VA, K4)]).unwrap();
+    b.store(VA, 1).unwrap();
+    assert!(b.vm.ctx().is_some());
     assert_ne!(
         b.vm.ctx(),
-        ctx,
+        Some(ctx),
         "the running job's context was handed out again"
     );
     write(&sem, 0, 1);
     assert_eq!(wait(&job), Ok(()));
     assert_eq!(read(&out, 0), 0xa11ce, "the job lost its mappings");
+    drop(b);
     let deadline = std::time::Instant::now() + PATIENCE;
     let c = loop {
         let c = r.vm(VmFlags::empty());
-        if c.vm.ctx() == ctx || std::time::Instant::now() > deadline {
+        c.bind(&[BindOp::map(&mine, 0, VA, K4)]).unwrap();
+        c.store(VA, 2).unwrap();
+        if c.vm.ctx() == Some(ctx) || std::time::Instant::now() > deadline {
             break c;
         }
         std::thread::sleep(std::time::Duration::from_millis(1));
     };
-    assert_eq!(c.vm.ctx(), ctx, "the context was never released");
+    assert_eq!(c.vm.ctx(), Some(ctx), "the context was never released");
 }
 
 /// Exec jobs still waiting for a dependency when their VM is destroyed never run: the VM's
@@ -510,7 +518,6 @@ fn a_reused_context_does_not_inherit_the_previous_vms_fault() {
     use crate::types::GpuVa;
     let r = rig();
     let a = r.vm(VmFlags::empty());
-    let ctx = a.vm.ctx();
     let mut c = CommandStream::new();
     c.store_qword(GpuVa(VA + 0x70_0000), 1); // nothing mapped there: a fault
     let bad =
@@ -519,18 +526,16 @@ fn a_reused_context_does_not_inherit_the_previous_vms_fault() {
     assert!(wait(&bad).is_err(), "the unmapped store faulted");
     r.dev.vm_destroy(&a.vm);
     drop(a);
-    // The faulted VM's context goes to the next VM (the lowest free one).
-    let deadline = std::time::Instant::now() + PATIENCE;
-    let b = loop {
-        let b = r.vm(VmFlags::empty());
-        if b.vm.ctx() == ctx || std::time::Instant::now() > deadline {
-            break b;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    };
-    assert_eq!(b.vm.ctx(), ctx, "the faulted VM's context was never reused");
+    // The faulted VM's context (context 1, the lowest) goes to the next VM that runs a job.
+    let b = r.vm(VmFlags::empty());
     let out = r.bo(K4);
     b.bind(&[BindOp::map(&out, 0, VA, K4)]).unwrap();
+    b.store(VA + 8, 1).unwrap();
+    assert_eq!(
+        b.vm.ctx(),
+        Some(crate::hw::HwCtx(1)),
+        "the faulted VM's context was never reused"
+    );
     // Another VM faults: the error interrupt makes the driver look at every context.
     let other = r.vm(VmFlags::empty());
     let mut c = CommandStream::new();

@@ -1,6 +1,7 @@
 //! Bind-engine tests at the driver API level on simgpu in thread mode.
 
 mod async_binds;
+mod contexts;
 mod evict;
 mod exec_vm;
 mod failpoints;

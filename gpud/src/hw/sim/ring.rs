@@ -85,6 +85,14 @@ impl SimRing {
         regs::queue_reg(self.engine.index() * self.queues_per_engine + slot, reg)
     }
 
+    /// The context the ring runs in from its next load on; ignored while loaded (the
+    /// loaded hardware queue keeps the context it was loaded with).
+    pub fn set_ctx(&mut self, ctx: HwCtx) {
+        if self.slot.is_none() {
+            self.ctx = ctx;
+        }
+    }
+
     /// The hardware queue it is loaded on.
     pub fn slot(&self) -> Option<u32> {
         self.slot
