@@ -16,8 +16,8 @@ use crate::bind::fault::{FaultWorker, VmLookup};
 use crate::bind::queue::BindJob;
 use crate::bind::{BindError, BindQueue, Vm, VmFlags};
 use crate::exec::{
-    ContextPool, ContextStats, EngineBusy, ExecError, ExecHw, ExecQueue, FencePage, IrqDispatcher, KernelQueue, Priority,
-    QueueConfig, QueueMode, QueueOwner, SchedConfig, Scheduler,
+    ContextPool, ContextStats, EngineBusy, ExecError, ExecHw, ExecQueue, FencePage, IrqDispatcher,
+    KernelQueue, Priority, QueueConfig, QueueMode, QueueOwner, SchedConfig, Scheduler,
 };
 use crate::hw::pte::MemLocation;
 use crate::hw::regs::IrqCauses;
@@ -168,7 +168,6 @@ impl Core {
     pub(crate) fn pager(&self, owner: QueueOwner) -> Arc<ClientPager> {
         self.pagers.lock().entry(owner).or_default().clone()
     }
-
 }
 
 /// Memory counters (every one must be unchanged by a failed bind).

@@ -113,7 +113,10 @@ fn perform(job: &BindJob) -> Result<(), FenceFault> {
     std::sync::atomic::fence(Ordering::SeqCst);
     let cached = job.ctx_used.load(Ordering::SeqCst);
     // Read after the writes: a context given to the VM later is flushed after them.
-    let ctx = job.invalidate.filter(|_| cached).and_then(|_| job.ctx.upgrade()?.current());
+    let ctx = job
+        .invalidate
+        .filter(|_| cached)
+        .and_then(|_| job.ctx.upgrade()?.current());
     if let (Some(range), Some(ctx)) = (job.invalidate, ctx) {
         let inv = job
             .mmu

@@ -13,9 +13,8 @@
 //! new one. A victim that runs again gets a context the same way (rebind and flush).
 //!
 //! Idle means: no queue of the VM is on a hardware queue (loaded or stopping), and no flush
-//! is pending. A context in error is never taken: its ban is processed first (the scheduler's
-//! context-error pass calls [`VmCtx::fail`], which frees the context and remembers the
-//! reason; the VM's later queues are refused with it, as when the context stayed in error).
+//! is pending. A context in error is never taken: the scheduler's context-error pass bans its
+//! queues and clears the error first (`recovery.rs`).
 //!
 //! Lock: one internal mutex (class Internal, a leaf): register writes only, never a wait.
 //! Must not: wait for the device (a flush is polled by the scheduler's next round) or know
@@ -47,8 +46,6 @@ struct Entry {
     root: PtRoot,
     mode: FaultMode,
     ctx: Option<HwCtx>,
-    /// The context went into error (reason): the VM's queues are refused with it.
-    failed: Option<u8>,
 }
 
 #[derive(Debug, Default)]
@@ -85,8 +82,6 @@ pub enum Acquire {
     Flushing,
     /// Every context is on the hardware (or flushing, or in error): wait for one to go idle.
     Unavailable,
-    /// The VM's context went into error earlier (reason): its queues are refused.
-    Failed(u8),
 }
 
 /// The hardware contexts of a device and the VMs they serve.
@@ -131,7 +126,6 @@ impl ContextPool {
                 root,
                 mode,
                 ctx: None,
-                failed: None,
             },
         );
         Arc::new(VmCtx {
@@ -231,9 +225,6 @@ impl VmCtx {
         let Some(entry) = st.vms.get(&self.id) else {
             return Acquire::Unavailable;
         };
-        if let Some(reason) = entry.failed {
-            return Acquire::Failed(reason);
-        }
         let (root, mode) = (entry.root, entry.mode);
         let ctx = match entry.ctx {
             Some(c) => c,
@@ -287,18 +278,6 @@ impl VmCtx {
             if slot.owner == Some(self.id) {
                 slot.pins = slot.pins.saturating_sub(1);
             }
-        }
-    }
-
-    /// The VM's context went into error for `reason` and its queues were banned: the context
-    /// is freed (its error cleared for the next VM) and the VM's later queues are refused.
-    pub fn fail(&self, reason: u8) {
-        let mut st = self.pool.state.lock();
-        if let Some(e) = st.vms.get_mut(&self.id) {
-            e.failed = Some(reason);
-        }
-        if let Some(c) = st.vms.get(&self.id).and_then(|e| e.ctx) {
-            self.pool.detach(&mut st, c);
         }
     }
 }

@@ -16,7 +16,6 @@
 //! that context; other contexts keep running. Must not: run with fences being signalled
 //! under the state lock (it returns `Completion`s).
 
-use super::contexts::VmCtx;
 use super::error::QueueId;
 use super::queue::{Ban, PreemptWhy, QueueMode, QueueState, Run};
 use super::scheduler::{Completion, Shared, State};
@@ -25,7 +24,6 @@ use crate::hw::{Engine, HwCtx, QueueStatus};
 use crate::sync::FenceFault;
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Context error reason the device gives a context guilty of a hang at reset.
@@ -226,7 +224,8 @@ fn resume_after_reset(
     slots::off_engine(shared, st, id, why, now, done);
 }
 
-/// After CTX_ERROR: bans every queue of a context in error for a reason other than a reset.
+/// After CTX_ERROR: bans every queue of a context in error for a reason other than a reset,
+/// then clears the context's error (its VM stays usable for new queues).
 pub(crate) fn ban_failed_contexts(shared: &Shared, st: &mut State, done: &mut Vec<Completion>) {
     // Jobs that completed before the error are not failed with it.
     shared.retire_all(st, shared.hw.clock.now(), done);
@@ -243,20 +242,23 @@ pub(crate) fn ban_failed_contexts(shared: &Shared, st: &mut State, done: &mut Ve
         if !status.error() || status.reason() == REASON_RESET_GUILTY {
             continue;
         }
-        let victims: Vec<(QueueId, Option<Arc<VmCtx>>)> = st
+        // A pool context's queues are those of the VM it serves (loaded or not).
+        let victims: Vec<QueueId> = st
             .queues
             .iter()
             .filter(|(_, q)| q.hw_ctx() == Some(ctx))
-            .map(|(id, q)| (*id, q.vm_ctx.clone()))
+            .map(|(id, _)| *id)
             .collect();
         let reason = status.reason();
         let fault = FenceFault::Failed(u32::from(reason));
-        for (id, vm_ctx) in victims {
+        for id in victims {
             ban_queue(shared, st, id, Ban::Context { reason }, fault, done);
-            // A pool context goes back (error cleared); the VM's later queues are refused.
-            if let Some(v) = vm_ctx {
-                v.fail(reason);
-            }
         }
+        // Every queue of the context is banned and its ring is off the device: nothing can
+        // run on it any more, so the error is cleared. The fault bans the exec queues, not
+        // the VM (as in Xe): a queue the client creates on the VM afterwards runs. Left
+        // latched, such a queue was loaded onto a context the device never runs and its
+        // jobs waited forever (no second CTX_ERROR comes).
+        let _ = shared.hw.mmu.clear_context_error(ctx);
     }
 }

@@ -615,10 +615,6 @@ impl Shared {
         for id in out.lost {
             recovery::ban_queue(self, st, id, Ban::Device, FenceFault::DeviceLost, done);
         }
-        for (id, reason) in out.failed {
-            let fault = FenceFault::Failed(u32::from(reason));
-            recovery::ban_queue(self, st, id, Ban::Context { reason }, fault, done);
-        }
         next
     }
 

@@ -25,7 +25,7 @@ use std::time::Duration;
 /// Which exec queue each hardware queue of each engine runs.
 #[derive(Default)]
 pub(crate) struct Slots {
-    engines: [Vec<Option<QueueId>>; 2],
+    pub(crate) engines: [Vec<Option<QueueId>>; 2],
     /// Hands out round-robin tickets.
     next_ticket: u64,
 }
@@ -185,8 +185,6 @@ pub(crate) type Waiter = (Priority, u64, QueueId);
 pub(crate) struct Leftover {
     /// Queues whose ring could not be loaded (the device is lost for them).
     pub lost: Vec<QueueId>,
-    /// Queues whose VM's context went into error earlier (reason): banned.
-    pub failed: Vec<(QueueId, u8)>,
     /// Waiters that had a hardware queue but no context (every context busy), best first.
     pub starved: Vec<Waiter>,
     /// A waiter's new context is still being flushed: look again soon.
@@ -235,10 +233,6 @@ pub(crate) fn schedule_engine(
             }
             Some(Acquire::Unavailable) => {
                 out.starved.push(w);
-                continue;
-            }
-            Some(Acquire::Failed(reason)) => {
-                out.failed.push((w.2, reason));
                 continue;
             }
         };

@@ -45,11 +45,8 @@ fn more_vms_running_jobs_than_contexts_all_complete() {
         .map(|_| {
             let t = r.vm(VmFlags::empty());
             let out = r.bo(K4);
-            t.bind(&[
-                BindOp::map(&sem, 0, VA, K4),
-                BindOp::map(&out, 0, OUT, K4),
-            ])
-            .unwrap();
+            t.bind(&[BindOp::map(&sem, 0, VA, K4), BindOp::map(&out, 0, OUT, K4)])
+                .unwrap();
             (t, out)
         })
         .collect();
@@ -80,7 +77,10 @@ fn more_vms_running_jobs_than_contexts_all_complete() {
         assert_eq!(read(out, 0), 0x100 + i as u64, "VM {i} wrote its own BO");
     }
     let s = r.dev.context_stats();
-    assert!(s.steals >= VMS - 3, "contexts were taken from idle VMs: {s:?}");
+    assert!(
+        s.steals >= VMS - 3,
+        "contexts were taken from idle VMs: {s:?}"
+    );
     drop(vms);
     assert_eq!(r.dev.contexts_in_use(), 0, "every VM gave its context back");
 }
@@ -113,10 +113,18 @@ fn a_stolen_context_never_shows_the_victims_memory() {
     b.copy8(VA, OUT).unwrap();
     assert_eq!(b.vm.ctx(), Some(ctx), "B runs on the context taken from A");
     assert_eq!(a.vm.ctx(), None, "A lost its context");
-    assert_eq!(read(&out_b, 0), 0xb0b, "B read A's memory through a stale entry");
+    assert_eq!(
+        read(&out_b, 0),
+        0xb0b,
+        "B read A's memory through a stale entry"
+    );
     a.copy8(VA, OUT + 8).unwrap();
     assert_eq!(a.vm.ctx(), Some(ctx));
-    assert_eq!(read(&out_a, 8), 0x5ec2e7, "A read B's memory after taking it back");
+    assert_eq!(
+        read(&out_a, 8),
+        0x5ec2e7,
+        "A read B's memory after taking it back"
+    );
     assert!(r.dev.context_stats().steals >= 2);
 }
 
