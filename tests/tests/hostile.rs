@@ -244,5 +244,9 @@ fn more_vms_than_hardware_contexts_leave_others_working() {
     for (i, (_, bo)) in held.iter().enumerate() {
         assert_eq!(read_u32(bo, 4), 0x2000 + i as u32, "VM {i} ran again");
     }
-    assert_eq!(read_u32(&mine, 0), 0xabcd, "no attacker VM wrote the other's memory");
+    assert_eq!(
+        read_u32(&mine, 0),
+        0xabcd,
+        "no attacker VM wrote the other's memory"
+    );
 }
