@@ -11,5 +11,6 @@ mod isolation;
 mod oracle;
 mod rig;
 mod scenarios;
+mod svm;
 mod userptr;
 mod zap;
