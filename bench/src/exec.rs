@@ -253,6 +253,7 @@ pub fn exec() -> Report {
     let (chain, chain_sleeps) = throughput(4, true);
     r.push("dep_chain_jobs_per_s", chain.round());
     r.push("kill_to_engine_free_us", kill_to_engine_free_us());
+    crate::contexts::push_keys(&mut r);
     // Hand-offs: how often a thread of the process went to sleep per job (each one costs a
     // wake-up later); Linux only.
     for (key, v) in [

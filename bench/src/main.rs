@@ -8,6 +8,7 @@
 mod bind;
 #[cfg(target_os = "linux")]
 mod contend;
+mod contexts;
 mod exec;
 mod gpuvm;
 mod libgpu;
