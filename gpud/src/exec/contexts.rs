@@ -13,7 +13,7 @@
 //! new one. A victim that runs again gets a context the same way (rebind and flush).
 //!
 //! Idle means: no queue of the VM is on a hardware queue (loaded or stopping), and no flush
-//! is pending. A context in error is never taken: the scheduler's context-error pass bans its
+//! is still running. A context in error is never taken: the scheduler's context-error pass bans its
 //! queues and clears the error first (`recovery.rs`).
 //!
 //! Lock: one internal mutex (class Internal, a leaf): register writes only, never a wait.
@@ -176,8 +176,11 @@ impl ContextPool {
         if let Some((i, _)) = usable().find(|(_, s)| s.owner.is_none()) {
             return Some((HwCtx(i as u32), false));
         }
+        // A flush that completed counts as none (its VM may never ask again: its queue was
+        // killed while it waited); one still running makes the context busy.
+        let flushed = |s: &Slot| s.flush.is_none_or(|f| self.mmu.invalidation_done(f));
         let mut idle: Vec<(u64, usize)> = usable()
-            .filter(|(_, s)| s.pins == 0 && s.flush.is_none())
+            .filter(|(_, s)| s.pins == 0 && flushed(s))
             .map(|(i, s)| (s.last_used, i))
             .collect();
         idle.sort_unstable();
