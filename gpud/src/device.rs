@@ -169,9 +169,9 @@ impl Core {
     }
 
     /// Returns `ctx` to the free contexts once nothing of its VM can run on it any more.
-    /// A fault of the old VM stays latched in the context (that VM is banned for good): it is
-    /// cleared here, so that the next VM given the context starts clean and is never banned
-    /// for a fault it did not cause.
+    /// A fault of the old VM that the scheduler has not handled yet may still be latched in
+    /// the context: it is cleared here, so that the next VM given the context starts clean
+    /// and is never banned for a fault it did not cause.
     pub(crate) fn release_ctx(&self, ctx: HwCtx) {
         let _ = self.mmu.unbind_context(ctx);
         let _ = self.mmu.clear_context_error(ctx);

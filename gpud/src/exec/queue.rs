@@ -364,3 +364,56 @@ impl Drop for ExecQueue {
         self.shared.close_queue(self.id);
     }
 }
+
+#[cfg(test)]
+impl ExecQueue {
+    /// Test diagnostics: every queue's scheduler state (printed when a test job never signals).
+    pub(crate) fn debug_dump(&self) -> String {
+        use std::fmt::Write;
+        let st = self.shared.lock();
+        let mut s = String::new();
+        for (id, q) in st.queues.iter() {
+            let seen = self.shared.hw.dma.read_u64(q.fence_page.pa).ok();
+            let _ = writeln!(
+                s,
+                "queue {:?}{} engine {:?} ctx {:?} run {:?} ban {:?} closing {} killed {} next_seqno {} fence_page {:?} ring_status {:?} has_work {:?}",
+                id,
+                if *id == self.id { " (THIS)" } else { "" },
+                q.engine,
+                q.ctx,
+                q.run,
+                q.ban,
+                q.closing,
+                q.killed,
+                q.next_seqno,
+                seen,
+                q.ring.as_ref().map(|r| r.status()),
+                q.ring.as_ref().map(|r| r.has_work()),
+            );
+            for j in &q.pending {
+                let deps: Vec<String> = j
+                    .deps
+                    .iter()
+                    .map(|d| format!("{:?}/{}:{:?}", d.context(), d.seqno(), d.status()))
+                    .collect();
+                let _ = writeln!(
+                    s,
+                    "   pending seqno {} fault {:?} deps {:?}",
+                    j.fence.seqno(),
+                    j.fault,
+                    deps
+                );
+            }
+            for j in &q.inflight {
+                let _ = writeln!(
+                    s,
+                    "   inflight seqno {} fault {:?}",
+                    j.fence.seqno(),
+                    j.fault
+                );
+            }
+        }
+        let _ = writeln!(s, "slots: {:?}", st.slots.engines);
+        s
+    }
+}

@@ -224,7 +224,8 @@ fn resume_after_reset(
     slots::off_engine(shared, st, id, why, now, done);
 }
 
-/// After CTX_ERROR: bans every queue of a context in error for a reason other than a reset.
+/// After CTX_ERROR: bans every queue of a context in error for a reason other than a reset,
+/// then clears the context's error (its VM stays usable for new queues).
 pub(crate) fn ban_failed_contexts(shared: &Shared, st: &mut State, done: &mut Vec<Completion>) {
     // Jobs that completed before the error are not failed with it.
     shared.retire_all(st, shared.hw.clock.now(), done);
@@ -252,5 +253,11 @@ pub(crate) fn ban_failed_contexts(shared: &Shared, st: &mut State, done: &mut Ve
         for id in victims {
             ban_queue(shared, st, id, Ban::Context { reason }, fault, done);
         }
+        // Every queue of the context is banned and its ring is off the device: nothing can
+        // run on it any more, so the error is cleared. The fault bans the exec queues, not
+        // the VM (as in Xe): a queue the client creates on the VM afterwards runs. Left
+        // latched, such a queue was loaded onto a context the device never runs and its
+        // jobs waited forever (no second CTX_ERROR comes).
+        let _ = shared.hw.mmu.clear_context_error(ctx);
     }
 }

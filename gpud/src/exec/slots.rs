@@ -24,7 +24,7 @@ use std::time::Duration;
 /// Which exec queue each hardware queue of each engine runs.
 #[derive(Default)]
 pub(crate) struct Slots {
-    engines: [Vec<Option<QueueId>>; 2],
+    pub(crate) engines: [Vec<Option<QueueId>>; 2],
     /// Hands out round-robin tickets.
     next_ticket: u64,
 }

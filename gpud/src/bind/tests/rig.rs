@@ -102,7 +102,36 @@ impl TestVm {
             .q
             .submit(Job::commands(cmds.dwords().to_vec()))
             .expect("submit");
-        wait(&fence)
+        self.wait_dump(&fence)
+    }
+
+    /// Waits for `fence` (bounded), printing the scheduler and VM state if it never signals.
+    pub fn wait_dump(&self, fence: &Fence) -> Result<(), FenceFault> {
+        match fence.wait(Some(PATIENCE)) {
+            Ok(r) => r,
+            Err(_) => {
+                eprintln!(
+                    "HANG: fence {:?}/{} of queue {:?}",
+                    fence.context(),
+                    fence.seqno(),
+                    self.q.id()
+                );
+                eprintln!("{}", self.q.debug_dump());
+                eprintln!(
+                    "vm: banned {} invalid userptrs {} resv kernel {:?}",
+                    self.vm.is_banned(),
+                    self.vm.has_invalid_userptrs(),
+                    self.vm
+                        .resv
+                        .fences(crate::sync::Usage::Kernel)
+                        .iter()
+                        .map(|f| (f.context(), f.seqno(), f.status()))
+                        .collect::<Vec<_>>()
+                );
+                eprintln!("ctx_flushed {:?}", self.vm.ctx_flushed.status());
+                panic!("fence did not signal within the test's patience");
+            }
+        }
     }
 
     /// GPU store of `v` at `va`.
@@ -124,7 +153,7 @@ impl TestVm {
             .dwords()
             .to_vec();
         match self.q.submit(Job::commands(cmds)) {
-            Ok(fence) => wait(&fence).is_ok(),
+            Ok(fence) => self.wait_dump(&fence).is_ok(),
             Err(_) => false,
         }
     }

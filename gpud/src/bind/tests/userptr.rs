@@ -462,8 +462,6 @@ mod notifier_oracle {
 /// number of rounds. Afterwards no invalidation is lost: every userptr page the tables map
 /// is the page the address space has now.
 #[test]
-#[ignore = "known bug: about 1 run in 10 a copy job racing the unmap/remap loop never signals \
-            (60 s patience); run with --ignored to reproduce"]
 fn stress_events_against_binds_execs_and_faults() {
     let (r, mm) = client();
     let plain = client_vm(&r, VmFlags::empty());

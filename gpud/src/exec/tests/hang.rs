@@ -139,6 +139,37 @@ fn a_fatal_fault_bans_every_queue_of_that_context_and_no_other() {
     assert_eq!(rig.sched.stats().resets, 0);
 }
 
+/// A fatal fault bans the queues, not the VM: a queue created on the same context after the
+/// error was handled runs. (The error used to stay latched: the new queue was loaded onto a
+/// context the device never runs, and its job waited forever.)
+#[test]
+fn a_new_queue_on_a_faulted_context_runs() {
+    let rig = Rig::new(1);
+    let faulty = rig.queue(0, Engine::Copy, NEVER);
+    let crash = crate::hw::cmd::CommandStream::new()
+        .store_qword(UNMAPPED_VA, 1)
+        .dwords()
+        .to_vec();
+    let f = faulty.submit(Job::commands(crash)).unwrap();
+    assert_eq!(wait(&f), Err(FenceFault::Failed(1)));
+    assert!(faulty.is_banned());
+    for (engine, v) in [(Engine::Copy, 0x51), (Engine::Compute, 0x52)] {
+        let fresh = rig.queue(0, engine, NEVER);
+        let job = fresh.submit(Job::commands(store(0, v))).unwrap();
+        let outcome = job
+            .wait(Some(Duration::from_secs(10)))
+            .expect("a job of a new queue on the faulted context never ran");
+        assert_eq!(outcome, Ok(()));
+        assert_eq!(rig.read(0, 0), v);
+    }
+    // The old queue stays banned.
+    let err = faulty.submit(Job::commands(store(0, 1))).unwrap_err();
+    assert!(
+        matches!(err, ExecError::VmBanned { reason: 1, .. }),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_job_that_never_finishes_without_hanging_is_timed_out_too() {
     let rig = Rig::new(2);
