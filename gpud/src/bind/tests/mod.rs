@@ -12,5 +12,6 @@ mod oracle;
 mod queues_stress;
 mod rig;
 mod scenarios;
+mod svm;
 mod userptr;
 mod zap;
