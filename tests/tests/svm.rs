@@ -124,6 +124,36 @@ fn sa_once_mmap() {
     let _ = &g.vm;
 }
 
+/// SA-{twice,many}-mmap: `n` execs of batches in the client's memory, each storing its own
+/// values into pages across the buffer (the later ones find the ranges mapped already).
+fn sa_mmap(n: u32) {
+    let d = Daemon::start();
+    let dev = d.device();
+    let g = Svm::new(&dev);
+    let buf = anon(32 * P);
+    // SAFETY: this thread's own fresh memory.
+    unsafe { dev.userptr_adopt(buf, 32 * P) }.expect("adopt");
+    let data = buf + 16 * P;
+    for i in 0..n {
+        let at = data + u64::from(i % 16) * P + u64::from(i / 16) * 16;
+        g.run(buf, &[(at, 0x5000 + i)], data + 15 * P + 2048, i + 1);
+    }
+    for i in 0..n {
+        let at = data + u64::from(i % 16) * P + u64::from(i / 16) * 16;
+        assert_eq!(read_u32(at), 0x5000 + i, "exec {i}'s value");
+    }
+}
+
+#[test]
+fn sa_twice_mmap() {
+    sa_mmap(2);
+}
+
+#[test]
+fn sa_many_mmap() {
+    sa_mmap(64);
+}
+
 /// SA-once-mmap-remap: between execs the buffer moves (mremap); the GPU follows it and sees
 /// the moved data at the new address (the old GPU mappings were invalidated).
 #[test]

@@ -1,6 +1,7 @@
 //! Bind-engine tests at the driver API level on simgpu in thread mode.
 
 mod async_binds;
+mod claims_oracle;
 mod contexts;
 mod evict;
 mod exec_vm;
@@ -9,6 +10,7 @@ mod fault_mode;
 mod hang;
 mod isolation;
 mod oracle;
+mod queues_stress;
 mod rig;
 mod scenarios;
 mod svm;
