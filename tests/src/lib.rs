@@ -102,8 +102,15 @@ pub fn client_process(test: &str, body: impl FnOnce(&Device)) {
 pub fn spawn_client(test: &str, socket: &Path) -> Command {
     let exe = std::env::current_exe().expect("test binary path");
     let mut cmd = Command::new(exe);
-    cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, socket);
+    // `--include-ignored`: an ignored test run on purpose runs its client body too.
+    cmd.args([
+        test,
+        "--exact",
+        "--nocapture",
+        "--test-threads=1",
+        "--include-ignored",
+    ])
+    .env(CHILD_ENV, socket);
     cmd
 }
 
