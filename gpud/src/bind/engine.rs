@@ -70,13 +70,6 @@ impl Vm {
         let fail = &self.core.fail;
         let fault_vm = self.flags.contains(VmFlags::FAULT_MODE);
         validate_ops(ops, fault_vm)?;
-        for op in ops {
-            if op.flags.contains(BindFlags::CPU_ADDR_MIRROR) {
-                return Err(BindError::NotSupported {
-                    what: "CPU_ADDR_MIRROR comes with SVM",
-                });
-            }
-        }
         fail.check(FailPoint::SyncParse)?;
         let syncs = parse_syncs(syncs, self.flags.contains(VmFlags::LR_MODE), ops.len())?;
         let queue = queue.unwrap_or(&self.default_queue);
@@ -188,6 +181,10 @@ impl Vm {
     ) -> Result<Plan, BindError> {
         let range = || st.gpuvm.space().range(op.addr, op.range);
         match op.kind {
+            OpKind::Map if op.flags.contains(BindFlags::CPU_ADDR_MIRROR) => {
+                let spec = MappingSpec::cpu_mirror(range()?);
+                Ok(st.gpuvm.plan_map(&spec)?)
+            }
             OpKind::Map if op.flags.contains(BindFlags::NULL) => {
                 let spec = MappingSpec::sparse(range()?);
                 Ok(st.gpuvm.plan_map(&spec)?)
@@ -278,6 +275,7 @@ impl Vm {
             resvs.iter().try_for_each(|r| e.prepare_obj(r, 1))
         })?;
         self.check_busy(st, applied)?;
+        self.check_mirrors(applied.iter().map(|a| &a.step))?;
         self.core.fail.check(FailPoint::BoValidate)?;
         let ptops = self.translate(st, applied, pending)?;
         let user_fence = match syncs.user_fence {
@@ -429,6 +427,9 @@ impl Vm {
                 }
                 // A userptr is populated by its next fault, not by PREFETCH.
                 Step::Prefetch(m) if m.flags().contains(MappingFlags::USERPTR) => {}
+                // A mirror has no PTEs at bind: SVM ranges are created on GPU fault.
+                Step::Map(spec) if spec.flags().contains(MappingFlags::CPU_MIRROR) => {}
+                Step::Prefetch(m) if m.flags().contains(MappingFlags::CPU_MIRROR) => {}
                 Step::Map(spec) if a.immediate => ops.push(self.map_op(
                     st,
                     spec.range(),

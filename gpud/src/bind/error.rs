@@ -79,6 +79,9 @@ pub enum BindError {
     /// Unmapping a mapping whose bind user fence has not signalled.
     #[error("mapping at {va:#x} still has an unsignalled bind user fence")]
     Busy { va: GpuVa },
+    /// Unmapping or cutting a CPU-address mirror where SVM ranges are still GPU-mapped.
+    #[error("CPU-address mirror at {va:#x} still has GPU-mapped SVM ranges")]
+    MirrorBusy { va: GpuVa },
     /// Not supported yet or not on this VM (userptr, CPU mirror, ...).
     #[error("not supported: {what}")]
     NotSupported { what: &'static str },
@@ -133,7 +136,7 @@ impl BindError {
             | E::Plan(_)
             | E::Apply(_) => ErrorClass::Invalid,
             E::VmGone { .. } => ErrorClass::VmGone,
-            E::Busy { .. } | E::NoContext { .. } => ErrorClass::Busy,
+            E::Busy { .. } | E::MirrorBusy { .. } | E::NoContext { .. } => ErrorClass::Busy,
             E::NotSupported { .. } | E::SyncNotSupported { .. } => ErrorClass::NotSupported,
             E::Fault { .. } => ErrorClass::Fault,
             E::Mem(MemError::NoSpace { .. }) | E::Pt(PtError::NoSpace { .. }) => {
@@ -187,6 +190,9 @@ impl From<&BindError> for gpu_scheme::driver::DriverError {
             | (_, BindError::InvalidVmFlags { reason, .. }) => D::Invalid(reason),
             (_, BindError::SyncNotSupported { reason, .. }) => D::NotSupported(reason),
             (_, BindError::NotSupported { what }) => D::NotSupported(what),
+            (_, BindError::MirrorBusy { .. }) => {
+                D::Busy("CPU-address mirror still has GPU-mapped SVM ranges")
+            }
             (ErrorClass::Invalid, _) => D::Invalid("invalid bind argument"),
             (ErrorClass::VmGone, _) => D::VmGone,
             (ErrorClass::Busy, _) => D::Busy("mapping has an unsignalled bind user fence"),

@@ -32,6 +32,9 @@ impl Vm {
         if m.flags().contains(MappingFlags::USERPTR) {
             return self.refault_userptr(&mut st, m.range().start().get());
         }
+        if m.flags().contains(MappingFlags::CPU_MIRROR) {
+            return self.svm_fault(&mut st, m.range(), m.flags(), va);
+        }
         let resv = m
             .bo_id()
             .and_then(|id| st.bos.get(&id))

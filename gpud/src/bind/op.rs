@@ -51,7 +51,7 @@ bitflags::bitflags! {
         const IMMEDIATE = 1 << 1;
         /// Null/sparse mapping: reads zero, writes dropped. MAP only, no BO.
         const NULL = 1 << 2;
-        /// CPU-address mirror (SVM). MAP only, no BO; comes with the SVM issue.
+        /// CPU-address mirror (SVM). MAP only, no BO, fault-mode VMs only.
         const CPU_ADDR_MIRROR = 1 << 5;
     }
 }
@@ -104,6 +104,11 @@ impl BindOp {
     /// MAP with NULL: a sparse range.
     pub fn map_null(addr: u64, range: u64) -> Self {
         Self::new(OpKind::Map, None, 0, addr, range).with_flags(BindFlags::NULL)
+    }
+
+    /// MAP with CPU_ADDR_MIRROR: `[addr, addr + range)` mirrors the same CPU addresses (SVM).
+    pub fn mirror(addr: u64, range: u64) -> Self {
+        Self::new(OpKind::Map, None, 0, addr, range).with_flags(BindFlags::CPU_ADDR_MIRROR)
     }
 
     /// UNMAP `[addr, addr + range)`.

@@ -23,6 +23,7 @@ use super::error::BindError;
 use super::queue::{run_job, BindJob, BindQueueId};
 use super::vm::{leaf_flags, Vm, VmState};
 use crate::hw::pte::MemLocation;
+use crate::svm::range::SvmRanges;
 use crate::svm::{CpuRange, MmError, MmTarget, PinnedPages};
 use crate::sync::{Fence, FenceContext, FenceStatus};
 use crate::types::{GpuVa, PAGE_SIZE};
@@ -110,6 +111,8 @@ pub struct Notifier {
     /// Pages that may not be released (a zap failed, or the VM's tables still hold them):
     /// kept until the VM goes.
     held: Vec<PageWindow>,
+    /// The SVM ranges of the VM's CPU-address mirrors (see `mirror.rs`).
+    pub(crate) svm: SvmRanges<Arc<PinnedPages>>,
 }
 
 /// A range invalidated by an event: the GPU ranges to zap and the pages to release after.
@@ -159,6 +162,7 @@ impl Notifier {
                 }
             }
         }
+        self.invalidate_svm(r, &mut out);
         out
     }
 
@@ -242,6 +246,8 @@ impl Notifier {
             .filter_map(|u| u.pages)
             .collect();
         self.held.extend(pages);
+        let svm = self.svm.take_all().into_iter().map(PageWindow::whole);
+        self.held.extend(svm);
     }
 
     /// Keeps `pages` until the VM goes (their PTEs may still be reachable).

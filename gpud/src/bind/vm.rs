@@ -123,6 +123,8 @@ pub struct Vm {
     pub(crate) userptr_bytes: std::sync::atomic::AtomicU64,
     /// How many userptrs wait for revalidation, as the last notifier change left them.
     pub(crate) userptr_invalid: std::sync::atomic::AtomicU64,
+    /// SVM counters (see `mirror.rs`).
+    pub(crate) svm_stats: super::mirror::SvmStats,
 }
 
 impl std::fmt::Debug for Vm {
@@ -234,6 +236,7 @@ impl Vm {
             notifier: OrderedRwLock::new(LockClass::MmNotifier, Notifier::default()),
             userptr_bytes: std::sync::atomic::AtomicU64::new(0),
             userptr_invalid: std::sync::atomic::AtomicU64::new(0),
+            svm_stats: Default::default(),
         });
         if let Some(p) = &vm.pager {
             let me: std::sync::Weak<dyn MmTarget> = Arc::downgrade(&vm) as std::sync::Weak<Vm>;

@@ -18,7 +18,7 @@ use crate::hw::{DmaMemory, DmaRegion};
 use crate::types::{PhysAddr, PAGE_SIZE};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// One device page backing one CPU page; freed when the last holder drops it.
@@ -76,6 +76,8 @@ pub struct FakeMm {
     caps: MmCaps,
     live_pins: Arc<AtomicUsize>,
     get_calls: AtomicU64,
+    /// `mapping_at` answers `NotSupported` (a platform that cannot tell its mappings).
+    hide_mappings: AtomicBool,
 }
 
 impl FakeMm {
@@ -91,6 +93,7 @@ impl FakeMm {
             },
             live_pins: Arc::new(AtomicUsize::new(0)),
             get_calls: AtomicU64::new(0),
+            hide_mappings: AtomicBool::new(false),
         })
     }
 
@@ -250,6 +253,12 @@ impl FakeMm {
         self.live_pins.load(Ordering::SeqCst)
     }
 
+    /// Whether `mapping_at` hides the mappings (answers `NotSupported`, as a platform that
+    /// cannot tell them).
+    pub fn hide_mappings(&self, hide: bool) {
+        self.hide_mappings.store(hide, Ordering::SeqCst);
+    }
+
     /// How many times `get_pages` was called.
     pub fn get_pages_calls(&self) -> u64 {
         self.get_calls.load(Ordering::SeqCst)
@@ -321,6 +330,31 @@ impl ClientMm for FakeMm {
 
     fn set_listener(&self, listener: Arc<dyn MmListener>) {
         *self.listener.lock() = Some(listener);
+    }
+
+    /// The run of mapped pages around `va` (adjacent mappings merge, as Linux's VMAs of
+    /// the same kind do).
+    fn mapping_at(&self, va: u64) -> Result<CpuRange, MmError> {
+        if self.hide_mappings.load(Ordering::SeqCst) {
+            return Err(MmError::NotSupported);
+        }
+        let st = self.state.lock();
+        if st.gone {
+            return Err(MmError::Gone);
+        }
+        let page = va & !(PAGE_SIZE - 1);
+        if !st.table.contains_key(&page) {
+            return Err(MmError::Fault { va });
+        }
+        let mut start = page;
+        while start >= PAGE_SIZE && st.table.contains_key(&(start - PAGE_SIZE)) {
+            start -= PAGE_SIZE;
+        }
+        let mut end = page + PAGE_SIZE;
+        while st.table.contains_key(&end) {
+            end += PAGE_SIZE;
+        }
+        CpuRange::new(start, end - start).map_err(|_| MmError::Fault { va })
     }
 }
 

@@ -207,6 +207,14 @@ pub trait ClientMm: Send + Sync {
     /// Registers the listener events go to (replacing any earlier one).
     fn set_listener(&self, listener: Arc<dyn MmListener>);
 
+    /// The CPU mapping containing `va` (the VMA around it, as far as the platform tracks
+    /// it): SVM sizes its ranges by it. `Fault` if nothing is mapped at `va`;
+    /// `NotSupported` if the platform cannot tell (the core then probes with `get_pages`).
+    fn mapping_at(&self, va: u64) -> Result<CpuRange, MmError> {
+        let _ = va;
+        Err(MmError::NotSupported)
+    }
+
     /// Takes `r` from the CPU side (SVM migration, exclusive GPU access).
     fn revoke_cpu(&self, r: CpuRange, how: Revoke) -> Result<(), MmError> {
         let _ = (r, how);

@@ -3,7 +3,8 @@
 //!
 //! Files: [`mm`] (the platform trait [`ClientMm`], events, pinned pages), [`client`] (a
 //! client's registered address space and the fan-out of its events to its VMs), [`fake`]
-//! (the scripted [`fake::FakeMm`]), `uffd.rs` (the Linux host implementation over
+//! (the scripted [`fake::FakeMm`]), [`range`] (SVM ranges and notifiers, drm_gpusvm's
+//! data), `uffd.rs` (the Linux host implementation over
 //! userfaultfd).
 //! See `docs/svm.md`.
 //!
@@ -13,6 +14,7 @@
 pub mod client;
 pub mod fake;
 pub mod mm;
+pub mod range;
 #[cfg(target_os = "linux")]
 pub mod uffd;
 

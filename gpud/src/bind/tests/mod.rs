@@ -10,5 +10,6 @@ mod isolation;
 mod oracle;
 mod rig;
 mod scenarios;
+mod svm;
 mod userptr;
 mod zap;
