@@ -145,11 +145,7 @@ impl Rig {
 
     /// EXEC of the batch set, waited for.
     fn run(&self) -> Option<()> {
-        self.queue
-            .exec(BATCH_VA)
-            .signal(&self.done)
-            .submit()
-            .ok()?;
+        self.queue.exec(BATCH_VA).signal(&self.done).submit().ok()?;
         self.done.wait(WAIT).ok()?.then_some(())
     }
 
@@ -252,14 +248,19 @@ fn invalidation(dev: &Device, rig: &Rig, r: &mut Report) -> Option<()> {
 fn bandwidth(dev: &Device, rig: &Rig, r: &mut Report) -> Option<()> {
     const ROUNDS: usize = 10;
     let (fd, addr) = memfd_mapping(COPY_BYTES, None)?;
-    dev.userptr_register_memfd(fd.as_fd(), addr, COPY_BYTES, 0).ok()?;
+    dev.userptr_register_memfd(fd.as_fd(), addr, COPY_BYTES, 0)
+        .ok()?;
     rig.vm
         .bind()
         .map_userptr(addr, UVA, COPY_BYTES)
         .submit()
         .ok()?;
     let src = Bo::create(dev, COPY_BYTES, Placement::SYSTEM, BoCreateFlags::empty()).ok()?;
-    rig.vm.bind().map(&src, 0, SRC_VA, COPY_BYTES).submit().ok()?;
+    rig.vm
+        .bind()
+        .map(&src, 0, SRC_VA, COPY_BYTES)
+        .submit()
+        .ok()?;
     for (key, from) in [
         ("gpu_read_userptr_mib_per_s", UVA),
         ("gpu_read_bo_mib_per_s", SRC_VA),
