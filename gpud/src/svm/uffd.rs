@@ -439,6 +439,31 @@ impl ClientMm for UffdMm {
         Ok(PinnedPages::new(pages, Box::new(guard)))
     }
 
+    /// The registered regions around `va`, adjacent ones merged (the memory gpud can
+    /// reach there; SVM sizes its ranges by it).
+    fn mapping_at(&self, va: u64) -> Result<CpuRange, MmError> {
+        if self.inner.gone.load(Ordering::Acquire) {
+            return Err(MmError::Gone);
+        }
+        let regions = self.inner.regions.lock();
+        let (mut start, mut end) = regions
+            .range(..=va)
+            .next_back()
+            .filter(|(s, reg)| s.saturating_add(reg.len) > va)
+            .map(|(s, reg)| (*s, *s + reg.len))
+            .ok_or(MmError::Fault { va })?;
+        while let Some((s, reg)) = regions.range(..start).next_back() {
+            if s.saturating_add(reg.len) != start {
+                break;
+            }
+            start = *s;
+        }
+        while let Some(reg) = regions.get(&end) {
+            end = end.saturating_add(reg.len);
+        }
+        CpuRange::new(start, end - start).map_err(|_| MmError::Fault { va })
+    }
+
     fn set_listener(&self, listener: Arc<dyn MmListener>) {
         if self.inner.gone.load(Ordering::Acquire) {
             listener.event(MmEvent::Gone);

@@ -199,6 +199,27 @@ fn mremap_moves_the_region_and_madvise_remove_is_reported() {
 }
 
 #[test]
+fn the_mapping_at_an_address_is_its_run_of_regions() {
+    let (pools, _, _) = pools();
+    let Some(mm) = new_mm(&pools, MmLimits::default()) else {
+        return;
+    };
+    let (fd, va) = client_memory(4);
+    mm.add_region(range(va, 1), fd.try_clone().unwrap(), 0)
+        .unwrap();
+    mm.add_region(range(va + P, 2), fd.try_clone().unwrap(), P)
+        .unwrap();
+    assert_eq!(mm.mapping_at(va + 2 * P + 8), Ok(range(va, 3)));
+    assert_eq!(mm.mapping_at(va + 8), Ok(range(va, 3)));
+    assert_eq!(
+        mm.mapping_at(va + 3 * P),
+        Err(MmError::Fault { va: va + 3 * P })
+    );
+    // SAFETY: the test's mapping.
+    unsafe { munmap(va as *mut _, (4 * P) as usize) }.unwrap();
+}
+
+#[test]
 fn registrations_are_checked_and_limited() {
     let (pools, _, _) = pools();
     let Some(mm) = new_mm(&pools, MmLimits { max_regions: 2 }) else {
