@@ -10,6 +10,7 @@
 //! reserved table pages, so the VM is exactly as before. Unmaps never allocate, so an unbind
 //! cannot fail for lack of memory.
 
+use super::claims::Footprint;
 use super::error::BindError;
 use super::failpoint::FailPoint;
 use super::op::{
@@ -22,7 +23,7 @@ use crate::mem::bo::Bo;
 use crate::mem::mappings::BoMappings;
 use crate::svm::{CpuRange, MmError};
 use crate::sync::{Exec, ExecFlags, Fence, FenceFault, Resv, Usage};
-use crate::types::{BoId, CpuVa, GpuVa, PhysAddr};
+use crate::types::{BoId, CpuVa, GpuVa};
 use crate::vm::pagetable::{MapTarget, PtOp};
 use crate::vm::{GpuBo, MappingFlags, MappingSpec, Plan, Step, UndoLog, VaRange};
 use std::collections::HashSet;
@@ -300,7 +301,7 @@ impl Vm {
             syncs,
             prev,
             queue,
-            (&writes, &commit.linked),
+            Footprint::of(&writes, &commit),
             &fence,
             &resvs,
         );
@@ -338,20 +339,19 @@ impl Vm {
     }
 
     /// A job's dependencies: in-syncs, the queue's previous job, other queues' pending jobs
-    /// writing the same entries or linking a page it writes, and the KERNEL fences (moves)
-    /// of the BOs it maps.
+    /// it conflicts with (see `claims.rs`), and the KERNEL fences (moves) of the BOs it maps.
     fn job_deps(
         &self,
         syncs: &ParsedSyncs,
         prev: Option<Arc<Fence>>,
         queue: &BindQueue,
-        (writes, linked): (&[(PhysAddr, u64)], &[PhysAddr]),
+        what: Footprint<'_>,
         fence: &Arc<Fence>,
         resvs: &[Arc<Resv>],
     ) -> Vec<Arc<Fence>> {
         let mut deps = syncs.wait.clone();
         deps.extend(prev);
-        deps.extend(self.page_deps(queue.id(), writes, linked, fence));
+        deps.extend(self.page_deps(queue.id(), what, fence));
         for r in resvs {
             deps.extend(r.fences(Usage::Kernel));
         }

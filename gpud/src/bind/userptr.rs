@@ -19,6 +19,7 @@
 //! notifier lock, then re-checks under it before writing PTEs, and retries if an event
 //! raced it (Linux's `mmu_interval_read_begin` / `read_retry`).
 
+use super::claims::Footprint;
 use super::error::BindError;
 use super::queue::{run_job, BindJob, BindQueueId};
 use super::vm::{leaf_flags, Vm, VmState};
@@ -523,7 +524,7 @@ impl Vm {
         let update = pt.prepare(ops)?;
         let (commit, writes) = update.commit_deferred();
         let fence = Fence::new(FenceContext::alloc(), 1);
-        let deps = self.page_deps(BindQueueId(0), &writes, &commit.linked, &fence);
+        let deps = self.page_deps(BindQueueId(0), Footprint::of(&writes, &commit), &fence);
         let job = self.job(deps, writes, commit.invalidate, fence.clone(), None, false);
         pt.retire(commit.freed, None, vec![fence]);
         self.note_tables(&pt);

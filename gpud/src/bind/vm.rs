@@ -12,7 +12,7 @@
 //! writing (every path that touches them takes both, so the mutex around them is never
 //! contended); `lists_locked` checks the resv in debug builds.
 
-use super::claims::TableClaims;
+use super::claims::{Footprint, TableClaims};
 use super::error::BindError;
 use super::mapped::MappedRanges;
 use super::op::VmFlags;
@@ -414,16 +414,15 @@ impl Vm {
         (ext, ev)
     }
 
-    /// Dependencies a job of `queue` writing `writes` and linking `linked` must wait for
-    /// (pending jobs of other queues, see [`TableClaims`]); records the job's `fence`.
+    /// Dependencies a job of `queue` doing `what` to the tables must wait for (pending jobs
+    /// of other queues, see [`TableClaims`]); records the job's `fence`.
     pub(crate) fn page_deps(
         &self,
         queue: BindQueueId,
-        writes: &[(PhysAddr, u64)],
-        linked: &[PhysAddr],
+        what: Footprint<'_>,
         fence: &Arc<Fence>,
     ) -> Vec<Arc<Fence>> {
-        self.claims.lock().order(queue, writes, linked, fence)
+        self.claims.lock().order(queue, what, fence)
     }
 
     /// Writes `ops` into the tables now (prepare, commit, wait for other queues' pending
@@ -437,7 +436,7 @@ impl Vm {
         let update = pt.prepare(ops)?;
         let (commit, writes) = update.commit_deferred();
         let fence = Fence::new(crate::sync::FenceContext::alloc(), 1);
-        let deps = self.page_deps(BindQueueId(0), &writes, &commit.linked, &fence);
+        let deps = self.page_deps(BindQueueId(0), Footprint::of(&writes, &commit), &fence);
         let job = self.job(deps, writes, commit.invalidate, fence, None, false);
         let fence = job.fence.clone();
         pt.retire(commit.freed, None, vec![fence.clone()]);

@@ -6,6 +6,7 @@ use super::rig::*;
 use crate::bind::{BindOp, BindSync, ErrorClass, VmFlags};
 use crate::sync::{Fence, FenceContext, FenceFault, Syncobj};
 use crate::types::GpuVa;
+use simgpu::mmu::Access;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -227,6 +228,71 @@ fn bind_queues_serialise_on_a_table_page_a_pending_bind_creates() {
     t.store(conflict + K4 + 8, 9).unwrap();
     t.store(conflict + 8, 7).unwrap();
     assert_eq!((read(&b0, 8), read(&b1, 8)), (7, 9));
+}
+
+/// A bind corked on queue 0 maps a whole 2 MiB region with 4 KiB pages, writing every entry
+/// of the region's existing leaf table; an unmap of that region on queue 1 then drops the
+/// table without writing an entry of it (one unmap op covers the slot). No entry is shared,
+/// yet the unmap must wait for the corked bind (Xe: their ranges overlap). Otherwise the
+/// table page is freed behind the unmap's fence alone, reused as the table of the next bind,
+/// and the corked bind's 512 writes land in that table.
+#[test]
+fn bind_queues_serialise_on_a_table_page_a_pending_bind_frees() {
+    let r = rig();
+    let t = r.vm(VmFlags::empty());
+    let (bo, bx, by) = (r.sys_bo(K4), r.bo(K4), r.bo(K4));
+    let big = r.bo(2 * MIB + K4);
+    // An offset whose page is not 2 MiB-aligned: 4 KiB entries, not one 2 MiB leaf.
+    let off = if bo_pa(&big, 0) % (2 * MIB) == 0 {
+        K4
+    } else {
+        0
+    };
+    let q1 = r.dev.bind_queue_create(&t.vm).unwrap();
+    let region: u64 = 0x40_0000;
+    // The region's leaf table exists (and is done) before the corked bind.
+    wait(&t.bind(&[BindOp::map(&bx, 0, region, K4)]).unwrap()).unwrap();
+    let (spin, s) = cork(&t, &bo);
+    let corked = t
+        .bind_async(
+            &[BindOp::map(&big, off, region, 2 * MIB)],
+            &[BindSync::Wait(s, None)],
+        )
+        .unwrap();
+    let unmap =
+        t.vm.bind(
+            Some(&q1),
+            &[BindOp::unmap(region, 2 * MIB)],
+            &[BindSync::Signal(Syncobj::new(), None)],
+        )
+        .unwrap();
+    // Bounded: the fixed code times out here, the bug signals at once (even under load).
+    let early = unmap.wait(Some(Duration::from_secs(1))).is_ok();
+    // The next table the VM needs: with the bug, maybe the page the unmap freed.
+    let next: u64 = 0x80_0000;
+    let later =
+        t.vm.bind(
+            Some(&q1),
+            &[BindOp::map(&by, 0, next, K4)],
+            &[BindSync::Signal(Syncobj::new(), None)],
+        )
+        .unwrap();
+    write(&bo, 0, 1);
+    wait(&spin).unwrap();
+    wait(&corked).unwrap();
+    wait(&unmap).unwrap();
+    wait(&later).unwrap();
+    assert!(
+        r.translate(&t.vm, next + K4, Access::Read).is_none(),
+        "the corked bind wrote into a freed table page"
+    );
+    assert!(
+        !early,
+        "the unmap freeing a table page queue 0's pending bind writes did not wait"
+    );
+    assert!(r.translate(&t.vm, region + K4, Access::Read).is_none());
+    t.store(next + 8, 5).unwrap();
+    assert_eq!(read(&by, 8), 5);
 }
 
 /// Two queues writing the same entry are ordered: an unmap on queue 1 of a range whose

@@ -1,6 +1,7 @@
 //! Bind-engine tests at the driver API level on simgpu in thread mode.
 
 mod async_binds;
+mod claims_oracle;
 mod evict;
 mod exec_vm;
 mod failpoints;
@@ -8,6 +9,7 @@ mod fault_mode;
 mod hang;
 mod isolation;
 mod oracle;
+mod queues_stress;
 mod rig;
 mod scenarios;
 mod svm;
