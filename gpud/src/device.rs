@@ -557,7 +557,7 @@ impl Device {
         flags: VmFlags,
         owner: Option<QueueOwner>,
     ) -> Result<Arc<Vm>, BindError> {
-        flags.check()?;
+        crate::bind::op::check_vm_flags(flags)?;
         let ctx = {
             let mut ctxs = self.core.ctxs.lock();
             let count = ctxs.len() as u32;
