@@ -3,7 +3,8 @@
 //! `gpu-bench <group>... [--json]` runs the named groups (all when none are named). Each group
 //! produces one report: a human table by default, one JSON object per line with `--json`.
 
-#![forbid(unsafe_code)]
+// `unsafe` only in `userptr` (the client's own mmap/munmap, as a userptr client does).
+#![deny(unsafe_code)]
 
 mod bind;
 #[cfg(target_os = "linux")]
@@ -19,6 +20,9 @@ mod scheme;
 mod serve;
 mod simgpu;
 mod sync;
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+mod userptr;
 
 use report::Report;
 use std::process::ExitCode;
@@ -70,6 +74,11 @@ fn groups() -> Vec<Group> {
         Group {
             name: "memory",
             run: memory::memory,
+        },
+        #[cfg(target_os = "linux")]
+        Group {
+            name: "userptr",
+            run: userptr::userptr,
         },
     ]
 }
