@@ -862,6 +862,10 @@ impl GpuDriver for Driver {
                 "user fence address not 8-byte aligned",
             ));
         }
+        // A fence in client memory (a userptr mapping) is read through the client's pages.
+        if let Some(value) = vm.userptr_read_u64(addr) {
+            return value.map_err(|_| DriverError::Fault { addr });
+        }
         let (bo, offset) = bo_at(vm, addr)?;
         let mut buf = [0u8; 8];
         bo.read(offset, &mut buf)

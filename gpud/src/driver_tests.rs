@@ -144,6 +144,31 @@ fn gpu_store_through_a_bound_bo_is_read_back() {
     );
 }
 
+/// WAIT_USER_FENCE's read of a fence in a userptr mapping goes through the client's pages;
+/// an unmapped one is EFAULT.
+#[test]
+fn a_user_fence_in_a_userptr_mapping_is_read_from_client_memory() {
+    let d = driver();
+    let mm = crate::svm::fake::FakeMm::new(d.device.dma().clone());
+    d.device.set_client_mm(C.0, mm.clone());
+    let vm = d.vm_create(C, VmCreateFlags::empty()).expect("vm");
+    let (cpu, va) = (0x7f00_0000_0000u64, 0x30_0000u64);
+    mm.map(cpu, 0x1000, true);
+    mm.write_u64(cpu + 0x18, 0xF00D).unwrap();
+    vm.bind(
+        None,
+        &[crate::bind::BindOp::map_userptr(cpu, va, 0x1000)],
+        &[],
+    )
+    .expect("userptr bind");
+    assert_eq!(d.user_fence_value(&vm, None, va + 0x18), Ok(0xF00D));
+    mm.unmap(cpu, 0x1000);
+    assert_eq!(
+        d.user_fence_value(&vm, None, va + 0x18),
+        Err(DriverError::Fault { addr: va + 0x18 })
+    );
+}
+
 #[test]
 fn async_bind_signals_timeline_point_and_counts_in_flight_until_done() {
     let d = driver();

@@ -71,6 +71,15 @@ fn device_stat(dev: &Device, key: &str) -> Option<u64> {
     stat(&dev.stats().expect("stats"), key)
 }
 
+/// Waits (bounded) until gpud has delivered an address-space event after the first `seen`
+/// (`userptr_events` moves once the GPU mapping is zapped).
+fn zapped_after(dev: &Device, seen: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while device_stat(dev, "userptr_events").unwrap_or(0) <= seen && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn adopt_keeps_the_contents_and_bad_registrations_get_an_errno() {
     let d = Daemon::start();
@@ -240,14 +249,10 @@ fn the_gpu_uses_the_clients_own_pages_and_follows_a_remap() {
     unmap(buf, 4 * P);
     let fd = memfd_at(buf, 4 * P);
     write_u32(buf, 0x3333);
-    // The new memory can be registered once gpud has handled the unmap (until then the old
-    // region still covers the range: EBUSY). The counter moves after the GPU mapping is zapped.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while device_stat(&dev, "userptr_events").unwrap_or(0) <= events && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    // Registered at once: gpud takes the pending unmap in first.
     dev.userptr_register_memfd(fd.as_fd(), buf, 4 * P, 0)
         .expect("register the new memory");
+    zapped_after(&dev, events);
     let mut b = Batch::new();
     b.copy(UVA, OUT, 4).batch_end();
     let ran = g.run_dwords(b.dwords());

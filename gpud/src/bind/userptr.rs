@@ -27,7 +27,7 @@ use crate::hw::pte::MemLocation;
 use crate::svm::range::SvmRanges;
 use crate::svm::{CpuRange, MmError, MmTarget, PinnedPages};
 use crate::sync::{Fence, FenceContext, FenceStatus};
-use crate::types::{GpuVa, PAGE_SIZE};
+use crate::types::{GpuVa, PhysAddr, PAGE_SIZE};
 use crate::vm::pagetable::{MapTarget, PhysSeg, PtOp};
 use crate::vm::{MappingFlags, MappingSpec, Step};
 use std::collections::{BTreeMap, VecDeque};
@@ -66,6 +66,13 @@ impl PageWindow {
             first: self.first + first,
             count,
         })
+    }
+
+    /// The device address of the window's `i`-th page.
+    fn page(&self, i: usize) -> Option<PhysAddr> {
+        (i < self.count)
+            .then(|| self.pin.pages().get(self.first + i).copied())
+            .flatten()
     }
 
     /// The segments (physically contiguous runs) of the window, in order.
@@ -176,6 +183,15 @@ impl Notifier {
     /// The userptr starting at GPU `start`.
     pub fn get(&self, start: u64) -> Option<&Userptr> {
         self.userptrs.get(&start)
+    }
+
+    /// The userptr covering GPU `va`: `(its start, it)`.
+    pub fn covering(&self, va: u64) -> Option<(u64, &Userptr)> {
+        self.userptrs
+            .range(..=va)
+            .next_back()
+            .filter(|(s, u)| va - **s < u.len)
+            .map(|(s, u)| (*s, u))
     }
 
     /// Userptrs without pages: `(gpu start, userptr)`.
@@ -393,6 +409,58 @@ impl Vm {
                 }
             }
         });
+    }
+
+    /// Reads the u64 at GPU `va` (8-byte aligned) through the userptr mapping covering it: a
+    /// user fence in client memory. `None` if no userptr covers `va`. A valid userptr is read
+    /// through its pages under the notifier lock (no event replaces them meanwhile); an
+    /// invalidated one (or one a fault-mode VM has not populated) through the page the
+    /// address space resolves now, checked against the notifier sequence and read again if
+    /// an event raced. Memory the address space cannot resolve is `Fault` (EFAULT, as Xe).
+    /// Never takes `vm.lock` and never waits for GPU work.
+    pub fn userptr_read_u64(&self, va: u64) -> Option<Result<u64, MmError>> {
+        for _ in 0..USERPTR_RETRIES {
+            let (since, cpu) = {
+                let n = self.notifier.read();
+                let (start, u) = n.covering(va)?;
+                let cpu = u.cpu.start() + (va - start);
+                if let Some(pages) = &u.pages {
+                    let value = pages
+                        .page(((va - start) / PAGE_SIZE) as usize)
+                        .and_then(|pa| {
+                            self.core
+                                .dma
+                                .read_u64(PhysAddr(pa.get() + va % PAGE_SIZE))
+                                .ok()
+                        });
+                    return Some(value.ok_or(MmError::Fault { va: cpu }));
+                }
+                (n.seq(), cpu)
+            };
+            let Some(mm) = self.client_mm() else {
+                return Some(Err(MmError::Fault { va: cpu }));
+            };
+            let Ok(page) = CpuRange::new(cpu - cpu % PAGE_SIZE, PAGE_SIZE) else {
+                return Some(Err(MmError::Fault { va: cpu }));
+            };
+            let pinned = match mm.get_pages(page, false) {
+                Ok(p) => p,
+                Err(MmError::Again) => continue,
+                Err(e) => return Some(Err(e)),
+            };
+            let value = pinned.pages().first().and_then(|pa| {
+                self.core
+                    .dma
+                    .read_u64(PhysAddr(pa.get() + cpu % PAGE_SIZE))
+                    .ok()
+            });
+            drop(pinned);
+            if self.notifier.read().raced(since, page) {
+                continue;
+            }
+            return Some(value.ok_or(MmError::Fault { va: cpu }));
+        }
+        Some(Err(MmError::Again))
     }
 
     /// Records the pinned bytes (the owner's charge) as `n` has them.

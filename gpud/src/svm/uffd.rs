@@ -15,6 +15,13 @@
 //! every live client's (non-blocking) userfaultfd plus an eventfd that wakes it when the set
 //! changes, and holds only weak references, so a client that goes away is released at once.
 //!
+//! Reading an event is split in two: *intake* (read it, apply it to the region table, queue
+//! it) and *delivery* (hand it to the listener, which zaps). Intake never waits, so a
+//! registration ([`UffdMm::add_region`], on the request thread) takes in the client's pending
+//! events itself before it checks for overlaps: a client that unmaps a registered range and
+//! registers new memory at the same address right after is not refused because the reader
+//! had not got to its event yet. Delivery stays on the reader thread, in intake order.
+//!
 //! INVARIANT: a region's memfd stays open while the region is in the table, and every
 //! [`PinnedPages`] from `get_pages` keeps its own descriptor and window places until it is
 //! dropped (after the core zapped and invalidated the PTEs to them), whatever the table does
@@ -84,6 +91,12 @@ struct Counters {
 
 struct Inner {
     uffd: OwnedFd,
+    /// Held while events are read from `uffd` and applied to the table (the intake), so
+    /// events are applied and queued in the order the kernel produced them.
+    intake: Mutex<()>,
+    /// Events taken in and not yet delivered to the listener (`None`: nothing to deliver),
+    /// in intake order; only the reader thread delivers.
+    outbox: Mutex<std::collections::VecDeque<Option<MmEvent>>>,
     full_mode: bool,
     pools: Arc<Pools>,
     limits: MmLimits,
@@ -117,6 +130,8 @@ impl UffdMm {
         }
         let inner = Arc::new(Inner {
             uffd,
+            intake: Mutex::new(()),
+            outbox: Mutex::new(std::collections::VecDeque::new()),
             full_mode,
             pools,
             limits,
@@ -133,7 +148,9 @@ impl UffdMm {
 
     /// Registers `[va, va + len)` as mapping `memfd` from file offset `offset` (checked
     /// against the table and the limit, then registered with the client's userfaultfd for
-    /// events; the memfd is checked when its pages are first mapped, and once here).
+    /// events; the memfd is checked when its pages are first mapped, and once here). The
+    /// client's pending events are taken in first (never waiting), so a range it unmapped
+    /// before this call no longer counts as registered.
     pub fn add_region(
         &self,
         range: CpuRange,
@@ -146,6 +163,11 @@ impl UffdMm {
         }
         crate::mem::shm::check_foreign(memfd.as_fd(), offset, range.len())
             .map_err(|e| RegisterError::Memfd(foreign_reason(&e)))?;
+        // Held to the insertion: no event is applied between the drain and the check.
+        let intake = inner.intake.lock();
+        if inner.take_in_locked() {
+            reader().wake();
+        }
         let mut regions = inner.regions.lock();
         if regions.len() >= inner.limits.max_regions {
             return Err(RegisterError::TooMany {
@@ -169,6 +191,8 @@ impl UffdMm {
                 offset,
             },
         );
+        drop(regions);
+        drop(intake);
         Ok(())
     }
 
@@ -339,18 +363,55 @@ impl Inner {
         }
     }
 
-    /// Applies one event to the table, then tells the listener (outside the table's lock).
-    fn handle(&self, e: UffdEvent) {
-        // Counted once handled (after the listener returned): a reader of the counter knows
-        // the event's GPU mappings are zapped.
-        if !self.gone.load(Ordering::Acquire) {
-            self.apply(e);
-        }
-        self.counters.events.fetch_add(1, Ordering::Release);
+    /// Intake: reads every pending event (never waiting), applies each to the table and
+    /// queues it for delivery. Returns whether anything was queued.
+    fn take_in(&self) -> bool {
+        let _intake = self.intake.lock();
+        self.take_in_locked()
     }
 
-    fn apply(&self, e: UffdEvent) {
-        let event = match e {
+    /// [`Inner::take_in`] with `intake` held by the caller.
+    fn take_in_locked(&self) -> bool {
+        let mut events = Vec::new();
+        // An error (never expected) stops polling this client, so it cannot spin the reader;
+        // its connection's close still ends it.
+        if uffd::read_events(self.uffd.as_fd(), &mut events).is_err() {
+            self.unreadable.store(true, Ordering::Release);
+        }
+        if events.is_empty() {
+            return false;
+        }
+        let gone = self.gone.load(Ordering::Acquire);
+        let applied: Vec<Option<MmEvent>> = events
+            .into_iter()
+            .map(|e| if gone { None } else { self.apply(e) })
+            .collect();
+        self.outbox.lock().extend(applied);
+        true
+    }
+
+    /// Delivery (reader thread only): hands the queued events to the listener, in order,
+    /// outside every lock of this client.
+    fn deliver(&self) {
+        loop {
+            let Some(event) = self.outbox.lock().pop_front() else {
+                return;
+            };
+            if let Some(ev) = event {
+                let listener = self.listener.lock().clone();
+                if let Some(l) = listener {
+                    l.event(ev);
+                }
+            }
+            // Counted once handled (after the listener returned): a reader of the counter
+            // knows the event's GPU mappings are zapped.
+            self.counters.events.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// Applies one event to the table; returns what the listener hears of it.
+    fn apply(&self, e: UffdEvent) -> Option<MmEvent> {
+        match e {
             UffdEvent::Unmap { start, end } => {
                 self.counters.unmaps.fetch_add(1, Ordering::Relaxed);
                 self.forget(start, end);
@@ -375,10 +436,6 @@ impl Inner {
                 self.counters.faults_ignored.fetch_add(1, Ordering::Relaxed);
                 None
             }
-        };
-        let listener = self.listener.lock().clone();
-        if let (Some(l), Some(ev)) = (listener, event) {
-            l.event(ev);
         }
     }
 }
@@ -517,7 +574,6 @@ impl Reader {
     }
 
     fn run(&self) {
-        let mut events = Vec::new();
         loop {
             let live: Vec<Arc<Inner>> = {
                 // A client that is gone is still read while anything holds it (pinned pages
@@ -550,18 +606,11 @@ impl Reader {
                 let _ = rustix::io::read(&self.wake, &mut count);
             }
             for (inner, ready) in live.iter().zip(ready.iter().skip(1)) {
-                if !ready {
-                    continue;
+                if *ready {
+                    inner.take_in();
                 }
-                events.clear();
-                // An error (never expected) stops polling this client, so it cannot spin the
-                // reader; its connection's close still ends it.
-                if uffd::read_events(inner.uffd.as_fd(), &mut events).is_err() {
-                    inner.unreadable.store(true, Ordering::Release);
-                }
-                for e in events.drain(..) {
-                    inner.handle(e);
-                }
+                // Also what a registration took in (it woke the reader).
+                inner.deliver();
             }
             // Releases the clients that went away while polled.
             drop(live);

@@ -284,3 +284,129 @@ fn shutdown_is_gone_for_the_listener_and_every_later_call() {
     // SAFETY: the test's mapping.
     unsafe { munmap(va as *mut _, P as usize) }.unwrap();
 }
+
+/// A listener that stays in its first event until opened (a slow zap on the reader).
+#[derive(Default)]
+struct Gate {
+    log: Log,
+    open: Mutex<bool>,
+    cond: parking_lot::Condvar,
+    entered: AtomicBool,
+}
+
+impl MmListener for Gate {
+    fn event(&self, e: MmEvent) {
+        self.log.event(e);
+        self.entered.store(true, Ordering::Release);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut open = self.open.lock();
+        while !*open && Instant::now() < deadline {
+            self.cond.wait_until(&mut open, deadline);
+        }
+    }
+}
+
+impl Gate {
+    fn open(&self) {
+        *self.open.lock() = true;
+        self.cond.notify_all();
+    }
+}
+
+/// Maps `fd` shared at exactly `va` once the range is free (a munmap in flight removes the
+/// old mapping before it waits for its event to be read); bounded.
+fn map_at(fd: &OwnedFd, va: u64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        // SAFETY: NOREPLACE never replaces a mapping; the range is this test's.
+        let got = unsafe {
+            mmap(
+                va as *mut _,
+                P as usize,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED | MapFlags::FIXED_NOREPLACE,
+                fd,
+                0,
+            )
+        };
+        match got {
+            Ok(p) if p as u64 == va => return true,
+            Ok(p) => {
+                // SAFETY: the mapping just made (an old kernel ignored NOREPLACE).
+                let _ = unsafe { munmap(p, P as usize) };
+                return false;
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(1)),
+        }
+    }
+    false
+}
+
+/// A client unmaps a registered range and registers new memory at the same address right
+/// after, while the reader is still busy with an earlier event (a slow zap): the
+/// registration takes the pending unmap in itself and succeeds (it used to be EBUSY until
+/// the reader got to the event). The listener still hears every event, in order.
+#[test]
+fn a_registration_right_after_munmap_takes_the_unmap_in_first() {
+    let (pools, sys, _) = pools();
+    let Some(mm) = new_mm(&pools, MmLimits::default()) else {
+        return;
+    };
+    let gate = Arc::new(Gate::default());
+    mm.set_listener(gate.clone());
+    let (fd1, va1) = client_memory(1);
+    let (fd2, va2) = client_memory(1);
+    mm.add_region(range(va1, 1), fd1, 0).unwrap();
+    mm.add_region(range(va2, 1), fd2, 0).unwrap();
+    // The reader delivers the first unmap and stays in the listener.
+    // SAFETY: the test's mapping.
+    unsafe { munmap(va1 as *mut _, P as usize) }.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gate.entered.load(Ordering::Acquire) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(
+        gate.entered.load(Ordering::Acquire),
+        "the first event never came"
+    );
+    // The second munmap returns once its event is read: nobody reads it while the reader
+    // is busy, so it runs on its own thread.
+    // SAFETY: the test's mapping.
+    let unmapper = std::thread::spawn(move || unsafe { munmap(va2 as *mut _, P as usize) });
+    let (fd3, _) = {
+        use rustix::fs::{fcntl_add_seals, memfd_create, MemfdFlags, SealFlags};
+        let fd = memfd_create("new", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING).unwrap();
+        rustix::fs::ftruncate(&fd, P).unwrap();
+        rustix::io::pwrite(&fd, &[0x5a; 8], 0).unwrap();
+        fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW).unwrap();
+        (fd, ())
+    };
+    let mapped = map_at(&fd3, va2);
+    let registered = mapped.then(|| mm.add_region(range(va2, 1), fd3.try_clone().unwrap(), 0));
+    gate.open();
+    let unmapped = unmapper.join().unwrap();
+    assert!(mapped, "the address never became free");
+    assert!(unmapped.is_ok());
+    assert_eq!(
+        registered,
+        Some(Ok(())),
+        "new memory at an unmapped address"
+    );
+    assert_eq!(
+        gate.log.wait_for(2),
+        vec![MmEvent::Unmap(range(va1, 1)), MmEvent::Unmap(range(va2, 1))]
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while mm.events_read() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(mm.events_read(), 2);
+    // The new region resolves to the new memory.
+    let pinned = mm.get_pages(range(va2, 1), false).unwrap();
+    let mut b = [0u8; 1];
+    sys.read(pinned.pages()[0].get(), &mut b).unwrap();
+    assert_eq!(b, [0x5a]);
+    drop(pinned);
+    // SAFETY: the test's new mapping.
+    unsafe { munmap(va2 as *mut _, P as usize) }.unwrap();
+}

@@ -349,6 +349,39 @@ fn a_bind_racing_an_event_maps_the_new_page() {
     assert_eq!(gpu_page(&r, &t, VA), Some(mm.phys_of(CPU).unwrap().get()));
 }
 
+/// WAIT_USER_FENCE on a fence in client memory: read through the userptr's pages (the
+/// GPU's writes and the CPU's), through the page the address space has now once an event
+/// invalidated it, EFAULT once the memory is gone; `None` outside every userptr.
+#[test]
+fn a_user_fence_in_userptr_memory_is_read_through_the_clients_pages() {
+    use crate::svm::MmError;
+    let (r, mm) = client();
+    let t = client_vm(&r, VmFlags::empty());
+    let fence = VA + K4 + 8;
+    mm.map(CPU, 2 * K4, true);
+    mm.write_u64(CPU + K4 + 8, 5).unwrap();
+    t.bind(&[BindOp::map_userptr(CPU, VA, 2 * K4)]).unwrap();
+    assert_eq!(t.vm.userptr_read_u64(fence), Some(Ok(5)));
+    t.store(fence, 6).unwrap();
+    assert_eq!(t.vm.userptr_read_u64(fence), Some(Ok(6)), "the GPU's write");
+    // A new page at the same address: invalidated, read through the page there now.
+    mm.map(CPU + K4, K4, true);
+    mm.write_u64(CPU + K4 + 8, 7).unwrap();
+    assert!(t.vm.has_invalid_userptrs());
+    assert_eq!(t.vm.userptr_read_u64(fence), Some(Ok(7)));
+    mm.unmap(CPU + K4, K4);
+    assert!(matches!(
+        t.vm.userptr_read_u64(fence),
+        Some(Err(MmError::Fault { .. }))
+    ));
+    assert_eq!(t.vm.userptr_read_u64(VA + 4 * K4), None, "not a userptr");
+    // A fault-mode VM that never populated its userptr reads through the address space.
+    let f = client_vm(&r, FAULT);
+    mm.write_u64(CPU + 16, 9).unwrap();
+    f.bind(&[BindOp::map_userptr(CPU, VA, K4)]).unwrap();
+    assert_eq!(f.vm.userptr_read_u64(VA + 16), Some(Ok(9)));
+}
+
 #[test]
 fn fake_mm_is_a_client_mm() {
     let (r, mm) = client();
