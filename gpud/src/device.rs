@@ -551,7 +551,7 @@ impl Device {
         flags: VmFlags,
         owner: Option<QueueOwner>,
     ) -> Result<Arc<Vm>, BindError> {
-        flags.check()?;
+        crate::bind::op::check_vm_flags(flags)?;
         let id = VmId(self.next_vm.fetch_add(1, Ordering::Relaxed));
         let pager = owner.map(|o| self.core.pager(o));
         let vm = Vm::new(self.core.clone(), id, flags, pager)?;

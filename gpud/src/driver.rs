@@ -357,17 +357,11 @@ fn placement(p: WirePlacement) -> Result<Placement, DriverError> {
     }
 }
 
-/// The scheme's VM flags as the bind engine's (same uAPI values); bits the engine does not
-/// know are refused, never dropped.
-fn vm_flags(f: VmCreateFlags) -> Result<VmFlags, DriverError> {
-    VmFlags::from_bits(f.bits()).ok_or(DriverError::Invalid("VM flags the driver does not know"))
-}
-
-/// A scheme bind op as the bind engine's op (unknown flag bits refused, never dropped).
+/// A scheme bind op as the bind engine's op (the flags are the uAPI's own type: nothing to
+/// convert or drop).
 fn bind_op(r: &ResolvedBindOp<Arc<Bo>>) -> Result<BindOp, DriverError> {
     let op = &r.op;
-    let flags = BindFlags::from_bits(op.flags.bits())
-        .ok_or(DriverError::Invalid("bind flags the driver does not know"))?;
+    let flags = op.flags;
     let base = |kind, bo: Option<Arc<Bo>>, offset| BindOp {
         kind,
         bo,
@@ -657,7 +651,7 @@ impl GpuDriver for Driver {
     fn vm_create(&self, client: ClientId, flags: VmCreateFlags) -> Result<Arc<Vm>, DriverError> {
         let vm = self
             .device
-            .vm_create_for(vm_flags(flags)?, Some(client.0))
+            .vm_create_for(flags, Some(client.0))
             .map_err(bind_err)?;
         self.with_client(client, |st| st.vms.push(Arc::downgrade(&vm)));
         Ok(vm)

@@ -11,49 +11,17 @@ use crate::sync::{Fence, Syncobj};
 use crate::types::{GpuVa, PAGE_SIZE};
 use std::sync::Arc;
 
-bitflags::bitflags! {
-    /// VM-create flags (uAPI values).
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-    pub struct VmFlags: u32 {
-        /// Unmapped VAs read and write a scratch page instead of faulting.
-        const SCRATCH_PAGE = 1 << 0;
-        /// Long-running: no job timeout, no dma-fence out-syncs.
-        const LR_MODE = 1 << 1;
-        /// Recoverable faults; binds without IMMEDIATE create no PTEs.
-        const FAULT_MODE = 1 << 2;
-    }
-}
+/// Per-op flags: the uAPI's own type (one table for the wire and the driver).
+pub use gpu_scheme::uapi::flags::BindFlags;
+/// VM-create flags: the uAPI's own type (one table for the wire and the driver).
+pub use gpu_scheme::uapi::flags::VmCreateFlags as VmFlags;
 
-impl VmFlags {
-    /// The create-time rules: SCRATCH|FAULT and FAULT without LR are invalid.
-    pub fn check(self) -> Result<(), BindError> {
-        let err = |reason| BindError::InvalidVmFlags {
-            flags: self.bits(),
-            reason,
-        };
-        if self.contains(Self::FAULT_MODE) && self.contains(Self::SCRATCH_PAGE) {
-            return Err(err("SCRATCH_PAGE with FAULT_MODE"));
-        }
-        if self.contains(Self::FAULT_MODE) && !self.contains(Self::LR_MODE) {
-            return Err(err("FAULT_MODE without LR_MODE"));
-        }
-        Ok(())
-    }
-}
-
-bitflags::bitflags! {
-    /// Per-op flags (uAPI values).
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-    pub struct BindFlags: u32 {
-        /// PTEs read-only.
-        const READONLY = 1 << 0;
-        /// On a fault-mode VM, write PTEs now instead of on first fault.
-        const IMMEDIATE = 1 << 1;
-        /// Null/sparse mapping: reads zero, writes dropped. MAP only, no BO.
-        const NULL = 1 << 2;
-        /// CPU-address mirror (SVM). MAP only, no BO, fault-mode VMs only.
-        const CPU_ADDR_MIRROR = 1 << 5;
-    }
+/// The create-time rules of VM flags (`gpu_scheme::uapi::rules::vm_flags`).
+pub fn check_vm_flags(flags: VmFlags) -> Result<(), BindError> {
+    gpu_scheme::uapi::rules::vm_flags(flags).map_err(|reason| BindError::InvalidVmFlags {
+        flags: flags.bits(),
+        reason,
+    })
 }
 
 /// The operation of one bind op.
@@ -69,6 +37,20 @@ pub enum OpKind {
     UnmapAll,
     /// Make a range resident (populate its PTEs on a fault-mode VM).
     Prefetch,
+}
+
+impl OpKind {
+    /// The uAPI value (`gpu_scheme::uapi::flags::bind_op`).
+    pub fn code(self) -> u32 {
+        use gpu_scheme::uapi::flags::bind_op;
+        match self {
+            OpKind::Map => bind_op::MAP,
+            OpKind::Unmap => bind_op::UNMAP,
+            OpKind::MapUserptr => bind_op::MAP_USERPTR,
+            OpKind::UnmapAll => bind_op::UNMAP_ALL,
+            OpKind::Prefetch => bind_op::PREFETCH,
+        }
+    }
 }
 
 /// One op of a bind call.
@@ -244,34 +226,18 @@ pub fn validate_ops(ops: &[BindOp], fault_vm: bool) -> Result<(), BindError> {
 }
 
 fn validate_op(op: &BindOp, fault_vm: bool) -> Result<(), &'static str> {
-    let f = op.flags;
-    let unbacked = f.intersects(BindFlags::NULL | BindFlags::CPU_ADDR_MIRROR);
-    if f.contains(BindFlags::CPU_ADDR_MIRROR) && !fault_vm {
+    if op.flags.contains(BindFlags::CPU_ADDR_MIRROR) && !fault_vm {
         return Err("CPU_ADDR_MIRROR on a VM without FAULT_MODE");
     }
-    if f.contains(BindFlags::NULL | BindFlags::CPU_ADDR_MIRROR) {
-        return Err("NULL together with CPU_ADDR_MIRROR");
-    }
-    if unbacked && (op.bo.is_some() || op.offset != 0) {
-        return Err("NULL/CPU_ADDR_MIRROR with a BO or offset");
-    }
-    if unbacked && op.kind != OpKind::Map {
-        return Err("NULL/CPU_ADDR_MIRROR on an op other than MAP");
-    }
-    let bo_ok = match op.kind {
-        OpKind::Map => op.bo.is_some() || unbacked,
-        OpKind::UnmapAll => op.bo.is_some(),
-        OpKind::Unmap | OpKind::Prefetch | OpKind::MapUserptr => op.bo.is_none(),
-    };
-    if !bo_ok {
-        return Err("BO given where none is allowed, or missing where one is required");
-    }
+    gpu_scheme::uapi::rules::bind_op_shape(gpu_scheme::uapi::rules::BindOpShape {
+        op: op.kind.code(),
+        flags: op.flags,
+        bo: op.bo.is_some(),
+        offset: op.offset != 0,
+        range: op.addr.get() != 0 || op.range != 0,
+    })?;
     if op.kind == OpKind::UnmapAll {
-        return if op.addr.get() != 0 || op.range != 0 {
-            Err("UNMAP_ALL with an address or range")
-        } else {
-            Ok(())
-        };
+        return Ok(());
     }
     if op.offset % PAGE_SIZE != 0 || op.addr.get() % PAGE_SIZE != 0 || op.range % PAGE_SIZE != 0 {
         return Err("offset, address or range not 4 KiB aligned");

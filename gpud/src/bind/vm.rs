@@ -145,7 +145,7 @@ impl Vm {
         flags: VmFlags,
         pager: Option<Arc<ClientPager>>,
     ) -> Result<Arc<Self>, BindError> {
-        flags.check()?;
+        super::op::check_vm_flags(flags)?;
         let resv = Resv::new();
         let reserved = VaRange::new(GpuVa(KERNEL_VA_BASE), VA_SPACE - KERNEL_VA_BASE)?;
         let space = VaSpace::new(GpuVa(0), VA_SPACE, Some(reserved))?;

@@ -258,12 +258,7 @@ fn decode_vm_create(cur: &Cursor<'_>) -> Result<Request, DecodeError> {
     nonzero_is_err(a.vm_id as u64, "vm_id (out)")?;
     reserved2(a.reserved)?;
     let f: VmCreateFlags = flags(a.flags, "vm_create.flags")?;
-    let scratch_and_fault = f.contains(VmCreateFlags::SCRATCH_PAGE | VmCreateFlags::FAULT_MODE);
-    let fault_without_lr =
-        f.contains(VmCreateFlags::FAULT_MODE) && !f.contains(VmCreateFlags::LR_MODE);
-    if scratch_and_fault || fault_without_lr {
-        return Err(DecodeError::BadVmFlags(a.flags));
-    }
+    super::rules::vm_flags(f).map_err(|_| DecodeError::BadVmFlags(a.flags))?;
     Ok(Request::VmCreate(f))
 }
 
@@ -371,15 +366,14 @@ fn decode_bind_op(index: usize, w: &BindOpWire) -> Result<BindOp, DecodeError> {
             value: w.op as u64,
         });
     }
-    if (null || mirror) && (w.op != bind_op::MAP) {
-        return Err(bad("NULL/CPU_ADDR_MIRROR only with MAP"));
-    }
-    if null && mirror {
-        return Err(bad("NULL and CPU_ADDR_MIRROR together"));
-    }
-    if (null || mirror) && (w.bo_id != 0 || w.obj_offset != 0) {
-        return Err(bad("NULL/CPU_ADDR_MIRROR take no BO and no offset"));
-    }
+    super::rules::bind_op_shape(super::rules::BindOpShape {
+        op: w.op,
+        flags: f,
+        bo: w.bo_id != 0,
+        offset: w.obj_offset != 0,
+        range: w.addr != 0 || w.range != 0,
+    })
+    .map_err(bad)?;
     if w.op != bind_op::PREFETCH && w.prefetch_region != 0 {
         return Err(bad("prefetch_region only with PREFETCH"));
     }
@@ -404,41 +398,24 @@ fn decode_bind_op(index: usize, w: &BindOpWire) -> Result<BindOp, DecodeError> {
     })
 }
 
+/// The request form of an op `rules::bind_op_shape` accepted.
 fn bind_op_kind(w: &BindOpWire, null: bool, mirror: bool) -> Result<BindOpKind, &'static str> {
-    let no_bo = |kind| {
-        if w.bo_id != 0 {
-            Err("op takes no BO")
-        } else {
-            Ok(kind)
-        }
-    };
-    let no_offset = |kind| {
-        if w.obj_offset != 0 {
-            Err("op takes no offset")
-        } else {
-            Ok(kind)
-        }
-    };
-    match w.op {
-        bind_op::MAP if null => Ok(BindOpKind::MapNull),
-        bind_op::MAP if mirror => Ok(BindOpKind::MapCpuMirror),
-        bind_op::MAP if w.bo_id == 0 => Err("MAP needs a BO, NULL or CPU_ADDR_MIRROR"),
-        bind_op::MAP => Ok(BindOpKind::Map {
+    Ok(match w.op {
+        bind_op::MAP if null => BindOpKind::MapNull,
+        bind_op::MAP if mirror => BindOpKind::MapCpuMirror,
+        bind_op::MAP => BindOpKind::Map {
             bo: BoId(w.bo_id),
             bo_offset: w.obj_offset,
-        }),
-        bind_op::UNMAP => no_bo(BindOpKind::Unmap).and_then(no_offset),
-        bind_op::MAP_USERPTR => no_bo(BindOpKind::MapUserptr {
+        },
+        bind_op::UNMAP => BindOpKind::Unmap,
+        bind_op::MAP_USERPTR => BindOpKind::MapUserptr {
             userptr: w.obj_offset,
-        }),
-        bind_op::UNMAP_ALL if w.bo_id == 0 => Err("UNMAP_ALL needs a BO"),
-        bind_op::UNMAP_ALL if w.addr != 0 || w.range != 0 => Err("UNMAP_ALL takes no range"),
-        bind_op::UNMAP_ALL => no_offset(BindOpKind::UnmapAll { bo: BoId(w.bo_id) }),
-        _ => {
-            let region = Region::from_raw(w.prefetch_region).ok_or("unknown prefetch region")?;
-            no_bo(BindOpKind::Prefetch { region }).and_then(no_offset)
-        }
-    }
+        },
+        bind_op::UNMAP_ALL => BindOpKind::UnmapAll { bo: BoId(w.bo_id) },
+        _ => BindOpKind::Prefetch {
+            region: Region::from_raw(w.prefetch_region).ok_or("unknown prefetch region")?,
+        },
+    })
 }
 
 /// Xe's `xe_sync_entry_parse` table, minus the handle lookups and the LR-VM check.

@@ -1,8 +1,8 @@
 //! Flag words and small enumerations of the uAPI, declared once.
 //!
 //! Owns: every flag bit and enum value that appears in a wire struct. Unknown bits are rejected
-//! by the decoder with `from_bits` (never `from_bits_truncate`). Must not: validate combinations
-//! (that is `decode.rs`).
+//! by the decoder with `from_bits` (never `from_bits_truncate`); the driver uses these types too
+//! (`gpud::bind::op`). Must not: validate combinations (that is `rules.rs`).
 
 use bitflags::bitflags;
 

@@ -10,6 +10,7 @@ pub mod error;
 pub mod flags;
 pub mod mm;
 pub mod request;
+pub mod rules;
 pub mod wire;
 
 pub use decode::{decode, write_reply};
