@@ -261,56 +261,7 @@ pub(crate) fn preempt_for_contexts(
     starved: &[Waiter],
     now: Duration,
 ) -> Option<Duration> {
-    let stopping = st
-        .queues
-        .values()
-        .filter(|q| {
-            q.held_ctx.is_some()
-                && matches!(
-                    q.run,
-                    Run::Preempting {
-                        why: PreemptWhy::Slice,
-                        ..
-                    }
-                )
-        })
-        .count();
-    let quantum = shared.cfg.quantum;
-    let mut running: Vec<(Priority, Duration, QueueId)> = st
-        .queues
-        .iter()
-        .filter_map(|(id, q)| match q.run {
-            Run::Loaded { since, .. } if q.held_ctx.is_some() => Some((q.priority, since, *id)),
-            _ => None,
-        })
-        .collect();
-    running.sort();
-    let mut next: Option<Duration> = None;
-    for w in starved.iter().skip(stopping) {
-        let victim = running.iter().position(|&(p, since, _)| {
-            p < w.0 || (p == w.0 && now.saturating_sub(since) >= quantum)
-        });
-        match victim {
-            Some(i) => {
-                let (_, _, id) = running.remove(i);
-                if let Some(q) = st.queues.get_mut(&id) {
-                    request_preempt(shared, q, PreemptWhy::Slice, now);
-                }
-            }
-            None => {
-                let soonest = running
-                    .iter()
-                    .filter(|&&(p, _, _)| p <= w.0)
-                    .map(|&(_, since, _)| (since + quantum).saturating_sub(now))
-                    .min();
-                next = match (next, soonest) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-            }
-        }
-    }
-    next
+    preempt_matching(shared, st, starved, now, |q| q.held_ctx.is_some())
 }
 
 /// Queues of `engine` with work on their ring and no hardware queue, best first.
@@ -398,9 +349,7 @@ fn load(
     }
 }
 
-/// Preempts loaded queues for the waiting queues `left` (best first): a lower-priority queue
-/// at once, one of the same priority after its quantum. Returns the time until the next
-/// quantum ends for a queue a waiter could preempt.
+/// Preempts loaded queues of `engine` for the waiting queues `left` (best first).
 fn preempt_for(
     shared: &Shared,
     st: &mut State,
@@ -408,11 +357,24 @@ fn preempt_for(
     left: &[Waiter],
     now: Duration,
 ) -> Option<Duration> {
+    preempt_matching(shared, st, left, now, |q| q.engine == engine)
+}
+
+/// Preempts loaded queues that `which` selects for the waiting queues `left` (best first): a
+/// lower-priority queue at once, one of the same priority after its quantum. Returns the time
+/// until the next quantum ends for a queue a waiter could preempt.
+fn preempt_matching(
+    shared: &Shared,
+    st: &mut State,
+    left: &[Waiter],
+    now: Duration,
+    which: impl Fn(&QueueState) -> bool,
+) -> Option<Duration> {
     let stopping = st
         .queues
         .values()
         .filter(|q| {
-            q.engine == engine
+            which(q)
                 && matches!(
                     q.run,
                     Run::Preempting {
@@ -428,7 +390,7 @@ fn preempt_for(
         .queues
         .iter()
         .filter_map(|(id, q)| match q.run {
-            Run::Loaded { since, .. } if q.engine == engine => Some((q.priority, since, *id)),
+            Run::Loaded { since, .. } if which(q) => Some((q.priority, since, *id)),
             _ => None,
         })
         .collect();
