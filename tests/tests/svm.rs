@@ -9,48 +9,18 @@
 
 #![allow(unsafe_code)]
 
+use gpu_tests::cpu_mem::{anon, anon_aligned, unmap};
 use gpu_tests::Daemon;
 use libgpu::cmd::Batch;
 use libgpu::flags::{EngineClass, VmCreateFlags};
 use libgpu::{Device, ExecQueue, Vm};
-use rustix::mm::{MapFlags, MremapFlags, ProtFlags};
+use rustix::mm::MremapFlags;
 use std::time::{Duration, Instant};
 
 const P: u64 = 4096;
 const M2: u64 = 2 << 20;
 /// The mirror: the whole client VA space below gpud's reserved top 4 GiB.
 const MIRROR_END: u64 = (1 << 48) - (1 << 32);
-
-/// `len` bytes of fresh private anonymous memory.
-fn anon(len: u64) -> u64 {
-    let prot = ProtFlags::READ | ProtFlags::WRITE;
-    // SAFETY: a fresh mapping at an address the kernel picks; nothing else refers to it.
-    let p = unsafe {
-        rustix::mm::mmap_anonymous(std::ptr::null_mut(), len as usize, prot, MapFlags::PRIVATE)
-    }
-    .expect("mmap");
-    p as u64
-}
-
-/// `len` bytes of fresh memory at a 2 MiB-aligned address (the rest of a larger mapping is
-/// unmapped again).
-fn anon_2m_aligned(len: u64) -> u64 {
-    let raw = anon(len + M2);
-    let aligned = (raw + M2 - 1) & !(M2 - 1);
-    if aligned > raw {
-        unmap(raw, aligned - raw);
-    }
-    let tail = raw + len + M2 - (aligned + len);
-    if tail > 0 {
-        unmap(aligned + len, tail);
-    }
-    aligned
-}
-
-fn unmap(addr: u64, len: u64) {
-    // SAFETY: test memory made by `anon`, referenced by nothing else.
-    unsafe { rustix::mm::munmap(addr as *mut _, len as usize) }.expect("munmap");
-}
 
 fn write_dwords(addr: u64, dwords: &[u32]) {
     for (i, d) in dwords.iter().enumerate() {
@@ -231,7 +201,7 @@ fn sa_partial_munmap_cpu_fault() {
     let d = Daemon::start();
     let dev = d.device();
     let g = Svm::new(&dev);
-    let buf = anon_2m_aligned(M2);
+    let buf = anon_aligned(M2, M2);
     // SAFETY: this thread's own fresh memory.
     unsafe { dev.userptr_adopt(buf, M2) }.expect("adopt");
     let half = M2 / 2;

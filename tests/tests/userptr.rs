@@ -7,6 +7,7 @@
 
 #![allow(unsafe_code)]
 
+use gpu_tests::cpu_mem::{anon, unmap};
 use gpu_tests::{spawn_client, stat, Daemon, CHILD_ENV};
 use libgpu::Device;
 use rustix::fd::{AsFd, OwnedFd};
@@ -16,17 +17,6 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const P: u64 = 4096;
-
-/// `len` bytes of fresh private anonymous memory (the test unmaps it or leaves it to exit).
-fn anon(len: u64) -> u64 {
-    let prot = ProtFlags::READ | ProtFlags::WRITE;
-    // SAFETY: a fresh mapping at an address the kernel picks; nothing else refers to it.
-    let p = unsafe {
-        rustix::mm::mmap_anonymous(std::ptr::null_mut(), len as usize, prot, MapFlags::PRIVATE)
-    }
-    .expect("mmap");
-    p as u64
-}
 
 /// A memfd of `len` bytes, sealed against shrinking when `sealed`, mapped shared; its address.
 fn memfd_mapping(len: u64, sealed: bool) -> (OwnedFd, u64) {
@@ -50,11 +40,6 @@ fn memfd_mapping(len: u64, sealed: bool) -> (OwnedFd, u64) {
     }
     .expect("mmap");
     (fd, p as u64)
-}
-
-fn unmap(addr: u64, len: u64) {
-    // SAFETY: test memory made by `anon` / `memfd_mapping`, referenced by nothing.
-    unsafe { rustix::mm::munmap(addr as *mut _, len as usize) }.expect("munmap");
 }
 
 fn write_u32(addr: u64, value: u32) {

@@ -15,6 +15,7 @@
 
 #![allow(unsafe_code)]
 
+use gpu_tests::cpu_mem::{anon, anon_aligned, unmap};
 use gpu_tests::{client_process, read_u32 as bo_u32, stat, sys_bo, BATCH_VA};
 use libgpu::cmd::Batch;
 use libgpu::errno::*;
@@ -44,33 +45,6 @@ macro_rules! scenario {
 
 fn rw() -> ProtFlags {
     ProtFlags::READ | ProtFlags::WRITE
-}
-
-/// `len` bytes of fresh private anonymous memory, aligned to `align` (a power of two ≥ 4 KiB).
-fn anon_aligned(len: u64, align: u64) -> u64 {
-    let span = len + align - P;
-    // SAFETY: a fresh mapping at an address the kernel picks; nothing else refers to it.
-    let p = unsafe {
-        rustix::mm::mmap_anonymous(std::ptr::null_mut(), span as usize, rw(), MapFlags::PRIVATE)
-    }
-    .expect("mmap") as u64;
-    let start = (p + align - 1) & !(align - 1);
-    if start > p {
-        unmap(p, start - p);
-    }
-    if p + span > start + len {
-        unmap(start + len, p + span - start - len);
-    }
-    start
-}
-
-fn anon(len: u64) -> u64 {
-    anon_aligned(len, P)
-}
-
-fn unmap(addr: u64, len: u64) {
-    // SAFETY: test memory of this process, referenced by nothing else.
-    unsafe { rustix::mm::munmap(addr as *mut _, len as usize) }.expect("munmap");
 }
 
 /// Fresh private anonymous memory mapped over `[addr, addr + len)` (MAP_FIXED), as IGT's
