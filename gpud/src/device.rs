@@ -19,6 +19,7 @@ use crate::exec::{
     ContextPool, ContextStats, EngineBusy, ExecError, ExecHw, ExecQueue, FencePage, IrqDispatcher,
     KernelQueue, Priority, QueueConfig, QueueMode, QueueOwner, SchedConfig, Scheduler,
 };
+use crate::hw::cmd::BatchFormat;
 use crate::hw::pte::MemLocation;
 use crate::hw::regs::IrqCauses;
 use crate::hw::sim::dma::HeapDma;
@@ -602,18 +603,20 @@ impl Device {
 
     /// Creates a normal-priority exec queue of `vm` on `engine`, charged to no client.
     pub fn exec_queue_create(&self, vm: &Arc<Vm>, engine: Engine) -> Result<ExecQueue, BindError> {
-        self.exec_queue_create_with(vm, engine, Priority::Normal, None)
+        self.exec_queue_create_with(vm, engine, Priority::Normal, None, BatchFormat::Native)
     }
 
     /// Creates an exec queue of `vm` on `engine` at `priority`, charged to `owner` (the
-    /// per-owner queue limit counts it). Its fence page is reached through the global GTT
-    /// (the kernel linear map), never through the VM's page tables.
+    /// per-owner queue limit counts it), whose batches are encoded as `batches`. Its fence
+    /// page is reached through the global GTT (the kernel linear map), never through the
+    /// VM's page tables.
     pub fn exec_queue_create_with(
         &self,
         vm: &Arc<Vm>,
         engine: Engine,
         priority: Priority,
         owner: Option<QueueOwner>,
+        batches: BatchFormat,
     ) -> Result<ExecQueue, BindError> {
         vm.check_alive()?;
         let page = self.core.dma.alloc(PAGE_SIZE)?;
@@ -635,6 +638,7 @@ impl Device {
             vm: Some(vm.clone()),
             priority,
             owner,
+            batches,
         });
         if queue.is_err() {
             let _ = self.core.dma.free(page);
