@@ -165,6 +165,11 @@ impl Core {
         job
     }
 
+    /// Every live VM.
+    pub(crate) fn live_vms(&self) -> Vec<Arc<Vm>> {
+        self.vms.lock().values().filter_map(Weak::upgrade).collect()
+    }
+
     /// `owner`'s pager, created on first use.
     pub(crate) fn pager(&self, owner: QueueOwner) -> Arc<ClientPager> {
         self.pagers.lock().entry(owner).or_default().clone()
@@ -347,7 +352,7 @@ fn new_core(
     let count = cfg.contexts.min(hw.info().contexts);
     let mmu: Arc<dyn Mmu> = hw.clone();
     let ctxs = ContextPool::new(mmu, count, &[KERNEL_CTX]);
-    Arc::new(Core {
+    let core = Arc::new(Core {
         mmu: hw.clone(),
         mm: MemoryManager::new(pools.clone(), copy.clone()),
         copy: copy.clone(),
@@ -359,7 +364,11 @@ fn new_core(
         dma,
         ctxs,
         vms: Mutex::new(HashMap::new()),
-    })
+    });
+    // VRAM pressure evicts SVM ranges too (`bind::migrate`).
+    let evictor: std::sync::Weak<dyn crate::mem::svm::SvmEvictor> = Arc::downgrade(&core) as _;
+    core.mm.set_svm_evictor(evictor);
+    core
 }
 
 /// The fault worker, woken by the FAULT interrupt, finding VMs by context.
