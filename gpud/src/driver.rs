@@ -916,6 +916,17 @@ impl GpuDriver for Driver {
         s.timeline_points(exact) as u64
     }
 
+    fn syncobj_snapshot(&self, s: &Arc<Syncobj>, point: u64) -> Option<Arc<Syncobj>> {
+        let fence = s.find_fence(point).ok()?;
+        let snapshot = Syncobj::new();
+        snapshot.replace_fence(Some(fence));
+        Some(snapshot)
+    }
+
+    fn syncobj_reset(&self, s: &Arc<Syncobj>) {
+        s.reset();
+    }
+
     fn syncobj_query(&self, s: &Arc<Syncobj>) -> u64 {
         if s.last_submitted_point() == 0 {
             u64::from(s.is_signalled())

@@ -333,3 +333,48 @@ fn a_wait_the_driver_cannot_watch_is_polled() {
     assert!(h.s.next_wake_ns().is_some(), "a poll is scheduled");
     assert!(h.s.is_due(Some(dev), caller().id));
 }
+
+#[test]
+fn syncobj_reset_empties_binary_and_timeline_objects_and_is_all_or_nothing() {
+    let mut h = Harness::new();
+    let dev = h.open();
+    let b = h.syncobj(dev, true);
+    let t = h.syncobj(dev, false);
+    let pt = |s, point| SyncobjPoint { syncobj: s, point };
+    h.call(dev, &Request::SyncobjSignal(vec![pt(t, 5)]))
+        .unwrap();
+    let query = |h: &mut Harness, s| {
+        let p = h.call(dev, &Request::SyncobjQuery(s)).unwrap();
+        read_args::<SyncobjQueryArgs>(&p).unwrap().point
+    };
+    assert_eq!((query(&mut h, b), query(&mut h, t)), (1, 5));
+    assert_eq!(
+        h.err(dev, &Request::SyncobjReset(vec![b, SyncobjId(99)])),
+        ENOENT
+    );
+    assert_eq!(query(&mut h, b), 1, "a failed reset resets nothing");
+    h.call(dev, &Request::SyncobjReset(vec![b, t])).unwrap();
+    assert_eq!((query(&mut h, b), query(&mut h, t)), (0, 0));
+    let none = SyncobjWaitFlags::empty();
+    assert_eq!(
+        h.err(dev, &syncobj_wait(&[b], none, Timeout::Poll)),
+        EINVAL,
+        "a reset binary syncobj has no fence"
+    );
+    let wait_t = |point, flags| {
+        Request::SyncobjWait(SyncobjWaitRequest {
+            points: vec![pt(t, point)],
+            flags,
+            timeout: Timeout::Poll,
+        })
+    };
+    assert_eq!(h.err(dev, &wait_t(3, none)), EINVAL, "points are gone");
+    assert_eq!(
+        h.err(dev, &wait_t(3, SyncobjWaitFlags::WAIT_FOR_SUBMIT)),
+        ETIME
+    );
+    // The timeline starts over: a point below the old head is a new submission.
+    h.call(dev, &Request::SyncobjSignal(vec![pt(t, 2)]))
+        .unwrap();
+    assert!(h.call(dev, &wait_t(2, none)).is_ok());
+}

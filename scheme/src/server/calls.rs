@@ -114,6 +114,7 @@ impl<D: GpuDriver> GpuScheme<D> {
                 Ok(Reply::Point(self.driver.syncobj_query(&obj)))
             }
             Request::SyncobjTransfer(req) => self.syncobj_transfer(client, req),
+            Request::SyncobjReset(ids) => self.syncobj_reset(client, ids),
             Request::ExportToken | Request::Import { .. } => Err(SchemeError::WrongHandleKind {
                 id: handle,
                 kind: "device",
@@ -395,6 +396,24 @@ impl<D: GpuDriver> GpuScheme<D> {
         for (id, s, _) in &objs {
             let points = self.driver.syncobj_points(s, false);
             self.client_mut(client)?.set_points(*id, points);
+        }
+        Ok(Reply::None)
+    }
+
+    /// SYNCOBJ_RESET (DRM's): every listed syncobj loses its fence (a timeline its whole
+    /// chain). All ids are resolved first, so an unknown one resets nothing.
+    fn syncobj_reset(&mut self, client: ClientId, ids: Vec<SyncobjId>) -> R<Reply> {
+        let c = self.client_mut(client)?;
+        let objs = ids
+            .iter()
+            .map(|id| Ok((id.0, c.syncobj(*id)?.clone())))
+            .collect::<R<Vec<_>>>()?;
+        for (_, s) in &objs {
+            self.driver.syncobj_reset(s);
+        }
+        let c = self.client_mut(client)?;
+        for (id, _) in &objs {
+            c.set_points(*id, 0);
         }
         Ok(Reply::None)
     }

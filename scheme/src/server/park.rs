@@ -38,6 +38,8 @@ pub(super) struct ParkedCall<P> {
     pub(super) pending: Option<P>,
     /// Not run yet: it waits behind an earlier call of its handle.
     behind: bool,
+    /// What the call resolved at earlier attempts and must keep (a SYNCOBJ_WAIT's fences).
+    captured: Option<Box<dyn std::any::Any + Send>>,
 }
 
 /// What a check found.
@@ -78,6 +80,20 @@ impl<P> Parking<P> {
         let gone: Vec<(usize, Id)> = self.calls.keys().filter(|k| !keep(k)).copied().collect();
         for k in gone {
             self.remove(&k);
+        }
+    }
+
+    /// Takes what the parked call `key` captured at its earlier attempts, if it is a `T`.
+    pub(super) fn take_captured<T: 'static>(&mut self, key: &(usize, Id)) -> Option<T> {
+        let call = self.calls.get_mut(key)?;
+        let any = call.captured.take()?;
+        any.downcast().ok().map(|b| *b)
+    }
+
+    /// Stores `value` with the parked call `key` (nothing if it is not parked).
+    pub(super) fn keep_captured<T: Send + 'static>(&mut self, key: &(usize, Id), value: T) {
+        if let Some(call) = self.calls.get_mut(key) {
+            call.captured = Some(Box::new(value));
         }
     }
 
@@ -231,6 +247,7 @@ impl<D: GpuDriver> GpuScheme<D> {
             woken: false,
             pending: None,
             behind: false,
+            captured: None,
         });
         if pending.is_some() {
             entry.pending = pending;
