@@ -533,8 +533,9 @@ impl GpuDriver for Driver {
             sys_free: mem.sys_free,
             vram_size: self.device.vram_size(),
             vram_free: mem.vram_free,
-            reserved_va_start: crate::bind::KERNEL_VA_BASE,
-            reserved_va_len: (1 << VA_BITS) - crate::bind::KERNEL_VA_BASE,
+            // Nothing is reserved (the fields stay for a driver that needs a range).
+            reserved_va_start: 0,
+            reserved_va_len: 0,
             pat_entries: PAT_TABLE.len() as u32,
         }
     }
