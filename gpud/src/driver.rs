@@ -840,6 +840,13 @@ impl GpuDriver for Driver {
         fence.is_some_and(|f| watch_fence(&f, wake))
     }
 
+    fn watch_in_flight(&self, client: ClientId, wake: WakeToken) -> bool {
+        // The oldest work still in flight: it is first to complete in the common case; if a
+        // later one completes first, the parked EXEC waits a little longer, never forever.
+        let oldest = self.with_client(client, |st| st.in_flight.first().cloned());
+        oldest.is_some_and(|f| watch_fence(&f, wake))
+    }
+
     fn watch_user_fence(&self, vm: &Arc<Vm>, wake: WakeToken) -> bool {
         // Every bind and exec job of the VM publishes its fence on the VM resv; the value a
         // job's user fence writes is there once that fence signals.

@@ -309,6 +309,12 @@ pub trait GpuDriver {
         let _ = (s, point, wake);
         false
     }
+    /// Fires `wake` once when some work of `client` in flight completes (an EXEC parked past
+    /// the in-flight limit may then go). `false`: nothing to watch (the server polls).
+    fn watch_in_flight(&self, client: ClientId, wake: WakeToken) -> bool {
+        let _ = (client, wake);
+        false
+    }
     /// Fires `wake` once when work that could write a user fence in `vm` completes (any job
     /// of the VM). `false`: no such work is pending (the server re-checks on a short poll).
     fn watch_user_fence(&self, vm: &Self::Vm, wake: WakeToken) -> bool {

@@ -536,5 +536,8 @@ scenario!(bind_one_bo_many_times_up_to_the_top_page, |dev| {
     for i in 0..vas.len() {
         assert_eq!(read_u32(&bo, 4 * i), 0x70B0 + i as u32, "through VA {i}");
     }
-    g.vm.bind().unmap(top, PAGE).submit().expect("unbind the top");
+    g.vm.bind()
+        .unmap(top, PAGE)
+        .submit()
+        .expect("unbind the top");
 });

@@ -365,7 +365,13 @@ impl<D: GpuDriver> GpuScheme<D> {
         let queue = q.queue.clone();
         let vm_flags = c.vm(q.vm)?.flags;
         let syncs = resolve_syncs(c, &self.driver, vm_flags, &req.syncs)?;
-        check_usage(usage.in_flight + 1, limits.in_flight, Limit::InFlight, true)?;
+        if usage.in_flight + 1 > limits.in_flight {
+            // Xe blocks a submission past its capacity: the call parks until work of the
+            // client completes (later calls of the handle wait behind it).
+            return self.park_for_capacity(handle, client, ctx);
+        }
+        // It may have waited for capacity: from here on it is a call with committed work.
+        self.parking.remove(&(handle, ctx.id));
         let pending = self.driver.exec(client, &queue, &req.batches, syncs)?;
         self.client_mut(client)?.counters.execs += 1;
         self.park_pending(handle, ctx, pending)
