@@ -91,6 +91,14 @@ impl Drop for IrqDispatcher {
 }
 
 fn run(shared: &Shared, mut since: u64) {
+    // Causes that fired while no handler was registered for them: reported to the first
+    // handler registered for them later. A round collects every cause (not only those of
+    // its handlers) before `since` moves past it: the handler table is read before the
+    // wait, so a round woken by one cause could otherwise step over another cause whose
+    // handler was registered during the wait, and that message was lost (the first
+    // FAULT after start-up, raised before the fault worker's handler was seen, then
+    // stalled its queue forever).
+    let mut unhandled = IrqCauses::empty();
     while !shared.stop.load(Ordering::Acquire) {
         let handlers = shared.handlers.lock().clone();
         let mask = handlers
@@ -100,19 +108,20 @@ fn run(shared: &Shared, mut since: u64) {
             std::thread::sleep(STOP_POLL);
             continue;
         }
-        // `since` only moves after a round was dispatched, so a message that arrived before
-        // its handler was registered is still reported.
-        if shared.irq.wait(since, mask, STOP_POLL).is_err() {
+        if !unhandled.intersects(mask) && shared.irq.wait(since, mask, STOP_POLL).is_err() {
             continue;
         }
         // Take the epoch first, then collect every cause that fired since the last round:
         // a message arriving in between is either in this round's set or after `since`.
         let now = shared.irq.epoch();
-        let fired = shared
+        let all = shared
             .irq
-            .wait(since, mask, Duration::ZERO)
-            .unwrap_or(IrqCauses::empty());
+            .wait(since, IrqCauses::all(), Duration::ZERO)
+            .unwrap_or(IrqCauses::empty())
+            | unhandled;
         since = now;
+        unhandled = all - mask;
+        let fired = all & mask;
         shared.irq.ack(fired);
         for (causes, handler) in &handlers {
             let mine = fired & *causes;
@@ -210,5 +219,50 @@ mod tests {
         let acked = IrqCauses::from_bits_truncate(irq.acked.load(Ordering::SeqCst) as u32);
         assert!(!acked.contains(IrqCauses::RESET_DONE));
         assert!(acked.contains(IrqCauses::COPY_USER));
+    }
+
+    fn until(what: &str, f: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(std::time::Instant::now() < deadline, "never: {what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// A cause that fires before its handler is registered, while a round for another cause
+    /// runs, still reaches that handler once it is registered. The device registers the
+    /// fault worker after the dispatcher started: a FAULT raised in that window followed by
+    /// a CTX_ERROR was stepped over, and the faulted queue waited forever for a reply.
+    #[test]
+    fn a_cause_fired_before_its_handler_is_registered_is_not_stepped_over() {
+        let irq = Arc::new(FakeIrq::default());
+        let d = IrqDispatcher::start(irq.clone()).unwrap();
+        let (errors, faults) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let e = errors.clone();
+        d.register(
+            IrqCauses::CTX_ERROR,
+            Arc::new(move |_| {
+                e.fetch_add(1, Ordering::SeqCst);
+            }),
+        );
+        irq.raise(IrqCauses::FAULT);
+        irq.raise(IrqCauses::CTX_ERROR);
+        // A round without a FAULT handler ran (and moved past both messages).
+        until("the CTX_ERROR handler ran", || {
+            errors.load(Ordering::SeqCst) > 0
+        });
+        let f = faults.clone();
+        d.register(
+            IrqCauses::FAULT,
+            Arc::new(move |_| {
+                f.fetch_add(1, Ordering::SeqCst);
+            }),
+        );
+        until(
+            "the FAULT raised before its registration is dispatched",
+            || faults.load(Ordering::SeqCst) > 0,
+        );
+        let acked = IrqCauses::from_bits_truncate(irq.acked.load(Ordering::SeqCst) as u32);
+        assert!(acked.contains(IrqCauses::FAULT));
     }
 }

@@ -495,10 +495,6 @@ mod notifier_oracle {
 /// number of rounds. Afterwards no invalidation is lost: every userptr page the tables map
 /// is the page the address space has now.
 #[test]
-#[ignore = "known bug: now and then (1 run in 10-20 under load) the fault-mode VM's first copy \
-            job stays stalled on a recoverable GPU fault that the fault worker never answers \
-            (queue status FAULTED, worker idle), while the plain VM's first job took a fatal \
-            fault; run with --ignored to reproduce (the rig prints the scheduler state)"]
 fn stress_events_against_binds_execs_and_faults() {
     let (r, mm) = client();
     let plain = client_vm(&r, VmFlags::empty());
