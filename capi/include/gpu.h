@@ -98,6 +98,8 @@ extern "C" {
 
 /* EXEC_QUEUE_CREATE flags and priorities (Xe's values; HIGH needs privilege: EPERM). */
 #define GPU_EXEC_QUEUE_CREATE_PRIORITY (1u << 0)
+/* The queue's batches are Intel MI_* command streams (copy/compute queues; bind: EINVAL). */
+#define GPU_EXEC_QUEUE_CREATE_INTEL_BATCHES (1u << 1)
 #define GPU_QUEUE_PRIORITY_LOW 0
 #define GPU_QUEUE_PRIORITY_NORMAL 1
 #define GPU_QUEUE_PRIORITY_HIGH 2

@@ -19,6 +19,7 @@ use crate::exec::{
     ContextPool, ContextStats, EngineBusy, ExecError, ExecHw, ExecQueue, FencePage, IrqDispatcher,
     KernelQueue, Priority, QueueConfig, QueueMode, QueueOwner, SchedConfig, Scheduler,
 };
+use crate::hw::cmd::BatchFormat;
 use crate::hw::pte::MemLocation;
 use crate::hw::regs::IrqCauses;
 use crate::hw::sim::dma::HeapDma;
@@ -162,6 +163,11 @@ impl Core {
             job.copy = Some((self.copy.clone(), self.pt_copy_jobs.clone()));
         }
         job
+    }
+
+    /// Every live VM.
+    pub(crate) fn live_vms(&self) -> Vec<Arc<Vm>> {
+        self.vms.lock().values().filter_map(Weak::upgrade).collect()
     }
 
     /// `owner`'s pager, created on first use.
@@ -346,7 +352,7 @@ fn new_core(
     let count = cfg.contexts.min(hw.info().contexts);
     let mmu: Arc<dyn Mmu> = hw.clone();
     let ctxs = ContextPool::new(mmu, count, &[KERNEL_CTX]);
-    Arc::new(Core {
+    let core = Arc::new(Core {
         mmu: hw.clone(),
         mm: MemoryManager::new(pools.clone(), copy.clone()),
         copy: copy.clone(),
@@ -358,7 +364,11 @@ fn new_core(
         dma,
         ctxs,
         vms: Mutex::new(HashMap::new()),
-    })
+    });
+    // VRAM pressure evicts SVM ranges too (`bind::migrate`).
+    let evictor: std::sync::Weak<dyn crate::mem::svm::SvmEvictor> = Arc::downgrade(&core) as _;
+    core.mm.set_svm_evictor(evictor);
+    core
 }
 
 /// The fault worker, woken by the FAULT interrupt, finding VMs by context.
@@ -615,18 +625,20 @@ impl Device {
 
     /// Creates a normal-priority exec queue of `vm` on `engine`, charged to no client.
     pub fn exec_queue_create(&self, vm: &Arc<Vm>, engine: Engine) -> Result<ExecQueue, BindError> {
-        self.exec_queue_create_with(vm, engine, Priority::Normal, None)
+        self.exec_queue_create_with(vm, engine, Priority::Normal, None, BatchFormat::Native)
     }
 
     /// Creates an exec queue of `vm` on `engine` at `priority`, charged to `owner` (the
-    /// per-owner queue limit counts it). Its fence page is reached through the global GTT
-    /// (the kernel linear map), never through the VM's page tables.
+    /// per-owner queue limit counts it), whose batches are encoded as `batches`. Its fence
+    /// page is reached through the global GTT (the kernel linear map), never through the
+    /// VM's page tables.
     pub fn exec_queue_create_with(
         &self,
         vm: &Arc<Vm>,
         engine: Engine,
         priority: Priority,
         owner: Option<QueueOwner>,
+        batches: BatchFormat,
     ) -> Result<ExecQueue, BindError> {
         vm.check_alive()?;
         let page = self.core.dma.alloc(PAGE_SIZE)?;
@@ -648,6 +660,7 @@ impl Device {
             vm: Some(vm.clone()),
             priority,
             owner,
+            batches,
         });
         if queue.is_err() {
             let _ = self.core.dma.free(page);

@@ -12,6 +12,7 @@
 use crate::bind::{BindError, BindFlags, BindOp, BindQueue, BindSync, OpKind, Vm, VmFlags};
 use crate::device::Device;
 use crate::exec::{ExecQueue, Job, OutSync, Priority};
+use crate::hw::cmd::BatchFormat;
 use crate::hw::pte::{PAT_TABLE, VA_BITS};
 use crate::hw::Engine;
 use crate::mem::bo::BoError;
@@ -25,7 +26,8 @@ use gpu_scheme::driver::{
     ResolvedBindOp, ResolvedSync, Submitted, VmMapping, WakeToken,
 };
 use gpu_scheme::uapi::flags::{
-    BoCreateFlags, EngineClass, Placement as WirePlacement, QueuePriority, VmCreateFlags,
+    BatchFormat as WireBatchFormat, BoCreateFlags, EngineClass, Placement as WirePlacement,
+    QueuePriority, VmCreateFlags,
 };
 use gpu_scheme::uapi::request::{BindOpKind, BoCreateRequest};
 use parking_lot::Mutex;
@@ -334,6 +336,13 @@ impl Driver {
 }
 
 /// The scheduler's priority for a wire priority.
+fn batch_format(f: WireBatchFormat) -> BatchFormat {
+    match f {
+        WireBatchFormat::Native => BatchFormat::Native,
+        WireBatchFormat::Intel => BatchFormat::Intel,
+    }
+}
+
 fn exec_priority(p: QueuePriority) -> Priority {
     match p {
         QueuePriority::Low => Priority::Low,
@@ -728,6 +737,7 @@ impl GpuDriver for Driver {
         vm: &Arc<Vm>,
         class: EngineClass,
         priority: QueuePriority,
+        batches: WireBatchFormat,
     ) -> Result<DriverQueue, DriverError> {
         let engine = match class {
             EngineClass::VmBind => {
@@ -739,7 +749,13 @@ impl GpuDriver for Driver {
         };
         let queue = self
             .device
-            .exec_queue_create_with(vm, engine, exec_priority(priority), Some(client.0))
+            .exec_queue_create_with(
+                vm,
+                engine,
+                exec_priority(priority),
+                Some(client.0),
+                batch_format(batches),
+            )
             .map_err(bind_err)?;
         let queue = Arc::new(queue);
         self.with_client(client, |st| {

@@ -11,7 +11,7 @@
 use syscall::flag::MapFlags;
 use thiserror::Error;
 
-use crate::uapi::flags::{EngineClass, QueuePriority, VmCreateFlags, WaitOp};
+use crate::uapi::flags::{BatchFormat, EngineClass, QueuePriority, VmCreateFlags, WaitOp};
 use crate::uapi::request::{BindOp, BoCreateRequest};
 pub use crate::wake::WakeToken;
 
@@ -262,14 +262,15 @@ pub trait GpuDriver {
     ) -> Result<Self::Bo, DriverError>;
     /// Size of a BO in bytes.
     fn bo_size(&self, bo: &Self::Bo) -> u64;
-    /// Exec/bind queue creation. `priority` is normal for bind queues; the scheme checked
-    /// the caller's privilege for a high one.
+    /// Exec/bind queue creation. `priority` is normal and `batches` native for bind queues;
+    /// the scheme checked the caller's privilege for a high priority.
     fn queue_create(
         &self,
         client: ClientId,
         vm: &Self::Vm,
         class: EngineClass,
         priority: QueuePriority,
+        batches: BatchFormat,
     ) -> Result<Self::Queue, DriverError>;
     /// Queue destruction (also called on teardown, which ignores the pending part). `Some`:
     /// answered once the queue's work in flight retired.

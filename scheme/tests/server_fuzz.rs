@@ -138,6 +138,7 @@ fn request() -> impl Strategy<Value = Request> {
                 vm: VmId(vm),
                 class,
                 priority: QueuePriority::from_raw(p).unwrap_or_default(),
+                batches: BatchFormat::Native,
             }),
         small_id().prop_map(|i| Request::ExecQueueDestroy(QueueId(i))),
         (

@@ -140,12 +140,14 @@ fn request() -> impl Strategy<Value = Request> {
                 Just(QueuePriority::Low),
                 Just(QueuePriority::Normal),
                 Just(QueuePriority::High)
-            ]
+            ],
+            prop_oneof![Just(BatchFormat::Native), Just(BatchFormat::Intel)]
         )
-            .prop_map(|(vm, class, priority)| Request::ExecQueueCreate {
+            .prop_map(|(vm, class, priority, batches)| Request::ExecQueueCreate {
                 vm: VmId(vm),
                 class,
-                priority
+                priority,
+                batches
             }),
         (
             any::<u32>(),
@@ -301,6 +303,7 @@ fn sample(op: Opcode) -> Request {
             vm: VmId(1),
             class: EngineClass::Copy,
             priority: QueuePriority::Normal,
+            batches: BatchFormat::Native,
         },
         Opcode::ExecQueueDestroy => Request::ExecQueueDestroy(QueueId(1)),
         Opcode::VmBind => Request::VmBind(VmBindRequest {
@@ -478,8 +481,28 @@ fn queue_create_rules() {
     set_u16(&mut b, 20, 0);
     assert_eq!(errno_of(raw, &b), EINVAL, "render class unsupported");
     let mut b = good.clone();
-    set_u16(&mut b, 22, 2);
+    set_u16(&mut b, 22, 4);
     assert_eq!(errno_of(raw, &b), EINVAL, "unknown flag");
+    let mut b = good.clone();
+    set_u16(&mut b, 22, ExecQueueCreateFlags::INTEL_BATCHES.bits());
+    assert!(
+        matches!(
+            decode(raw, &b),
+            Ok(Request::ExecQueueCreate {
+                batches: BatchFormat::Intel,
+                priority: QueuePriority::Normal,
+                ..
+            })
+        ),
+        "INTEL_BATCHES selects Intel batches"
+    );
+    assert!(matches!(
+        decode(raw, &good),
+        Ok(Request::ExecQueueCreate {
+            batches: BatchFormat::Native,
+            ..
+        })
+    ));
 }
 
 /// The args of an EXEC_QUEUE_CREATE (after the 16-byte call header) with `flags` and

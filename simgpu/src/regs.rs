@@ -126,7 +126,8 @@ pub const Q_BATCH_VA_LO: u32 = 0x2C;
 pub const Q_BATCH_VA_HI: u32 = 0x30;
 /// In a queue block: batch cursor, dwords of the batch already retired. Writable while disabled.
 pub const Q_BATCH_POS: u32 = 0x34;
-/// In a queue block: batch cursor, batch length in dwords; 0 = no batch in flight. Written
+/// In a queue block: batch cursor, batch length in dwords (bits 30:0; 0 = no batch in
+/// flight) and its decoder (bit 31: Intel MI_* commands, see `cmd::FLAG_INTEL`). Written
 /// last when restoring a cursor. Writable while disabled.
 pub const Q_BATCH_LEN: u32 = 0x38;
 

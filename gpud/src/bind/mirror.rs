@@ -17,29 +17,85 @@
 //! → the page-table lock.
 
 use super::error::BindError;
+use super::migrate::Migration;
 use super::userptr::{Invalidation, Notifier, PageWindow, USERPTR_RETRIES};
-use super::vm::{Vm, VmState};
+use super::vm::{leaf_flags, Vm, VmState};
+use crate::hw::pte::MemLocation;
 use crate::hw::FaultReply;
-use crate::svm::{CpuRange, MmError};
+use crate::mem::svm::SvmVram;
+use crate::svm::{CpuRange, MmError, PinnedPages};
 use crate::types::{GpuVa, PAGE_SIZE};
+use crate::vm::pagetable::{MapTarget, PhysSeg, PtOp};
 use crate::vm::{MappingFlags, Step, VaRange};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-impl Notifier {
-    /// The SVM part of an invalidation of `r`: the ranges it touches lose their pages (to
-    /// zap and release) and are marked for the garbage collector.
-    pub(crate) fn invalidate_svm(&mut self, r: CpuRange, out: &mut Invalidation) {
-        for i in self.svm.invalidate(r.start(), r.end()) {
-            out.zap.push((i.start, i.len));
-            out.pages.push(PageWindow::whole(i.pages));
+/// What a GPU-mapped SVM range maps: the client's system pages, or VRAM its data was
+/// migrated to. Either is kept until the range's PTEs were zapped.
+#[derive(Debug, Clone)]
+pub enum RangePages {
+    System(Arc<PinnedPages>),
+    Vram(Arc<SvmVram>),
+}
+
+impl RangePages {
+    /// Where the pages are and their segments.
+    fn target(&self) -> (MemLocation, Vec<PhysSeg>) {
+        match self {
+            RangePages::System(pin) => (
+                MemLocation::System,
+                PageWindow::whole(pin.clone()).segments(),
+            ),
+            RangePages::Vram(v) => (MemLocation::Vram, v.segments()),
         }
     }
 }
 
-/// Per-VM SVM counters (faults served by chunk size, ranges collected, aborts).
+impl Notifier {
+    /// The SVM part of an invalidation of `r`: the ranges it touches lose their pages (to
+    /// zap and release) and are marked for the garbage collector; data in VRAM there is
+    /// dropped (the CPU side changed: unmapped, dropped or moved), except the part of it
+    /// outside `r`, which goes back to the CPU.
+    pub(crate) fn invalidate_svm(&mut self, r: CpuRange, out: &mut Invalidation) {
+        for i in self.svm.invalidate(r.start(), r.end()) {
+            out.zap.push((i.start, i.len));
+            out.release(i.pages);
+        }
+        for d in self.take_devmem(r.start(), r.end()) {
+            if r.start() <= d.start && d.start + d.len <= r.end() {
+                out.vram.push(d.vram);
+            } else {
+                out.restore.push((d, r));
+            }
+        }
+    }
+}
+
+impl Invalidation {
+    /// Releases `p` after the zap.
+    pub(crate) fn release(&mut self, p: RangePages) {
+        match p {
+            RangePages::System(pin) => self.pages.push(PageWindow::whole(pin)),
+            RangePages::Vram(v) => self.vram.push(v),
+        }
+    }
+}
+
+/// Per-VM SVM counters (faults served by chunk size, ranges collected, aborts, migration).
 #[derive(Debug, Default)]
 pub struct SvmStats {
+    /// Bytes of VRAM the VM's SVM ranges hold (charged to the client).
+    pub vram_bytes: std::sync::atomic::AtomicU64,
+    /// Ranges migrated to VRAM.
+    pub to_vram: std::sync::atomic::AtomicU64,
+    /// Ranges migrated back to system memory on a CPU fault.
+    pub to_ram: std::sync::atomic::AtomicU64,
+    /// Ranges evicted from VRAM by VRAM pressure.
+    pub evicted: std::sync::atomic::AtomicU64,
+    /// GPU faults that wanted VRAM and got system memory (no VRAM to be had).
+    pub vram_fallbacks: std::sync::atomic::AtomicU64,
+    /// Copies back to the CPU that failed (the CPU got zeros).
+    pub lost: std::sync::atomic::AtomicU64,
     /// Faults that created a range, by chunk size: 2 MiB, 64 KiB, 4 KiB.
     pub faults_by_chunk: [std::sync::atomic::AtomicU64; 3],
     /// Ranges the garbage collector removed.
@@ -57,6 +113,8 @@ pub struct RangeInfo {
     pub mapped: bool,
     /// Waiting for the garbage collector.
     pub unmapped: bool,
+    /// Mapped to VRAM (the data migrated there).
+    pub in_vram: bool,
 }
 
 impl Vm {
@@ -138,6 +196,13 @@ impl Vm {
                     .map(|r| (r.start, r.len, r.pages.is_some()));
                 (n.seq(), found)
             };
+            if let Some(reply) = self.map_devmem(addr, mirror, flags, since, existing) {
+                match reply {
+                    Ok(true) => return FaultReply::Retry,
+                    Ok(false) => continue,
+                    Err(_) => return FaultReply::Abort,
+                }
+            }
             let chunks = match existing {
                 // Already mapped (a fault record older than the fix): resume.
                 Some((_, _, true)) => return FaultReply::Retry,
@@ -180,7 +245,18 @@ impl Vm {
                 }
                 return FaultReply::Abort;
             };
-            match self.install_range(cpu, flags, since, Arc::new(pages), existing.is_some()) {
+            let pages = Arc::new(pages);
+            if self.wants_vram(&*mm) {
+                match self.migrate_to_vram(&*mm, cpu, flags, since, &pages, existing.is_some()) {
+                    Migration::Done => return FaultReply::Retry,
+                    Migration::Raced => continue,
+                    Migration::Failed => return FaultReply::Abort,
+                    // No VRAM to be had: system memory serves.
+                    Migration::NoVram => {}
+                }
+            }
+            let pages = RangePages::System(pages);
+            match self.install_range(cpu, flags, since, pages, existing.is_some()) {
                 Ok(true) => return FaultReply::Retry,
                 // An invalidation raced the resolution: the pages are stale, never mapped.
                 Ok(false) => continue,
@@ -193,12 +269,12 @@ impl Vm {
     /// Under the notifier lock: if no event touched `cpu` since `since`, records the range
     /// with its pages and writes its PTEs (waited for after the lock is dropped). `Ok(false)`
     /// if raced.
-    fn install_range(
+    pub(crate) fn install_range(
         &self,
         cpu: CpuRange,
         flags: MappingFlags,
         since: u64,
-        pages: Arc<crate::svm::PinnedPages>,
+        pages: RangePages,
         existing: bool,
     ) -> Result<bool, BindError> {
         let (start, len) = (cpu.start(), cpu.len());
@@ -220,7 +296,19 @@ impl Vm {
         if !recorded {
             return Ok(false);
         }
-        let op = Vm::userptr_op(start, len, flags, &PageWindow::whole(pages));
+        let (location, segments) = pages.target();
+        let op = PtOp::Map {
+            va: GpuVa(start),
+            len,
+            target: MapTarget::Pages {
+                location,
+                flags: leaf_flags(flags),
+                segments,
+            },
+        };
+        if let RangePages::Vram(_) = pages {
+            n.touch_devmem(start, self.core.mm.tick());
+        }
         let job = match self.stage_writes(&[op]) {
             Ok(job) => job,
             Err(e) => {
@@ -256,6 +344,7 @@ impl Vm {
                 len: r.len,
                 mapped: r.pages.is_some(),
                 unmapped: r.unmapped,
+                in_vram: matches!(r.pages, Some(RangePages::Vram(_))),
             })
             .collect()
     }

@@ -5,13 +5,14 @@
 //! Files: [`op`] (request vocabulary and validation table), [`error`] (errors and their
 //! classes), [`vm`] (the VM object, `JobVm`), `engine` (the bind flow), [`queue`] (bind
 //! queues and jobs), `claims` (which jobs of other queues a job waits for), [`failpoint`] (test-only fault injection), [`fault`] (recoverable page faults), [`userptr`] (userptr mappings and the notifier path), [`mirror`] (CPU-address mirrors:
-//! SVM ranges on GPU fault). See `docs/bind.md`.
+//! SVM ranges on GPU fault), [`migrate`] (SVM ranges to VRAM and back, eviction). See `docs/bind.md`.
 
 mod claims;
 pub mod error;
 pub mod failpoint;
 pub mod fault;
 pub mod mapped;
+pub mod migrate;
 pub mod mirror;
 pub mod op;
 pub mod queue;

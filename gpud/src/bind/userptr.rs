@@ -21,9 +21,12 @@
 
 use super::claims::Footprint;
 use super::error::BindError;
+use super::migrate::DevMem;
+use super::mirror::RangePages;
 use super::queue::{run_job, BindJob, BindQueueId};
 use super::vm::{leaf_flags, Vm, VmState};
 use crate::hw::pte::MemLocation;
+use crate::mem::svm::SvmVram;
 use crate::svm::range::SvmRanges;
 use crate::svm::{CpuRange, MmError, MmTarget, PinnedPages};
 use crate::sync::{Fence, FenceContext, FenceStatus};
@@ -76,7 +79,7 @@ impl PageWindow {
     }
 
     /// The segments (physically contiguous runs) of the window, in order.
-    fn segments(&self) -> Vec<PhysSeg> {
+    pub(crate) fn segments(&self) -> Vec<PhysSeg> {
         let pages = self.pin.pages();
         let mut out: Vec<PhysSeg> = Vec::new();
         for pa in pages.iter().skip(self.first).take(self.count) {
@@ -120,7 +123,12 @@ pub struct Notifier {
     /// kept until the VM goes.
     held: Vec<PageWindow>,
     /// The SVM ranges of the VM's CPU-address mirrors (see `mirror.rs`).
-    pub(crate) svm: SvmRanges<Arc<PinnedPages>>,
+    pub(crate) svm: SvmRanges<RangePages>,
+    /// CPU ranges whose data this VM migrated to VRAM, by CPU start (see `migrate.rs`).
+    pub(crate) devmem: BTreeMap<u64, DevMem>,
+    /// VRAM that may not be freed (a zap failed, or the VM's tables still map it): kept
+    /// until the VM goes.
+    pub(crate) held_vram: Vec<Arc<SvmVram>>,
 }
 
 /// A range invalidated by an event: the GPU ranges to zap and the pages to release after.
@@ -130,6 +138,11 @@ pub struct Invalidation {
     pub zap: Vec<(u64, u64)>,
     /// The pages, released once the zap and its TLB invalidation completed.
     pub pages: Vec<PageWindow>,
+    /// VRAM of SVM ranges, freed once the zap and its TLB invalidation completed.
+    pub vram: Vec<Arc<SvmVram>>,
+    /// Data in VRAM of which the change took only a part: the rest goes back to the CPU
+    /// (after the zap, with the notifier lock dropped).
+    pub restore: Vec<(DevMem, CpuRange)>,
 }
 
 impl Notifier {
@@ -263,8 +276,12 @@ impl Notifier {
             .filter_map(|u| u.pages)
             .collect();
         self.held.extend(pages);
-        let svm = self.svm.take_all().into_iter().map(PageWindow::whole);
-        self.held.extend(svm);
+        for p in self.svm.take_all() {
+            match p {
+                RangePages::System(pin) => self.held.push(PageWindow::whole(pin)),
+                RangePages::Vram(v) => self.held_vram.push(v),
+            }
+        }
     }
 
     /// Keeps `pages` until the VM goes (their PTEs may still be reachable).
@@ -469,6 +486,7 @@ impl Vm {
             .store(n.pinned_bytes(), Ordering::Relaxed);
         self.userptr_invalid
             .store(n.invalid_count() as u64, Ordering::Relaxed);
+        self.note_devmem(n);
     }
 
     /// Bytes of client pages the VM's userptrs hold (charged like BO memory).
@@ -499,6 +517,7 @@ impl Vm {
             Err(e) => {
                 tracing::warn!(vm = ?self.id, error = %e, "userptr zap failed: pages held until the VM goes");
                 n.hold(inv.pages);
+                n.held_vram.extend(inv.vram);
             }
         }
     }
@@ -638,14 +657,30 @@ fn piece_of(old: &Userptr, old_start: u64, piece: &MappingSpec) -> Userptr {
 
 impl MmTarget for Vm {
     fn invalidate(&self, r: CpuRange) {
-        let mut n = self.notifier.write();
-        let inv = n.invalidate(r);
-        self.apply_invalidation(&mut n, inv);
+        // Migrations of this VM's SVM ranges finish first (`migrate.rs`).
+        let _migrations = self.svm_migrate.lock();
+        let restore = {
+            let mut n = self.notifier.write();
+            let mut inv = n.invalidate(r);
+            let restore = std::mem::take(&mut inv.restore);
+            self.apply_invalidation(&mut n, inv);
+            restore
+        };
+        self.svm_restore(restore);
     }
 
     fn mm_gone(&self) {
+        let _migrations = self.svm_migrate.lock();
         let mut n = self.notifier.write();
         let inv = n.invalidate_all();
         self.apply_invalidation(&mut n, inv);
+    }
+
+    fn remapped(&self, from: CpuRange, to: u64) {
+        self.svm_remapped(from, to);
+    }
+
+    fn cpu_fault(&self, va: u64) {
+        self.svm_cpu_fault(va);
     }
 }

@@ -124,6 +124,11 @@ pub struct Vm {
     pub(crate) userptr_invalid: std::sync::atomic::AtomicU64,
     /// SVM counters (see `mirror.rs`).
     pub(crate) svm_stats: super::mirror::SvmStats,
+    /// Serialises the VM's SVM migrations (to VRAM, back on CPU fault, eviction) with the
+    /// notifier path: taken before the notifier lock (see `migrate.rs`).
+    pub(crate) svm_migrate: Mutex<()>,
+    /// Where GPU faults place SVM ranges (see `migrate.rs`).
+    pub(crate) svm_placement: Mutex<super::migrate::SvmPlacement>,
 }
 
 impl std::fmt::Debug for Vm {
@@ -198,6 +203,8 @@ impl Vm {
             userptr_bytes: std::sync::atomic::AtomicU64::new(0),
             userptr_invalid: std::sync::atomic::AtomicU64::new(0),
             svm_stats: Default::default(),
+            svm_migrate: Mutex::new(()),
+            svm_placement: Mutex::new(Default::default()),
         });
         if let Some(p) = &vm.pager {
             let me: std::sync::Weak<dyn MmTarget> = Arc::downgrade(&vm) as std::sync::Weak<Vm>;
@@ -318,6 +325,8 @@ impl Vm {
             let _ = st.gpuvm.apply_plan(plan, &mut log);
         }
         st.ufences.clear();
+        // Data migrated to VRAM goes back to the client's memory first.
+        self.svm_release_devmem();
         {
             // The tables keep their entries until the VM goes: so do the pages.
             let mut n = self.notifier.write();

@@ -25,10 +25,12 @@ use super::bo::{Backing, Bo, Placement, Pools};
 use super::copy::{copy_commands, CopyEngine, CopyError, KernelMap};
 use super::mappings::ZapFailed;
 use super::shm::ShareError;
+use super::svm::SvmEvictor;
 use crate::hw::cmd::CommandStream;
 use crate::hw::pte::MemLocation;
 use crate::sync::{AcquireCtx, Fence, FenceStatus, Resv, Usage};
 use crate::types::{BoId, PhysAddr, PAGE_SIZE};
+use crate::vm::pagetable::PhysSeg;
 use crate::vm::vm_bo::{GpuBo, VmBo};
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -81,6 +83,8 @@ pub struct MemoryManager {
     clock: AtomicU64,
     next_id: AtomicU64,
     leaked: AtomicU64,
+    /// Who frees VRAM held by SVM ranges (the device), consulted with the BO LRU.
+    svm: Mutex<Option<Weak<dyn SvmEvictor>>>,
 }
 
 impl MemoryManager {
@@ -93,6 +97,7 @@ impl MemoryManager {
             clock: AtomicU64::new(1),
             next_id: AtomicU64::new(1),
             leaked: AtomicU64::new(0),
+            svm: Mutex::new(None),
         }
     }
 
@@ -101,8 +106,38 @@ impl MemoryManager {
         &self.pools
     }
 
-    fn tick(&self) -> u64 {
+    /// The LRU clock: BOs and SVM ranges record it when used.
+    pub fn tick(&self) -> u64 {
         self.clock.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Registers who evicts SVM ranges under VRAM pressure.
+    pub fn set_svm_evictor(&self, evictor: Weak<dyn SvmEvictor>) {
+        *self.svm.lock() = Some(evictor);
+    }
+
+    pub(super) fn copy_engine(&self) -> &Arc<dyn CopyEngine> {
+        &self.copy
+    }
+
+    /// Evicts one SVM range if the evictor can; false if none went.
+    fn evict_svm(&self) -> bool {
+        let evictor = self.svm.lock().as_ref().and_then(Weak::upgrade);
+        evictor.is_some_and(|e| e.evict_one())
+    }
+
+    /// Whether the least recently used SVM range is older than every BO candidate: the
+    /// victims of both kinds come from one LRU clock.
+    fn svm_is_older(&self, keep: Option<BoId>) -> bool {
+        let evictor = self.svm.lock().as_ref().and_then(Weak::upgrade);
+        let Some(svm) = evictor.and_then(|e| e.oldest()) else {
+            return false;
+        };
+        let bo = self
+            .lru_candidates(keep)
+            .first()
+            .map(|bo| bo.state.lock().last_use);
+        bo.is_none_or(|b| svm < b)
     }
 
     /// Creates a BO of `size` bytes. `vm_resv` makes it VM-private (sharing that VM's
@@ -194,8 +229,9 @@ impl MemoryManager {
         self.pools.alloc_sys(size)
     }
 
-    /// Allocates VRAM, evicting LRU BOs (never `keep`) until it fits or nothing is left.
-    fn alloc_vram_evicting(
+    /// Allocates VRAM, evicting LRU BOs (never `keep`) and SVM ranges, least recently used
+    /// first, until it fits or nothing is left.
+    pub(super) fn alloc_vram_evicting(
         &self,
         size: u64,
         contiguous: bool,
@@ -208,7 +244,22 @@ impl MemoryManager {
                 Err(MemError::NoSpace { free, .. }) => free,
                 Err(e) => return Err(e),
             };
-            if !self.evict_one(keep, report)? {
+            let kinds = if self.svm_is_older(keep) {
+                [Victim::Svm, Victim::Bo]
+            } else {
+                [Victim::Bo, Victim::Svm]
+            };
+            let mut evicted = false;
+            for kind in kinds {
+                evicted = match kind {
+                    Victim::Svm => self.evict_svm(),
+                    Victim::Bo => self.evict_one(keep, report)?,
+                };
+                if evicted {
+                    break;
+                }
+            }
+            if !evicted {
                 return Err(MemError::NoSpace {
                     requested: size,
                     free,
@@ -409,6 +460,13 @@ impl MemoryManager {
     }
 }
 
+/// The kinds of eviction victims, tried in LRU order.
+#[derive(Clone, Copy)]
+enum Victim {
+    Bo,
+    Svm,
+}
+
 /// A reservation taken with a try-lock for as long as the guard lives.
 struct ResvTryGuard<'a> {
     resv: &'a Resv,
@@ -434,7 +492,7 @@ impl Drop for ResvTryGuard<'_> {
 }
 
 /// Waits for a copy job and turns its failure into an error.
-fn wait_copy(fence: &Fence) -> Result<(), MemError> {
+pub(super) fn wait_copy(fence: &Fence) -> Result<(), MemError> {
     let failed = |reason: String| MemError::Copy(CopyError::Failed { reason });
     if let Err(fault) = fence
         .wait(Some(COPY_TIMEOUT))
@@ -458,7 +516,11 @@ fn is_candidate(bo: &Bo) -> bool {
 
 /// The copies moving `from`'s bytes to `to`, split where either side's segments end.
 fn piecewise(from: &Backing, to: &Backing) -> Vec<(PhysAddr, PhysAddr, u64)> {
-    let (a, b) = (from.segments(), to.segments());
+    piecewise_segments(&from.segments(), &to.segments())
+}
+
+/// [`piecewise`] over segment lists.
+pub(super) fn piecewise_segments(a: &[PhysSeg], b: &[PhysSeg]) -> Vec<(PhysAddr, PhysAddr, u64)> {
     let (mut i, mut j, mut oa, mut ob) = (0, 0, 0u64, 0u64);
     let mut out = Vec::new();
     while let (Some(sa), Some(sb)) = (a.get(i), b.get(j)) {

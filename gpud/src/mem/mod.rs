@@ -6,7 +6,7 @@
 //! [`manager`] (allocation with eviction, validation), [`mappings`] (the seam to every GPU mapping
 //! of a BO, zapped before its memory moves), [`shm`] (the host's shared-memory
 //! windows and per-backing memfds), [`window`] (where gpud's own address space shows system
-//! memory and VRAM), [`cpu_map`] (in-process CPU mappings of BOs through that window, each
+//! memory and VRAM), [`svm`] (VRAM for SVM ranges and the seam through which VRAM pressure evicts them), [`cpu_map`] (in-process CPU mappings of BOs through that window, each
 //! pinning its BO until unmapped: Redox `mmap_prep` / `munmap`). See `docs/memory.md`.
 
 pub mod bo;
@@ -17,6 +17,7 @@ pub mod mappings;
 pub mod pools;
 #[allow(unsafe_code)] // mmap of the shared-memory windows and word-atomic access to them
 pub mod shm;
+pub mod svm;
 pub mod vram;
 pub mod window;
 

@@ -18,6 +18,16 @@ pub trait MmTarget: Send + Sync {
     fn invalidate(&self, r: CpuRange);
     /// The address space is gone: every userptr is invalid for good.
     fn mm_gone(&self);
+    /// `mremap` moved the pages of `from` to `to` (before `invalidate(from)`): data the VM
+    /// holds for `from` (SVM ranges migrated to VRAM) goes back to the CPU at `to`.
+    fn remapped(&self, from: CpuRange, to: u64) {
+        let _ = (from, to);
+    }
+    /// A CPU access at `va` faulted to gpud: if the VM holds the data there (an SVM range
+    /// in VRAM), it gives it back to the CPU (`ClientMm::supply`) before returning.
+    fn cpu_fault(&self, va: u64) {
+        let _ = va;
+    }
 }
 
 /// A client's address space as the device knows it (one per client, shared by its VMs).
@@ -86,14 +96,26 @@ impl MmListener for ClientPager {
     fn event(&self, e: MmEvent) {
         match e {
             MmEvent::Unmap(r) | MmEvent::Remove(r) => self.for_each_vm(|vm| vm.invalidate(r)),
-            MmEvent::Remap { from, .. } => self.for_each_vm(|vm| vm.invalidate(from)),
+            MmEvent::Remap { from, to } => {
+                self.for_each_vm(|vm| vm.remapped(from, to));
+                self.for_each_vm(|vm| vm.invalidate(from));
+            }
             MmEvent::Gone => {
                 self.mm.lock().take();
                 self.for_each_vm(|vm| vm.mm_gone());
             }
-            // Userptr pages are unaffected by a fork (the parent keeps its pages) or a CPU
-            // fault (SVM's business).
-            MmEvent::Fork | MmEvent::CpuFault { .. } => {}
+            // The VM holding the data migrates it back; then the faulting thread goes on
+            // (whatever no VM held stays as it is).
+            MmEvent::CpuFault { va, .. } => {
+                self.for_each_vm(|vm| vm.cpu_fault(va));
+                let page = va & !(crate::types::PAGE_SIZE - 1);
+                if let (Some(mm), Ok(r)) = (self.mm(), CpuRange::new(page, crate::types::PAGE_SIZE))
+                {
+                    let _ = mm.supply(r, super::mm::Supply::Wake);
+                }
+            }
+            // Userptr pages are unaffected by a fork (the parent keeps its pages).
+            MmEvent::Fork => {}
         }
     }
 }

@@ -13,11 +13,13 @@
 //! missed invalidation leaves the GPU on the *old* page (stale data, never freed memory);
 //! [`FakeMm::pinned`] counts live pins for leak checks.
 
-use super::mm::{ClientMm, CpuRange, MmCaps, MmError, MmEvent, MmListener, PinnedPages};
+use super::mm::{
+    ClientMm, CpuRange, MmCaps, MmError, MmEvent, MmListener, PinnedPages, Revoke, Supply,
+};
 use crate::hw::{DmaMemory, DmaRegion};
 use crate::types::{PhysAddr, PAGE_SIZE};
 use parking_lot::Mutex;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -65,6 +67,11 @@ struct State {
     again: u32,
     /// Run inside the next `get_pages`, after the pages were resolved.
     race: Option<RaceHook>,
+    /// Pages taken from the CPU side (`revoke_cpu(Evict)`: migrated to VRAM): still part
+    /// of the mapping, absent from the table; a CPU access faults to gpud.
+    revoked: BTreeSet<u64>,
+    /// Write-protected pages (`revoke_cpu(WriteProtect)`): a CPU write faults to gpud.
+    protected: BTreeSet<u64>,
 }
 
 /// The scripted fake. Every scripted change runs on the caller's thread and delivers its
@@ -78,6 +85,10 @@ pub struct FakeMm {
     get_calls: AtomicU64,
     /// `mapping_at` answers `NotSupported` (a platform that cannot tell its mappings).
     hide_mappings: AtomicBool,
+    /// gpud may take pages away and supply them (SVM migration): see [`FakeMm::allow_migration`].
+    migration: AtomicBool,
+    /// CPU faults delivered to the listener.
+    cpu_faults: AtomicU64,
 }
 
 impl FakeMm {
@@ -94,7 +105,40 @@ impl FakeMm {
             live_pins: Arc::new(AtomicUsize::new(0)),
             get_calls: AtomicU64::new(0),
             hide_mappings: AtomicBool::new(false),
+            migration: AtomicBool::new(false),
+            cpu_faults: AtomicU64::new(0),
         })
+    }
+
+    /// Whether the fake offers lazy faults, revoke and write protection (what SVM migration
+    /// to VRAM needs). Off by default: the pages stay in system memory.
+    pub fn allow_migration(&self, on: bool) {
+        self.migration.store(on, Ordering::SeqCst);
+    }
+
+    /// CPU faults delivered to gpud so far (accesses to pages gpud took away).
+    pub fn cpu_faults(&self) -> u64 {
+        self.cpu_faults.load(Ordering::SeqCst)
+    }
+
+    /// Whether the page at `va` is taken from the CPU side now.
+    pub fn is_revoked(&self, va: u64) -> bool {
+        self.state.lock().revoked.contains(&(va & !(PAGE_SIZE - 1)))
+    }
+
+    /// A CPU access at `va` needs gpud first (the page was taken away, or write-protected
+    /// for a write): the fault is delivered to the listener, as the kernel's fault handler
+    /// blocks the thread until the pager resolved it.
+    fn fault_to_pager(&self, va: u64, write: bool) {
+        let page = va & !(PAGE_SIZE - 1);
+        let needed = {
+            let st = self.state.lock();
+            st.revoked.contains(&page) || (write && st.protected.contains(&page))
+        };
+        if needed {
+            self.cpu_faults.fetch_add(1, Ordering::SeqCst);
+            self.emit(MmEvent::CpuFault { va, write });
+        }
     }
 
     fn range(start: u64, len: u64) -> CpuRange {
@@ -132,7 +176,8 @@ impl FakeMm {
             let mut replaced = false;
             for va in (r.start()..r.end()).step_by(PAGE_SIZE as usize) {
                 let page = self.fresh_page(writable);
-                replaced |= st.table.insert(va, page).is_some();
+                replaced |= st.table.insert(va, page).is_some() | st.revoked.remove(&va);
+                st.protected.remove(&va);
             }
             replaced
         };
@@ -158,7 +203,10 @@ impl FakeMm {
             if let Some(old) = st.table.get(&va) {
                 let writable = old.writable;
                 st.table.insert(va, self.fresh_page(writable));
+            } else if st.revoked.remove(&va) {
+                st.table.insert(va, self.fresh_page(true));
             }
+            st.protected.remove(&va);
         }
     }
 
@@ -173,6 +221,12 @@ impl FakeMm {
                 .filter_map(|va| st.table.remove(&va).map(|p| (va - from + to, p)))
                 .collect();
             st.table.extend(moved);
+            let revoked: Vec<u64> = (r.start()..r.end())
+                .step_by(PAGE_SIZE as usize)
+                .filter(|va| st.revoked.remove(va))
+                .collect();
+            st.revoked
+                .extend(revoked.into_iter().map(|va| va - from + to));
         }
         self.emit(MmEvent::Remap { from: r, to });
         self.emit(MmEvent::Unmap(r));
@@ -189,6 +243,7 @@ impl FakeMm {
         {
             let mut st = self.state.lock();
             st.table.clear();
+            st.revoked.clear();
             st.gone = true;
         }
         self.emit(MmEvent::Gone);
@@ -207,7 +262,7 @@ impl FakeMm {
 
     /// CPU write of `data` at `va` (the client writing its memory).
     pub fn write(&self, va: u64, data: &[u8]) -> Result<(), MmError> {
-        self.access(va, data.len() as u64, |pa, off, len| {
+        self.access(va, data.len() as u64, true, |pa, off, len| {
             self.dma
                 .write(pa, &data[off..off + len])
                 .map_err(|_| MmError::Fault { va })
@@ -218,7 +273,7 @@ impl FakeMm {
     pub fn read(&self, va: u64, buf: &mut [u8]) -> Result<(), MmError> {
         let total = buf.len() as u64;
         let mut out = vec![0u8; buf.len()];
-        self.access(va, total, |pa, off, len| {
+        self.access(va, total, false, |pa, off, len| {
             self.dma
                 .read(pa, &mut out[off..off + len])
                 .map_err(|_| MmError::Fault { va })
@@ -265,10 +320,12 @@ impl FakeMm {
     }
 
     /// Runs `f(page address, offset in the caller's buffer, length)` per page piece.
+    /// A page gpud took away faults to it first (once; still absent after that: `Fault`).
     fn access(
         &self,
         va: u64,
         len: u64,
+        write: bool,
         mut f: impl FnMut(PhysAddr, usize, usize) -> Result<(), MmError>,
     ) -> Result<(), MmError> {
         let mut pos = 0u64;
@@ -276,6 +333,10 @@ impl FakeMm {
             let at = va + pos;
             let in_page = at % PAGE_SIZE;
             let n = (PAGE_SIZE - in_page).min(len - pos);
+            self.fault_to_pager(at, write);
+            if write && self.state.lock().protected.contains(&(at - in_page)) {
+                return Err(MmError::Fault { va: at });
+            }
             let pa = self.phys_of(at).ok_or(MmError::Fault { va: at })?;
             f(pa, pos as usize, n as usize)?;
             pos += n;
@@ -287,17 +348,30 @@ impl FakeMm {
         let mut st = self.state.lock();
         for va in (r.start()..r.end()).step_by(PAGE_SIZE as usize) {
             st.table.remove(&va);
+            st.revoked.remove(&va);
+            st.protected.remove(&va);
         }
     }
 }
 
 impl ClientMm for FakeMm {
     fn caps(&self) -> MmCaps {
-        self.caps
+        let m = self.migration.load(Ordering::SeqCst);
+        MmCaps {
+            lazy_fault: m,
+            revoke: m,
+            write_protect: m,
+            ..self.caps
+        }
     }
 
+    /// Pages gpud took away are faulted back first (Linux's `hmm_range_fault` with
+    /// `REQ_FAULT` migrates device pages to RAM the same way).
     fn get_pages(&self, r: CpuRange, write: bool) -> Result<PinnedPages, MmError> {
         self.get_calls.fetch_add(1, Ordering::SeqCst);
+        for va in (r.start()..r.end()).step_by(PAGE_SIZE as usize) {
+            self.fault_to_pager(va, false);
+        }
         let (pages, race) = {
             let mut st = self.state.lock();
             if st.gone {
@@ -342,19 +416,72 @@ impl ClientMm for FakeMm {
         if st.gone {
             return Err(MmError::Gone);
         }
+        let mapped = |p: u64| st.table.contains_key(&p) || st.revoked.contains(&p);
         let page = va & !(PAGE_SIZE - 1);
-        if !st.table.contains_key(&page) {
+        if !mapped(page) {
             return Err(MmError::Fault { va });
         }
         let mut start = page;
-        while start >= PAGE_SIZE && st.table.contains_key(&(start - PAGE_SIZE)) {
+        while start >= PAGE_SIZE && mapped(start - PAGE_SIZE) {
             start -= PAGE_SIZE;
         }
         let mut end = page + PAGE_SIZE;
-        while st.table.contains_key(&end) {
+        while mapped(end) {
             end += PAGE_SIZE;
         }
         CpuRange::new(start, end - start).map_err(|_| MmError::Fault { va })
+    }
+
+    /// WriteProtect: the pages stay, CPU writes fault to gpud. Evict: the pages leave the
+    /// table (pins keep theirs) and every CPU access faults to gpud until `supply`.
+    fn revoke_cpu(&self, r: CpuRange, how: Revoke) -> Result<(), MmError> {
+        if !self.migration.load(Ordering::SeqCst) {
+            return Err(MmError::NotSupported);
+        }
+        let mut st = self.state.lock();
+        let pages: Vec<u64> = (r.start()..r.end()).step_by(PAGE_SIZE as usize).collect();
+        if let Some(va) = pages.iter().find(|va| !st.table.contains_key(va)) {
+            return Err(MmError::Fault { va: *va });
+        }
+        for va in pages {
+            match how {
+                Revoke::WriteProtect => {
+                    st.protected.insert(va);
+                }
+                Revoke::Evict => {
+                    st.table.remove(&va);
+                    st.protected.remove(&va);
+                    st.revoked.insert(va);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Copy/Zero: fresh pages with the content for the taken pages of `r` (pages present
+    /// are left alone); Wake: write protection ends.
+    fn supply(&self, r: CpuRange, src: Supply<'_>) -> Result<(), MmError> {
+        let mut st = self.state.lock();
+        for (i, va) in (r.start()..r.end()).step_by(PAGE_SIZE as usize).enumerate() {
+            st.protected.remove(&va);
+            let bytes = match src {
+                Supply::Wake => continue,
+                _ if !st.revoked.contains(&va) => continue,
+                Supply::Copy(data) => {
+                    let off = i * PAGE_SIZE as usize;
+                    data.get(off..off + PAGE_SIZE as usize)
+                        .ok_or(MmError::Fault { va })?
+                }
+                Supply::Zero => &[0u8; PAGE_SIZE as usize][..],
+            };
+            let page = self.fresh_page(true);
+            self.dma
+                .write(page.addr(), bytes)
+                .map_err(|_| MmError::Fault { va })?;
+            st.revoked.remove(&va);
+            st.table.insert(va, page);
+        }
+        Ok(())
     }
 }
 

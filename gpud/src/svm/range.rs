@@ -210,6 +210,27 @@ impl<P> SvmRanges<P> {
         out
     }
 
+    /// The ranges overlapping `[start, end)` lose their GPU mapping (returned: the caller
+    /// zaps them, then releases the pages) but stay, not marked unmapped: the CPU side did
+    /// not change, the memory behind them moves (SVM migration and eviction). The next GPU
+    /// fault maps them again.
+    pub fn take_gpu(&mut self, start: u64, end: u64) -> Vec<Invalidated<P>> {
+        let mut out = Vec::new();
+        for s in self.overlapping(start, end) {
+            let Some(r) = self.get_mut(s) else {
+                continue;
+            };
+            if let Some(pages) = r.pages.take() {
+                out.push(Invalidated {
+                    start: r.start,
+                    len: r.len,
+                    pages,
+                });
+            }
+        }
+        out
+    }
+
     /// The garbage collector: removes every range marked unmapped. Returns how many went.
     pub fn collect_garbage(&mut self) -> usize {
         let mut n = 0;

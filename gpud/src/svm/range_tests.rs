@@ -19,6 +19,8 @@ enum Op {
         map: bool,
     },
     Invalidate(u64, u64),
+    /// The memory behind `[s, s + n)` moves: GPU mappings go, the ranges stay.
+    TakeGpu(u64, u64),
     Gc,
     RemoveUnmappedIn(u64, u64),
 }
@@ -29,6 +31,7 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (page.clone(), page.clone(), page.clone(), page.clone(), page.clone(), any::<bool>())
             .prop_map(|(at, a, b, c, d, map)| Op::Fault { at, cpu: (a, b), mirror: (c, d), map }),
         2 => (page.clone(), 1..600u64).prop_map(|(s, n)| Op::Invalidate(s, n)),
+        1 => (page.clone(), 1..600u64).prop_map(|(s, n)| Op::TakeGpu(s, n)),
         1 => Just(Op::Gc),
         1 => (page, 1..600u64).prop_map(|(s, n)| Op::RemoveUnmappedIn(s, n)),
     ]
@@ -130,6 +133,19 @@ proptest! {
                     zapped.sort_unstable();
                     want.sort_unstable();
                     prop_assert_eq!(zapped, want);
+                }
+                Op::TakeGpu(p, n) => {
+                    let (a, b) = (BASE + p * K4, BASE + (p + n) * K4);
+                    let mut taken: Vec<(u64, u64)> =
+                        s.take_gpu(a, b).into_iter().map(|i| (i.start, i.len)).collect();
+                    let mut want = Vec::new();
+                    for r in flat.0.iter_mut().filter(|r| r.0 < b && a < r.0 + r.1 && r.2) {
+                        want.push((r.0, r.1));
+                        r.2 = false;
+                    }
+                    taken.sort_unstable();
+                    want.sort_unstable();
+                    prop_assert_eq!(taken, want);
                 }
                 Op::Gc => {
                     let before = flat.0.len();

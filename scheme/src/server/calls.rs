@@ -11,7 +11,7 @@ use super::handles::Handle;
 use super::GpuScheme;
 use crate::driver::{ClientId, GpuDriver, ResolvedBindOp, ResolvedSync};
 use crate::errno::{Limit, SchemeError};
-use crate::uapi::flags::{EngineClass, QueuePriority, VmCreateFlags};
+use crate::uapi::flags::{BatchFormat, EngineClass, QueuePriority, VmCreateFlags};
 use crate::uapi::request::*;
 use crate::uapi::{decode, write_reply};
 
@@ -92,7 +92,8 @@ impl<D: GpuDriver> GpuScheme<D> {
                 vm,
                 class,
                 priority,
-            } => self.queue_create(client, vm, class, priority, ctx),
+                batches,
+            } => self.queue_create(client, vm, (class, priority, batches), ctx),
             Request::ExecQueueDestroy(q) => self.queue_destroy(handle, client, q, ctx),
             Request::VmBind(req) => self.vm_bind(handle, client, req, ctx),
             Request::Exec(req) => self.exec(handle, client, req, ctx),
@@ -225,12 +226,14 @@ impl<D: GpuDriver> GpuScheme<D> {
         &mut self,
         client: ClientId,
         vm: VmId,
-        class: EngineClass,
-        priority: QueuePriority,
+        (class, priority, batches): (EngineClass, QueuePriority, BatchFormat),
         ctx: &CallerCtx,
     ) -> R<Reply> {
         if class == EngineClass::VmBind && priority != QueuePriority::Normal {
             return Err(SchemeError::Invalid("bind queues have no priority"));
+        }
+        if class == EngineClass::VmBind && batches != BatchFormat::Native {
+            return Err(SchemeError::Invalid("bind queues run no batches"));
         }
         // As Xe (CAP_SYS_NICE): only the administrator may jump ahead of everyone else.
         if priority == QueuePriority::High && !self.privileged(ctx) {
@@ -246,7 +249,9 @@ impl<D: GpuDriver> GpuScheme<D> {
                 "engine class not present on this device",
             ));
         }
-        let queue = self.driver.queue_create(client, &vm_obj, class, priority)?;
+        let queue = self
+            .driver
+            .queue_create(client, &vm_obj, class, priority, batches)?;
         let c = self.client_mut(client)?;
         let id = c.fresh_id();
         c.queues

@@ -9,8 +9,8 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use super::error::{ArrayKind, DecodeError};
 use super::flags::{
-    bind_op, sync_type, BindFlags, BoCreateFlags, EngineClass, ExecQueueCreateFlags, ObjectKind,
-    Placement, QueuePriority, Region, SyncFlags, SyncobjCreateFlags, SyncobjWaitFlags,
+    bind_op, sync_type, BatchFormat, BindFlags, BoCreateFlags, EngineClass, ExecQueueCreateFlags,
+    ObjectKind, Placement, QueuePriority, Region, SyncFlags, SyncobjCreateFlags, SyncobjWaitFlags,
     VmCreateFlags, WaitFlags, WaitOp,
 };
 use super::request::*;
@@ -305,10 +305,16 @@ fn decode_queue_create(cur: &Cursor<'_>) -> Result<Request, DecodeError> {
         nonzero_is_err(a.priority as u64, "priority (no PRIORITY flag)")?;
         QueuePriority::Normal
     };
+    let batches = if flags.contains(ExecQueueCreateFlags::INTEL_BATCHES) {
+        BatchFormat::Intel
+    } else {
+        BatchFormat::Native
+    };
     Ok(Request::ExecQueueCreate {
         vm: VmId(a.vm_id),
         class,
         priority,
+        batches,
     })
 }
 

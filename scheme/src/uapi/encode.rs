@@ -7,8 +7,8 @@
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 use super::flags::{
-    bind_op, sync_type, BindFlags, ExecQueueCreateFlags, ObjectKind, QueuePriority, Region,
-    SyncFlags, SyncobjCreateFlags, SyncobjWaitFlags, WaitFlags,
+    bind_op, sync_type, BatchFormat, BindFlags, ExecQueueCreateFlags, ObjectKind, QueuePriority,
+    Region, SyncFlags, SyncobjCreateFlags, SyncobjWaitFlags, WaitFlags,
 };
 use super::request::*;
 use super::wire::*;
@@ -61,12 +61,16 @@ pub fn encode_with(req: &Request, layout: Layout) -> (u64, Vec<u8>) {
             vm,
             class,
             priority,
+            batches,
         } => {
             // Normal priority is sent the way clients that predate priorities send it.
-            let (flags, priority) = match priority {
+            let (mut flags, priority) = match priority {
                 QueuePriority::Normal => (ExecQueueCreateFlags::empty(), 0),
                 p => (ExecQueueCreateFlags::PRIORITY, *p as u32),
             };
+            if *batches == BatchFormat::Intel {
+                flags |= ExecQueueCreateFlags::INTEL_BATCHES;
+            }
             p.args(
                 Opcode::ExecQueueCreate,
                 &ExecQueueCreateArgs {

@@ -14,5 +14,6 @@ mod queues_stress;
 mod rig;
 mod scenarios;
 mod svm;
+mod svm_migrate;
 mod userptr;
 mod zap;
