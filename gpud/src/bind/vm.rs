@@ -232,6 +232,12 @@ impl Vm {
         self.ctx.current()
     }
 
+    /// Whether the VM holds `ctx` in the assignment with address-space id `asid` (a fault
+    /// record's; 0: any).
+    pub fn serves(&self, ctx: HwCtx, asid: u16) -> bool {
+        self.ctx.serves(ctx, asid)
+    }
+
     /// The VM reservation (shared by VM-private BOs).
     pub fn resv(&self) -> &Arc<Resv> {
         &self.resv
