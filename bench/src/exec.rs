@@ -104,6 +104,7 @@ impl Bench {
                 vm: None,
                 priority: Priority::Normal,
                 owner: None,
+                batches: Default::default(),
             })
             .expect("queue")
     }

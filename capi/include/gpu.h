@@ -53,6 +53,7 @@ extern "C" {
 #define GPU_OP_SYNCOBJ_TRANSFER 16
 #define GPU_OP_EXPORT_TOKEN 17
 #define GPU_OP_IMPORT 18
+#define GPU_OP_SYNCOBJ_RESET 19
 
 /* VM_CREATE flags. */
 #define GPU_VM_CREATE_SCRATCH_PAGE (1u << 0)
@@ -98,6 +99,8 @@ extern "C" {
 
 /* EXEC_QUEUE_CREATE flags and priorities (Xe's values; HIGH needs privilege: EPERM). */
 #define GPU_EXEC_QUEUE_CREATE_PRIORITY (1u << 0)
+/* The queue's batches are Intel MI_* command streams (copy/compute queues; bind: EINVAL). */
+#define GPU_EXEC_QUEUE_CREATE_INTEL_BATCHES (1u << 1)
 #define GPU_QUEUE_PRIORITY_LOW 0
 #define GPU_QUEUE_PRIORITY_NORMAL 1
 #define GPU_QUEUE_PRIORITY_HIGH 2
@@ -243,7 +246,7 @@ struct gpu_syncobj_create_args {
 	uint64_t reserved[2];
 };
 
-/* One element of SYNCOBJ_WAIT / SYNCOBJ_SIGNAL. */
+/* One element of SYNCOBJ_WAIT / SYNCOBJ_SIGNAL / SYNCOBJ_RESET (point 0). */
 struct gpu_syncobj_point {
 	uint32_t syncobj_id;
 	uint32_t pad;
@@ -260,6 +263,13 @@ struct gpu_syncobj_wait_args {
 };
 
 struct gpu_syncobj_signal_args {
+	uint32_t count;
+	uint32_t stride;
+	uint64_t reserved[2];
+};
+
+/* SYNCOBJ_RESET: followed by `count` gpu_syncobj_point elements, each with point 0. */
+struct gpu_syncobj_reset_args {
 	uint32_t count;
 	uint32_t stride;
 	uint64_t reserved[2];

@@ -12,13 +12,14 @@
 //! Must not: implement binds (see `bind`) or scheduling (see `exec`).
 
 use crate::bind::failpoint::{FailPoint, FailPoints};
-use crate::bind::fault::{FaultWorker, VmLookup};
+use crate::bind::fault::{FaultWorker, Owner, ReplyGate, VmLookup};
 use crate::bind::queue::BindJob;
 use crate::bind::{BindError, BindQueue, Vm, VmFlags};
 use crate::exec::{
     ContextPool, ContextStats, EngineBusy, ExecError, ExecHw, ExecQueue, FencePage, IrqDispatcher,
     KernelQueue, Priority, QueueConfig, QueueMode, QueueOwner, SchedConfig, Scheduler,
 };
+use crate::hw::cmd::BatchFormat;
 use crate::hw::pte::MemLocation;
 use crate::hw::regs::IrqCauses;
 use crate::hw::sim::dma::HeapDma;
@@ -377,15 +378,28 @@ fn start_faults(
     irq: &IrqDispatcher,
 ) -> Result<FaultWorker, BindError> {
     let weak = Arc::downgrade(core);
-    let lookup: VmLookup = Arc::new(move |ctx| {
-        let core = weak.upgrade()?;
+    let lookup: VmLookup = Arc::new(move |ctx, asid| {
+        let Some(core) = weak.upgrade() else {
+            return Owner::Nobody;
+        };
         let vms = core.vms.lock();
-        vms.values()
+        let vm = vms
+            .values()
             .filter_map(Weak::upgrade)
-            .find(|vm| vm.ctx() == Some(ctx))
+            .find(|vm| vm.serves(ctx, asid));
+        match vm {
+            Some(vm) => Owner::Vm(vm),
+            None if core.ctxs.if_current(ctx, asid, &mut || ()) => Owner::Nobody,
+            None => Owner::Stale,
+        }
+    });
+    let weak = Arc::downgrade(core);
+    let gate: ReplyGate = Arc::new(move |ctx, asid, reply| {
+        weak.upgrade()
+            .is_some_and(|core| core.ctxs.if_current(ctx, asid, reply))
     });
     let queue = Box::new(hw.create_fault_queue(64)?);
-    let faults = FaultWorker::start(queue, lookup).map_err(|_| BindError::Timeout {
+    let faults = FaultWorker::start(queue, lookup, gate).map_err(|_| BindError::Timeout {
         what: "fault thread creation",
     })?;
     let wake = faults.waker();
@@ -611,18 +625,20 @@ impl Device {
 
     /// Creates a normal-priority exec queue of `vm` on `engine`, charged to no client.
     pub fn exec_queue_create(&self, vm: &Arc<Vm>, engine: Engine) -> Result<ExecQueue, BindError> {
-        self.exec_queue_create_with(vm, engine, Priority::Normal, None)
+        self.exec_queue_create_with(vm, engine, Priority::Normal, None, BatchFormat::Native)
     }
 
     /// Creates an exec queue of `vm` on `engine` at `priority`, charged to `owner` (the
-    /// per-owner queue limit counts it). Its fence page is reached through the global GTT
-    /// (the kernel linear map), never through the VM's page tables.
+    /// per-owner queue limit counts it), whose batches are encoded as `batches`. Its fence
+    /// page is reached through the global GTT (the kernel linear map), never through the
+    /// VM's page tables.
     pub fn exec_queue_create_with(
         &self,
         vm: &Arc<Vm>,
         engine: Engine,
         priority: Priority,
         owner: Option<QueueOwner>,
+        batches: BatchFormat,
     ) -> Result<ExecQueue, BindError> {
         vm.check_alive()?;
         let page = self.core.dma.alloc(PAGE_SIZE)?;
@@ -644,6 +660,7 @@ impl Device {
             vm: Some(vm.clone()),
             priority,
             owner,
+            batches,
         });
         if queue.is_err() {
             let _ = self.core.dma.free(page);

@@ -12,6 +12,7 @@
 use crate::bind::{BindError, BindFlags, BindOp, BindQueue, BindSync, OpKind, Vm, VmFlags};
 use crate::device::Device;
 use crate::exec::{ExecQueue, Job, OutSync, Priority};
+use crate::hw::cmd::BatchFormat;
 use crate::hw::pte::{PAT_TABLE, VA_BITS};
 use crate::hw::Engine;
 use crate::mem::bo::BoError;
@@ -25,7 +26,8 @@ use gpu_scheme::driver::{
     ResolvedBindOp, ResolvedSync, Submitted, VmMapping, WakeToken,
 };
 use gpu_scheme::uapi::flags::{
-    BoCreateFlags, EngineClass, Placement as WirePlacement, QueuePriority, VmCreateFlags,
+    BatchFormat as WireBatchFormat, BoCreateFlags, EngineClass, Placement as WirePlacement,
+    QueuePriority, VmCreateFlags,
 };
 use gpu_scheme::uapi::request::{BindOpKind, BoCreateRequest};
 use parking_lot::Mutex;
@@ -334,6 +336,13 @@ impl Driver {
 }
 
 /// The scheduler's priority for a wire priority.
+fn batch_format(f: WireBatchFormat) -> BatchFormat {
+    match f {
+        WireBatchFormat::Native => BatchFormat::Native,
+        WireBatchFormat::Intel => BatchFormat::Intel,
+    }
+}
+
 fn exec_priority(p: QueuePriority) -> Priority {
     match p {
         QueuePriority::Low => Priority::Low,
@@ -537,8 +546,9 @@ impl GpuDriver for Driver {
             sys_free: mem.sys_free,
             vram_size: self.device.vram_size(),
             vram_free: mem.vram_free,
-            reserved_va_start: crate::bind::KERNEL_VA_BASE,
-            reserved_va_len: (1 << VA_BITS) - crate::bind::KERNEL_VA_BASE,
+            // Nothing is reserved (the fields stay for a driver that needs a range).
+            reserved_va_start: 0,
+            reserved_va_len: 0,
             pat_entries: PAT_TABLE.len() as u32,
         }
     }
@@ -732,6 +742,7 @@ impl GpuDriver for Driver {
         vm: &Arc<Vm>,
         class: EngineClass,
         priority: QueuePriority,
+        batches: WireBatchFormat,
     ) -> Result<DriverQueue, DriverError> {
         let engine = match class {
             EngineClass::VmBind => {
@@ -743,7 +754,13 @@ impl GpuDriver for Driver {
         };
         let queue = self
             .device
-            .exec_queue_create_with(vm, engine, exec_priority(priority), Some(client.0))
+            .exec_queue_create_with(
+                vm,
+                engine,
+                exec_priority(priority),
+                Some(client.0),
+                batch_format(batches),
+            )
             .map_err(bind_err)?;
         let queue = Arc::new(queue);
         self.with_client(client, |st| {
@@ -843,6 +860,13 @@ impl GpuDriver for Driver {
         fence.is_some_and(|f| watch_fence(&f, wake))
     }
 
+    fn watch_in_flight(&self, client: ClientId, wake: WakeToken) -> bool {
+        // The oldest work still in flight: it is first to complete in the common case; if a
+        // later one completes first, the parked EXEC waits a little longer, never forever.
+        let oldest = self.with_client(client, |st| st.in_flight.first().cloned());
+        oldest.is_some_and(|f| watch_fence(&f, wake))
+    }
+
     fn watch_user_fence(&self, vm: &Arc<Vm>, wake: WakeToken) -> bool {
         // Every bind and exec job of the VM publishes its fence on the VM resv; the value a
         // job's user fence writes is there once that fence signals.
@@ -918,6 +942,17 @@ impl GpuDriver for Driver {
 
     fn syncobj_points(&self, s: &Arc<Syncobj>, exact: bool) -> u64 {
         s.timeline_points(exact) as u64
+    }
+
+    fn syncobj_snapshot(&self, s: &Arc<Syncobj>, point: u64) -> Option<Arc<Syncobj>> {
+        let fence = s.find_fence(point).ok()?;
+        let snapshot = Syncobj::new();
+        snapshot.replace_fence(Some(fence));
+        Some(snapshot)
+    }
+
+    fn syncobj_reset(&self, s: &Arc<Syncobj>) {
+        s.reset();
     }
 
     fn syncobj_query(&self, s: &Arc<Syncobj>) -> u64 {

@@ -118,7 +118,13 @@ fn gpu_store_through_a_bound_bo_is_read_back() {
     cs.store_dword(GpuVa(0x10_1000), 0xC0FFEE).batch_end();
     b.write(0, &cs.to_bytes()).expect("batch");
     let q = d
-        .queue_create(C, &vm, EngineClass::Copy, QueuePriority::Normal)
+        .queue_create(
+            C,
+            &vm,
+            EngineClass::Copy,
+            QueuePriority::Normal,
+            Default::default(),
+        )
         .expect("exec queue");
     let done = d.syncobj_create(false).expect("syncobj");
     d.exec(
@@ -206,9 +212,9 @@ fn invalid_binds_are_einval_class_and_change_nothing() {
         d.vm_bind(C, &vm, None, vec![too_long], vec![]),
         Err(DriverError::Invalid(_))
     ));
-    let reserved = map(&b, crate::bind::KERNEL_VA_BASE, 0x1000);
+    let past_the_end = map(&b, crate::bind::VA_SPACE, 0x1000);
     assert!(matches!(
-        d.vm_bind(C, &vm, None, vec![reserved], vec![]),
+        d.vm_bind(C, &vm, None, vec![past_the_end], vec![]),
         Err(DriverError::Invalid(_))
     ));
     assert_eq!(d.device().mem_stats(), before);
@@ -226,10 +232,22 @@ fn exec_and_bind_queue_kinds_are_checked() {
     let d = driver();
     let vm = d.vm_create(C, VmCreateFlags::empty()).expect("vm");
     let bq = d
-        .queue_create(C, &vm, EngineClass::VmBind, QueuePriority::Normal)
+        .queue_create(
+            C,
+            &vm,
+            EngineClass::VmBind,
+            QueuePriority::Normal,
+            Default::default(),
+        )
         .expect("bq");
     let eq = d
-        .queue_create(C, &vm, EngineClass::Compute, QueuePriority::Normal)
+        .queue_create(
+            C,
+            &vm,
+            EngineClass::Compute,
+            QueuePriority::Normal,
+            Default::default(),
+        )
         .expect("eq");
     assert!(matches!(
         d.exec(C, &bq, &[0x1000], vec![]),
@@ -245,7 +263,13 @@ fn exec_and_bind_queue_kinds_are_checked() {
     ));
     let lr = d.vm_create(C, VmCreateFlags::LR_MODE).expect("lr vm");
     let lq = d
-        .queue_create(C, &lr, EngineClass::Copy, QueuePriority::Normal)
+        .queue_create(
+            C,
+            &lr,
+            EngineClass::Copy,
+            QueuePriority::Normal,
+            Default::default(),
+        )
         .expect("lr queue");
     let s = d.syncobj_create(false).expect("s");
     assert!(matches!(
@@ -585,7 +609,13 @@ fn a_clients_running_job_shows_in_its_engine_busy_time() {
     let d = driver();
     let vm = d.vm_create(C, VmCreateFlags::empty()).expect("vm");
     let q = d
-        .queue_create(C, &vm, EngineClass::Copy, QueuePriority::Normal)
+        .queue_create(
+            C,
+            &vm,
+            EngineClass::Copy,
+            QueuePriority::Normal,
+            Default::default(),
+        )
         .expect("queue");
     let DriverQueue::Exec { queue, .. } = &q else {
         panic!("an exec queue");

@@ -55,7 +55,7 @@ pub use bo::{Bo, BoMap, OutOfBounds};
 pub use device::{Device, DeviceInfo};
 pub use error::{Call, Error, Result, TransportError};
 pub use export::{token_from_bytes, token_to_bytes, Exported};
-pub use queue::{ExecBuilder, ExecQueue};
+pub use queue::{ExecBuilder, ExecQueue, QueueOptions};
 pub use syncobj::{wait_many, Syncobj, WaitMode, EVENT_READ};
 pub use usage::{ClientUsage, UsageParseError};
 #[cfg(target_os = "linux")]
@@ -79,7 +79,7 @@ pub mod errno {
 /// Flag words and enumerations of the uAPI.
 pub mod flags {
     pub use gpu_scheme::uapi::flags::{
-        BindFlags, BoCreateFlags, EngineClass, ObjectKind, Placement, QueuePriority, Region,
-        VmCreateFlags, WaitOp,
+        BatchFormat, BindFlags, BoCreateFlags, EngineClass, ObjectKind, Placement, QueuePriority,
+        Region, VmCreateFlags, WaitOp,
     };
 }

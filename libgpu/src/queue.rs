@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use gpu_scheme::uapi::flags::{EngineClass, QueuePriority, WaitOp};
+use gpu_scheme::uapi::flags::{BatchFormat, EngineClass, QueuePriority, WaitOp};
 use gpu_scheme::uapi::wire::ExecQueueCreateArgs;
 use gpu_scheme::uapi::{ExecRequest, QueueId, Request, Timeout};
 
@@ -15,6 +15,16 @@ use crate::error::Result;
 use crate::syncobj::Syncobj;
 use crate::syncs::SyncList;
 use crate::vm::{wait_user_fence_on, Vm, VmRef};
+
+/// How to create an exec queue beyond its VM and engine class.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueOptions {
+    /// Scheduling priority (`High` needs privilege).
+    pub priority: QueuePriority,
+    /// How the queue's batches are encoded: `Intel` runs Intel MI_* command streams (copy
+    /// and compute queues only).
+    pub batches: BatchFormat,
+}
 
 /// A queue on a VM. Holds the VM alive; dropping it destroys the queue (after which the VM may
 /// be destroyed).
@@ -48,10 +58,20 @@ impl ExecQueue {
         class: EngineClass,
         priority: QueuePriority,
     ) -> Result<ExecQueue> {
+        let options = QueueOptions {
+            priority,
+            ..QueueOptions::default()
+        };
+        Self::create_with(vm, class, options)
+    }
+
+    /// EXEC_QUEUE_CREATE with `options`. Bind queues take only the defaults (`EINVAL`).
+    pub fn create_with(vm: &Vm, class: EngineClass, options: QueueOptions) -> Result<ExecQueue> {
         let req = Request::ExecQueueCreate {
             vm: vm.id(),
             class,
-            priority,
+            priority: options.priority,
+            batches: options.batches,
         };
         let args: ExecQueueCreateArgs = vm.device().request(&req)?;
         Ok(ExecQueue {

@@ -14,7 +14,7 @@ use redox_scheme::{CallerCtx, Request, RequestKind};
 use syscall::flag::MapFlags;
 
 use crate::driver::*;
-use crate::uapi::flags::{EngineClass, QueuePriority, VmCreateFlags};
+use crate::uapi::flags::{BatchFormat, EngineClass, QueuePriority, VmCreateFlags};
 use crate::uapi::request::BoCreateRequest;
 
 /// A caller context for calling `SchemeSync` methods directly (pid 0, request id 0).
@@ -41,7 +41,7 @@ pub enum Call {
     /// `bo_create`.
     BoCreate(ClientId, u64),
     /// `queue_create`.
-    QueueCreate(ClientId, EngineClass, QueuePriority),
+    QueueCreate(ClientId, EngineClass, QueuePriority, BatchFormat),
     /// `queue_destroy`.
     QueueDestroy(u64),
     /// `vm_bind`: VM, number of ops, number of syncs.
@@ -435,9 +435,11 @@ impl GpuDriver for FakeDriver {
         vm: &FakeVm,
         class: EngineClass,
         priority: QueuePriority,
+        batches: BatchFormat,
     ) -> Result<FakeQueue, DriverError> {
         self.fallible(|s| {
-            s.calls.push(Call::QueueCreate(client, class, priority));
+            s.calls
+                .push(Call::QueueCreate(client, class, priority, batches));
             let id = Self::fresh(s);
             s.queue_vms.insert(id, vm.0);
             FakeQueue(id)
@@ -565,6 +567,14 @@ impl GpuDriver for FakeDriver {
 
     fn syncobj_signal(&self, obj: &FakeSyncobj, point: u64) -> Result<(), DriverError> {
         self.fallible(|s| signal(s, obj.0, point))
+    }
+
+    fn syncobj_reset(&self, obj: &FakeSyncobj) {
+        self.with(|s| {
+            if let Some(st) = s.syncobjs.get_mut(&obj.0) {
+                *st = SyncobjState::default();
+            }
+        })
     }
 
     fn syncobj_query(&self, obj: &FakeSyncobj) -> u64 {

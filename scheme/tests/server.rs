@@ -167,6 +167,7 @@ fn object_lifecycle_errors() {
                 vm,
                 class: EngineClass::Copy,
                 priority: QueuePriority::Normal,
+                batches: BatchFormat::Native,
             }
         ),
         ENOENT
@@ -795,6 +796,7 @@ fn a_high_priority_queue_needs_privilege() {
             vm,
             class,
             priority,
+            batches: BatchFormat::Native,
         });
         let mut ctx = caller();
         ctx.uid = uid;
@@ -807,7 +809,7 @@ fn a_high_priority_queue_needs_privilege() {
             .calls()
             .into_iter()
             .filter_map(|c| match c {
-                Call::QueueCreate(_, class, p) => Some((class, p)),
+                Call::QueueCreate(_, class, p, _) => Some((class, p)),
                 _ => None,
             })
             .collect::<Vec<_>>()
@@ -830,6 +832,36 @@ fn a_high_priority_queue_needs_privilege() {
             (copy, QueuePriority::High),
         ]
     );
+}
+
+/// INTEL_BATCHES reaches the driver for copy and compute queues; a bind queue runs no
+/// batches, so asking for Intel ones is EINVAL and never reaches the driver.
+#[test]
+fn intel_batches_are_for_exec_queues_only() {
+    let mut h = Harness::new();
+    let dev = h.open();
+    let vm = h.vm(dev, VmCreateFlags::empty());
+    let create = |h: &mut Harness, class| {
+        let req = Request::ExecQueueCreate {
+            vm,
+            class,
+            priority: QueuePriority::Normal,
+            batches: BatchFormat::Intel,
+        };
+        h.call(dev, &req).map(|_| ())
+    };
+    assert_eq!(create(&mut h, EngineClass::VmBind), Err(EINVAL));
+    assert_eq!(create(&mut h, EngineClass::Copy), Ok(()));
+    let created: Vec<_> = h
+        .driver()
+        .calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            Call::QueueCreate(_, class, _, batches) => Some((class, batches)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(created, vec![(EngineClass::Copy, BatchFormat::Intel)]);
 }
 
 /// Memory limits apply to a process across its device handles: a second handle of the same

@@ -140,12 +140,14 @@ fn request() -> impl Strategy<Value = Request> {
                 Just(QueuePriority::Low),
                 Just(QueuePriority::Normal),
                 Just(QueuePriority::High)
-            ]
+            ],
+            prop_oneof![Just(BatchFormat::Native), Just(BatchFormat::Intel)]
         )
-            .prop_map(|(vm, class, priority)| Request::ExecQueueCreate {
+            .prop_map(|(vm, class, priority, batches)| Request::ExecQueueCreate {
                 vm: VmId(vm),
                 class,
-                priority
+                priority,
+                batches
             }),
         (
             any::<u32>(),
@@ -205,6 +207,8 @@ fn request() -> impl Strategy<Value = Request> {
         ),
         prop::collection::vec(point(), 1..6).prop_map(Request::SyncobjSignal),
         any::<u32>().prop_map(|i| Request::SyncobjQuery(SyncobjId(i))),
+        prop::collection::vec(any::<u32>().prop_map(SyncobjId), 1..6)
+            .prop_map(Request::SyncobjReset),
         (point(), point(), any::<bool>()).prop_map(|(src, dst, wait_for_submit)| {
             Request::SyncobjTransfer(SyncobjTransferRequest {
                 src,
@@ -301,6 +305,7 @@ fn sample(op: Opcode) -> Request {
             vm: VmId(1),
             class: EngineClass::Copy,
             priority: QueuePriority::Normal,
+            batches: BatchFormat::Native,
         },
         Opcode::ExecQueueDestroy => Request::ExecQueueDestroy(QueueId(1)),
         Opcode::VmBind => Request::VmBind(VmBindRequest {
@@ -332,6 +337,7 @@ fn sample(op: Opcode) -> Request {
         }),
         Opcode::SyncobjSignal => Request::SyncobjSignal(vec![p]),
         Opcode::SyncobjQuery => Request::SyncobjQuery(SyncobjId(1)),
+        Opcode::SyncobjReset => Request::SyncobjReset(vec![SyncobjId(1)]),
         Opcode::SyncobjTransfer => Request::SyncobjTransfer(SyncobjTransferRequest {
             src: p,
             dst: p,
@@ -478,8 +484,28 @@ fn queue_create_rules() {
     set_u16(&mut b, 20, 0);
     assert_eq!(errno_of(raw, &b), EINVAL, "render class unsupported");
     let mut b = good.clone();
-    set_u16(&mut b, 22, 2);
+    set_u16(&mut b, 22, 4);
     assert_eq!(errno_of(raw, &b), EINVAL, "unknown flag");
+    let mut b = good.clone();
+    set_u16(&mut b, 22, ExecQueueCreateFlags::INTEL_BATCHES.bits());
+    assert!(
+        matches!(
+            decode(raw, &b),
+            Ok(Request::ExecQueueCreate {
+                batches: BatchFormat::Intel,
+                priority: QueuePriority::Normal,
+                ..
+            })
+        ),
+        "INTEL_BATCHES selects Intel batches"
+    );
+    assert!(matches!(
+        decode(raw, &good),
+        Ok(Request::ExecQueueCreate {
+            batches: BatchFormat::Native,
+            ..
+        })
+    ));
 }
 
 /// The args of an EXEC_QUEUE_CREATE (after the 16-byte call header) with `flags` and
@@ -864,6 +890,26 @@ fn syncobj_rules() {
         EINVAL,
         "transfer takes WAIT_FOR_SUBMIT only"
     );
+
+    // SYNCOBJ_RESET: args (24 bytes) at 16, elements at 40.
+    let (raw, good) = encode(&sample(Opcode::SyncobjReset));
+    assert_eq!(
+        decode(raw, &good),
+        Ok(Request::SyncobjReset(vec![SyncobjId(1)]))
+    );
+    let mut b = good.clone();
+    set_u32(&mut b, 16, 0);
+    b.truncate(16 + 24);
+    assert_eq!(errno_of(raw, &b), EINVAL, "reset: zero count");
+    let mut b = good.clone();
+    set_u64(&mut b, 40 + 8, 3);
+    assert_eq!(errno_of(raw, &b), EINVAL, "reset: a point");
+    let mut b = good.clone();
+    set_u32(&mut b, 40 + 4, 1);
+    assert_eq!(errno_of(raw, &b), EINVAL, "reset: element pad");
+    let mut b = good.clone();
+    set_u32(&mut b, 16, wire::MAX_SYNCOBJ_POINTS + 1);
+    assert_eq!(errno_of(raw, &b), EINVAL, "reset: too many");
 
     let (raw, good) = encode(&sample(Opcode::SyncobjCreate));
     let mut b = good.clone();

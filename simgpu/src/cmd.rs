@@ -24,7 +24,9 @@ pub mod op {
     /// `[hdr, va_lo, va_hi, val_lo, val_hi]`: waits until `mem OP value` (flags bits 2:0 = op,
     /// bit 3 = 64-bit compare).
     pub const SEMAPHORE_WAIT: u8 = 0x07;
-    /// `[hdr, va_lo, va_hi, len_dwords]`: runs a batch of commands at a VA (ring only).
+    /// `[hdr, va_lo, va_hi, len_dwords]`: runs a batch of commands at a VA (ring only;
+    /// `len_dwords` at most [`super::MAX_BATCH_DWORDS`]). Flag [`super::FLAG_INTEL`]: the batch
+    /// is Intel MI_* commands (`mi.rs`).
     pub const BATCH_START: u8 = 0x08;
     /// `[hdr, data]`: raises the engine's user interrupt, latching `data` in `Q_USER_DATA`.
     pub const USER_INTERRUPT: u8 = 0x09;
@@ -55,6 +57,12 @@ pub mod sem_op {
 pub const FLAG_64: u8 = 1 << 0;
 /// Flag bit of SEMAPHORE_WAIT: 64-bit compare.
 pub const SEM_FLAG_64: u8 = 1 << 3;
+/// Flag bit of BATCH_START: decode the batch as Intel MI_* commands (docs/simgpu.md §6a).
+/// Only the driver writes rings, so a batch cannot choose its own decoder.
+pub const FLAG_INTEL: u8 = 1 << 0;
+/// Longest batch BATCH_START accepts, in dwords: bit 31 of the `Q_BATCH_LEN` cursor register
+/// holds the batch's decoder.
+pub const MAX_BATCH_DWORDS: u32 = (1 << 31) - 1;
 /// Flag bit of any command with addresses: they are in the global GTT, not the context's
 /// page tables. Privileged: only ring commands may set it; in a batch (and on BATCH_START,
 /// whose batch always runs in the context's page tables) it is an illegal command.
@@ -131,6 +139,8 @@ pub enum Command {
     BatchStart {
         va: u64,
         len_dwords: u32,
+        /// The batch is Intel MI_* commands ([`FLAG_INTEL`]).
+        intel: bool,
     },
     UserInterrupt {
         data: u32,
@@ -230,6 +240,7 @@ pub fn decode(d: &[u32]) -> Result<Command, DecodeError> {
         op::BATCH_START => Command::BatchStart {
             va: qw(d, 1),
             len_dwords: dw(d, 3),
+            intel: flags & FLAG_INTEL != 0,
         },
         op::USER_INTERRUPT => Command::UserInterrupt { data: dw(d, 1) },
         op::BATCH_END => Command::BatchEnd,

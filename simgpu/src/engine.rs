@@ -6,6 +6,12 @@
 //!
 //! A command is atomic: every address it touches is translated before any byte moves, so a
 //! command that faults has no effect and is re-executed whole after a retry.
+//!
+//! Batches started with `cmd::FLAG_INTEL` are Intel MI_* commands, run by `intel.rs`.
+
+mod intel;
+
+pub(crate) use intel::MiRegs;
 
 use crate::cmd::{self, Command};
 use crate::device::Device;
@@ -35,7 +41,15 @@ enum Outcome {
     Blocked,
     Fault(MmuFault),
     Error(ErrorReason),
-    EnterBatch { va: u64, len: u32 },
+    EnterBatch {
+        va: u64,
+        len: u32,
+        intel: bool,
+    },
+    /// The batch continues at `va` (an Intel BATCH_BUFFER_START).
+    Jump {
+        va: u64,
+    },
     EndBatch,
     Hang,
 }
@@ -125,6 +139,10 @@ impl Device {
             Ok(None) => return false,
             Err(outcome) => return self.apply(engine, index, outcome, 0, true),
         };
+        if q.batch.is_some_and(|b| b.intel) {
+            let outcome = self.execute_mi(engine, index, q.ctx, &dwords);
+            return self.apply(engine, index, outcome, dwords.len() as u32, true);
+        }
         let ggtt = dwords
             .first()
             .is_some_and(|&hdr| cmd::flags(hdr) & cmd::FLAG_GGTT != 0);
@@ -174,7 +192,21 @@ impl Device {
                 q.sem_wait = true;
                 return false;
             }
-            Outcome::EnterBatch { va, len } => q.batch = Some(Batch { va, pos: 0, len }),
+            Outcome::EnterBatch { va, len, intel } => {
+                q.batch = Some(Batch {
+                    va,
+                    pos: 0,
+                    len,
+                    intel,
+                })
+            }
+            Outcome::Jump { va } => {
+                if let Some(b) = &mut q.batch {
+                    b.va = va;
+                    b.pos = 0;
+                }
+                self.counters.commands += 1;
+            }
             Outcome::EndBatch => return self.finish_batch(index),
             Outcome::Hang => q.state = QueueState::Hung,
             Outcome::Fault(f) => {
@@ -186,6 +218,7 @@ impl Device {
                     engine: engine as u32,
                     queue: (index % per) as u32,
                     fatal: false,
+                    asid: 0, // the context's, filled in by `report_fault`
                 };
                 self.report_fault(index, record);
             }
@@ -237,7 +270,12 @@ impl Device {
         let mut hdr = [0u8; 4];
         self.read_va(Space::Ppgtt(ctx), va, &mut hdr, Access::Fetch)?;
         let hdr = u32::from_le_bytes(hdr);
-        let len = cmd::parse_header(hdr).map_or(1, |(_, len)| len);
+        // An unknown header is fetched alone: it decodes to an illegal command.
+        let len = if b.intel {
+            crate::mi::len_of(hdr).unwrap_or(1)
+        } else {
+            cmd::parse_header(hdr).map_or(1, |(_, len)| len)
+        };
         if u64::from(b.pos) + u64::from(len) > u64::from(b.len) {
             return Err(Outcome::Error(ErrorReason::IllegalCommand));
         }
@@ -284,9 +322,18 @@ impl Device {
             Command::BatchStart { .. } if in_batch => {
                 Ok(Outcome::Error(ErrorReason::IllegalCommand))
             }
-            Command::BatchStart { va, len_dwords } => Ok(Outcome::EnterBatch {
+            Command::BatchStart { len_dwords, .. } if len_dwords > cmd::MAX_BATCH_DWORDS => {
+                Ok(Outcome::Error(ErrorReason::IllegalCommand))
+            }
+            Command::BatchStart {
                 va,
+                len_dwords,
+                intel,
+            } => Ok(Outcome::EnterBatch {
+                // Intel batches use canonical addresses: bits 63:48 are a sign extension.
+                va: if intel { va & crate::mi::VA_MASK } else { va },
                 len: len_dwords,
+                intel,
             }),
             Command::BatchEnd if in_batch => Ok(Outcome::EndBatch),
             Command::BatchEnd => Ok(Outcome::Retired),

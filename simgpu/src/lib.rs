@@ -2,7 +2,7 @@
 //!
 //! Owns the device model: PCI config space ([`pci`]), the BAR0 register map ([`regs`]),
 //! physical memory ([`mem`]), the MMU and TLB ([`mmu`], [`pte`]), the freed-page check
-//! ([`freed`]), the command set ([`cmd`]),
+//! ([`freed`]), the command set ([`cmd`]) and the Intel MI_* subset ([`mi`]),
 //! engines ([`engine`]) fed by hardware queues ([`queue`]), the fault queue ([`fault`]), the device state machine
 //! ([`device`]) and the handle a platform holds ([`SimGpu`]). It never depends on gpud: a
 //! driver reaches it only through registers, memory and interrupts. The programming model is
@@ -17,6 +17,7 @@ pub mod fault;
 pub mod freed;
 pub mod gpu;
 pub mod mem;
+pub mod mi;
 pub mod mmu;
 pub mod pci;
 pub mod pte;

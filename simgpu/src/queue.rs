@@ -36,7 +36,12 @@ pub(crate) struct Batch {
     pub va: u64,
     pub pos: u32,
     pub len: u32,
+    /// Decoded as Intel MI_* commands (bit 31 of `Q_BATCH_LEN`).
+    pub intel: bool,
 }
+
+/// Bit of `Q_BATCH_LEN`: the batch in flight is Intel MI_* commands.
+const BATCH_LEN_INTEL: u32 = 1 << 31;
 
 /// One hardware queue.
 #[derive(Debug, Clone, Default)]
@@ -58,6 +63,8 @@ pub(crate) struct Queue {
     pub preempt_req: bool,
     /// Stopped by a preemption request; cleared when enabled again.
     pub preempted: bool,
+    /// Registers of Intel batches (GPRs).
+    pub mi_regs: crate::engine::MiRegs,
 }
 
 impl Queue {
@@ -69,6 +76,7 @@ impl Queue {
         self.hang_next = false;
         self.sem_wait = false;
         self.preempt_req = false;
+        self.mi_regs = Default::default();
     }
 
     /// Completes a pending preemption request if the queue is at a command boundary (any
@@ -93,12 +101,16 @@ impl Queue {
             va: 0,
             pos: 0,
             len: 0,
+            intel: false,
         });
         match reg {
             regs::Q_BATCH_VA_LO => b.va = (b.va & !0xFFFF_FFFF) | u64::from(value),
             regs::Q_BATCH_VA_HI => b.va = (b.va & 0xFFFF_FFFF) | (u64::from(value) << 32),
             regs::Q_BATCH_POS => b.pos = value,
-            _ => b.len = value,
+            _ => {
+                b.len = value & !BATCH_LEN_INTEL;
+                b.intel = value & BATCH_LEN_INTEL != 0;
+            }
         }
     }
 
@@ -157,7 +169,9 @@ impl Device {
             regs::Q_BATCH_VA_LO => q.batch.map_or(0, |b| b.va as u32),
             regs::Q_BATCH_VA_HI => q.batch.map_or(0, |b| (b.va >> 32) as u32),
             regs::Q_BATCH_POS => q.batch.map_or(0, |b| b.pos),
-            regs::Q_BATCH_LEN => q.batch.map_or(0, |b| b.len),
+            regs::Q_BATCH_LEN => q
+                .batch
+                .map_or(0, |b| b.len | if b.intel { BATCH_LEN_INTEL } else { 0 }),
             regs::Q_STATUS => {
                 let mut s = 0;
                 s |= if q.has_work() { q_status::BUSY } else { 0 };
@@ -214,7 +228,7 @@ impl Device {
             }
             regs::Q_BATCH_LEN if idle => {
                 q.write_batch_reg(regs::Q_BATCH_LEN, value);
-                if value == 0 {
+                if value & !BATCH_LEN_INTEL == 0 {
                     q.batch = None;
                 }
             }

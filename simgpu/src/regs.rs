@@ -126,7 +126,8 @@ pub const Q_BATCH_VA_LO: u32 = 0x2C;
 pub const Q_BATCH_VA_HI: u32 = 0x30;
 /// In a queue block: batch cursor, dwords of the batch already retired. Writable while disabled.
 pub const Q_BATCH_POS: u32 = 0x34;
-/// In a queue block: batch cursor, batch length in dwords; 0 = no batch in flight. Written
+/// In a queue block: batch cursor, batch length in dwords (bits 30:0; 0 = no batch in
+/// flight) and its decoder (bit 31: Intel MI_* commands, see `cmd::FLAG_INTEL`). Written
 /// last when restoring a cursor. Writable while disabled.
 pub const Q_BATCH_LEN: u32 = 0x38;
 
@@ -183,6 +184,12 @@ pub mod ctx_ctrl {
     pub const ENABLE: u32 = 1 << 0;
     /// Faults stall and are reported to the fault queue (else they put the context in error).
     pub const RECOVERABLE: u32 = 1 << 1;
+    /// Bits 31:16: the address-space id the driver gives the context, copied into every
+    /// fault record the context raises (bytes 12..14), so that a driver reassigning contexts
+    /// can tell a record of the previous owner from one of the new owner.
+    pub const ASID_SHIFT: u32 = 16;
+    /// Mask of the address-space id.
+    pub const ASID_MASK: u32 = 0xFFFF << ASID_SHIFT;
 }
 
 /// Bit fields of [`CTX_STATUS`].

@@ -182,6 +182,7 @@ fn request() -> impl Strategy<Value = Request> {
                 vm: VmId(vm),
                 class: EngineClass::from_raw(c).unwrap_or(EngineClass::Copy),
                 priority: QueuePriority::from_raw(p).unwrap_or_default(),
+                batches: Default::default(),
             }),
         (id.clone(), id.clone(), addr.clone(), 0u64..3).prop_map(|(vm, bo, addr, pages)| {
             Request::VmBind(VmBindRequest {

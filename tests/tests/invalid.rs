@@ -138,6 +138,7 @@ framing!(exec_queue_create_framing, |f| Request::ExecQueueCreate {
     vm: f.vm.id(),
     class: EngineClass::Copy,
     priority: QueuePriority::Low,
+    batches: Default::default(),
 });
 framing!(exec_queue_destroy_framing, |f| Request::ExecQueueDestroy(
     f.queue.id()

@@ -134,6 +134,7 @@ fn random_request(r: &mut Rng) -> Request {
                 QueuePriority::Normal,
                 QueuePriority::High,
             ]),
+            batches: r.pick(&[BatchFormat::Native, BatchFormat::Intel]),
         },
         6 => Request::ExecQueueDestroy(QueueId(id(r))),
         7 | 8 => {

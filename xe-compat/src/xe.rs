@@ -405,6 +405,7 @@ pub fn exec_queue_create(
         vm: VmId(a.vm_id),
         class,
         priority,
+        batches: Default::default(),
     })?;
     a.exec_queue_id = out.queue_id;
     Ok(())

@@ -25,7 +25,7 @@ mod engine;
 pub use error::{BindError, ErrorClass};
 pub use op::{BindFlags, BindOp, BindSync, OpKind, Region, VmFlags};
 pub use queue::{BindQueue, BindQueueId};
-pub use vm::{Vm, VmState, KERNEL_VA_BASE};
+pub use vm::{Vm, VmState, VA_SPACE};
 pub use zap::ZapError;
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! fence page and a USER_INTERRUPT. Must not: schedule, wait or touch hardware.
 
 use super::error::ExecError;
-use crate::hw::cmd::CommandStream;
+use crate::hw::cmd::{BatchFormat, CommandStream};
 use crate::sync::{Fence, Syncobj};
 use crate::types::GpuVa;
 use std::sync::Arc;
@@ -133,7 +133,13 @@ impl Job {
 
     /// The ring dwords of this job: payload, user fence, `seqno` to `fence_va` (a global-GTT
     /// address no client batch can reach), interrupt.
-    pub(crate) fn ring_dwords(&self, fence_va: GpuVa, seqno: u64) -> Vec<u32> {
+    /// A batch payload is started as `batches` (the queue's batch format).
+    pub(crate) fn ring_dwords(
+        &self,
+        fence_va: GpuVa,
+        seqno: u64,
+        batches: BatchFormat,
+    ) -> Vec<u32> {
         let mut tail = CommandStream::new();
         if let Some(uf) = self.user_fence {
             tail.store_qword(uf.va, uf.value);
@@ -144,7 +150,7 @@ impl Job {
             .user_interrupt(seqno as u32);
         let mut out = match &self.payload {
             Payload::Batch { va, len_dwords } => CommandStream::new()
-                .batch_start(*va, *len_dwords)
+                .batch_start_as(*va, *len_dwords, batches)
                 .dwords()
                 .to_vec(),
             Payload::Commands(c) => c.clone(),
@@ -162,7 +168,7 @@ mod tests {
     #[test]
     fn ring_dwords_end_with_user_fence_then_seqno_then_interrupt() {
         let job = Job::batch(GpuVa(0x10000), 8).with_user_fence(GpuVa(0x2000), 7);
-        let d = job.ring_dwords(GpuVa(0x3000), 0x1_0000_0005);
+        let d = job.ring_dwords(GpuVa(0x3000), 0x1_0000_0005, BatchFormat::Native);
         let mut want = CommandStream::new();
         want.batch_start(GpuVa(0x10000), 8)
             .store_qword(GpuVa(0x2000), 7)
@@ -174,6 +180,13 @@ mod tests {
             .user_interrupt(5);
         assert_eq!(tail.len(), FENCE_TAIL_DWORDS);
         assert_eq!(&d[d.len() - FENCE_TAIL_DWORDS..], tail.dwords());
+        // An Intel queue's batch starts with the Intel flag; the rest is the same.
+        let intel = job.ring_dwords(GpuVa(0x3000), 0x1_0000_0005, BatchFormat::Intel);
+        let mut start = CommandStream::new();
+        start.batch_start_as(GpuVa(0x10000), 8, BatchFormat::Intel);
+        assert_eq!(&intel[..start.len()], start.dwords());
+        assert_ne!(intel[0], d[0]);
+        assert_eq!(&intel[start.len()..], &d[start.len()..]);
     }
 
     #[test]

@@ -38,6 +38,7 @@ impl KernelQueue {
             // Page-table copies and evictions gate client work: they go before it.
             priority: Priority::High,
             owner: None,
+            batches: Default::default(),
         })?;
         Ok(Self { queue })
     }

@@ -14,6 +14,7 @@ use super::job::Job;
 use super::ring::RingQueue;
 use super::scheduler::{Completion, Shared};
 use super::vm_hook::JobVm;
+use crate::hw::cmd::BatchFormat;
 use crate::hw::{DmaRegion, Engine, HwCtx};
 use crate::sync::{Exec, ExecFlags, Fence, FenceContext, FenceFault};
 use crate::types::{GpuVa, PhysAddr};
@@ -87,6 +88,8 @@ pub struct QueueConfig {
     pub priority: Priority,
     /// The client it is charged to; `None` for driver-internal queues (not limited per owner).
     pub owner: Option<QueueOwner>,
+    /// How its jobs' batches are encoded (told to the device on every BATCH_START).
+    pub batches: BatchFormat,
 }
 
 /// Why a queue stopped accepting jobs.
@@ -164,6 +167,7 @@ pub(crate) struct QueueState {
     pub held_ctx: Option<HwCtx>,
     pub priority: Priority,
     pub owner: Option<QueueOwner>,
+    pub batches: BatchFormat,
     pub ring: Option<Box<dyn RingQueue>>,
     pub run: Run,
     /// Round-robin position while waiting for a hardware queue (lower goes first).
@@ -198,6 +202,7 @@ impl QueueState {
             held_ctx: None,
             priority: cfg.priority,
             owner: cfg.owner,
+            batches: cfg.batches,
             ring: Some(ring),
             run: Run::Unloaded,
             ticket: None,

@@ -369,7 +369,7 @@ impl Shared {
         if let Some(e) = q.refusal(id) {
             return Err(e);
         }
-        let need = job.ring_dwords(q.fence_page.va, 0).len();
+        let need = job.ring_dwords(q.fence_page.va, 0, q.batches).len();
         let ring_dwords = (self.cfg.ring_bytes as usize / 4).saturating_sub(1);
         if need > ring_dwords {
             return Err(ExecError::JobTooLarge {
@@ -409,7 +409,7 @@ impl Shared {
         let seqno = q.next_seqno;
         q.next_seqno += 1;
         let fence = Fence::new(q.fence_ctx, seqno);
-        Ok((fence, job.ring_dwords(q.fence_page.va, seqno)))
+        Ok((fence, job.ring_dwords(q.fence_page.va, seqno, q.batches)))
     }
 
     /// Queues an armed job behind the queue's earlier jobs and wakes the scheduler when each

@@ -35,6 +35,19 @@ const FLAG_WIDE: u8 = 1 << 0;
 const SEM_WIDE: u8 = 1 << 3;
 /// Flag of any command: its addresses are in the global GTT (privileged: ring only).
 const FLAG_GGTT: u8 = 1 << 7;
+/// Flag of BATCH_START: the batch is Intel MI_* commands.
+const FLAG_INTEL: u8 = 1 << 0;
+
+/// How a batch is encoded: the device decodes it as the ring's BATCH_START says, so the
+/// choice is the driver's (per exec queue), never the batch's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum BatchFormat {
+    /// simgpu's own command set.
+    #[default]
+    Native,
+    /// Intel MI_* commands (the device manual's Intel command mode).
+    Intel,
+}
 
 /// SEMAPHORE_WAIT comparison (`memory OP value`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,8 +151,17 @@ impl CommandStream {
 
     /// Runs the batch of `len_dwords` dwords at `va` (from a ring only; batches do not nest).
     pub fn batch_start(&mut self, va: GpuVa, len_dwords: u32) -> &mut Self {
+        self.batch_start_as(va, len_dwords, BatchFormat::Native)
+    }
+
+    /// Runs the batch at `va`, decoded as `format`.
+    pub fn batch_start_as(&mut self, va: GpuVa, len_dwords: u32, format: BatchFormat) -> &mut Self {
         let [a, b] = split(va.0);
-        self.push(op::BATCH_START, 0, &[a, b, len_dwords])
+        let flags = match format {
+            BatchFormat::Native => 0,
+            BatchFormat::Intel => FLAG_INTEL,
+        };
+        self.push(op::BATCH_START, flags, &[a, b, len_dwords])
     }
 
     /// Ends the current batch.
@@ -223,6 +245,7 @@ mod tests {
                 .atomic_cmpxchg(GpuVa(va), v, w, Width::U32)
                 .semaphore_wait(GpuVa(va), [SemOp::Eq, SemOp::Ne, SemOp::Gte, SemOp::Lt][op as usize], v, Width::U64)
                 .batch_start(GpuVa(va), n)
+                .batch_start_as(GpuVa(w), n, BatchFormat::Intel)
                 .batch_end()
                 .user_interrupt(n)
                 .timestamp(GpuVa(w))
@@ -236,7 +259,8 @@ mod tests {
                 Command::AtomicAdd { va, value: v, wide: true },
                 Command::AtomicCmpxchg { va, current: v, new: w, wide: false },
                 Command::SemaphoreWait { va, op, value: v, wide: true },
-                Command::BatchStart { va, len_dwords: n },
+                Command::BatchStart { va, len_dwords: n, intel: false },
+                Command::BatchStart { va: w, len_dwords: n, intel: true },
                 Command::BatchEnd,
                 Command::UserInterrupt { data: n },
                 Command::Timestamp { va: w },

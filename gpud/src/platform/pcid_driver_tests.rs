@@ -635,6 +635,7 @@ fn store_through_the_loop(rig: &mut Rig) -> u32 {
         vm: VmId(vm),
         class: EngineClass::Copy,
         priority: QueuePriority::Normal,
+        batches: Default::default(),
     }))
     .expect("args")
     .queue_id;

@@ -11,7 +11,7 @@ use super::handles::Handle;
 use super::GpuScheme;
 use crate::driver::{ClientId, GpuDriver, ResolvedBindOp, ResolvedSync};
 use crate::errno::{Limit, SchemeError};
-use crate::uapi::flags::{EngineClass, QueuePriority, VmCreateFlags};
+use crate::uapi::flags::{BatchFormat, EngineClass, QueuePriority, VmCreateFlags};
 use crate::uapi::request::*;
 use crate::uapi::{decode, write_reply};
 
@@ -92,7 +92,8 @@ impl<D: GpuDriver> GpuScheme<D> {
                 vm,
                 class,
                 priority,
-            } => self.queue_create(client, vm, class, priority, ctx),
+                batches,
+            } => self.queue_create(client, vm, (class, priority, batches), ctx),
             Request::ExecQueueDestroy(q) => self.queue_destroy(handle, client, q, ctx),
             Request::VmBind(req) => self.vm_bind(handle, client, req, ctx),
             Request::Exec(req) => self.exec(handle, client, req, ctx),
@@ -114,6 +115,7 @@ impl<D: GpuDriver> GpuScheme<D> {
                 Ok(Reply::Point(self.driver.syncobj_query(&obj)))
             }
             Request::SyncobjTransfer(req) => self.syncobj_transfer(client, req),
+            Request::SyncobjReset(ids) => self.syncobj_reset(client, ids),
             Request::ExportToken | Request::Import { .. } => Err(SchemeError::WrongHandleKind {
                 id: handle,
                 kind: "device",
@@ -225,12 +227,14 @@ impl<D: GpuDriver> GpuScheme<D> {
         &mut self,
         client: ClientId,
         vm: VmId,
-        class: EngineClass,
-        priority: QueuePriority,
+        (class, priority, batches): (EngineClass, QueuePriority, BatchFormat),
         ctx: &CallerCtx,
     ) -> R<Reply> {
         if class == EngineClass::VmBind && priority != QueuePriority::Normal {
             return Err(SchemeError::Invalid("bind queues have no priority"));
+        }
+        if class == EngineClass::VmBind && batches != BatchFormat::Native {
+            return Err(SchemeError::Invalid("bind queues run no batches"));
         }
         // As Xe (CAP_SYS_NICE): only the administrator may jump ahead of everyone else.
         if priority == QueuePriority::High && !self.privileged(ctx) {
@@ -246,7 +250,9 @@ impl<D: GpuDriver> GpuScheme<D> {
                 "engine class not present on this device",
             ));
         }
-        let queue = self.driver.queue_create(client, &vm_obj, class, priority)?;
+        let queue = self
+            .driver
+            .queue_create(client, &vm_obj, class, priority, batches)?;
         let c = self.client_mut(client)?;
         let id = c.fresh_id();
         c.queues
@@ -364,7 +370,13 @@ impl<D: GpuDriver> GpuScheme<D> {
         let queue = q.queue.clone();
         let vm_flags = c.vm(q.vm)?.flags;
         let syncs = resolve_syncs(c, &self.driver, vm_flags, &req.syncs)?;
-        check_usage(usage.in_flight + 1, limits.in_flight, Limit::InFlight, true)?;
+        if usage.in_flight + 1 > limits.in_flight {
+            // Xe blocks a submission past its capacity: the call parks until work of the
+            // client completes (later calls of the handle wait behind it).
+            return self.park_for_capacity(handle, client, ctx);
+        }
+        // It may have waited for capacity: from here on it is a call with committed work.
+        self.parking.remove(&(handle, ctx.id));
         let pending = self.driver.exec(client, &queue, &req.batches, syncs)?;
         self.client_mut(client)?.counters.execs += 1;
         self.park_pending(handle, ctx, pending)
@@ -395,6 +407,24 @@ impl<D: GpuDriver> GpuScheme<D> {
         for (id, s, _) in &objs {
             let points = self.driver.syncobj_points(s, false);
             self.client_mut(client)?.set_points(*id, points);
+        }
+        Ok(Reply::None)
+    }
+
+    /// SYNCOBJ_RESET (DRM's): every listed syncobj loses its fence (a timeline its whole
+    /// chain). All ids are resolved first, so an unknown one resets nothing.
+    fn syncobj_reset(&mut self, client: ClientId, ids: Vec<SyncobjId>) -> R<Reply> {
+        let c = self.client_mut(client)?;
+        let objs = ids
+            .iter()
+            .map(|id| Ok((id.0, c.syncobj(*id)?.clone())))
+            .collect::<R<Vec<_>>>()?;
+        for (_, s) in &objs {
+            self.driver.syncobj_reset(s);
+        }
+        let c = self.client_mut(client)?;
+        for (id, _) in &objs {
+            c.set_points(*id, 0);
         }
         Ok(Reply::None)
     }

@@ -9,8 +9,8 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use super::error::{ArrayKind, DecodeError};
 use super::flags::{
-    bind_op, sync_type, BindFlags, BoCreateFlags, EngineClass, ExecQueueCreateFlags, ObjectKind,
-    Placement, QueuePriority, Region, SyncFlags, SyncobjCreateFlags, SyncobjWaitFlags,
+    bind_op, sync_type, BatchFormat, BindFlags, BoCreateFlags, EngineClass, ExecQueueCreateFlags,
+    ObjectKind, Placement, QueuePriority, Region, SyncFlags, SyncobjCreateFlags, SyncobjWaitFlags,
     VmCreateFlags, WaitFlags, WaitOp,
 };
 use super::request::*;
@@ -50,6 +50,7 @@ pub fn decode(opcode: u64, payload: &[u8]) -> Result<Request, DecodeError> {
             decode_out_only::<ExportTokenArgs>(&cur).map(|_| Request::ExportToken)
         }
         Opcode::Import => decode_import(&cur),
+        Opcode::SyncobjReset => decode_syncobj_reset(&mut cur),
     }?;
     cur.finish()?;
     Ok(request)
@@ -305,10 +306,16 @@ fn decode_queue_create(cur: &Cursor<'_>) -> Result<Request, DecodeError> {
         nonzero_is_err(a.priority as u64, "priority (no PRIORITY flag)")?;
         QueuePriority::Normal
     };
+    let batches = if flags.contains(ExecQueueCreateFlags::INTEL_BATCHES) {
+        BatchFormat::Intel
+    } else {
+        BatchFormat::Native
+    };
     Ok(Request::ExecQueueCreate {
         vm: VmId(a.vm_id),
         class,
         priority,
+        batches,
     })
 }
 
@@ -577,6 +584,19 @@ fn decode_syncobj_signal(cur: &mut Cursor<'_>) -> Result<Request, DecodeError> {
     let a: SyncobjSignalArgs = cur.args();
     reserved2(a.reserved)?;
     Ok(Request::SyncobjSignal(points(cur, a.count, a.stride)?))
+}
+
+fn decode_syncobj_reset(cur: &mut Cursor<'_>) -> Result<Request, DecodeError> {
+    let a: SyncobjResetArgs = cur.args();
+    reserved2(a.reserved)?;
+    let ids = points(cur, a.count, a.stride)?
+        .into_iter()
+        .map(|p| {
+            nonzero_is_err(p.point, "reset.point")?;
+            Ok(p.syncobj)
+        })
+        .collect::<Result<_, DecodeError>>()?;
+    Ok(Request::SyncobjReset(ids))
 }
 
 fn decode_syncobj_query(cur: &Cursor<'_>) -> Result<Request, DecodeError> {

@@ -7,8 +7,8 @@
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 use super::flags::{
-    bind_op, sync_type, BindFlags, ExecQueueCreateFlags, ObjectKind, QueuePriority, Region,
-    SyncFlags, SyncobjCreateFlags, SyncobjWaitFlags, WaitFlags,
+    bind_op, sync_type, BatchFormat, BindFlags, ExecQueueCreateFlags, ObjectKind, QueuePriority,
+    Region, SyncFlags, SyncobjCreateFlags, SyncobjWaitFlags, WaitFlags,
 };
 use super::request::*;
 use super::wire::*;
@@ -61,12 +61,16 @@ pub fn encode_with(req: &Request, layout: Layout) -> (u64, Vec<u8>) {
             vm,
             class,
             priority,
+            batches,
         } => {
             // Normal priority is sent the way clients that predate priorities send it.
-            let (flags, priority) = match priority {
+            let (mut flags, priority) = match priority {
                 QueuePriority::Normal => (ExecQueueCreateFlags::empty(), 0),
                 p => (ExecQueueCreateFlags::PRIORITY, *p as u32),
             };
+            if *batches == BatchFormat::Intel {
+                flags |= ExecQueueCreateFlags::INTEL_BATCHES;
+            }
             p.args(
                 Opcode::ExecQueueCreate,
                 &ExecQueueCreateArgs {
@@ -97,6 +101,7 @@ pub fn encode_with(req: &Request, layout: Layout) -> (u64, Vec<u8>) {
         }
         Request::SyncobjWait(w) => p.syncobj_wait(w),
         Request::SyncobjSignal(points) => p.syncobj_signal(points),
+        Request::SyncobjReset(ids) => p.syncobj_reset(ids),
         Request::SyncobjQuery(id) => p.args(
             Opcode::SyncobjQuery,
             &SyncobjQueryArgs {
@@ -252,6 +257,23 @@ impl Builder {
         );
         self.elements(&points_wire(points));
         Opcode::SyncobjSignal
+    }
+
+    fn syncobj_reset(&mut self, ids: &[SyncobjId]) -> Opcode {
+        self.args(
+            Opcode::SyncobjReset,
+            &SyncobjResetArgs {
+                count: ids.len() as u32,
+                stride: self.stride::<SyncobjPointWire>(),
+                reserved: [0; 2],
+            },
+        );
+        let points: Vec<SyncobjPoint> = ids
+            .iter()
+            .map(|&syncobj| SyncobjPoint { syncobj, point: 0 })
+            .collect();
+        self.elements(&points_wire(&points));
+        Opcode::SyncobjReset
     }
 }
 

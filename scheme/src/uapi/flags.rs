@@ -26,7 +26,22 @@ bitflags! {
         /// `priority` holds the queue's priority (without it the queue is normal priority
         /// and `priority` must be zero).
         const PRIORITY = 1 << 0;
+        /// The queue's batches are Intel MI_* command streams (docs/simgpu.md §6a), not
+        /// simgpu's own encoding. Copy and compute queues only (a bind queue: EINVAL).
+        const INTEL_BATCHES = 1 << 1;
     }
+}
+
+/// How an exec queue's batches are encoded (`ExecQueueCreateFlags::INTEL_BATCHES`). Fixed at
+/// creation: the driver tells the device on every batch start, so a batch cannot pick its
+/// own decoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum BatchFormat {
+    /// simgpu's command set (docs/simgpu.md §6).
+    #[default]
+    Native,
+    /// Intel MI_* commands (docs/simgpu.md §6a).
+    Intel,
 }
 
 bitflags! {

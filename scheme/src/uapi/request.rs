@@ -5,8 +5,8 @@
 //! overflow, the op/flag table). Must not: hold driver objects (ids are resolved by the server).
 
 use super::flags::{
-    BindFlags, BoCreateFlags, EngineClass, ObjectKind, Placement, QueuePriority, Region,
-    SyncobjWaitFlags, VmCreateFlags, WaitOp,
+    BatchFormat, BindFlags, BoCreateFlags, EngineClass, ObjectKind, Placement, QueuePriority,
+    Region, SyncobjWaitFlags, VmCreateFlags, WaitOp,
 };
 
 macro_rules! client_id {
@@ -239,6 +239,8 @@ pub enum Request {
         class: EngineClass,
         /// Scheduling priority (normal unless the client asked).
         priority: QueuePriority,
+        /// How the queue's batches are encoded (native unless the client asked).
+        batches: BatchFormat,
     },
     /// EXEC_QUEUE_DESTROY.
     ExecQueueDestroy(QueueId),
@@ -261,6 +263,8 @@ pub enum Request {
     SyncobjSignal(Vec<SyncobjPoint>),
     /// SYNCOBJ_QUERY.
     SyncobjQuery(SyncobjId),
+    /// SYNCOBJ_RESET: empty every listed syncobj.
+    SyncobjReset(Vec<SyncobjId>),
     /// SYNCOBJ_TRANSFER.
     SyncobjTransfer(SyncobjTransferRequest),
     /// EXPORT_TOKEN.

@@ -109,6 +109,7 @@ impl Harness {
                     vm,
                     class,
                     priority: flags::QueuePriority::Normal,
+                    batches: flags::BatchFormat::Native,
                 },
             )
             .expect("queue");

@@ -150,6 +150,7 @@ impl Rig {
             vm: None,
             priority: Priority::Normal,
             owner: None,
+            batches: Default::default(),
         }
     }
 
