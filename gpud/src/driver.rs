@@ -379,6 +379,7 @@ fn bind_op(r: &ResolvedBindOp<Arc<Bo>>) -> Result<BindOp, DriverError> {
         range: op.range,
         flags,
         pat_index: op.pat_index,
+        prefetch_region: crate::bind::Region::Preferred,
     };
     Ok(match op.kind {
         BindOpKind::Map { bo_offset, .. } => base(OpKind::Map, r.bo.clone(), bo_offset),
@@ -389,7 +390,10 @@ fn bind_op(r: &ResolvedBindOp<Arc<Bo>>) -> Result<BindOp, DriverError> {
         BindOpKind::MapUserptr { userptr } => base(OpKind::MapUserptr, None, userptr),
         BindOpKind::Unmap => base(OpKind::Unmap, None, 0),
         BindOpKind::UnmapAll { .. } => base(OpKind::UnmapAll, r.bo.clone(), 0),
-        BindOpKind::Prefetch { .. } => base(OpKind::Prefetch, None, 0),
+        BindOpKind::Prefetch { region } => BindOp {
+            prefetch_region: region,
+            ..base(OpKind::Prefetch, None, 0)
+        },
     })
 }
 

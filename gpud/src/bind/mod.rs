@@ -23,7 +23,7 @@ pub mod zap;
 mod engine;
 
 pub use error::{BindError, ErrorClass};
-pub use op::{BindFlags, BindOp, BindSync, OpKind, VmFlags};
+pub use op::{BindFlags, BindOp, BindSync, OpKind, Region, VmFlags};
 pub use queue::{BindQueue, BindQueueId};
 pub use vm::{Vm, VmState, VA_SPACE};
 pub use zap::ZapError;
