@@ -47,7 +47,7 @@ pub fn ioctl(d: &XeDevice, p: &dyn Process, request: u64, arg: u64) -> Result<i3
         nr::SYNCOBJ_FD_TO_HANDLE => with(p, arg, n, |a| syncobj_fd_to_handle(d, p, a)),
         nr::SYNCOBJ_WAIT => with_prefix(p, arg, n, 32, |a| syncobj_wait(d, p, a)),
         nr::SYNCOBJ_TIMELINE_WAIT => with_prefix(p, arg, n, 40, |a| timeline_wait(d, p, a)),
-        nr::SYNCOBJ_RESET => with(p, arg, n, |a| syncobj_reset(a)),
+        nr::SYNCOBJ_RESET => with(p, arg, n, |a| syncobj_reset(d, p, a)),
         nr::SYNCOBJ_SIGNAL => with(p, arg, n, |a| syncobj_signal(d, p, a)),
         nr::SYNCOBJ_TIMELINE_SIGNAL => with(p, arg, n, |a| timeline_signal(d, p, a)),
         nr::SYNCOBJ_QUERY => with(p, arg, n, |a| syncobj_query(d, p, a)),
@@ -327,12 +327,14 @@ fn timeline_wait(
     Ok(())
 }
 
-/// SYNCOBJ_RESET: gpud's uAPI has no reset of a syncobj yet.
-fn syncobj_reset(a: &DrmSyncobjArray) -> Result<(), Errno> {
-    if a.pad != 0 || a.count_handles == 0 {
+fn syncobj_reset(d: &XeDevice, p: &dyn Process, a: &DrmSyncobjArray) -> Result<(), Errno> {
+    if a.pad != 0 {
         return Err(EINVAL);
     }
-    Err(EOPNOTSUPP)
+    let pts = points(p, a.handles, 0, a.count_handles)?;
+    d.send(&Request::SyncobjReset(
+        pts.iter().map(|pt| pt.syncobj).collect(),
+    ))
 }
 
 fn syncobj_signal(d: &XeDevice, p: &dyn Process, a: &DrmSyncobjArray) -> Result<(), Errno> {

@@ -78,6 +78,7 @@ fn an_xe_program_runs_unmodified_through_the_library() {
             "unsignalled wait times out with ETIME",
             "transfer binary to timeline point 3",
             "syncobj handle to fd and back",
+            "reset drops the fence",
             "the imported BO is the same memory",
             "bind reserved: EINVAL",
             "syncs at a bad pointer: EFAULT",
