@@ -20,6 +20,7 @@ mod scheme;
 #[cfg(target_os = "linux")]
 mod serve;
 mod simgpu;
+mod svm;
 mod sync;
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
@@ -75,6 +76,10 @@ fn groups() -> Vec<Group> {
         Group {
             name: "memory",
             run: memory::memory,
+        },
+        Group {
+            name: "svm",
+            run: svm::svm,
         },
         #[cfg(target_os = "linux")]
         Group {

@@ -53,6 +53,7 @@ extern "C" {
 #define GPU_OP_SYNCOBJ_TRANSFER 16
 #define GPU_OP_EXPORT_TOKEN 17
 #define GPU_OP_IMPORT 18
+#define GPU_OP_SYNCOBJ_RESET 19
 
 /* VM_CREATE flags. */
 #define GPU_VM_CREATE_SCRATCH_PAGE (1u << 0)
@@ -245,7 +246,7 @@ struct gpu_syncobj_create_args {
 	uint64_t reserved[2];
 };
 
-/* One element of SYNCOBJ_WAIT / SYNCOBJ_SIGNAL. */
+/* One element of SYNCOBJ_WAIT / SYNCOBJ_SIGNAL / SYNCOBJ_RESET (point 0). */
 struct gpu_syncobj_point {
 	uint32_t syncobj_id;
 	uint32_t pad;
@@ -262,6 +263,13 @@ struct gpu_syncobj_wait_args {
 };
 
 struct gpu_syncobj_signal_args {
+	uint32_t count;
+	uint32_t stride;
+	uint64_t reserved[2];
+};
+
+/* SYNCOBJ_RESET: followed by `count` gpu_syncobj_point elements, each with point 0. */
+struct gpu_syncobj_reset_args {
 	uint32_t count;
 	uint32_t stride;
 	uint64_t reserved[2];

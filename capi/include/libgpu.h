@@ -251,6 +251,17 @@ int gpu_syncobj_signal(struct gpu_device *dev,
                        uint32_t count);
 
 /**
+ * SYNCOBJ_RESET: empties `count` syncobjs (their `point` must be 0); an unknown id resets
+ * none of them.
+ *
+ * # Safety
+ * `dev` open; `points` readable for `count`.
+ */
+int gpu_syncobj_reset(struct gpu_device *dev,
+                      const struct gpu_syncobj_point *points,
+                      uint32_t count);
+
+/**
  * SYNCOBJ_QUERY: the last signalled timeline point (binary: 1 if signalled, else 0).
  *
  * # Safety

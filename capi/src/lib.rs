@@ -652,6 +652,31 @@ pub unsafe extern "C" fn gpu_syncobj_signal(
     }
 }
 
+/// SYNCOBJ_RESET: empties `count` syncobjs (their `point` must be 0); an unknown id resets
+/// none of them.
+///
+/// # Safety
+/// `dev` open; `points` readable for `count`.
+#[no_mangle]
+pub unsafe extern "C" fn gpu_syncobj_reset(
+    dev: *mut GpuDevice,
+    points: *const wire::SyncobjPointWire,
+    count: u32,
+) -> c_int {
+    // SAFETY: contract forwarded.
+    unsafe {
+        with_dev(dev, |d| {
+            let p = elems(points, count, wire::MAX_SYNCOBJ_POINTS)?;
+            let mut a = wire::SyncobjResetArgs {
+                count,
+                stride: POINT_SIZE,
+                ..Default::default()
+            };
+            call(d.dev.handle(), Opcode::SyncobjReset, &mut a, &[p])
+        })
+    }
+}
+
 /// SYNCOBJ_QUERY: the last signalled timeline point (binary: 1 if signalled, else 0).
 ///
 /// # Safety

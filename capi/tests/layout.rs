@@ -62,6 +62,7 @@ fn expected() -> Vec<(String, u64)> {
         SyncobjWaitArgs => "gpu_syncobj_wait_args" { count, stride, flags, first_signaled,
             timeout_ns, reserved }
         SyncobjSignalArgs => "gpu_syncobj_signal_args" { count, stride, reserved }
+        SyncobjResetArgs => "gpu_syncobj_reset_args" { count, stride, reserved }
         SyncobjQueryArgs => "gpu_syncobj_query_args" { syncobj_id, pad, point, reserved }
         SyncobjTransferArgs => "gpu_syncobj_transfer_args" { src_id, dst_id, src_point,
             dst_point, flags, pad, reserved }
@@ -95,6 +96,7 @@ fn expected() -> Vec<(String, u64)> {
         "SYNCOBJ_TRANSFER",
         "EXPORT_TOKEN",
         "IMPORT",
+        "SYNCOBJ_RESET",
     ];
     assert_eq!(
         opcode_names.len(),

@@ -12,7 +12,7 @@
 //! Must not: implement binds (see `bind`) or scheduling (see `exec`).
 
 use crate::bind::failpoint::{FailPoint, FailPoints};
-use crate::bind::fault::{FaultWorker, VmLookup};
+use crate::bind::fault::{FaultWorker, Owner, ReplyGate, VmLookup};
 use crate::bind::queue::BindJob;
 use crate::bind::{BindError, BindQueue, Vm, VmFlags};
 use crate::exec::{
@@ -378,15 +378,28 @@ fn start_faults(
     irq: &IrqDispatcher,
 ) -> Result<FaultWorker, BindError> {
     let weak = Arc::downgrade(core);
-    let lookup: VmLookup = Arc::new(move |ctx| {
-        let core = weak.upgrade()?;
+    let lookup: VmLookup = Arc::new(move |ctx, asid| {
+        let Some(core) = weak.upgrade() else {
+            return Owner::Nobody;
+        };
         let vms = core.vms.lock();
-        vms.values()
+        let vm = vms
+            .values()
             .filter_map(Weak::upgrade)
-            .find(|vm| vm.ctx() == Some(ctx))
+            .find(|vm| vm.serves(ctx, asid));
+        match vm {
+            Some(vm) => Owner::Vm(vm),
+            None if core.ctxs.if_current(ctx, asid, &mut || ()) => Owner::Nobody,
+            None => Owner::Stale,
+        }
+    });
+    let weak = Arc::downgrade(core);
+    let gate: ReplyGate = Arc::new(move |ctx, asid, reply| {
+        weak.upgrade()
+            .is_some_and(|core| core.ctxs.if_current(ctx, asid, reply))
     });
     let queue = Box::new(hw.create_fault_queue(64)?);
-    let faults = FaultWorker::start(queue, lookup).map_err(|_| BindError::Timeout {
+    let faults = FaultWorker::start(queue, lookup, gate).map_err(|_| BindError::Timeout {
         what: "fault thread creation",
     })?;
     let wake = faults.waker();

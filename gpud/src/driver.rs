@@ -379,6 +379,7 @@ fn bind_op(r: &ResolvedBindOp<Arc<Bo>>) -> Result<BindOp, DriverError> {
         range: op.range,
         flags,
         pat_index: op.pat_index,
+        prefetch_region: crate::bind::Region::Preferred,
     };
     Ok(match op.kind {
         BindOpKind::Map { bo_offset, .. } => base(OpKind::Map, r.bo.clone(), bo_offset),
@@ -389,7 +390,10 @@ fn bind_op(r: &ResolvedBindOp<Arc<Bo>>) -> Result<BindOp, DriverError> {
         BindOpKind::MapUserptr { userptr } => base(OpKind::MapUserptr, None, userptr),
         BindOpKind::Unmap => base(OpKind::Unmap, None, 0),
         BindOpKind::UnmapAll { .. } => base(OpKind::UnmapAll, r.bo.clone(), 0),
-        BindOpKind::Prefetch { .. } => base(OpKind::Prefetch, None, 0),
+        BindOpKind::Prefetch { region } => BindOp {
+            prefetch_region: region,
+            ..base(OpKind::Prefetch, None, 0)
+        },
     })
 }
 
@@ -542,8 +546,9 @@ impl GpuDriver for Driver {
             sys_free: mem.sys_free,
             vram_size: self.device.vram_size(),
             vram_free: mem.vram_free,
-            reserved_va_start: crate::bind::KERNEL_VA_BASE,
-            reserved_va_len: (1 << VA_BITS) - crate::bind::KERNEL_VA_BASE,
+            // Nothing is reserved (the fields stay for a driver that needs a range).
+            reserved_va_start: 0,
+            reserved_va_len: 0,
             pat_entries: PAT_TABLE.len() as u32,
         }
     }
@@ -855,6 +860,13 @@ impl GpuDriver for Driver {
         fence.is_some_and(|f| watch_fence(&f, wake))
     }
 
+    fn watch_in_flight(&self, client: ClientId, wake: WakeToken) -> bool {
+        // The oldest work still in flight: it is first to complete in the common case; if a
+        // later one completes first, the parked EXEC waits a little longer, never forever.
+        let oldest = self.with_client(client, |st| st.in_flight.first().cloned());
+        oldest.is_some_and(|f| watch_fence(&f, wake))
+    }
+
     fn watch_user_fence(&self, vm: &Arc<Vm>, wake: WakeToken) -> bool {
         // Every bind and exec job of the VM publishes its fence on the VM resv; the value a
         // job's user fence writes is there once that fence signals.
@@ -930,6 +942,17 @@ impl GpuDriver for Driver {
 
     fn syncobj_points(&self, s: &Arc<Syncobj>, exact: bool) -> u64 {
         s.timeline_points(exact) as u64
+    }
+
+    fn syncobj_snapshot(&self, s: &Arc<Syncobj>, point: u64) -> Option<Arc<Syncobj>> {
+        let fence = s.find_fence(point).ok()?;
+        let snapshot = Syncobj::new();
+        snapshot.replace_fence(Some(fence));
+        Some(snapshot)
+    }
+
+    fn syncobj_reset(&self, s: &Arc<Syncobj>) {
+        s.reset();
     }
 
     fn syncobj_query(&self, s: &Arc<Syncobj>) -> u64 {

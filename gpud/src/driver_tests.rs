@@ -212,9 +212,9 @@ fn invalid_binds_are_einval_class_and_change_nothing() {
         d.vm_bind(C, &vm, None, vec![too_long], vec![]),
         Err(DriverError::Invalid(_))
     ));
-    let reserved = map(&b, crate::bind::KERNEL_VA_BASE, 0x1000);
+    let past_the_end = map(&b, crate::bind::VA_SPACE, 0x1000);
     assert!(matches!(
-        d.vm_bind(C, &vm, None, vec![reserved], vec![]),
+        d.vm_bind(C, &vm, None, vec![past_the_end], vec![]),
         Err(DriverError::Invalid(_))
     ));
     assert_eq!(d.device().mem_stats(), before);

@@ -107,6 +107,12 @@ impl Syncobj {
         Ok(wait_many(&self.dev, &[(self, point)], mode, timeout)?.is_some())
     }
 
+    /// SYNCOBJ_RESET: drop the fence (a timeline: every point), as if just created
+    /// unsignalled. A wait already blocked with `for_submit` keeps waiting for the next one.
+    pub fn reset(&self) -> Result<()> {
+        self.dev.send(&Request::SyncobjReset(vec![self.id]))
+    }
+
     /// SYNCOBJ_QUERY: the last signalled timeline point (binary: 1 if signalled, else 0).
     pub fn query(&self) -> Result<u64> {
         let args: SyncobjQueryArgs = self.dev.request(&Request::SyncobjQuery(self.id))?;

@@ -211,7 +211,7 @@ pub trait GpuDriver {
     /// An exec or bind queue.
     type Queue: Clone;
     /// A syncobj.
-    type Syncobj: Clone;
+    type Syncobj: Clone + Send + 'static;
     /// Work a parked call waits for (a synchronous bind's job, an EXEC's preparation, a
     /// destroy's in-flight work).
     type Pending: Clone;
@@ -310,6 +310,12 @@ pub trait GpuDriver {
         let _ = (s, point, wake);
         false
     }
+    /// Fires `wake` once when some work of `client` in flight completes (an EXEC parked past
+    /// the in-flight limit may then go). `false`: nothing to watch (the server polls).
+    fn watch_in_flight(&self, client: ClientId, wake: WakeToken) -> bool {
+        let _ = (client, wake);
+        false
+    }
     /// Fires `wake` once when work that could write a user fence in `vm` completes (any job
     /// of the VM). `false`: no such work is pending (the server re-checks on a short poll).
     fn watch_user_fence(&self, vm: &Self::Vm, wake: WakeToken) -> bool {
@@ -336,6 +342,18 @@ pub trait GpuDriver {
     fn syncobj_points(&self, _s: &Self::Syncobj, _exact: bool) -> u64 {
         0
     }
+    /// A private syncobj holding the fence `point` of `s` resolves to now (`None`: no fence
+    /// there yet). A parked SYNCOBJ_WAIT keeps waiting on the fence it first saw, as DRM's
+    /// waiters do, whatever later resets or replacements do to `s`. The default (`None`)
+    /// makes waits re-resolve the point at every check.
+    fn syncobj_snapshot(&self, s: &Self::Syncobj, point: u64) -> Option<Self::Syncobj> {
+        let _ = (s, point);
+        None
+    }
+    /// SYNCOBJ_RESET: drop the fence (a timeline: every point); the syncobj is then as if
+    /// just created unsignalled. Waits already parked on it keep DRM's rules (a wait for
+    /// submit keeps waiting for the next fence).
+    fn syncobj_reset(&self, s: &Self::Syncobj);
     /// Last signalled timeline point (binary: 1 if signalled, else 0).
     fn syncobj_query(&self, s: &Self::Syncobj) -> u64;
     /// Move the fence at `src` to `dst`.

@@ -569,6 +569,14 @@ impl GpuDriver for FakeDriver {
         self.fallible(|s| signal(s, obj.0, point))
     }
 
+    fn syncobj_reset(&self, obj: &FakeSyncobj) {
+        self.with(|s| {
+            if let Some(st) = s.syncobjs.get_mut(&obj.0) {
+                *st = SyncobjState::default();
+            }
+        })
+    }
+
     fn syncobj_query(&self, obj: &FakeSyncobj) -> u64 {
         self.with(|s| {
             let Some(st) = s.syncobjs.get(&obj.0) else {

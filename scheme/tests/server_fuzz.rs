@@ -178,6 +178,8 @@ fn request() -> impl Strategy<Value = Request> {
             point: 0
         }])),
         small_id().prop_map(|i| Request::SyncobjQuery(SyncobjId(i))),
+        prop::collection::vec(small_id(), 1..3)
+            .prop_map(|ids| Request::SyncobjReset(ids.into_iter().map(SyncobjId).collect())),
         Just(Request::ExportToken),
     ]
 }
@@ -242,6 +244,7 @@ fn named_ids(req: &Request) -> Vec<u32> {
         }
         Request::SyncobjWait(w) => w.points.iter().map(|p| p.syncobj.0).collect(),
         Request::SyncobjSignal(p) => p.iter().map(|p| p.syncobj.0).collect(),
+        Request::SyncobjReset(ids) => ids.iter().map(|s| s.0).collect(),
         _ => vec![],
     }
 }

@@ -333,3 +333,141 @@ fn a_wait_the_driver_cannot_watch_is_polled() {
     assert!(h.s.next_wake_ns().is_some(), "a poll is scheduled");
     assert!(h.s.is_due(Some(dev), caller().id));
 }
+
+#[test]
+fn syncobj_reset_empties_binary_and_timeline_objects_and_is_all_or_nothing() {
+    let mut h = Harness::new();
+    let dev = h.open();
+    let b = h.syncobj(dev, true);
+    let t = h.syncobj(dev, false);
+    let pt = |s, point| SyncobjPoint { syncobj: s, point };
+    h.call(dev, &Request::SyncobjSignal(vec![pt(t, 5)]))
+        .unwrap();
+    let query = |h: &mut Harness, s| {
+        let p = h.call(dev, &Request::SyncobjQuery(s)).unwrap();
+        read_args::<SyncobjQueryArgs>(&p).unwrap().point
+    };
+    assert_eq!((query(&mut h, b), query(&mut h, t)), (1, 5));
+    assert_eq!(
+        h.err(dev, &Request::SyncobjReset(vec![b, SyncobjId(99)])),
+        ENOENT
+    );
+    assert_eq!(query(&mut h, b), 1, "a failed reset resets nothing");
+    h.call(dev, &Request::SyncobjReset(vec![b, t])).unwrap();
+    assert_eq!((query(&mut h, b), query(&mut h, t)), (0, 0));
+    let none = SyncobjWaitFlags::empty();
+    assert_eq!(
+        h.err(dev, &syncobj_wait(&[b], none, Timeout::Poll)),
+        EINVAL,
+        "a reset binary syncobj has no fence"
+    );
+    let wait_t = |point, flags| {
+        Request::SyncobjWait(SyncobjWaitRequest {
+            points: vec![pt(t, point)],
+            flags,
+            timeout: Timeout::Poll,
+        })
+    };
+    assert_eq!(h.err(dev, &wait_t(3, none)), EINVAL, "points are gone");
+    assert_eq!(
+        h.err(dev, &wait_t(3, SyncobjWaitFlags::WAIT_FOR_SUBMIT)),
+        ETIME
+    );
+    // The timeline starts over: a point below the old head is a new submission.
+    h.call(dev, &Request::SyncobjSignal(vec![pt(t, 2)]))
+        .unwrap();
+    assert!(h.call(dev, &wait_t(2, none)).is_ok());
+}
+
+#[test]
+fn an_exec_past_the_in_flight_limit_parks_until_work_completes_and_keeps_call_order() {
+    let limits = gpu_scheme::Limits {
+        in_flight: 1,
+        ..Default::default()
+    };
+    let mut h = Harness::with_limits(limits);
+    let dev = h.open();
+    let other = h.open();
+    let vm = h.vm(dev, VmCreateFlags::empty());
+    let q = h.queue(dev, vm, EngineClass::Copy);
+    let exec = Request::Exec(ExecRequest {
+        queue: q,
+        batches: vec![0x1000],
+        syncs: vec![],
+    });
+    assert!(call_tagged(&mut h, dev, 1, &exec).is_ok());
+    assert_eq!(call_tagged(&mut h, dev, 2, &exec), Err(EWOULDBLOCK));
+    assert_eq!(h.s.parked_count(), 1, "parked, not EBUSY");
+    assert_eq!(
+        call_tagged(&mut h, dev, 3, &exec),
+        Err(EWOULDBLOCK),
+        "a later call of the handle waits behind it"
+    );
+    assert!(
+        h.call(other, &Request::DeviceQuery).is_ok(),
+        "another client goes on"
+    );
+    let id = gpu_scheme::dispatch::request_id(2);
+    assert_eq!(
+        call_tagged(&mut h, dev, 2, &exec),
+        Err(EWOULDBLOCK),
+        "still full"
+    );
+    h.driver().complete_all();
+    h.s.collect_wakeups();
+    assert!(h.s.is_due(Some(dev), id));
+    assert_eq!(
+        call_tagged(&mut h, dev, 3, &exec),
+        Err(EWOULDBLOCK),
+        "room freed, but the later exec does not overtake the parked one"
+    );
+    assert!(
+        call_tagged(&mut h, dev, 2, &exec).is_ok(),
+        "ran once room freed"
+    );
+    assert_eq!(
+        call_tagged(&mut h, dev, 3, &exec),
+        Err(EWOULDBLOCK),
+        "the next waits for room in turn"
+    );
+    h.driver().complete_all();
+    assert!(call_tagged(&mut h, dev, 3, &exec).is_ok());
+    assert_eq!(h.s.parked_count(), 0);
+    let execs = h
+        .driver()
+        .calls()
+        .iter()
+        .filter(|c| matches!(c, gpu_scheme::testing::Call::Exec(..)))
+        .count();
+    assert_eq!(execs, 3, "each exec submitted once");
+}
+
+#[test]
+fn closing_a_handle_forgets_its_exec_parked_for_capacity() {
+    let limits = gpu_scheme::Limits {
+        in_flight: 1,
+        ..Default::default()
+    };
+    let mut h = Harness::with_limits(limits);
+    let dev = h.open();
+    let vm = h.vm(dev, VmCreateFlags::empty());
+    let q = h.queue(dev, vm, EngineClass::Copy);
+    let exec = Request::Exec(ExecRequest {
+        queue: q,
+        batches: vec![0x1000],
+        syncs: vec![],
+    });
+    assert!(call_tagged(&mut h, dev, 1, &exec).is_ok());
+    assert_eq!(call_tagged(&mut h, dev, 2, &exec), Err(EWOULDBLOCK));
+    h.s.on_close(dev);
+    assert_eq!(h.s.parked_count(), 0);
+    h.driver().complete_all();
+    h.s.collect_wakeups();
+    let execs = h
+        .driver()
+        .calls()
+        .iter()
+        .filter(|c| matches!(c, gpu_scheme::testing::Call::Exec(..)))
+        .count();
+    assert_eq!(execs, 1, "the parked exec never ran");
+}

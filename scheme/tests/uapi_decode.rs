@@ -207,6 +207,8 @@ fn request() -> impl Strategy<Value = Request> {
         ),
         prop::collection::vec(point(), 1..6).prop_map(Request::SyncobjSignal),
         any::<u32>().prop_map(|i| Request::SyncobjQuery(SyncobjId(i))),
+        prop::collection::vec(any::<u32>().prop_map(SyncobjId), 1..6)
+            .prop_map(Request::SyncobjReset),
         (point(), point(), any::<bool>()).prop_map(|(src, dst, wait_for_submit)| {
             Request::SyncobjTransfer(SyncobjTransferRequest {
                 src,
@@ -335,6 +337,7 @@ fn sample(op: Opcode) -> Request {
         }),
         Opcode::SyncobjSignal => Request::SyncobjSignal(vec![p]),
         Opcode::SyncobjQuery => Request::SyncobjQuery(SyncobjId(1)),
+        Opcode::SyncobjReset => Request::SyncobjReset(vec![SyncobjId(1)]),
         Opcode::SyncobjTransfer => Request::SyncobjTransfer(SyncobjTransferRequest {
             src: p,
             dst: p,
@@ -887,6 +890,26 @@ fn syncobj_rules() {
         EINVAL,
         "transfer takes WAIT_FOR_SUBMIT only"
     );
+
+    // SYNCOBJ_RESET: args (24 bytes) at 16, elements at 40.
+    let (raw, good) = encode(&sample(Opcode::SyncobjReset));
+    assert_eq!(
+        decode(raw, &good),
+        Ok(Request::SyncobjReset(vec![SyncobjId(1)]))
+    );
+    let mut b = good.clone();
+    set_u32(&mut b, 16, 0);
+    b.truncate(16 + 24);
+    assert_eq!(errno_of(raw, &b), EINVAL, "reset: zero count");
+    let mut b = good.clone();
+    set_u64(&mut b, 40 + 8, 3);
+    assert_eq!(errno_of(raw, &b), EINVAL, "reset: a point");
+    let mut b = good.clone();
+    set_u32(&mut b, 40 + 4, 1);
+    assert_eq!(errno_of(raw, &b), EINVAL, "reset: element pad");
+    let mut b = good.clone();
+    set_u32(&mut b, 16, wire::MAX_SYNCOBJ_POINTS + 1);
+    assert_eq!(errno_of(raw, &b), EINVAL, "reset: too many");
 
     let (raw, good) = encode(&sample(Opcode::SyncobjCreate));
     let mut b = good.clone();

@@ -262,11 +262,10 @@ impl Device {
     /// into error (the record is logged too, marked fatal, for diagnostics).
     pub(crate) fn report_fault(&mut self, queue: usize, mut record: FaultRecord) {
         self.counters.faults += 1;
-        let recoverable = self
-            .contexts
-            .get(record.ctx as usize)
-            .is_some_and(|c| c.ctrl & ctx_ctrl::RECOVERABLE != 0);
+        let ctrl = self.contexts.get(record.ctx as usize).map_or(0, |c| c.ctrl);
+        let recoverable = ctrl & ctx_ctrl::RECOVERABLE != 0;
         record.fatal = !recoverable;
+        record.asid = (ctrl >> ctx_ctrl::ASID_SHIFT) as u16;
         // Bounded so that a driver that never drains (or never configures) the fault queue
         // cannot grow device memory without limit; the stalled queue still waits for a reply.
         if self.fq.pending.len() < crate::fault::MAX_PENDING {
@@ -525,7 +524,9 @@ impl Device {
         match reg {
             regs::CTX_PT_BASE_LO => c.pt_lo = value & !0xFFE,
             regs::CTX_PT_BASE_HI => c.pt_hi = value & 0xF_FFFF,
-            regs::CTX_CTRL => c.ctrl = value & (ctx_ctrl::ENABLE | ctx_ctrl::RECOVERABLE),
+            regs::CTX_CTRL => {
+                c.ctrl = value & (ctx_ctrl::ENABLE | ctx_ctrl::RECOVERABLE | ctx_ctrl::ASID_MASK)
+            }
             _ => {
                 if value & ctx_status::ERROR != 0 {
                     c.error = None;

@@ -218,6 +218,7 @@ impl Device {
                     engine: engine as u32,
                     queue: (index % per) as u32,
                     fatal: false,
+                    asid: 0, // the context's, filled in by `report_fault`
                 };
                 self.report_fault(index, record);
             }

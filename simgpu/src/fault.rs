@@ -7,7 +7,8 @@
 //! - bytes 0..8: faulting VA.
 //! - bytes 8..12: info: bits 15:0 context, 17:16 access, 19:18 reason, 23:20 queue,
 //!   27:24 engine, bit 30 fatal (context put in error, no reply expected), bit 31 valid.
-//! - bytes 12..16: reserved, zero.
+//! - bytes 12..14: the context's address-space id when the fault was raised (CTX_CTRL
+//!   bits 31:16); bytes 14..16 reserved, zero.
 
 use crate::mem::Location;
 use crate::mmu::{Access, FaultReason, Memories};
@@ -50,6 +51,8 @@ pub struct FaultRecord {
     pub queue: u32,
     /// The context was put in error instead of stalling.
     pub fatal: bool,
+    /// The context's address-space id when the fault was raised.
+    pub asid: u16,
 }
 
 impl FaultRecord {
@@ -66,6 +69,7 @@ impl FaultRecord {
         // PANIC: constant ranges inside the 16-byte record.
         out[0..8].copy_from_slice(&self.va.to_le_bytes());
         out[8..12].copy_from_slice(&info.to_le_bytes());
+        out[12..14].copy_from_slice(&self.asid.to_le_bytes());
         out
     }
 }

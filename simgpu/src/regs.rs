@@ -184,6 +184,12 @@ pub mod ctx_ctrl {
     pub const ENABLE: u32 = 1 << 0;
     /// Faults stall and are reported to the fault queue (else they put the context in error).
     pub const RECOVERABLE: u32 = 1 << 1;
+    /// Bits 31:16: the address-space id the driver gives the context, copied into every
+    /// fault record the context raises (bytes 12..14), so that a driver reassigning contexts
+    /// can tell a record of the previous owner from one of the new owner.
+    pub const ASID_SHIFT: u32 = 16;
+    /// Mask of the address-space id.
+    pub const ASID_MASK: u32 = 0xFFFF << ASID_SHIFT;
 }
 
 /// Bit fields of [`CTX_STATUS`].

@@ -7,7 +7,7 @@ use libgpu::cmd::{Batch, SemOp};
 use libgpu::{Bo, ExecQueue, Syncobj, Timeout, Vm};
 
 /// Where a VM's first exec queue had its fence page when fence pages were mapped (writable)
-/// in client VMs: the start of the reserved region at the top of the 48-bit VA space.
+/// in client VMs: the top 4 GiB of the 48-bit VA space, reserved then, the client's now.
 const OLD_FENCE_VA: u64 = (1 << 48) - (1 << 32);
 /// The attacker's VRAM BO, the memory the eviction frees.
 const TARGET_VA: u64 = 0x10_0000_0000;

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 const P: u64 = 4096;
 const M2: u64 = 2 << 20;
-/// The mirror: the whole client VA space below gpud's reserved top 4 GiB.
+/// The mirror's end: far above any CPU address of a user process (below 2^47).
 const MIRROR_END: u64 = (1 << 48) - (1 << 32);
 
 fn write_dwords(addr: u64, dwords: &[u32]) {

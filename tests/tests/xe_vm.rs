@@ -515,3 +515,29 @@ scenario!(vm_destroy_frees_its_memory, |dev| {
     }
     assert_eq!(dev.query().expect("query").sys_free, before);
 });
+
+// xe_vm bind-one-bo-many-times: one BO at many VAs, the last page of the 48-bit space
+// (0xffff_ffff_f000) included; DEVICE_QUERY reports no reserved range.
+scenario!(bind_one_bo_many_times_up_to_the_top_page, |dev| {
+    let info = dev.query().expect("query");
+    assert_eq!(info.reserved_va_len, 0, "no VA reserved");
+    let g = scratch_vm(dev);
+    let bo = sys_bo(dev, PAGE);
+    let top = (1u64 << 48) - PAGE;
+    assert_eq!(top, 0xffff_ffff_f000);
+    let vas = [BASE, top - (1 << 32), top - 0x10_0000, top];
+    for va in vas {
+        g.vm.bind().map(&bo, 0, va, PAGE).submit().expect("bind");
+    }
+    let writes: Vec<(u64, u32)> = (0..vas.len())
+        .map(|i| (vas[i] + 4 * i as u64, 0x70B0 + i as u32))
+        .collect();
+    g.store(&writes);
+    for i in 0..vas.len() {
+        assert_eq!(read_u32(&bo, 4 * i), 0x70B0 + i as u32, "through VA {i}");
+    }
+    g.vm.bind()
+        .unmap(top, PAGE)
+        .submit()
+        .expect("unbind the top");
+});

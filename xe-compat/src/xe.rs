@@ -10,7 +10,8 @@
 //! gpud's errno.
 
 use gpu_scheme::uapi::flags::{
-    BindFlags, BoCreateFlags, EngineClass, Placement, QueuePriority, Region, VmCreateFlags,
+    BatchFormat, BindFlags, BoCreateFlags, EngineClass, Placement, QueuePriority, Region,
+    VmCreateFlags,
 };
 use gpu_scheme::uapi::wire::{BoCreateArgs, ExecQueueCreateArgs, VmCreateArgs};
 use gpu_scheme::uapi::{
@@ -401,11 +402,17 @@ pub fn exec_queue_create(
         EINVAL,
     )?;
     let priority = queue_properties(p, a.extensions)?;
+    // Xe programs' batches are Intel MI_* command streams; bind queues run none.
+    let batches = if class == EngineClass::VmBind {
+        BatchFormat::Native
+    } else {
+        BatchFormat::Intel
+    };
     let out: ExecQueueCreateArgs = d.call(&Request::ExecQueueCreate {
         vm: VmId(a.vm_id),
         class,
         priority,
-        batches: Default::default(),
+        batches,
     })?;
     a.exec_queue_id = out.queue_id;
     Ok(())

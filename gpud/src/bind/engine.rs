@@ -78,7 +78,10 @@ impl Vm {
         // resolved again: the whole call is retried from a clean VM.
         let mut attempt = 1;
         loop {
-            match self.bind_once(ops, &syncs, queue) {
+            match self
+                .bind_once(ops, &syncs, queue)
+                .map(|f| self.prefetch_mirrors(ops, f))
+            {
                 Err(BindError::Userptr {
                     source: MmError::Again,
                     ..

@@ -4,7 +4,9 @@
 //!
 //! Owns: [`FaultWorker`] (the thread and its wake-up channel) and [`Vm::handle_fault`].
 //! Must not: run on the IRQ thread (population takes `vm.lock` and waits for an
-//! invalidation), or populate anything for a VM not in fault mode.
+//! invalidation), populate anything for a VM not in fault mode, or serve or answer a record
+//! raised under an earlier owner of its context (records carry the context's address-space
+//! id, new at every assignment; `exec/contexts.rs`).
 
 use super::op::VmFlags;
 use super::userptr::USERPTR_RETRIES;
@@ -79,8 +81,25 @@ impl Vm {
     }
 }
 
-/// Finds the VM of a context.
-pub type VmLookup = Arc<dyn Fn(HwCtx) -> Option<Arc<Vm>> + Send + Sync>;
+/// Whose a fault record is, as a [`VmLookup`] finds it.
+pub enum Owner {
+    /// The VM the context served when the fault was raised (and serves now).
+    Vm(Arc<Vm>),
+    /// No VM (gone): the fault is answered with abort.
+    Nobody,
+    /// The context changed hands after the fault was raised. The queue that raised it has
+    /// left the hardware (only a preemption, kill or reset takes a stalled queue off, and
+    /// each ends the stall), so nobody waits for a reply, and a reply would act on the new
+    /// owner: the record is dropped.
+    Stale,
+}
+
+/// Finds the owner of a fault record from its context and address-space id.
+pub type VmLookup = Arc<dyn Fn(HwCtx, u16) -> Owner + Send + Sync>;
+
+/// Runs the reply write only if the context still serves the record's address-space id,
+/// with no reassignment possible in between; returns whether it ran.
+pub type ReplyGate = Arc<dyn Fn(HwCtx, u16, &mut dyn FnMut()) -> bool + Send + Sync>;
 
 /// The fault worker thread.
 pub struct FaultWorker {
@@ -91,7 +110,11 @@ pub struct FaultWorker {
 
 impl FaultWorker {
     /// Starts the worker over `queue`; call [`FaultWorker::waker`] from the FAULT handler.
-    pub fn start(mut queue: Box<dyn FaultQueue>, lookup: VmLookup) -> std::io::Result<Self> {
+    pub fn start(
+        mut queue: Box<dyn FaultQueue>,
+        lookup: VmLookup,
+        gate: ReplyGate,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = channel::<()>();
         let thread = std::thread::Builder::new()
             .name("gpud-faults".into())
@@ -101,9 +124,19 @@ impl FaultWorker {
                         if fault.fatal {
                             continue;
                         }
-                        let reply = lookup(fault.ctx)
-                            .map_or(FaultReply::Abort, |vm| vm.handle_fault(fault.va));
-                        queue.reply(fault.ctx, reply);
+                        let reply = match lookup(fault.ctx, fault.asid) {
+                            Owner::Vm(vm) => vm.handle_fault(fault.va),
+                            Owner::Nobody => FaultReply::Abort,
+                            Owner::Stale => {
+                                tracing::debug!(?fault, "fault of a context's old owner dropped");
+                                continue;
+                            }
+                        };
+                        // The context may have changed hands while the fault was served.
+                        let q = &*queue;
+                        if !gate(fault.ctx, fault.asid, &mut || q.reply(fault.ctx, reply)) {
+                            tracing::debug!(?fault, "context reassigned: reply dropped");
+                        }
                     }
                 }
             })?;

@@ -23,16 +23,25 @@
 
 use super::mirror::RangePages;
 use super::userptr::Notifier;
-use super::vm::Vm;
+use super::vm::{Vm, VmState};
+use super::Region;
 use crate::device::Core;
 use crate::hw::pte::MemLocation;
+use crate::hw::FaultReply;
 use crate::mem::svm::{SvmEvictor, SvmVram};
+use crate::svm::range::CHUNK_SIZES;
 use crate::svm::{ClientMm, CpuRange, PinnedPages, Revoke, Supply};
+use crate::sync::{Fence, FenceContext, FenceStatus};
+use crate::types::GpuVa;
 use crate::types::PAGE_SIZE;
 use crate::vm::pagetable::PhysSeg;
 use crate::vm::MappingFlags;
+use crate::vm::VaRange;
+use parking_lot::Mutex;
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::{channel, Sender};
 use std::sync::Arc;
+use std::sync::OnceLock;
 
 /// Where GPU faults place a VM's SVM ranges (Xe's preferred location).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -105,12 +114,9 @@ impl Vm {
 
     /// The placement policy: VRAM when preferred and the client's memory manager can take
     /// pages from the CPU, write-protect them and serve the CPU's faults.
-    pub(crate) fn wants_vram(&self, mm: &dyn ClientMm) -> bool {
+    pub(crate) fn wants_vram(&self, mm: &dyn ClientMm, placement: SvmPlacement) -> bool {
         let caps = mm.caps();
-        *self.svm_placement.lock() == SvmPlacement::Vram
-            && caps.revoke
-            && caps.lazy_fault
-            && caps.write_protect
+        placement == SvmPlacement::Vram && caps.revoke && caps.lazy_fault && caps.write_protect
     }
 
     /// Bytes of VRAM the VM's SVM ranges hold (charged to the client like its BOs).
@@ -429,4 +435,151 @@ impl SvmEvictor for Core {
         vms.sort_by_key(|(t, _)| *t);
         vms.into_iter().any(|(_, vm)| vm.svm_evict_oldest())
     }
+}
+
+/// Bytes of one PREFETCH op of a mirror that are prefetched at most (the rest is left to
+/// faults): the work runs on one thread and walks the range chunk by chunk.
+pub const PREFETCH_MAX: u64 = 4 << 30;
+
+/// Runs `task` on the SVM migration thread (PREFETCH work; on this thread if it could not
+/// start).
+type Task = Box<dyn FnOnce() + Send>;
+
+fn migration_worker(task: Task) {
+    static WORKER: OnceLock<Option<Mutex<Sender<Task>>>> = OnceLock::new();
+    let worker = WORKER.get_or_init(|| {
+        let (tx, rx) = channel::<Task>();
+        std::thread::Builder::new()
+            .name("gpud-svm-migrate".into())
+            .spawn(move || {
+                while let Ok(task) = rx.recv() {
+                    task();
+                }
+            })
+            .ok()?;
+        Some(Mutex::new(tx))
+    });
+    match worker {
+        Some(tx) => {
+            if let Err(e) = tx.lock().send(task) {
+                (e.0)();
+            }
+        }
+        None => task(),
+    }
+}
+
+impl Vm {
+    /// PREFETCH of `[addr, addr + len)` into `region` where mirrors cover it, after the
+    /// bind's own work (`after`): ranges are created (or moved) and mapped ahead of faults,
+    /// on the migration thread. Returns the fence that signals when that is done, or `after`
+    /// itself when no mirror is concerned.
+    pub(crate) fn prefetch_mirrors(
+        self: &Arc<Self>,
+        ops: &[super::BindOp],
+        after: Arc<Fence>,
+    ) -> Arc<Fence> {
+        let spans: Vec<(u64, u64, Region)> = {
+            let st = self.lock.read();
+            ops.iter()
+                .filter(|op| op.kind == super::OpKind::Prefetch)
+                .flat_map(|op| {
+                    let end = op.addr.get().saturating_add(op.range.min(PREFETCH_MAX));
+                    mirror_spans(&st, op.addr.get(), end)
+                        .into_iter()
+                        .map(move |(s, e)| (s, e, op.prefetch_region))
+                })
+                .collect()
+        };
+        if spans.is_empty() {
+            return after;
+        }
+        let done = Fence::new(FenceContext::alloc(), 1);
+        let (vm, signal) = (Arc::downgrade(self), done.clone());
+        after.on_signal(move |f| {
+            let failed = matches!(f.status(), FenceStatus::Failed(_));
+            migration_worker(Box::new(move || {
+                if let (false, Some(vm)) = (failed, vm.upgrade()) {
+                    for (s, e, region) in spans {
+                        vm.prefetch_span(s, e, region);
+                    }
+                }
+                let _ = signal.signal();
+            }));
+        });
+        done
+    }
+
+    /// Prefetches `[start, end)` of a mirror chunk by chunk (stops when the VM goes).
+    fn prefetch_span(&self, start: u64, end: u64, region: Region) {
+        let mut addr = start;
+        while addr < end && !self.is_closed() && !self.is_banned() {
+            addr = self.prefetch_at(addr, region).max(addr + PAGE_SIZE);
+        }
+    }
+
+    /// Makes the range at `addr` resident in `region` (created if needed, moved if it is
+    /// elsewhere); returns where the next one starts. Unmapped CPU memory is skipped (a
+    /// 2 MiB step: PREFETCH is a hint, like Xe's, which swallows its failures).
+    fn prefetch_at(&self, addr: u64, region: Region) -> u64 {
+        let placement = match region {
+            Region::System => SvmPlacement::System,
+            Region::Vram => SvmPlacement::Vram,
+            Region::Preferred => *self.svm_placement.lock(),
+        };
+        let mut st = self.lock.write();
+        let Some(m) = st
+            .mapping_at(GpuVa(addr))
+            .filter(|m| m.flags().contains(MappingFlags::CPU_MIRROR))
+            .cloned()
+        else {
+            return addr + PAGE_SIZE;
+        };
+        let found = self
+            .notifier
+            .read()
+            .svm
+            .find(addr)
+            .map(|r| (r.start, r.end()));
+        match placement {
+            // Data in VRAM comes back first.
+            SvmPlacement::System => self.svm_cpu_fault(addr),
+            // A range mapping system memory is unmapped, so the fault below migrates it.
+            SvmPlacement::Vram => {
+                let in_sys = {
+                    let n = self.notifier.read();
+                    n.svm
+                        .find(addr)
+                        .is_some_and(|r| matches!(r.pages, Some(RangePages::System(_))))
+                };
+                if let (true, Some((s, e))) = (in_sys, found) {
+                    let _moves = self.svm_migrate.lock();
+                    let mut n = self.notifier.write();
+                    self.unmap_gpu_locked(&mut n, s, e);
+                }
+            }
+        }
+        let reply = self.svm_fault_placed(&mut st, m.range(), m.flags(), GpuVa(addr), placement);
+        drop(st);
+        match (reply, self.notifier.read().svm.find(addr)) {
+            (FaultReply::Retry, Some(r)) => r.end(),
+            _ => (addr & !(CHUNK_SIZES[0] - 1)) + CHUNK_SIZES[0],
+        }
+    }
+}
+
+/// The parts of `[start, end)` mirrors cover.
+fn mirror_spans(st: &VmState, start: u64, end: u64) -> Vec<(u64, u64)> {
+    let Ok(probe) = VaRange::new(GpuVa(start), end.saturating_sub(start)) else {
+        return Vec::new();
+    };
+    st.gpuvm
+        .tree()
+        .iter_range(probe)
+        .filter(|m| m.flags().contains(MappingFlags::CPU_MIRROR))
+        .map(|m| {
+            let r = m.range();
+            (r.start().get().max(start), r.end().get().min(end))
+        })
+        .collect()
 }

@@ -172,14 +172,33 @@ impl Vm {
         flags: MappingFlags,
         va: GpuVa,
     ) -> FaultReply {
-        let reply = self.svm_fault_inner(mirror, flags, va.get());
+        let placement = *self.svm_placement.lock();
+        let reply = self.svm_fault_inner(mirror, flags, va.get(), placement);
         if reply == FaultReply::Abort {
             self.svm_stats.aborts.fetch_add(1, Ordering::Relaxed);
         }
         reply
     }
 
-    fn svm_fault_inner(&self, mirror: VaRange, flags: MappingFlags, addr: u64) -> FaultReply {
+    /// [`Vm::svm_fault`] placing a new range per `placement` (PREFETCH names a region).
+    pub(crate) fn svm_fault_placed(
+        &self,
+        _st: &mut VmState,
+        mirror: VaRange,
+        flags: MappingFlags,
+        va: GpuVa,
+        placement: super::migrate::SvmPlacement,
+    ) -> FaultReply {
+        self.svm_fault_inner(mirror, flags, va.get(), placement)
+    }
+
+    fn svm_fault_inner(
+        &self,
+        mirror: VaRange,
+        flags: MappingFlags,
+        addr: u64,
+        placement: super::migrate::SvmPlacement,
+    ) -> FaultReply {
         let Some(mm) = self.client_mm() else {
             return FaultReply::Abort;
         };
@@ -246,7 +265,7 @@ impl Vm {
                 return FaultReply::Abort;
             };
             let pages = Arc::new(pages);
-            if self.wants_vram(&*mm) {
+            if self.wants_vram(&*mm, placement) {
                 match self.migrate_to_vram(&*mm, cpu, flags, since, &pages, existing.is_some()) {
                     Migration::Done => return FaultReply::Retry,
                     Migration::Raced => continue,

@@ -23,9 +23,9 @@ pub mod zap;
 mod engine;
 
 pub use error::{BindError, ErrorClass};
-pub use op::{BindFlags, BindOp, BindSync, OpKind, VmFlags};
+pub use op::{BindFlags, BindOp, BindSync, OpKind, Region, VmFlags};
 pub use queue::{BindQueue, BindQueueId};
-pub use vm::{Vm, VmState, KERNEL_VA_BASE};
+pub use vm::{Vm, VmState, VA_SPACE};
 pub use zap::ZapError;
 
 #[cfg(test)]

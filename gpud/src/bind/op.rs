@@ -13,6 +13,8 @@ use std::sync::Arc;
 
 /// Per-op flags: the uAPI's own type (one table for the wire and the driver).
 pub use gpu_scheme::uapi::flags::BindFlags;
+/// PREFETCH's target region: the uAPI's own type.
+pub use gpu_scheme::uapi::flags::Region;
 /// VM-create flags: the uAPI's own type (one table for the wire and the driver).
 pub use gpu_scheme::uapi::flags::VmCreateFlags as VmFlags;
 
@@ -70,6 +72,8 @@ pub struct BindOp {
     pub flags: BindFlags,
     /// Cache attributes of the PTEs: an index into `hw::pte::PAT_TABLE` (MAP only).
     pub pat_index: u16,
+    /// Where PREFETCH moves memory (PREFETCH only; `Preferred`: where faults would put it).
+    pub prefetch_region: Region,
 }
 
 impl BindOp {
@@ -103,9 +107,17 @@ impl BindOp {
         Self::new(OpKind::UnmapAll, Some(bo.clone()), 0, 0, 0)
     }
 
-    /// PREFETCH `[addr, addr + range)`.
+    /// PREFETCH `[addr, addr + range)` to where faults would put it.
     pub fn prefetch(addr: u64, range: u64) -> Self {
         Self::new(OpKind::Prefetch, None, 0, addr, range)
+    }
+
+    /// PREFETCH `[addr, addr + range)` into `region`.
+    pub fn prefetch_to(addr: u64, range: u64, region: Region) -> Self {
+        Self {
+            prefetch_region: region,
+            ..Self::prefetch(addr, range)
+        }
     }
 
     fn new(kind: OpKind, bo: Option<Arc<Bo>>, offset: u64, addr: u64, range: u64) -> Self {
@@ -117,6 +129,7 @@ impl BindOp {
             range,
             flags: BindFlags::empty(),
             pat_index: 0,
+            prefetch_region: Region::Preferred,
         }
     }
 

@@ -38,9 +38,8 @@ use std::sync::Arc;
 
 /// Size of the VA space (`hw::pte::VA_BITS`).
 pub const VA_SPACE: u64 = 1 << VA_BITS;
-/// The reserved kernel region at the top of the VA space: clients cannot map there. Nothing
-/// of the driver is mapped in a client VM (fence pages are reached through the global GTT).
-pub const KERNEL_VA_BASE: u64 = VA_SPACE - (1 << 32);
+// No VA is reserved: nothing of the driver is mapped in a client VM (fence pages are reached
+// through the global GTT), so a client may bind up to the top of the 48-bit space, as in Xe.
 
 /// Everything `vm.lock` protects.
 pub struct VmState {
@@ -152,8 +151,7 @@ impl Vm {
     ) -> Result<Arc<Self>, BindError> {
         super::op::check_vm_flags(flags)?;
         let resv = Resv::new();
-        let reserved = VaRange::new(GpuVa(KERNEL_VA_BASE), VA_SPACE - KERNEL_VA_BASE)?;
-        let space = VaSpace::new(GpuVa(0), VA_SPACE, Some(reserved))?;
+        let space = VaSpace::new(GpuVa(0), VA_SPACE, None)?;
         let config = PtConfig {
             scratch: flags.contains(VmFlags::SCRATCH_PAGE),
             ..PtConfig::default()
@@ -234,6 +232,12 @@ impl Vm {
         self.ctx.current()
     }
 
+    /// Whether the VM holds `ctx` in the assignment with address-space id `asid` (a fault
+    /// record's; 0: any).
+    pub fn serves(&self, ctx: HwCtx, asid: u16) -> bool {
+        self.ctx.serves(ctx, asid)
+    }
+
     /// The VM reservation (shared by VM-private BOs).
     pub fn resv(&self) -> &Arc<Resv> {
         &self.resv
@@ -310,7 +314,7 @@ impl Vm {
     /// BOs. Run after the fences [`Vm::close`] returned signalled.
     pub fn release_tree(&self) {
         let mut st = self.lock.write();
-        let all = VaRange::new(GpuVa(0), KERNEL_VA_BASE);
+        let all = VaRange::new(GpuVa(0), VA_SPACE);
         if let Ok(plan) = all
             .map_err(BindError::from)
             .and_then(|r| Ok(st.gpuvm.plan_unmap(r)?))

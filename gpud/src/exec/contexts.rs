@@ -39,6 +39,9 @@ struct Slot {
     last_used: u64,
     /// The TLB invalidation that must complete before the owner may use it.
     flush: Option<TlbInvalidation>,
+    /// The address-space id of the current assignment (never 0), programmed into the
+    /// context and echoed by the device in its fault records.
+    asid: u16,
 }
 
 #[derive(Debug)]
@@ -54,6 +57,8 @@ struct PoolState {
     vms: HashMap<u64, Entry>,
     next_id: u64,
     tick: u64,
+    /// The last address-space id handed out.
+    last_asid: u16,
 }
 
 /// Counters of the pool.
@@ -154,6 +159,23 @@ impl ContextPool {
         }
     }
 
+    /// Whether `ctx` still serves the assignment with address-space id `asid` (0: a context
+    /// bound outside the pool, always current): a fault record of an earlier assignment is
+    /// stale. Runs `reply` (a register write) under the pool lock if so, so that the
+    /// context cannot change hands between the check and the write; returns whether it ran.
+    pub fn if_current(&self, ctx: HwCtx, asid: u16, reply: &mut dyn FnMut()) -> bool {
+        let st = self.state.lock();
+        let current = asid == 0
+            || st
+                .slots
+                .get(ctx.0 as usize)
+                .is_some_and(|s| s.owner.is_some() && s.asid == asid);
+        if current {
+            reply();
+        }
+        current
+    }
+
     /// Takes `ctx` away from its owner: unbinds the root, clears a latched error.
     fn detach(&self, st: &mut PoolState, ctx: HwCtx) {
         let _ = self.mmu.unbind_context(ctx);
@@ -218,6 +240,13 @@ impl VmCtx {
         st.vms.get(&self.id).and_then(|e| e.ctx)
     }
 
+    /// Whether the VM holds `ctx` in the assignment with address-space id `asid` (0: any).
+    pub fn serves(&self, ctx: HwCtx, asid: u16) -> bool {
+        let st = self.pool.state.lock();
+        let held = st.vms.get(&self.id).and_then(|e| e.ctx) == Some(ctx);
+        held && (asid == 0 || st.slots.get(ctx.0 as usize).is_some_and(|s| s.asid == asid))
+    }
+
     /// A context for a queue of the VM that is about to be loaded on a hardware queue: the
     /// VM's own, else a free or stolen one (root bound, TLB flush started).
     pub fn acquire(&self) -> Acquire {
@@ -239,11 +268,16 @@ impl VmCtx {
                     pool.steals.fetch_add(1, Ordering::Relaxed);
                 }
                 pool.detach(&mut st, c);
+                // A new address-space id per assignment: the device stamps it on every
+                // fault record, so a record of the old owner still unread is not served
+                // against the new one (wraps after 65 535 assignments; 0 is never used).
+                st.last_asid = st.last_asid.checked_add(1).unwrap_or(1);
+                let asid = st.last_asid;
                 // The old owner's translations may still be cached: flush the whole
                 // context before the new owner's first command.
                 let flush = pool
                     .mmu
-                    .bind_context(c, root, mode)
+                    .bind_context_as(c, root, mode, asid)
                     .and_then(|()| pool.mmu.invalidate(c, None));
                 let Ok(flush) = flush else {
                     let _ = pool.mmu.unbind_context(c);
@@ -253,6 +287,7 @@ impl VmCtx {
                 if let Some(slot) = st.slots.get_mut(c.0 as usize) {
                     slot.owner = Some(self.id);
                     slot.flush = Some(flush);
+                    slot.asid = asid;
                 }
                 if let Some(e) = st.vms.get_mut(&self.id) {
                     e.ctx = Some(c);

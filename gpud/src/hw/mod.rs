@@ -174,8 +174,21 @@ pub struct TlbInvalidation {
 
 /// Context setup and address translation control.
 pub trait Mmu: Send + Sync {
-    /// Programs context `ctx` with a page-table root and fault mode, and enables it.
-    fn bind_context(&self, ctx: HwCtx, root: PtRoot, mode: FaultMode) -> Result<(), HwError>;
+    /// Programs context `ctx` with a page-table root and fault mode, and enables it (with
+    /// address-space id 0).
+    fn bind_context(&self, ctx: HwCtx, root: PtRoot, mode: FaultMode) -> Result<(), HwError> {
+        self.bind_context_as(ctx, root, mode, 0)
+    }
+    /// [`Mmu::bind_context`] with address-space id `asid`, which the device copies into
+    /// every fault record of the context ([`Fault::asid`]): a record raised before the
+    /// context was given to another address space is told apart from the new owner's.
+    fn bind_context_as(
+        &self,
+        ctx: HwCtx,
+        root: PtRoot,
+        mode: FaultMode,
+        asid: u16,
+    ) -> Result<(), HwError>;
     /// Disables context `ctx`.
     fn unbind_context(&self, ctx: HwCtx) -> Result<(), HwError>;
     /// Reads the context status.
@@ -252,6 +265,9 @@ pub struct Fault {
     pub queue: u8,
     /// The context was already put in error; no reply is expected.
     pub fatal: bool,
+    /// The address-space id the context had when the fault was raised
+    /// ([`Mmu::bind_context_as`]; 0 for a context bound without one).
+    pub asid: u16,
 }
 
 /// The driver's answer to a recoverable fault.

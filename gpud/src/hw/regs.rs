@@ -78,6 +78,8 @@ pub const CTX_PT_BASE_HI: u32 = 0x4;
 pub const CTX_CTRL: u32 = 0x8;
 /// Context: status ([`CtxStatus`]).
 pub const CTX_STATUS: u32 = 0xC;
+/// Context control bits 31:16: the address-space id echoed in the context's fault records.
+pub const CTX_CTRL_ASID_SHIFT: u32 = 16;
 /// Queue blocks.
 pub const QUEUE_BASE: u32 = 0x2000;
 /// Queue block stride.
@@ -340,6 +342,7 @@ mod tests {
         assert_eq!(IrqCauses::all().bits(), (1 << irq::COUNT) - 1);
         assert_eq!(CtxCtrl::ENABLE.bits(), ctx_ctrl::ENABLE);
         assert_eq!(CtxCtrl::RECOVERABLE.bits(), ctx_ctrl::RECOVERABLE);
+        assert_eq!(CTX_CTRL_ASID_SHIFT, ctx_ctrl::ASID_SHIFT);
         let q = [
             (QueueStatus::BUSY, q_status::BUSY),
             (QueueStatus::FAULTED, q_status::FAULTED),
@@ -371,6 +374,7 @@ mod tests {
             engine: 1,
             queue: 6,
             fatal: true,
+            asid: 0xA51D,
         };
         let bytes = rec.encode();
         let info = FaultInfo(u32::from_le_bytes([
@@ -387,5 +391,6 @@ mod tests {
             (17, 2, 1, 6, 1)
         );
         assert!(info.fatal() && info.valid());
+        assert_eq!(u16::from_le_bytes([bytes[12], bytes[13]]), 0xA51D);
     }
 }

@@ -115,6 +115,7 @@ impl<D: GpuDriver> GpuScheme<D> {
                 Ok(Reply::Point(self.driver.syncobj_query(&obj)))
             }
             Request::SyncobjTransfer(req) => self.syncobj_transfer(client, req),
+            Request::SyncobjReset(ids) => self.syncobj_reset(client, ids),
             Request::ExportToken | Request::Import { .. } => Err(SchemeError::WrongHandleKind {
                 id: handle,
                 kind: "device",
@@ -369,7 +370,13 @@ impl<D: GpuDriver> GpuScheme<D> {
         let queue = q.queue.clone();
         let vm_flags = c.vm(q.vm)?.flags;
         let syncs = resolve_syncs(c, &self.driver, vm_flags, &req.syncs)?;
-        check_usage(usage.in_flight + 1, limits.in_flight, Limit::InFlight, true)?;
+        if usage.in_flight + 1 > limits.in_flight {
+            // Xe blocks a submission past its capacity: the call parks until work of the
+            // client completes (later calls of the handle wait behind it).
+            return self.park_for_capacity(handle, client, ctx);
+        }
+        // It may have waited for capacity: from here on it is a call with committed work.
+        self.parking.remove(&(handle, ctx.id));
         let pending = self.driver.exec(client, &queue, &req.batches, syncs)?;
         self.client_mut(client)?.counters.execs += 1;
         self.park_pending(handle, ctx, pending)
@@ -400,6 +407,24 @@ impl<D: GpuDriver> GpuScheme<D> {
         for (id, s, _) in &objs {
             let points = self.driver.syncobj_points(s, false);
             self.client_mut(client)?.set_points(*id, points);
+        }
+        Ok(Reply::None)
+    }
+
+    /// SYNCOBJ_RESET (DRM's): every listed syncobj loses its fence (a timeline its whole
+    /// chain). All ids are resolved first, so an unknown one resets nothing.
+    fn syncobj_reset(&mut self, client: ClientId, ids: Vec<SyncobjId>) -> R<Reply> {
+        let c = self.client_mut(client)?;
+        let objs = ids
+            .iter()
+            .map(|id| Ok((id.0, c.syncobj(*id)?.clone())))
+            .collect::<R<Vec<_>>>()?;
+        for (_, s) in &objs {
+            self.driver.syncobj_reset(s);
+        }
+        let c = self.client_mut(client)?;
+        for (id, _) in &objs {
+            c.set_points(*id, 0);
         }
         Ok(Reply::None)
     }

@@ -26,6 +26,17 @@ type R<T> = Result<T, SchemeError>;
 /// them): 1 ms.
 pub const POLL_NS: u64 = 1_000_000;
 
+/// Marks (in [`ParkedCall::captured`]) an EXEC parked until its client may have more work
+/// in flight: it has committed nothing, and later calls of its handle wait behind it, so a
+/// client (one device handle) holds at most one; closing the handle forgets it.
+struct ExecCapacity;
+
+fn waits_for_capacity<P>(c: &ParkedCall<P>) -> bool {
+    c.captured
+        .as_ref()
+        .is_some_and(|a| (**a).is::<ExecCapacity>())
+}
+
 /// One parked call.
 pub(super) struct ParkedCall<P> {
     /// Driver clock deadline (`None`: waits forever).
@@ -38,6 +49,8 @@ pub(super) struct ParkedCall<P> {
     pub(super) pending: Option<P>,
     /// Not run yet: it waits behind an earlier call of its handle.
     behind: bool,
+    /// What the call resolved at earlier attempts and must keep (a SYNCOBJ_WAIT's fences).
+    captured: Option<Box<dyn std::any::Any + Send>>,
 }
 
 /// What a check found.
@@ -78,6 +91,20 @@ impl<P> Parking<P> {
         let gone: Vec<(usize, Id)> = self.calls.keys().filter(|k| !keep(k)).copied().collect();
         for k in gone {
             self.remove(&k);
+        }
+    }
+
+    /// Takes what the parked call `key` captured at its earlier attempts, if it is a `T`.
+    pub(super) fn take_captured<T: 'static>(&mut self, key: &(usize, Id)) -> Option<T> {
+        let call = self.calls.get_mut(key)?;
+        let any = call.captured.take()?;
+        any.downcast().ok().map(|b| *b)
+    }
+
+    /// Stores `value` with the parked call `key` (nothing if it is not parked).
+    pub(super) fn keep_captured<T: Send + 'static>(&mut self, key: &(usize, Id), value: T) {
+        if let Some(call) = self.calls.get_mut(key) {
+            call.captured = Some(Box::new(value));
         }
     }
 
@@ -231,6 +258,7 @@ impl<D: GpuDriver> GpuScheme<D> {
             woken: false,
             pending: None,
             behind: false,
+            captured: None,
         });
         if pending.is_some() {
             entry.pending = pending;
@@ -285,15 +313,29 @@ impl<D: GpuDriver> GpuScheme<D> {
         })
     }
 
+    /// Parks the EXEC `ctx.id` on `handle` until work of `client` in flight completes (it is
+    /// then run again from the start, and parks again while there is still no room).
+    pub(super) fn park_for_capacity(
+        &mut self,
+        handle: usize,
+        client: crate::driver::ClientId,
+        ctx: &CallerCtx,
+    ) -> R<Reply> {
+        let key = (handle, ctx.id);
+        self.park(key, None, None, move |s, token| {
+            s.driver.watch_in_flight(client, token)
+        });
+        self.parking.keep_captured(&key, ExecCapacity);
+        Err(SchemeError::WouldBlock)
+    }
+
     /// Whether an earlier request on `handle` is parked on pending driver work: a later one
     /// waits behind it (answers on one handle keep their order). The later request is parked
     /// without a token (polled), and retried after the earlier one in arrival order.
     pub(super) fn behind_pending(&mut self, handle: usize, ctx: &CallerCtx) -> bool {
-        let blocked = self
-            .parking
-            .calls
-            .iter()
-            .any(|((h, id), c)| *h == handle && *id != ctx.id && c.pending.is_some());
+        let blocked = self.parking.calls.iter().any(|((h, id), c)| {
+            *h == handle && *id != ctx.id && (c.pending.is_some() || waits_for_capacity(c))
+        });
         let key = (handle, ctx.id);
         if blocked {
             self.park(key, None, None, |_, _| false);

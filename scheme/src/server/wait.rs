@@ -118,11 +118,32 @@ impl<D: GpuDriver> GpuScheme<D> {
         ctx: &CallerCtx,
     ) -> R<Reply> {
         let c = self.client_mut(client)?;
-        let objs = req
+        let named = req
             .points
             .iter()
             .map(|p| Ok((c.syncobj(p.syncobj)?.clone(), p.point)))
             .collect::<R<Vec<_>>>()?;
+        // As DRM's waiters: an entry waits on the first fence it found, not on what the
+        // syncobj holds later (a SYNCOBJ_RESET or a new signal does not change that wait).
+        let key = (handle, ctx.id);
+        let mut captured: Vec<Option<D::Syncobj>> = self
+            .parking
+            .take_captured(&key)
+            .filter(|c: &Vec<_>| c.len() == named.len())
+            .unwrap_or_else(|| vec![None; named.len()]);
+        for ((obj, point), snap) in named.iter().zip(captured.iter_mut()) {
+            if snap.is_none() {
+                *snap = self.driver.syncobj_snapshot(obj, *point);
+            }
+        }
+        let objs: Vec<(D::Syncobj, u64)> = named
+            .into_iter()
+            .zip(captured.iter())
+            .map(|((obj, point), snap)| match snap {
+                Some(s) => (s.clone(), 0),
+                None => (obj, point),
+            })
+            .collect();
         let all = req.flags.contains(SyncobjWaitFlags::WAIT_ALL);
         let for_submit = req.flags.contains(SyncobjWaitFlags::WAIT_FOR_SUBMIT);
         let deadline = self.wait_deadline(handle, ctx, req.timeout);
@@ -156,6 +177,8 @@ impl<D: GpuDriver> GpuScheme<D> {
             }
             all_watched
         };
-        self.park_or_finish(handle, ctx, deadline, check, watch)
+        let result = self.park_or_finish(handle, ctx, deadline, check, watch);
+        self.parking.keep_captured(&key, captured);
+        result
     }
 }

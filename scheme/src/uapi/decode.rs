@@ -50,6 +50,7 @@ pub fn decode(opcode: u64, payload: &[u8]) -> Result<Request, DecodeError> {
             decode_out_only::<ExportTokenArgs>(&cur).map(|_| Request::ExportToken)
         }
         Opcode::Import => decode_import(&cur),
+        Opcode::SyncobjReset => decode_syncobj_reset(&mut cur),
     }?;
     cur.finish()?;
     Ok(request)
@@ -583,6 +584,19 @@ fn decode_syncobj_signal(cur: &mut Cursor<'_>) -> Result<Request, DecodeError> {
     let a: SyncobjSignalArgs = cur.args();
     reserved2(a.reserved)?;
     Ok(Request::SyncobjSignal(points(cur, a.count, a.stride)?))
+}
+
+fn decode_syncobj_reset(cur: &mut Cursor<'_>) -> Result<Request, DecodeError> {
+    let a: SyncobjResetArgs = cur.args();
+    reserved2(a.reserved)?;
+    let ids = points(cur, a.count, a.stride)?
+        .into_iter()
+        .map(|p| {
+            nonzero_is_err(p.point, "reset.point")?;
+            Ok(p.syncobj)
+        })
+        .collect::<Result<_, DecodeError>>()?;
+    Ok(Request::SyncobjReset(ids))
 }
 
 fn decode_syncobj_query(cur: &Cursor<'_>) -> Result<Request, DecodeError> {

@@ -101,6 +101,7 @@ pub fn encode_with(req: &Request, layout: Layout) -> (u64, Vec<u8>) {
         }
         Request::SyncobjWait(w) => p.syncobj_wait(w),
         Request::SyncobjSignal(points) => p.syncobj_signal(points),
+        Request::SyncobjReset(ids) => p.syncobj_reset(ids),
         Request::SyncobjQuery(id) => p.args(
             Opcode::SyncobjQuery,
             &SyncobjQueryArgs {
@@ -256,6 +257,23 @@ impl Builder {
         );
         self.elements(&points_wire(points));
         Opcode::SyncobjSignal
+    }
+
+    fn syncobj_reset(&mut self, ids: &[SyncobjId]) -> Opcode {
+        self.args(
+            Opcode::SyncobjReset,
+            &SyncobjResetArgs {
+                count: ids.len() as u32,
+                stride: self.stride::<SyncobjPointWire>(),
+                reserved: [0; 2],
+            },
+        );
+        let points: Vec<SyncobjPoint> = ids
+            .iter()
+            .map(|&syncobj| SyncobjPoint { syncobj, point: 0 })
+            .collect();
+        self.elements(&points_wire(&points));
+        Opcode::SyncobjReset
     }
 }
 

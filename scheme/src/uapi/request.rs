@@ -263,6 +263,8 @@ pub enum Request {
     SyncobjSignal(Vec<SyncobjPoint>),
     /// SYNCOBJ_QUERY.
     SyncobjQuery(SyncobjId),
+    /// SYNCOBJ_RESET: empty every listed syncobj.
+    SyncobjReset(Vec<SyncobjId>),
     /// SYNCOBJ_TRANSFER.
     SyncobjTransfer(SyncobjTransferRequest),
     /// EXPORT_TOKEN.

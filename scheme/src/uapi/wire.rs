@@ -20,7 +20,7 @@ pub const MAX_SYNCS: u32 = 1024;
 pub const MAX_BIND_OPS: u32 = 1024;
 /// Largest number of batch buffers in one EXEC.
 pub const MAX_BATCHES: u32 = 16;
-/// Largest number of syncobjs in one SYNCOBJ_WAIT or SYNCOBJ_SIGNAL.
+/// Largest number of syncobjs in one SYNCOBJ_WAIT, SYNCOBJ_SIGNAL or SYNCOBJ_RESET.
 pub const MAX_SYNCOBJ_POINTS: u32 = 1024;
 /// Largest per-element stride a client may send (newer clients send larger elements).
 pub const MAX_STRIDE: u32 = 1024;
@@ -67,11 +67,13 @@ pub enum Opcode {
     ExportToken = 17,
     /// On a device handle: import a BO or syncobj by token or by a second handle.
     Import = 18,
+    /// Empty syncobjs (DRM's SYNCOBJ_RESET).
+    SyncobjReset = 19,
 }
 
 impl Opcode {
     /// Every opcode, in numeric order (for tests and docs).
-    pub const ALL: [Opcode; 18] = [
+    pub const ALL: [Opcode; 19] = [
         Opcode::DeviceQuery,
         Opcode::VmCreate,
         Opcode::VmDestroy,
@@ -90,6 +92,7 @@ impl Opcode {
         Opcode::SyncobjTransfer,
         Opcode::ExportToken,
         Opcode::Import,
+        Opcode::SyncobjReset,
     ];
 
     /// The opcode for a raw `metadata[0]`, if it is one.
@@ -116,6 +119,7 @@ impl Opcode {
             Opcode::SyncobjTransfer => size_of::<SyncobjTransferArgs>(),
             Opcode::ExportToken => size_of::<ExportTokenArgs>(),
             Opcode::Import => size_of::<ImportArgs>(),
+            Opcode::SyncobjReset => size_of::<SyncobjResetArgs>(),
         }
     }
 }
@@ -429,6 +433,21 @@ pub struct SyncobjSignalArgs {
     pub reserved: [u64; 2],
 }
 
+/// SYNCOBJ_RESET. Followed by `count` × `stride` bytes of `SyncobjPointWire`, each with
+/// `point` zero (a reset empties the whole syncobj, binary or timeline).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+#[repr(C)]
+pub struct SyncobjResetArgs {
+    /// Number of elements (≥ 1).
+    pub count: u32,
+    /// Bytes per element.
+    pub stride: u32,
+    /// Must be zero.
+    pub reserved: [u64; 2],
+}
+
 /// SYNCOBJ_QUERY.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
@@ -521,6 +540,7 @@ mod tests {
         assert_eq!(size_of::<SyncobjPointWire>(), 16);
         assert_eq!(size_of::<SyncobjWaitArgs>(), 40);
         assert_eq!(size_of::<SyncobjSignalArgs>(), 24);
+        assert_eq!(size_of::<SyncobjResetArgs>(), 24);
         assert_eq!(size_of::<SyncobjQueryArgs>(), 32);
         assert_eq!(size_of::<SyncobjTransferArgs>(), 48);
         assert_eq!(size_of::<ExportTokenArgs>(), 40);
@@ -560,7 +580,7 @@ mod tests {
             assert_eq!(Opcode::from_raw(op as u64), Some(op));
         }
         assert_eq!(Opcode::from_raw(0), None);
-        assert_eq!(Opcode::from_raw(19), None);
+        assert_eq!(Opcode::from_raw(20), None);
         assert_eq!(Opcode::from_raw(u64::MAX), None);
     }
 }

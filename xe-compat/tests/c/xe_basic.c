@@ -55,31 +55,13 @@ static int64_t now_ns(void)
 #define MI_BATCH_BUFFER_END 0x05000000u
 #define MI_STORE_DWORD_IMM_GEN4 0x10000002u
 #define MI_ARB_CHECK 0x02800000u
-#define MI_COND_BATCH_BUFFER_END 0x1b000001u
+#define MI_COND_BATCH_BUFFER_END 0x1b000000u
 #define MI_DO_COMPARE (1u << 21)
+/* With bit 8 (PPGTT) and length 1: a 3-dword jump. */
 #define MI_BATCH_BUFFER_START 0x18800101u
-
-/*
- * simgpu's own STORE_DWORD and BATCH_END (docs/simgpu.md): exec queues run simgpu's command
- * set until the queue's Intel decoding mode is available to this library.
- */
-#define SIMGPU_STORE_DWORD 0x00040001u
-#define SIMGPU_BATCH_END 0x0001000au
 
 /* A batch that stores `value` at GPU address `va`, then ends. */
 static int store_batch(uint32_t *b, uint64_t va, uint32_t value)
-{
-	int n = 0;
-	b[n++] = SIMGPU_STORE_DWORD;
-	b[n++] = (uint32_t)va;
-	b[n++] = (uint32_t)(va >> 32);
-	b[n++] = value;
-	b[n++] = SIMGPU_BATCH_END;
-	return n;
-}
-
-/* The same with Xe's MI commands (for queues in Intel mode). */
-static __attribute__((unused)) int store_batch_mi(uint32_t *b, uint64_t va, uint32_t value)
 {
 	int n = 0;
 	b[n++] = MI_STORE_DWORD_IMM_GEN4;
@@ -87,6 +69,25 @@ static __attribute__((unused)) int store_batch_mi(uint32_t *b, uint64_t va, uint
 	b[n++] = (uint32_t)(va >> 32);
 	b[n++] = value;
 	b[n++] = MI_BATCH_BUFFER_END;
+	return n;
+}
+
+/*
+ * A spinner as IGT's xe_spin builds one: store `started`, then loop (ARB_CHECK, end the batch
+ * when the dword at `end_va` is 0, jump back) until the CPU clears that dword.
+ */
+static int spin_batch(uint32_t *b, uint64_t batch_va, uint64_t started_va, uint64_t end_va)
+{
+	int n = store_batch(b, started_va, 1) - 1;
+	uint64_t loop = batch_va + 4 * n;
+	b[n++] = MI_ARB_CHECK;
+	b[n++] = MI_COND_BATCH_BUFFER_END | MI_DO_COMPARE | 2;
+	b[n++] = 0;
+	b[n++] = (uint32_t)end_va;
+	b[n++] = (uint32_t)(end_va >> 32);
+	b[n++] = MI_BATCH_BUFFER_START;
+	b[n++] = (uint32_t)loop;
+	b[n++] = (uint32_t)(loop >> 32);
 	return n;
 }
 
@@ -402,7 +403,7 @@ static void test_exec(struct dev *d)
 				 .handle = done };
 	int err = exec1(d->fd, j.queue, BATCH_VA, &s, 1);
 	int w = err ? -1 : wait1(d->fd, done, 5000000000ll);
-	CHECK(!err && !w && j.data[0] == 0xfeedbeef, "exec STORE_DWORD signals a syncobj",
+	CHECK(!err && !w && j.data[0] == 0xfeedbeef, "exec MI_STORE_DWORD_IMM signals a syncobj",
 	      "exec %d wait %d data %x", err, w, j.data[0]);
 
 	/* Timeline: point 1 after the next job; query reports it. */
@@ -436,6 +437,25 @@ static void test_exec(struct dev *d)
 	w = err ? -1 : wait1(d->fd, done2, 5000000000ll);
 	CHECK(!err && !w && mem[4] == 0xabcd, "exec writes userptr memory the CPU reads",
 	      "err %d wait %d value %x", err, w, mem[4]);
+
+	/* A spinner runs until the CPU ends it. */
+	volatile uint32_t *vdata = j.data;
+	vdata[10] = 0;
+	vdata[16] = 1;
+	spin_batch(j.batch, BATCH_VA, DATA_VA + 40, DATA_VA + 64);
+	uint32_t spun = 0;
+	drmSyncobjCreate(d->fd, 0, &spun);
+	s.handle = spun;
+	err = exec1(d->fd, j.queue, BATCH_VA, &s, 1);
+	for (int i = 0; !err && i < 1000 && vdata[10] != 1; i++)
+		usleep(1000);
+	int still = err ? -1 : wait1(d->fd, spun, 50000000);
+	vdata[16] = 0;
+	w = err ? -1 : wait1(d->fd, spun, 5000000000ll);
+	CHECK(!err && vdata[10] == 1 && still == ETIME && w == 0,
+	      "a spinner runs until the CPU ends it", "exec %d started %u still %d end %d", err,
+	      vdata[10], still, w);
+	drmSyncobjDestroy(d->fd, spun);
 
 	/* User fences: Xe writes them at CPU addresses. */
 	struct drm_xe_sync uf = { .type = DRM_XE_SYNC_TYPE_USER_FENCE,

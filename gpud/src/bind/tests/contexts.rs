@@ -6,6 +6,7 @@
 //! in debug builds).
 
 use super::rig::*;
+use super::userptr::eventually;
 use crate::bind::{BindOp, VmFlags};
 use crate::device::{Device, DeviceConfig};
 use crate::hw::cmd::{CommandStream, SemOp, Width};
@@ -153,6 +154,80 @@ fn a_fault_mode_vm_faults_after_its_context_was_stolen() {
     assert_eq!((read(&bo, 0), read(&bo, 2 * K4)), (1, 3));
     assert_eq!(read(&mine, 0), 2);
     assert!(!f.vm.is_banned() && !other.vm.is_banned());
+}
+
+/// A fault record still unread when its queue left the hardware and its context went to
+/// another VM belongs to the old owner: the fault worker drops it instead of serving it
+/// against the new owner (here a plain VM, whose context the worker's abort put in error,
+/// banning its queue).
+#[test]
+fn a_fault_record_read_after_a_steal_is_not_served_against_the_new_owner() {
+    const FAULT: VmFlags = VmFlags::LR_MODE.union(VmFlags::FAULT_MODE);
+    let r = rig_ctx(3);
+    let (c, a) = (r.vm(FAULT), r.vm(FAULT));
+    let b = r.vm(VmFlags::empty());
+    let (cbo, abo, bbo, sem) = (r.bo(2 * K4), r.bo(K4), r.bo(K4), r.sys_bo(K4));
+    let sem_va = VA + MIB;
+    c.bind(&[
+        BindOp::map(&cbo, 0, VA, 2 * K4),
+        BindOp::map(&sem, 0, sem_va, K4),
+    ])
+    .unwrap();
+    a.bind(&[BindOp::map(&abo, 0, VA, K4)]).unwrap();
+    b.bind(&[BindOp::map(&bbo, 0, VA, K4)]).unwrap();
+    c.store(sem_va, 0).unwrap(); // the semaphore is populated
+    let gpu = r.dev.gpu().expect("simgpu").clone();
+    let submit = |t: &TestVm, cmds: &mut CommandStream| {
+        let job = crate::exec::Job::commands(cmds.dwords().to_vec());
+        t.q.submit(job).unwrap()
+    };
+    let (hold_tx, hold_rx) = std::sync::mpsc::channel::<()>();
+    let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        // C's job waits for the semaphore, then faults; the fault worker takes the fault
+        // and blocks on C's VM lock, held by this thread meanwhile.
+        let c1 = submit(
+            &c,
+            CommandStream::new()
+                .semaphore_wait(GpuVa(sem_va), SemOp::Gte, 1, Width::U64)
+                .store_qword(GpuVa(VA), 1),
+        );
+        let cvm = c.vm.clone();
+        s.spawn(move || {
+            let _held = cvm.lock.read();
+            let _ = held_tx.send(());
+            let _ = hold_rx.recv();
+        });
+        held_rx.recv().unwrap();
+        let faults = c.vm.faults();
+        write(&sem, 0, 1);
+        eventually("the worker took C's fault", || c.vm.faults() > faults);
+        // A faults; its record waits unread behind C's.
+        let raised = gpu.counters().faults;
+        let a1 = submit(&a, CommandStream::new().store_qword(GpuVa(VA), 2));
+        eventually("A's fault was raised", || gpu.counters().faults > raised);
+        let taken = a.vm.ctx().expect("A holds a context");
+        // A's queue leaves the hardware (its stalled job is cancelled); B takes its context.
+        a.q.kill();
+        assert!(wait(&a1).is_err(), "A's job was cancelled");
+        b.store(VA, 3).unwrap();
+        assert_eq!(
+            b.vm.ctx(),
+            Some(taken),
+            "B runs on the context taken from A"
+        );
+        hold_tx.send(()).unwrap();
+        wait(&c1).unwrap();
+    });
+    // C faults again: its record comes after A's, so A's was read once this job completes.
+    c.store(VA + K4, 4).unwrap();
+    assert_eq!(b.vm.faults(), 0, "A's fault was served against B");
+    b.store(VA, 5).unwrap();
+    assert!(
+        !b.vm.is_banned() && !b.q.is_banned(),
+        "B was aborted for A's fault"
+    );
+    assert_eq!((read(&bbo, 0), read(&cbo, 0), read(&cbo, K4)), (5, 1, 4));
 }
 
 /// Four threads, each with two VMs, bind, run and unbind in a loop on three contexts (every

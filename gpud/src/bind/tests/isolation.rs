@@ -1,9 +1,12 @@
 //! A client's batch cannot reach driver memory: fence pages live in the global GTT, which
 //! only the ring's own commands reach, so a batch that writes every driver-owned page it could
-//! know of neither completes its own job early nor touches another queue's completion.
+//! know of neither completes its own job early nor touches another queue's completion. The
+//! top 4 GiB of a VM, where fence pages once were mapped (and which was reserved for them), is
+//! now the client's like any other VA: the attacker maps its own memory there, and its forged
+//! writes land in that memory and nowhere else.
 
 use super::rig::*;
-use crate::bind::{BindOp, VmFlags, KERNEL_VA_BASE};
+use crate::bind::{BindOp, VmFlags, VA_SPACE};
 use crate::exec::Job;
 use crate::hw::cmd::{CommandStream, SemOp, Width};
 use crate::hw::{Engine, MemLocation};
@@ -13,6 +16,10 @@ use crate::types::{GpuVa, PhysAddr};
 const VA: u64 = 0x8_0000_0000;
 /// The data page of the attacker's BO: marker at +0, gate at +8, after-gate at +16.
 const DATA: u64 = VA + K4;
+/// Where the driver once reserved the top 4 GiB of every VM (its fence pages were there).
+const OLD_RESERVED: u64 = VA_SPACE - (1 << 32);
+/// Pages of that region the attempts write.
+const OLD_PAGES: u64 = 16;
 /// A seqno far beyond anything the queues reach.
 const FORGED: u64 = u64::MAX / 2;
 
@@ -20,13 +27,13 @@ const FORGED: u64 = u64::MAX / 2;
 fn attempts(fence_pas: &[u64]) -> Vec<(&'static str, CommandStream)> {
     // Where a VM's first queue had its fence page when fence pages were mapped in VMs.
     let mut own = CommandStream::new();
-    own.store_qword(GpuVa(KERNEL_VA_BASE), FORGED);
+    own.store_qword(GpuVa(OLD_RESERVED), FORGED);
     let mut ppgtt = CommandStream::new();
-    for i in 0..16 {
-        ppgtt.store_qword(GpuVa(KERNEL_VA_BASE + i * K4), FORGED);
+    for i in 0..OLD_PAGES {
+        ppgtt.store_qword(GpuVa(OLD_RESERVED + i * K4), FORGED);
     }
     let mut fill = CommandStream::new();
-    fill.fill(GpuVa(KERNEL_VA_BASE), 16 * K4, 0x7FFF_FFFF);
+    fill.fill(GpuVa(OLD_RESERVED), OLD_PAGES * K4, 0x7FFF_FFFF);
     let mut ggtt = CommandStream::new();
     for &pa in fence_pas {
         ggtt.ggtt_store_qword(KernelMap::va(MemLocation::System, PhysAddr(pa)), FORGED);
@@ -59,9 +66,13 @@ fn a_batch_cannot_forge_its_own_or_another_queues_completion() {
     // The attackers' queues are created up front so every fence page is known.
     let attackers: Vec<_> = (0..5).map(|_| r.vm(VmFlags::empty())).collect();
     fence_pas.extend(attackers.iter().map(|a| a.q.fence_page().unwrap().pa.get()));
-    for (attacker, (what, forge)) in attackers.iter().zip(attempts(&fence_pas)) {
+    for (i, (attacker, (what, forge))) in attackers.iter().zip(attempts(&fence_pas)).enumerate() {
         let bo = r.sys_bo(2 * K4);
         attacker.bind(&[BindOp::map(&bo, 0, VA, 2 * K4)]).unwrap();
+        let top = r.sys_bo(OLD_PAGES * K4);
+        attacker
+            .bind(&[BindOp::map(&top, 0, OLD_RESERVED, OLD_PAGES * K4)])
+            .unwrap();
         let mut batch = forge;
         batch
             .store_qword(GpuVa(DATA), 1)
@@ -73,6 +84,31 @@ fn a_batch_cannot_forge_its_own_or_another_queues_completion() {
             .q
             .submit(Job::batch(GpuVa(VA), batch.len() as u32))
             .unwrap();
+        if i < 3 {
+            // Writes to the old reserved region land in the attacker's own BO mapped there:
+            // the batch reaches its gate, and its job is not retired while it waits there.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while read(&bo, K4) != 1 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{what}: reached the gate"
+                );
+                std::thread::yield_now();
+            }
+            assert_ne!(
+                read(&top, 0),
+                0,
+                "{what}: the forged write landed in its BO"
+            );
+            assert!(
+                !fence.is_signalled(),
+                "{what}: the job was retired as done while it was still blocked on its gate"
+            );
+            write(&bo, K4 + 8, 1);
+            wait(&fence).expect("the gate opened: the job completes");
+            assert_eq!(read(&bo, K4 + 16), 1, "{what}: ran past its gate");
+            continue;
+        }
         let outcome = wait(&fence);
         assert_eq!(read(&bo, K4 + 8), 0, "the gate never opened");
         assert!(
@@ -84,6 +120,7 @@ fn a_batch_cannot_forge_its_own_or_another_queues_completion() {
             0,
             "{what}: the batch ran past its forged writes"
         );
+        assert_eq!(read(&top, 0), 0, "{what}: nothing landed in its BO");
     }
     // Every other queue still retires exactly its own jobs.
     for (i, v) in victims.iter().enumerate() {

@@ -317,10 +317,6 @@ fn flag_validation_table() {
             },
             ErrorClass::Invalid,
         ),
-        (
-            BindOp::map(&bo, 0, super::super::KERNEL_VA_BASE, K4),
-            ErrorClass::Invalid,
-        ),
         (BindOp::map(&bo, 0, 1 << 48, K4), ErrorClass::Invalid),
         (
             // A VM without an owner has no address space to resolve: EFAULT.
@@ -573,4 +569,29 @@ fn pat_index_survives_a_split() {
         .bind(&[BindOp::map(&bo, 0, VA + K4, K4).with_pat_index(4)])
         .unwrap_err();
     assert_eq!(e.class(), ErrorClass::Invalid);
+}
+
+/// xe_vm's bind-one-bo-many-times: one BO mapped at many addresses up to the last page of the
+/// 48-bit space (0xffff_ffff_f000), every mapping reaching the same memory. The top 4 GiB
+/// used to be reserved for the driver (EINVAL there).
+#[test]
+fn one_bo_bound_many_times_up_to_the_top_page_of_the_va_space() {
+    let r = rig();
+    let t = r.vm(VmFlags::empty());
+    let bo = r.sys_bo(K4);
+    let top = crate::bind::VA_SPACE - K4;
+    assert_eq!(top, 0xffff_ffff_f000);
+    let vas = [VA, top - (1 << 32), top - 0x10_0000, top];
+    for va in vas {
+        t.bind(&[BindOp::map(&bo, 0, va, K4)]).unwrap();
+    }
+    for (i, va) in vas.into_iter().enumerate() {
+        t.store(va + 8 * i as u64, 0x70B0 + i as u64).unwrap();
+        assert!(r.translate(&t.vm, va, Access::Write).is_some(), "{va:#x}");
+    }
+    for i in 0..vas.len() as u64 {
+        assert_eq!(read(&bo, 8 * i), 0x70B0 + i, "written through mapping {i}");
+    }
+    t.bind(&[BindOp::unmap(top, K4)]).unwrap();
+    assert!(r.translate(&t.vm, top, Access::Read).is_none());
 }

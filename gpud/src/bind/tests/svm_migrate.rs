@@ -9,7 +9,7 @@ use super::rig::*;
 use super::userptr::{client_vm, eventually, OWNER};
 use crate::bind::migrate::SvmPlacement;
 use crate::bind::mirror::RangeInfo;
-use crate::bind::{BindOp, VmFlags};
+use crate::bind::{BindOp, Region, VmFlags};
 use crate::exec::Job;
 use crate::hw::cmd::{CommandStream, SemOp, Width};
 use crate::mem::bo::Placement;
@@ -284,4 +284,51 @@ fn a_job_still_using_a_range_never_reaches_its_freed_vram() {
         2,
         "the store was served again"
     );
+}
+
+/// PREFETCH of a mirror creates the ranges and maps them in the region ahead of faults:
+/// VRAM (migrated), then System (brought back); a client that cannot give its pages gets
+/// system ranges whatever the region says.
+#[test]
+fn prefetch_of_a_mirror_maps_ranges_ahead_of_faults_in_the_region() {
+    let (r, mm, t) = migrating(16 * MIB);
+    mm.map(CPU, 4 * M2, true);
+    mm.write_u64(CPU + 3 * M2 + 8, 33).unwrap();
+    t.bind(&[BindOp::prefetch_to(CPU, 4 * M2, Region::Vram)])
+        .unwrap();
+    assert_eq!(in_vram(&t), vec![CPU, CPU + M2, CPU + 2 * M2, CPU + 3 * M2]);
+    assert_eq!(location(&r, &t, CPU + 3 * M2 + 8), Some(Location::Vram));
+    let out = r.sys_bo(K4);
+    let imm = BindOp::map(&out, 0, OUT, K4).with_flags(crate::bind::BindFlags::IMMEDIATE);
+    t.bind(&[imm]).unwrap();
+    let faults = t.vm.faults();
+    t.copy8(CPU + 3 * M2 + 8, OUT).unwrap();
+    assert_eq!(read(&out, 0), 33);
+    assert_eq!(
+        t.vm.faults(),
+        faults,
+        "no GPU fault: the range was there already"
+    );
+    t.store(CPU + M2, 5).unwrap();
+    // Back to system memory: the data comes back, the ranges map the CPU's pages.
+    t.bind(&[BindOp::prefetch_to(CPU, 2 * M2, Region::System)])
+        .unwrap();
+    assert_eq!(in_vram(&t), vec![CPU + 2 * M2, CPU + 3 * M2]);
+    assert!(!mm.is_revoked(CPU + M2));
+    assert_eq!(location(&r, &t, CPU + M2), Some(Location::System));
+    assert_eq!(mm.read_u64(CPU + M2).unwrap(), 5);
+    assert_eq!(
+        mm.cpu_faults(),
+        0,
+        "given back by the prefetch, not by a fault"
+    );
+    // A prefetch over unmapped CPU memory is a hint: it succeeds and maps nothing there.
+    t.bind(&[BindOp::prefetch_to(CPU + 8 * M2, 2 * M2, Region::Vram)])
+        .unwrap();
+    assert_eq!(location(&r, &t, CPU + 8 * M2), None);
+    mm.allow_migration(false);
+    mm.map(CPU + 16 * M2, M2, true);
+    t.bind(&[BindOp::prefetch_to(CPU + 16 * M2, M2, Region::Vram)])
+        .unwrap();
+    assert_eq!(location(&r, &t, CPU + 16 * M2), Some(Location::System));
 }

@@ -48,6 +48,7 @@ impl SimFaultQueue {
         let at = self.region.addr.get() + u64::from(index) * regs::FAULT_RECORD_SIZE;
         let va = self.dma.read_u64(PhysAddr(at)).ok()?;
         let info = FaultInfo(self.dma.read_u32(PhysAddr(at + 8)).ok()?);
+        let asid = self.dma.read_u32(PhysAddr(at + 12)).ok()? as u16;
         info.valid().then_some(Fault {
             va: GpuVa(va),
             ctx: HwCtx(u32::from(info.ctx())),
@@ -56,6 +57,7 @@ impl SimFaultQueue {
             engine: info.engine(),
             queue: info.queue(),
             fatal: info.fatal(),
+            asid,
         })
     }
 }

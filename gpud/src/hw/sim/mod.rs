@@ -216,7 +216,13 @@ impl SimHw {
 }
 
 impl Mmu for SimHw {
-    fn bind_context(&self, ctx: HwCtx, root: PtRoot, mode: FaultMode) -> Result<(), HwError> {
+    fn bind_context_as(
+        &self,
+        ctx: HwCtx,
+        root: PtRoot,
+        mode: FaultMode,
+        asid: u16,
+    ) -> Result<(), HwError> {
         self.check_ctx(ctx)?;
         if !root.addr.is_aligned(4096) {
             return Err(HwError::Pte(crate::hw::pte::PteError::Misaligned {
@@ -234,8 +240,9 @@ impl Mmu for SimHw {
         if mode == FaultMode::Recoverable {
             ctrl |= CtxCtrl::RECOVERABLE;
         }
+        let ctrl = ctrl.bits() | (u32::from(asid) << regs::CTX_CTRL_ASID_SHIFT);
         self.mmio
-            .write32(regs::ctx_reg(ctx.0, regs::CTX_CTRL), ctrl.bits());
+            .write32(regs::ctx_reg(ctx.0, regs::CTX_CTRL), ctrl);
         Ok(())
     }
 

@@ -200,7 +200,8 @@ fn recoverable_fault_is_popped_fixed_and_retried() {
             reason: 0,
             engine: 1,
             queue: 2,
-            fatal: false
+            fatal: false,
+            asid: 0
         }
     );
     assert!(q.status().contains(QueueStatus::FAULTED));

@@ -643,11 +643,12 @@ fn replacing_scratch_entries_asks_for_an_invalidation() {
 struct NoMmu;
 
 impl crate::hw::Mmu for NoMmu {
-    fn bind_context(
+    fn bind_context_as(
         &self,
         _: HwCtx,
         _: crate::hw::PtRoot,
         _: FaultMode,
+        _: u16,
     ) -> Result<(), crate::hw::HwError> {
         unreachable!("not used by reclaim")
     }
