@@ -6,6 +6,7 @@ use gpu_tests::{client_process, read_u32, sys_bo};
 use libgpu::errno::*;
 use libgpu::flags::{BatchFormat, EngineClass, VmCreateFlags};
 use libgpu::{Bo, BoMap, Device, ExecQueue, QueueOptions, Syncobj, Timeout, Vm};
+use std::time::{Duration, Instant};
 
 const DATA_VA: u64 = 0x10_0000;
 const BATCH_VA: u64 = 0x20_0000;
@@ -121,4 +122,62 @@ fn a_bind_queue_takes_no_intel_batches() {
         assert_eq!(err.errno(), EINVAL);
         ExecQueue::create_with(&vm, EngineClass::Compute, options).expect("compute queue");
     });
+}
+
+/// IGT's xe_spin: store 0xc0ffee at `DATA_VA`, then loop { MI_ARB_CHECK; end the batch
+/// unless the dword at `DATA_VA + 8` > 0; MI_BATCH_BUFFER_START back to the loop }.
+fn spinner() -> Vec<u32> {
+    let [slo, shi] = split(DATA_VA);
+    let [elo, ehi] = split(DATA_VA + 8);
+    let [llo, lhi] = split(BATCH_VA + 16);
+    vec![
+        MI_STORE_DWORD_IMM,
+        slo,
+        shi,
+        0xC0FFEE,
+        0x0280_0000, // MI_ARB_CHECK
+        0x1B20_0002, // MI_COND_BATCH_BUFFER_END | MI_DO_COMPARE, 4 dwords
+        0,
+        elo,
+        ehi,
+        0x1880_0101, // MI_BATCH_BUFFER_START | PPGTT, 3 dwords
+        llo,
+        lhi,
+    ]
+}
+
+#[test]
+fn an_intel_spinner_ends_when_the_cpu_writes_its_end_dword() {
+    client_process(
+        "an_intel_spinner_ends_when_the_cpu_writes_its_end_dword",
+        |dev| {
+            let rig = Rig::new(dev, BatchFormat::Intel);
+            let data = rig.data.mmap().expect("data mmap");
+            data.write_dwords(8, &[0xFFFF_FFFF]).expect("end dword");
+            rig.batch.write_dwords(0, &spinner()).expect("batch fits");
+            rig.queue
+                .exec(BATCH_VA)
+                .signal(&rig.done)
+                .submit()
+                .expect("exec");
+            let started = Instant::now();
+            while data.read_u32(0).expect("start dword") != 0xC0FFEE {
+                assert!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "spinner never started"
+                );
+                std::thread::yield_now();
+            }
+            // Spinning: not done after a while (far below the 5 s job timeout).
+            assert!(!rig.done.wait(Timeout::Relative(50_000_000)).expect("wait"));
+            data.write_dwords(8, &[0]).expect("end dword");
+            assert!(
+                rig.done.wait(Timeout::Forever).expect("wait"),
+                "spinner ended"
+            );
+            // The queue is healthy: it runs the next batch.
+            assert!(rig.run(&store_batch()).expect("next batch"));
+            assert_eq!(read_u32(&rig.data, 0), 0xC0FFEE);
+        },
+    );
 }

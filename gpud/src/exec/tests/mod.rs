@@ -5,6 +5,7 @@ mod basic;
 mod busy;
 mod hang;
 mod harness;
+mod intel;
 mod lr;
 mod oracle;
 mod sched;
