@@ -327,8 +327,9 @@ fn timeline_wait(
     Ok(())
 }
 
+/// SYNCOBJ_RESET: gpud's SYNCOBJ_RESET of the listed syncobjs (all or none).
 fn syncobj_reset(d: &XeDevice, p: &dyn Process, a: &DrmSyncobjArray) -> Result<(), Errno> {
-    if a.pad != 0 {
+    if a.pad != 0 || a.count_handles == 0 {
         return Err(EINVAL);
     }
     let pts = points(p, a.handles, 0, a.count_handles)?;
