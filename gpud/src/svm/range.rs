@@ -190,19 +190,9 @@ impl<P> SvmRanges<P> {
     /// even if only partly touched — loses its pages (returned: the caller zaps their GPU
     /// ranges, then releases them) and is marked unmapped for the garbage collector.
     pub fn invalidate(&mut self, start: u64, end: u64) -> Vec<Invalidated<P>> {
-        let mut out = Vec::new();
+        let out = self.take_gpu(start, end);
         for s in self.overlapping(start, end) {
-            let Some(r) = self.get_mut(s) else {
-                continue;
-            };
-            if let Some(pages) = r.pages.take() {
-                out.push(Invalidated {
-                    start: r.start,
-                    len: r.len,
-                    pages,
-                });
-            }
-            if !r.unmapped {
+            if let Some(r) = self.get_mut(s).filter(|r| !r.unmapped) {
                 r.unmapped = true;
                 self.garbage.push(s);
             }
